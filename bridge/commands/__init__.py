@@ -1,0 +1,1 @@
+"""One module per `pop3bridge` subcommand; see `bridge.cli`."""
