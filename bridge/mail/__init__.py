@@ -1,1 +1,24 @@
+"""RFC 5322/MIME bytes -> the `message.received` webhook payload (pure, no I/O)."""
 
+from bridge.mail._payload import (
+    MAX_PARSE_ERRORS,
+    build_message_data,
+    encode,
+    envelope,
+    fingerprint,
+    metadata_only,
+    schema,
+)
+from bridge.mail.errors import MailError, PayloadEncodingError
+
+__all__ = [
+    "MAX_PARSE_ERRORS",
+    "MailError",
+    "PayloadEncodingError",
+    "build_message_data",
+    "encode",
+    "envelope",
+    "fingerprint",
+    "metadata_only",
+    "schema",
+]

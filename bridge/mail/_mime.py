@@ -1,0 +1,267 @@
+"""MIME tree -> body text, body HTML and attachments.
+
+Parsing uses the stdlib feed parser with the compat32 policy: it never raises on malformed
+structure (it records `defects` instead), it is several times faster than the modern policy,
+and it keeps header values raw so `_headers` decides how to decode them. We feed it in
+chunks ourselves because `BytesParser.parsebytes` first copies the whole message into a str
+and then into a StringIO, which for a 50 MB message is several hundred MB of peak memory.
+
+Body rules (also documented in the JSON Schema):
+- a text/plain or text/html leaf is body text unless it is `Content-Disposition: attachment`
+  or carries a file name; anything else (including message/rfc822) is an attachment;
+- in multipart/alternative the last child that has plain text supplies `text` and the last
+  child that has HTML supplies `html` (RFC 2046 §5.1.4: later alternatives are preferred);
+- everywhere else, several body parts of one kind are joined in document order with one
+  newline between them (added only if the previous part does not already end in one);
+- line endings in text and HTML are normalised to "\n"; NUL characters are kept as U+0000
+  (JSON carries them as "\\u0000"; dropping them would silently alter content).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import re
+from dataclasses import dataclass, field
+from email import policy
+from email.feedparser import FeedParser
+from email.generator import BytesGenerator
+from email.message import Message
+from typing import Any
+
+from bridge.mail._headers import decode_header_value, decode_words, raw_to_str, unfold
+from bridge.mail._text import clean, decode_bytes, recover_bytes
+
+__all__ = ["MAX_DEPTH", "Body", "parse", "parse_headers", "walk"]
+
+MAX_DEPTH = 100
+_CHUNK = 1 << 16
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\s]")
+_NOT_BASE64_ALL = re.compile(r"[^A-Za-z0-9+/=\s]+")
+_B64_CHARS = re.compile(r"[^A-Za-z0-9+/]")
+
+
+def parse(raw: bytes) -> Message:
+    """Parse a whole message without an intermediate full-size str/StringIO copy."""
+    parser = FeedParser(policy=policy.compat32)
+    for start in range(0, len(raw), _CHUNK):
+        parser.feed(raw[start : start + _CHUNK].decode("ascii", "surrogateescape"))
+    return parser.close()
+
+
+def parse_headers(raw: bytes) -> Message:
+    """Parse only the header block (the rest, if any, is ignored)."""
+    end = _header_end(raw)
+    return parse(raw[:end])
+
+
+def _header_end(raw: bytes) -> int:
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    return min(ends) + 2 if ends else len(raw)
+
+
+@dataclass
+class Body:
+    """What the walk collected; `text`/`html` are lists of parts joined by the caller."""
+
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    inline_limit: int = 0
+
+
+def join_parts(parts: list[str]) -> str | None:
+    if not parts:
+        return None
+    out = parts[0]
+    for piece in parts[1:]:
+        out += piece if out.endswith("\n") or not out else "\n" + piece
+    return out
+
+
+def walk(msg: Message, inline_limit: int) -> tuple[str | None, str | None, Body]:
+    body = Body(inline_limit=inline_limit)
+    texts, htmls = _walk(msg, "", 0, body)
+    return join_parts(texts), join_parts(htmls), body
+
+
+def _label(path: str, ctype: str) -> str:
+    return f"part {path} ({ctype})" if path else f"message body ({ctype})"
+
+
+def _defects(part: Message, where: str, body: Body) -> None:
+    for defect in part.defects:
+        doc = (type(defect).__doc__ or type(defect).__name__).strip().splitlines()[0]
+        body.errors.append(f"{where}: {doc.rstrip('.')}")
+
+
+def _walk(part: Message, path: str, depth: int, body: Body) -> tuple[list[str], list[str]]:
+    ctype = clean(part.get_content_type())
+    where = _label(path, ctype)
+    _defects(part, where, body)
+    # Read the stored payload directly: get_payload() already decodes 8-bit text with the
+    # declared charset (and "replace"), which would hide the bytes we need for our own decode.
+    payload = getattr(part, "_payload", None)
+    if isinstance(payload, list) and part.get_content_maintype() != "message":
+        if depth >= MAX_DEPTH:
+            body.errors.append(
+                f"{where}: MIME parts nested deeper than {MAX_DEPTH} levels were ignored"
+            )
+            return [], []
+        prefix = f"{path}." if path else ""
+        results = [
+            _walk(child, f"{prefix}{i}", depth + 1, body)
+            for i, child in enumerate(payload, 1)
+            if isinstance(child, Message)
+        ]
+        if part.get_content_subtype() == "alternative":
+            texts = next((t for t, _ in reversed(results) if t), [])
+            htmls = next((h for _, h in reversed(results) if h), [])
+            return texts, htmls
+        return [t for r in results for t in r[0]], [h for r in results for h in r[1]]
+    if isinstance(payload, list):
+        data = _serialise_children(payload, where, body)
+        filename = _filename(part, where, body)
+        _attachment(part, data, ctype, where, body, _disposition(part), filename)
+        return [], []
+    data = _decode_payload(part, payload if isinstance(payload, str) else "", where, body)
+    disposition = _disposition(part)
+    filename = _filename(part, where, body)
+    if part.get_content_maintype() == "multipart":
+        # No boundary (or it never occurs): the parser left the body as one string. Keep it
+        # readable as text rather than losing it.
+        text, problem = decode_bytes(data, None, where)
+        if problem:
+            body.errors.append(problem)
+        return [_newlines(text)], []
+    if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
+        text, problem = decode_bytes(data, _charset(part), where)
+        if problem:
+            body.errors.append(problem)
+        text = _newlines(text)
+        return ([text], []) if ctype == "text/plain" else ([], [text])
+    _attachment(part, data, ctype, where, body, disposition, filename)
+    return [], []
+
+
+def _newlines(text: str) -> str:
+    return text.replace("\r\n", "\n") if "\r" in text else text
+
+
+def _charset(part: Message) -> str | None:
+    try:
+        charset = part.get_param("charset")
+    except Exception:
+        return None
+    if isinstance(charset, tuple):  # RFC 2231 form: (charset, language, value)
+        charset = charset[2]
+    return clean(str(charset)) if charset else None
+
+
+def _disposition(part: Message) -> str | None:
+    try:
+        value = part.get_content_disposition()
+    except Exception:
+        return None
+    return clean(value) if value else None
+
+
+def _filename(part: Message, where: str, body: Body) -> str | None:
+    try:
+        name = part.get_filename()
+    except Exception:
+        body.errors.append(f"{where}: the file name parameter could not be parsed")
+        return None
+    if not name:
+        return None
+    # Outlook and others put RFC 2047 words inside quoted parameters; undo that as well.
+    return clean(decode_words(unfold(raw_to_str(name, where, body.errors)), where, body.errors))
+
+
+def _decode_payload(part: Message, payload: str, where: str, body: Body) -> bytes:
+    cte = clean(str(part.get("content-transfer-encoding", ""))).strip().lower()
+    if cte == "base64":
+        return _base64(payload, where, body)
+    if cte == "quoted-printable":
+        return binascii.a2b_qp(recover_bytes(payload))
+    if cte not in ("", "7bit", "8bit", "binary"):
+        body.errors.append(
+            f"{where}: unknown Content-Transfer-Encoding {cte[:40]!r}; content kept undecoded"
+        )
+    return payload.encode("ascii") if payload.isascii() else recover_bytes(payload)
+
+
+def _base64(payload: str, where: str, body: Body) -> bytes:
+    if _NOT_BASE64.search(payload) is not None:
+        junk = sum(len(m) for m in _NOT_BASE64_ALL.findall(payload))
+        if junk * 20 > len(payload):
+            body.errors.append(
+                f"{where}: declared base64 but is not base64; content kept undecoded"
+            )
+            return recover_bytes(payload)
+        body.errors.append(f"{where}: non-base64 characters in base64 content were skipped")
+        payload = _NOT_BASE64_ALL.sub("", payload)
+    try:
+        return binascii.a2b_base64(payload)
+    except binascii.Error:
+        pass
+    body.errors.append(f"{where}: base64 content was truncated or badly padded")
+    letters = _B64_CHARS.sub("", payload.split("=", 1)[0])
+    letters = letters[: len(letters) - len(letters) % 4 if len(letters) % 4 == 1 else None]
+    try:
+        return binascii.a2b_base64(letters + "=" * (-len(letters) % 4))
+    except binascii.Error:
+        return b""
+
+
+def _serialise_children(children: list[Any], where: str, body: Body) -> bytes:
+    """Bytes of an embedded message (message/rfc822 etc.) as the stdlib can re-emit them."""
+    out = io.BytesIO()
+    try:
+        for child in children:
+            if isinstance(child, Message):
+                BytesGenerator(out, mangle_from_=False, maxheaderlen=0).flatten(child)
+    except Exception as exc:
+        body.errors.append(
+            f"{where}: the embedded message could not be re-serialised ({type(exc).__name__})"
+        )
+    return out.getvalue()
+
+
+def _attachment(
+    part: Message,
+    data: bytes,
+    ctype: str,
+    where: str,
+    body: Body,
+    disposition: str | None,
+    filename: str | None,
+) -> None:
+    content_id = _content_id(part, where, body)
+    if disposition not in ("attachment", "inline"):
+        disposition = "inline" if content_id else "attachment"
+    size = len(data)
+    body.attachments.append(
+        {
+            "filename": filename,
+            "content_type": ctype,
+            "disposition": disposition,
+            "content_id": content_id,
+            "size": size,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "content": base64.b64encode(data).decode("ascii")
+            if size <= body.inline_limit
+            else None,
+        }
+    )
+
+
+def _content_id(part: Message, where: str, errors_body: Body) -> str | None:
+    value = part.get("content-id")
+    if value is None:
+        return None
+    text = decode_header_value(str(value), where, errors_body.errors)
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1].strip()
+    return text or None

@@ -1,0 +1,205 @@
+"""The webhook payload: message `data`, the envelope around it, and its exact bytes.
+
+`build_message_data` is the only entry point that sees untrusted bytes; it never raises. If
+the parser itself gives up (for example on MIME nested thousands of levels deep), the payload
+is still produced from the header block alone, with the reason in `parse_errors` and the raw
+message attached even when the webhook did not ask for `raw`: the receiver must get
+something it can act on.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import logging
+from email.message import Message
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from bridge.mail._headers import (
+    decode_addresses,
+    decode_date,
+    decode_header_value,
+    decode_msgid_list,
+    raw_to_str,
+    unfold,
+)
+from bridge.mail._mime import parse, parse_headers, walk
+from bridge.mail._text import clean
+from bridge.mail.errors import PayloadEncodingError
+
+__all__ = [
+    "MAX_PARSE_ERRORS",
+    "build_message_data",
+    "encode",
+    "envelope",
+    "fingerprint",
+    "metadata_only",
+    "schema",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_PARSE_ERRORS = 100
+_ADDRESS_FIELDS = (
+    ("from", "from"),
+    ("sender", "sender"),
+    ("reply_to", "reply-to"),
+    ("to", "to"),
+    ("cc", "cc"),
+    ("bcc", "bcc"),
+)
+
+
+def build_message_data(
+    raw: bytes, *, attachment_inline_limit: int, include_raw: bool
+) -> dict[str, Any]:
+    """Every field of the payload's `data` except id/account/uidl/size (and source).
+
+    `attachment_inline_limit` is in decoded bytes: attachments up to it carry base64
+    `content`, larger ones only metadata. Never raises on any input bytes.
+    """
+    errors: list[str] = []
+    try:
+        msg = parse(raw)
+        data = _header_fields(msg, errors)
+        text, html, body = walk(msg, attachment_inline_limit)
+        errors.extend(body.errors)
+        data["text"], data["html"], data["attachments"] = text, html, body.attachments
+    except Exception as exc:  # the parser gave up; fall back to the header block
+        log.warning("message could not be parsed: %s", type(exc).__name__)
+        errors = [f"the message could not be parsed ({type(exc).__name__}); raw message attached"]
+        data = _headers_only(raw, errors)
+        include_raw = True
+    data["raw"] = base64.b64encode(raw).decode("ascii") if include_raw else None
+    data["parse_errors"] = _tidy(errors)
+    return data
+
+
+def metadata_only(header_bytes: bytes, *, reason: str) -> dict[str, Any]:
+    """Payload data for a message too large to download: headers only, `reason` first."""
+    errors = [clean(reason)]
+    data = _headers_only(header_bytes, errors)
+    data["raw"] = None
+    data["parse_errors"] = _tidy(errors)
+    return data
+
+
+def _headers_only(raw: bytes, errors: list[str]) -> dict[str, Any]:
+    try:
+        data = _header_fields(parse_headers(raw), errors)
+    except Exception as exc:
+        errors.append(f"the header block could not be parsed either ({type(exc).__name__})")
+        data = _header_fields(Message(), errors)
+    data["text"], data["html"], data["attachments"] = None, None, []
+    return data
+
+
+def _first(msg: Message, name: str) -> str | None:
+    value = msg.get(name)
+    return None if value is None else str(value)
+
+
+def _header_fields(msg: Message, errors: list[str]) -> dict[str, Any]:
+    headers: list[dict[str, str]] = []
+    for name, value in msg.raw_items():
+        label = clean(raw_to_str(str(name), "header name", errors)).strip()
+        where = f"{label[:60]} header"
+        headers.append({"name": label, "value": decode_header_value(str(value), where, errors)})
+    data: dict[str, Any] = {}
+    message_id = _first(msg, "message-id")
+    data["message_id"] = _optional(message_id, "Message-ID header", errors)
+    data["subject"] = _optional(_first(msg, "subject"), "Subject header", errors)
+    data["date"] = decode_date(_first(msg, "date"), "Date header", errors)
+    for key, header in _ADDRESS_FIELDS:
+        values = [str(v) for v in msg.get_all(header, [])]
+        data[key] = decode_addresses(values, f"{header.title()} header", errors)
+    data["in_reply_to"] = _optional(_first(msg, "in-reply-to"), "In-Reply-To header", errors)
+    data["references"] = decode_msgid_list(_first(msg, "references"), "References header", errors)
+    data["headers"] = headers
+    return data
+
+
+def _optional(value: str | None, where: str, errors: list[str]) -> str | None:
+    if value is None:
+        return None
+    text = decode_header_value(value, where, errors)
+    return text or None
+
+
+def _tidy(errors: list[str]) -> list[str]:
+    """Drop repeats (a broken charset repeats per header) and cap the list's length."""
+    unique = [clean(e) for e in dict.fromkeys(errors)]
+    if len(unique) > MAX_PARSE_ERRORS:
+        extra = len(unique) - (MAX_PARSE_ERRORS - 1)
+        unique = [*unique[: MAX_PARSE_ERRORS - 1], f"... and {extra} more problems"]
+    return unique
+
+
+def fingerprint(raw_or_headers: bytes) -> str:
+    """sha256 hex over Message-ID, Date, From and Subject of the header block.
+
+    Values are taken undecoded and whitespace-normalised, so the same message gives the same
+    fingerprint from RETR and from `TOP n 0` even if a server refolds headers.
+    """
+    try:
+        msg = parse_headers(raw_or_headers)
+        fields = [_normalised(msg.get(name)) for name in ("message-id", "date", "from", "subject")]
+    except Exception:  # never let a hostile header block stop a migration check
+        fields = [raw_or_headers[: raw_or_headers.find(b"\n\n")].hex()]
+    return hashlib.sha256("\x00".join(fields).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _normalised(value: object) -> str:
+    if value is None:
+        return ""
+    return " ".join(unfold(str(value)).split())
+
+
+def envelope(
+    data: dict[str, Any],
+    *,
+    msg_id: str,
+    account: str,
+    uidl: str,
+    size: int,
+    timestamp: dt.datetime,
+    source: str = "poller",
+) -> dict[str, Any]:
+    """The full Standard Webhooks body; ids first so a human reading the JSON sees them first.
+
+    `timestamp` must be timezone-aware (it becomes RFC 3339 with offset); `source` is
+    "poller" or "proxy" (the proxy's tap).
+    """
+    if timestamp.tzinfo is None:
+        raise PayloadEncodingError("envelope timestamp must be timezone-aware (use UTC)")
+    if source not in ("poller", "proxy"):
+        raise PayloadEncodingError(f"envelope source must be 'poller' or 'proxy', not {source!r}")
+    full = {"id": msg_id, "account": account, "uidl": uidl, "size": size, "source": source}
+    full.update(data)
+    return {
+        "type": "message.received",
+        "timestamp": timestamp.isoformat(timespec="seconds"),
+        "data": full,
+    }
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    """Deterministic JSON bytes (orjson, insertion order, no whitespace) for signing."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        raise PayloadEncodingError(f"the webhook body is not JSON-serialisable: {exc}") from None
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The payload JSON Schema shipped with the package (draft 2020-12)."""
+    text = resources.files("bridge.mail").joinpath("payload.schema.json").read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
