@@ -27,6 +27,7 @@ _FOLD = re.compile(r"\r?\n(?=[ \t])|\r\n|[\r\n]")
 _ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([QqBb])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"[ \t]*")
 _QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+_BASE64_LETTERS = re.compile(r"[A-Za-z0-9+/]*")
 _MSGID = re.compile(r"<[^<>]*>")
 
 
@@ -53,10 +54,12 @@ def _decode_q(payload: str) -> bytes:
 
 
 def _decode_b(payload: str, where: str, errors: list[str]) -> bytes:
-    data = payload.encode("ascii", "replace")
-    missing = -len(data.rstrip(b"=")) % 4
+    letters = payload.rstrip("=")
     try:
-        return binascii.a2b_base64(data.rstrip(b"=") + b"=" * missing)
+        if _BASE64_LETTERS.fullmatch(letters) is None or len(letters) % 4 == 1:
+            raise binascii.Error(where)
+        # Missing padding is common and harmless, so it is restored rather than reported.
+        return binascii.a2b_base64(letters + "=" * (-len(letters) % 4))
     except binascii.Error:
         errors.append(f"{where}: an encoded word had invalid base64 and was kept as is")
         raise

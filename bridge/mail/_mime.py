@@ -25,10 +25,10 @@ import hashlib
 import io
 import re
 from dataclasses import dataclass, field
-from email import policy
 from email.feedparser import FeedParser
 from email.generator import BytesGenerator
 from email.message import Message
+from email.policy import Compat32
 from typing import Any
 
 from bridge.mail._headers import decode_header_value, decode_words, raw_to_str, unfold
@@ -43,9 +43,24 @@ _NOT_BASE64_ALL = re.compile(r"[^A-Za-z0-9+/=\s]+")
 _B64_CHARS = re.compile(r"[^A-Za-z0-9+/]")
 
 
+class _RawHeaders(Compat32):
+    """compat32, except header values come back exactly as stored.
+
+    Plain compat32 wraps any value containing 8-bit bytes in a `Header` whose str() replaces
+    them, so raw UTF-8 subjects and file names would be destroyed before we see them. With
+    the raw value (8-bit bytes as surrogates) `_headers.raw_to_str` can decode them properly.
+    """
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        return value
+
+
+_POLICY = _RawHeaders()
+
+
 def parse(raw: bytes) -> Message:
     """Parse a whole message without an intermediate full-size str/StringIO copy."""
-    parser = FeedParser(policy=policy.compat32)
+    parser = FeedParser(policy=_POLICY)
     for start in range(0, len(raw), _CHUNK):
         parser.feed(raw[start : start + _CHUNK].decode("ascii", "surrogateescape"))
     return parser.close()
@@ -221,7 +236,9 @@ def _serialise_children(children: list[Any], where: str, body: Body) -> bytes:
     try:
         for child in children:
             if isinstance(child, Message):
-                BytesGenerator(out, mangle_from_=False, maxheaderlen=0).flatten(child)
+                BytesGenerator(out, mangle_from_=False, maxheaderlen=0, policy=_POLICY).flatten(
+                    child
+                )
     except Exception as exc:
         body.errors.append(
             f"{where}: the embedded message could not be re-serialised ({type(exc).__name__})"
