@@ -38,8 +38,9 @@ __all__ = ["MAX_DEPTH", "Body", "parse", "parse_headers", "walk"]
 
 MAX_DEPTH = 100
 _CHUNK = 1 << 16
-_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\s]")
-_NOT_BASE64_ALL = re.compile(r"[^A-Za-z0-9+/=\s]+")
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\r\n]")
+_NOT_BASE64_ALL = re.compile(r"[^A-Za-z0-9+/=\r\n]+")
+_NOT_BASE64_TEXT = re.compile(r"[^A-Za-z0-9+/=\s]")
 _B64_CHARS = re.compile(r"[^A-Za-z0-9+/]")
 
 
@@ -210,12 +211,15 @@ def _decode_payload(part: Message, payload: str, where: str, body: Body) -> byte
 def _base64(payload: str, where: str, body: Body) -> bytes:
     if _NOT_BASE64.search(payload) is not None:
         junk = sum(len(m) for m in _NOT_BASE64_ALL.findall(payload))
-        if junk * 20 > len(payload):
+        # Spaces and punctuation count as junk: a text body mislabelled base64 is full of
+        # them, while a damaged base64 body has the odd stray character per line.
+        if junk * 10 > len(payload):
             body.errors.append(
                 f"{where}: declared base64 but is not base64; content kept undecoded"
             )
             return recover_bytes(payload)
-        body.errors.append(f"{where}: non-base64 characters in base64 content were skipped")
+        if _NOT_BASE64_TEXT.search(payload) is not None:  # stray blanks are not worth a word
+            body.errors.append(f"{where}: non-base64 characters in base64 content were skipped")
         payload = _NOT_BASE64_ALL.sub("", payload)
     try:
         return binascii.a2b_base64(payload)

@@ -36,3 +36,8 @@ def build() -> Callable[..., dict[str, Any]]:
         return data
 
     return _build
+
+
+@pytest.fixture
+def check() -> Callable[..., dict[str, Any]]:
+    return check_payload

@@ -16,7 +16,6 @@ def test_rfc2047_subject_words_joined_and_split_multibyte_repaired(build: Build)
     # "é" (C3 A9) split across two adjacent words, plus a Q word with underscores.
     raw = msg("Subject: =?utf-8?B?w6k=?= =?utf-8?Q?=C3?=\r\n =?utf-8?Q?=A9t=C3=A9_ok?= tail")
     data = build(raw)
-    assert data["subject"] == "é\u00e9té ok tail" or data["subject"] == "éété ok tail"
     assert data["subject"] == "éété ok tail"
 
 
