@@ -4,28 +4,13 @@ whole suite, not by one test."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-import jsonschema
-import orjson
 import pytest
+from mail_schema_check import check_payload
 
 import bridge.mail as mail
-
-FORMATS = jsonschema.Draft202012Validator.FORMAT_CHECKER
-VALIDATOR = jsonschema.Draft202012Validator(mail.schema(), format_checker=FORMATS)
-WHEN = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
-
-
-def check_payload(data: dict[str, Any], size: int = 0) -> dict[str, Any]:
-    body = mail.envelope(
-        data, msg_id="msg_" + "ab" * 16, account="support", uidl="UID1", size=size, timestamp=WHEN
-    )
-    VALIDATOR.validate(body)
-    assert orjson.loads(mail.encode(body)) == body
-    return body
 
 
 @pytest.fixture
