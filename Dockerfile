@@ -1,0 +1,68 @@
+# syntax=docker/dockerfile:1
+#
+# pop3bridge container image. Build from the repository root:
+#   docker build -t pop3bridge:0.1.0 .
+# See docs/deploy.md for how to run it (config file, state volume, read-only root fs).
+
+# ---- builder: resolve dependencies and install the package into a self-contained venv ----------
+FROM python:3.11-slim-bookworm AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /src
+# The venv lives at the same path in both stages so its shebangs and scripts stay valid after COPY.
+RUN python -m venv /opt/venv
+
+COPY pyproject.toml README.md ./
+COPY bridge ./bridge
+
+# The root fs is read-only at run time, so bytecode must exist before then. "unchecked-hash"
+# pycs stay valid no matter what mtimes COPY --from gives the files.
+RUN /opt/venv/bin/pip install --no-cache-dir ".[speed]" \
+ && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv
+
+# ---- runtime: the interpreter, the venv and nothing else ---------------------------------------
+FROM python:3.11-slim-bookworm
+
+# The official slim image ships the stdlib without .pyc files; compile it once here for the same
+# reason as the venv above (nothing may be written under / when the container runs).
+RUN python -m compileall -q -j 0 --invalidation-mode unchecked-hash /usr/local/lib/python3.11 \
+ && groupadd --system --gid 10001 pop3bridge \
+ && useradd --system --uid 10001 --gid pop3bridge --home-dir /var/lib/pop3bridge \
+      --no-create-home --shell /usr/sbin/nologin pop3bridge \
+ && install -d -o pop3bridge -g pop3bridge -m 0750 /var/lib/pop3bridge \
+ && install -d -o root -g root -m 0755 /etc/pop3bridge
+
+COPY --from=builder /opt/venv /opt/venv
+
+# POP3BRIDGE_OPS__HOST: the ops endpoint binds loopback by default, which a container's
+# health checks and Prometheus cannot reach.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/var/lib/pop3bridge \
+    TMPDIR=/tmp \
+    POP3BRIDGE_CONFIG=/etc/pop3bridge/config.yaml \
+    POP3BRIDGE_OPS__HOST=0.0.0.0 \
+    POP3BRIDGE_OPS__PORT=8080
+
+# The only path the process writes: SQLite state, and nothing else.
+VOLUME ["/var/lib/pop3bridge"]
+WORKDIR /var/lib/pop3bridge
+
+# 8080: ops (/healthz /readyz /metrics /status). 1110 and 1995: the proxy's conventional
+# unprivileged listener ports (POP3 with STLS, and implicit TLS) used in the examples and the chart.
+EXPOSE 8080 1110 1995
+
+# Numeric so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
+
+# Slim images have no curl; the interpreter we already ship does the request. Any failure
+# (refused, timeout, non-2xx) raises, and an uncaught exception exits 1 = unhealthy.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('POP3BRIDGE_OPS__PORT', '8080'), timeout=4).close()"]
+
+ENTRYPOINT ["pop3bridge"]
+CMD ["run"]
