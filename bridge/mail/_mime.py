@@ -138,6 +138,13 @@ def _walk(part: Message, path: str, depth: int, body: Body) -> tuple[list[str], 
         return [t for r in results for t in r[0]], [h for r in results for h in r[1]]
     if isinstance(payload, list):
         data = _serialise_children(payload, where, body)
+        # message/* must be 7bit/8bit/binary (RFC 2046 §5.2.1), but some mailers encode it
+        # anyway; the parser then saw the encoded text as a header-less message.
+        cte = _cte(part)
+        if cte == "base64":
+            data = _base64(data.decode("ascii", "surrogateescape"), where, body)
+        elif cte == "quoted-printable":
+            data = binascii.a2b_qp(data)
         filename = _filename(part, where, body)
         _attachment(part, data, ctype, where, body, _disposition(part), filename)
         return [], []
@@ -196,7 +203,7 @@ def _filename(part: Message, where: str, body: Body) -> str | None:
 
 
 def _decode_payload(part: Message, payload: str, where: str, body: Body) -> bytes:
-    cte = clean(str(part.get("content-transfer-encoding", ""))).strip().lower()
+    cte = _cte(part)
     if cte == "base64":
         return _base64(payload, where, body)
     if cte == "quoted-printable":
@@ -206,6 +213,10 @@ def _decode_payload(part: Message, payload: str, where: str, body: Body) -> byte
             f"{where}: unknown Content-Transfer-Encoding {cte[:40]!r}; content kept undecoded"
         )
     return payload.encode("ascii") if payload.isascii() else recover_bytes(payload)
+
+
+def _cte(part: Message) -> str:
+    return clean(str(part.get("content-transfer-encoding", ""))).strip().lower()
 
 
 def _base64(payload: str, where: str, body: Body) -> bytes:
@@ -235,14 +246,17 @@ def _base64(payload: str, where: str, body: Body) -> bytes:
 
 
 def _serialise_children(children: list[Any], where: str, body: Body) -> bytes:
-    """Bytes of an embedded message (message/rfc822 etc.) as the stdlib can re-emit them."""
+    """Bytes of an embedded message (message/rfc822 etc.) as the stdlib re-emits them.
+
+    Not byte-exact: line endings become CRLF (as on the POP3 wire) and a missing header/body
+    separator is added; header values and body bytes are otherwise unchanged.
+    """
     out = io.BytesIO()
     try:
         for child in children:
             if isinstance(child, Message):
-                BytesGenerator(out, mangle_from_=False, maxheaderlen=0, policy=_POLICY).flatten(
-                    child
-                )
+                generator = BytesGenerator(out, mangle_from_=False, maxheaderlen=0, policy=_POLICY)
+                generator.flatten(child, linesep="\r\n")
     except Exception as exc:
         body.errors.append(
             f"{where}: the embedded message could not be re-serialised ({type(exc).__name__})"

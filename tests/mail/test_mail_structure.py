@@ -213,3 +213,15 @@ def test_metadata_only_has_full_shape(build: Build, check: Build) -> None:
     full = build(NESTED)
     assert set(data) == set(full)
     assert data["headers"] == full["headers"]
+
+
+def test_encoded_message_rfc822_is_decoded(build: Build) -> None:
+    inner = b"Subject: inner\r\n\r\nencoded rfc822\r\n"
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(inner)
+        + b"--b--\r\n"
+    )
+    (att,) = build(raw)["attachments"]
+    assert base64.b64decode(att["content"]) == inner

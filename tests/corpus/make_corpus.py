@@ -1,0 +1,150 @@
+"""Writes the hostile/broken/torture corpus into tests/corpus/eml/.
+
+Run once (`.venv/bin/python tests/corpus/make_corpus.py`) and commit the output; the files
+are the fixtures, this script only documents how each was made. Keep the total under ~2 MB.
+"""
+
+from __future__ import annotations
+
+import base64
+import pathlib
+
+OUT = pathlib.Path(__file__).with_name("eml")
+
+H = b"From: Sender <sender@example.com>\r\nTo: rcpt@example.com\r\nSubject: corpus\r\n"
+DATE = b"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\nMessage-ID: <corpus@example.com>\r\n"
+
+
+def nested(levels: int) -> bytes:
+    out = H + b"Content-Type: multipart/mixed; boundary=b0\r\n\r\n"
+    for i in range(1, levels):
+        out += b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i - 1, i)
+    out += b"--b%d\r\nContent-Type: text/plain\r\n\r\ndeep inside\r\n" % (levels - 1)
+    for i in reversed(range(levels)):
+        out += b"--b%d--\r\n" % i
+    return out
+
+
+def mixed(*parts: bytes, boundary: bytes = b"XYZ", close: bool = True) -> bytes:
+    out = H + DATE + b"Content-Type: multipart/mixed; boundary=" + boundary + b"\r\n\r\n"
+    for part in parts:
+        out += b"--" + boundary + b"\r\n" + part + b"\r\n"
+    return out + (b"--" + boundary + b"--\r\n" if close else b"")
+
+
+TEXT = b"Content-Type: text/plain; charset=utf-8\r\n\r\nhello"
+PDF = base64.encodebytes(b"%PDF-1.4 " + bytes(range(256)) * 4)
+
+CORPUS: dict[str, bytes] = {
+    "empty.eml": b"",
+    "only-headers.eml": H + DATE,
+    "only-headers-no-final-newline.eml": H.rstrip(b"\r\n"),
+    "only-body.eml": b"\r\nThis message has no headers at all.\r\n",
+    "body-no-separator.eml": b"This line is not a header\r\nnor is this\r\n",
+    "lf-only.eml": (H + DATE + b"\r\nline one\r\nline two\r\n").replace(b"\r\n", b"\n"),
+    "cr-only.eml": (H + b"\r\nold mac\r\nline endings\r\n").replace(b"\r\n", b"\r"),
+    "mixed-line-endings.eml": H + b"X-A: 1\nX-B: 2\r\rbody\n\r\nmore\r",
+    "header-without-colon.eml": H + b"This header has no colon\r\nX-After: x\r\n\r\nbody\r\n",
+    "header-block-10000-lines.eml": H
+    + b"".join(b"X-Line-%d: value %d\r\n" % (i, i) for i in range(10_000))
+    + b"\r\nbody after a huge header block\r\n",
+    "header-10000-continuations.eml": H
+    + b"X-Folded: start\r\n"
+    + b" continued\r\n" * 10_000
+    + b"\r\nbody\r\n",
+    "long-header-line.eml": H + b"X-Long: " + b"a" * 200_000 + b"\r\n\r\nbody\r\n",
+    "long-body-line.eml": H + b"\r\n" + b"b" * 300_000 + b"\r\n",
+    "duplicate-headers.eml": H + H + DATE + DATE + b"Subject: third subject\r\n\r\nbody\r\n",
+    "nul-bytes.eml": H.replace(b"corpus", b"nul\x00subject") + b"\r\nbefore\x00after\r\n\x00\r\n",
+    "eight-bit-junk-headers.eml": b"From: \xff\xfe junk <a@\xe9xample.com>\r\n"
+    b"Subject: \x80\x81\x82\x83 \xc3\r\nX-\xe9\xe8: \xa0\r\n\r\nbody \xff\r\n",
+    "eight-bit-body-no-charset.eml": H + b"\r\n\xe4\xf6\xfc caf\xe9 \x9d\x81\r\n",
+    "lying-charset-ascii.eml": H
+    + b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+    + "Grüße aus Köln".encode()
+    + b"\r\n",
+    "lying-charset-utf8.eml": H
+    + b"Content-Type: text/plain; charset=utf-8\r\n\r\nGr\xfc\xdfe \xc3\r\n",
+    "unknown-charset.eml": H + b"Content-Type: text/plain; charset=x-klingon\r\n\r\nqapla'\r\n",
+    "charset-is-a-codec.eml": H + b"Content-Type: text/plain; charset=zlib\r\n\r\nxx\r\n",
+    "iso-2022-jp.eml": H.replace(b"Subject: corpus", b"Subject: =?ISO-2022-JP?B?GyRCRnxLXDhsGyhC?=")
+    + b"Content-Type: text/plain; charset=ISO-2022-JP\r\n\r\n"
+    + "日本語の本文".encode("iso-2022-jp")
+    + b"\r\n",
+    "invalid-base64.eml": mixed(
+        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"!!!!****not base64 at all****!!!!",
+        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"aGVsbG8gd29ybGQ",  # missing padding, odd length
+        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"aGVsbG8=aGVsbG8=\r\nA",
+    ),
+    "invalid-quoted-printable.eml": H
+    + b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+    + b"\r\nbad =ZZ escape = trailing = =\r\n=C3\r\n",
+    "wrong-cte.eml": H
+    + b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    + b"This body says base64 but is plain prose, with spaces and punctuation!\r\n",
+    "unknown-cte.eml": H
+    + b"Content-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\n"
+    + b"begin 644 file.txt\r\n#0V%T\r\n`\r\nend\r\n",
+    "truncated-mime.eml": mixed(
+        TEXT,
+        b"Content-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgoAAAANSUhE",
+        close=False,
+    )[:-40],
+    "missing-boundary-end.eml": mixed(TEXT, TEXT, close=False),
+    "boundary-never-found.eml": H
+    + b"Content-Type: multipart/mixed; boundary=NEVER\r\n\r\njust text, no parts\r\n",
+    "multipart-without-boundary.eml": H + b"Content-Type: multipart/mixed\r\n\r\nno boundary\r\n",
+    "empty-multipart.eml": H + b"Content-Type: multipart/mixed; boundary=E\r\n\r\n--E--\r\n",
+    "nested-200-levels.eml": nested(200),
+    "nested-1500-levels.eml": nested(1500),
+    "garbage-content-type.eml": H + b"Content-Type: ;;;===///\r\n\r\nbody\r\n",
+    "garbage-date.eml": H + b"Date: the day after tomorrow, probably\r\n\r\nbody\r\n",
+    "impossible-date.eml": H + b"Date: Mon, 31 Feb 2024 25:61:61 +9999\r\n\r\nbody\r\n",
+    "broken-address-lists.eml": b'From: <<<>>>\r\nTo: a@, @b, "unterminated <x@y,,,\r\n'
+    b"Cc: Group: ;, =?utf-8?q?=FF?= <z@example.com>\r\nBcc: ::::;;;;\r\n\r\nbody\r\n",
+    "encoded-word-torture.eml": b"Subject: =?utf-8?B?####?= =?utf-8?Q?=E2=82?= "
+    b"=?utf-8?Q?=AC?= =?utf-8?X?nope?= =?=?= =?\xff?Q?x?=\r\n"
+    b"From: =?x-unknown?Q?Name?= <a@example.com>\r\n\r\nbody\r\n",
+    "rfc2231-torture.eml": mixed(
+        b"Content-Type: application/octet-stream\r\n"
+        b"Content-Disposition: attachment; filename*0*=utf-8''%E2%82; filename*2=c;"
+        b" filename*1*=%AC; filename*99=x; filename*=bogus''%ZZ\r\n\r\nx",
+        b"Content-Type: application/octet-stream; name*=x-unknown'en'%FF%FE\r\n\r\ny",
+    ),
+    "message-rfc822-broken.eml": mixed(
+        b"Content-Type: message/rfc822\r\n\r\nNot: really\r\n\xff\xfe\r\n",
+        b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(b"Subject: inner\r\n\r\nencoded rfc822\r\n"),
+        b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\n"
+        b"Final-Recipient: rfc822; a@b\r\nAction: failed\r\n",
+    ),
+    "inline-image-and-pdf.eml": mixed(
+        TEXT,
+        b"Content-Type: image/gif\r\nContent-ID: <img1@x>\r\nContent-Transfer-Encoding: base64"
+        b"\r\n\r\nR0lGODlhAQABAAAAACw=",
+        b"Content-Type: application/pdf; name=doc.pdf\r\nContent-Transfer-Encoding: base64"
+        b"\r\n\r\n" + PDF,
+    ),
+    "many-parts.eml": mixed(*([TEXT] * 2000)),
+    "binary-junk.eml": bytes(range(256)) * 16,
+    "utf16-bom-body.eml": H
+    + b"Content-Type: text/plain; charset=utf-16\r\n\r\n"
+    + "BOM body".encode("utf-16")
+    + b"\xff",
+}
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    total = 0
+    for name, data in CORPUS.items():
+        (OUT / name).write_bytes(data)
+        total += len(data)
+    print(f"wrote {len(CORPUS)} files, {total / 1e6:.2f} MB, to {OUT}")
+
+
+if __name__ == "__main__":
+    main()
