@@ -1,13 +1,64 @@
-"""Byte-level POP3 framing: dot-stuffing, receive buffer, response framer, command reader.
+"""Byte-level POP3 framing: dot-stuffing, the response framer and the server-side command reader.
 
-Everything here works on bytes only; no sockets.
+No sockets here: callers feed bytes with `receive_data` (b"" means end of input) and pull events
+with `next_event`, which returns `NEED_DATA` when it needs more input.
+
+Line endings
+------------
+Only CRLF ends a line. In particular only CRLF "." CRLF ends a multi-line response: a body
+holding "\\n.\\r\\n", "\\r\\n.\\n" or "\\r.\\r\\n" is content, never a terminator, so a message
+cannot end its own response early and smuggle a fake reply in after it (RFC 1939 §3; the same
+ambiguity as SMTP smuggling).
+
+One exception, detected rather than assumed: a server that ends its *greeting* with a bare LF is
+taken to use bare LF throughout (some embedded and test servers do). For such a server, and only
+then, the framer switches to LF framing: LF ends lines and "." LF (or "." CRLF) ends a body. The
+choice is made once per connection from the greeting; `ResponseFramer(line_ending="crlf")` turns
+detection off and `"lf"` forces LF framing (for a proxy leg whose greeting was consumed
+elsewhere).
+
+Bounds
+------
+Status lines may exceed RFC 1939's 512 octets (real servers do) up to `max_status_line`
+(8 KiB by default); beyond that the server is broken and `RemoteProtocolError` is raised. Body
+lines have no length limit: bodies stream out as `DataChunk`s as soon as bytes arrive, so the
+framer holds at most one read plus four bytes of a possible split terminator. Sizes from LIST
+are never used to find the end of a message.
 """
 
 from __future__ import annotations
 
-__all__ = ["dot_stuff"]
+from collections import deque
+from typing import Literal
 
+from bridge.pop3.commands import ResponseKind
+from bridge.pop3.errors import BadCommandLine, ConnectionLost, RemoteProtocolError
+from bridge.pop3.events import (
+    NEED_DATA,
+    AuthResponseLine,
+    Command,
+    ConnectionClosed,
+    Continuation,
+    DataChunk,
+    EndOfMultiline,
+    Event,
+    Greeting,
+    NeedData,
+)
+from bridge.pop3.responses import apop_timestamp, parse_status_line
+
+__all__ = [
+    "DEFAULT_MAX_STATUS_LINE",
+    "CommandReader",
+    "ResponseFramer",
+    "dot_stuff",
+    "dot_unstuff",
+]
+
+DEFAULT_MAX_STATUS_LINE = 8192
 _TERMINATOR = b".\r\n"
+
+LineEnding = Literal["auto", "crlf", "lf"]
 
 
 def dot_stuff(data: bytes) -> bytes:
@@ -24,3 +75,297 @@ def dot_stuff(data: bytes) -> bytes:
     if body and not body.endswith(b"\r\n"):
         body += b"\r\n"
     return body + _TERMINATOR
+
+
+def dot_unstuff(body: bytes) -> bytes:
+    """Inverse of `dot_stuff` for a complete wire body (terminator included or not).
+
+    Removes exactly one leading dot from every CRLF-started line. Raises `RemoteProtocolError`
+    if a "." line appears before the end, since that would have ended the response there.
+    """
+    if body.endswith(b"\r\n.\r\n"):
+        body = body[:-3]
+    elif body == _TERMINATOR:
+        body = b""
+    if body.startswith(b".\r\n") or b"\r\n.\r\n" in body:
+        raise RemoteProtocolError("a lone '.' line inside the body would end the response early")
+    out = body.replace(b"\r\n.", b"\r\n")
+    return out[1:] if out.startswith(b".") else out
+
+
+class _Expectation:
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: ResponseKind) -> None:
+        self.kind = kind
+
+
+class ResponseFramer:
+    """Frames a server's responses, given (in order) what kind of response each command gets.
+
+    Role-agnostic: the client uses it through `ClientConnection`; a proxy uses it directly on its
+    upstream leg, calling `expect(kind)` for every command it forwards (`response_kind` in
+    `bridge.pop3.commands` tells the kind). The first expectation is the greeting unless
+    `expect_greeting=False`.
+    """
+
+    def __init__(
+        self,
+        *,
+        line_ending: LineEnding = "auto",
+        max_status_line: int = DEFAULT_MAX_STATUS_LINE,
+        expect_greeting: bool = True,
+    ) -> None:
+        self._buf = bytearray()
+        self._eof = False
+        self._line_ending: LineEnding = line_ending
+        self._max_status = max_status_line
+        self._queue: deque[_Expectation] = deque()
+        # Body state: None when between responses, else True/False = at the start of a line.
+        self._in_body = False
+        self._line_start = True
+        self._search_from = 0  # resumable search offset for the current status line
+        if expect_greeting:
+            self._queue.append(_Expectation(ResponseKind.GREETING))
+
+    # -- feeding ---------------------------------------------------------------------------
+    def expect(self, kind: ResponseKind) -> None:
+        """Record that a command was sent whose response will be framed as `kind`."""
+        self._queue.append(_Expectation(kind))
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+        else:
+            self._buf += data
+
+    @property
+    def outstanding(self) -> int:
+        """How many responses (including the greeting) are still expected."""
+        return len(self._queue)
+
+    @property
+    def bare_lf(self) -> bool:
+        return self._line_ending == "lf"
+
+    @property
+    def eof(self) -> bool:
+        return self._eof
+
+    @property
+    def in_body(self) -> bool:
+        return self._in_body
+
+    def buffered(self) -> int:
+        """Bytes received but not yet turned into events (e.g. to refuse data sent before TLS)."""
+        return len(self._buf)
+
+    def discard_buffer(self) -> bytes:
+        """Drop and return everything buffered, e.g. when the transport switches to TLS."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        self._search_from = 0
+        return data
+
+    # -- events ----------------------------------------------------------------------------
+    def next_event(self) -> Event | NeedData:
+        if self._in_body:
+            return self._body_event()
+        if not self._queue:
+            if self._buf:
+                extra = bytes(self._buf[:60])
+                raise RemoteProtocolError(f"server sent bytes nobody asked for: {extra!r}")
+            if self._eof:
+                return ConnectionClosed()
+            return NEED_DATA
+        line = self._take_line()
+        if line is None:
+            return NEED_DATA
+        content, raw = line
+        head = self._queue[0]
+        if (
+            head.kind is ResponseKind.SASL
+            and content.startswith(b"+")
+            and not (content.startswith(b"+OK") and (len(content) == 3 or content[3:4] == b" "))
+        ):
+            # "+ base64" challenge; a bare "+" (no space) is tolerated as an empty challenge.
+            if content[1:2] not in (b"", b" "):
+                raise RemoteProtocolError(f"malformed SASL challenge {content[:40]!r}")
+            return Continuation(content[2:].decode("ascii", "replace"), raw)
+        status = parse_status_line(content, raw)
+        self._queue.popleft()
+        if head.kind is ResponseKind.GREETING:
+            return Greeting(status, apop_timestamp(content), self.bare_lf)
+        if status.ok and head.kind is ResponseKind.MULTI:
+            self._in_body = True
+            self._line_start = True
+        return status
+
+    def _take_line(self) -> tuple[bytes, bytes] | None:
+        buf = self._buf
+        nl = buf.find(b"\n", self._search_from)
+        if nl < 0:
+            if len(buf) > self._max_status:
+                raise RemoteProtocolError(
+                    f"status line longer than {self._max_status} octets without a line end"
+                )
+            if self._eof:
+                raise ConnectionLost(self._lost_message())
+            self._search_from = len(buf)
+            return None
+        self._search_from = 0
+        if nl + 1 > self._max_status:
+            raise RemoteProtocolError(f"status line longer than {self._max_status} octets")
+        crlf = nl > 0 and buf[nl - 1] == 0x0D
+        if self._line_ending == "auto":
+            # Decided once, from the first line the server sends.
+            self._line_ending = "crlf" if crlf else "lf"
+        raw = bytes(buf[: nl + 1])
+        del buf[: nl + 1]
+        content = raw[:-2] if crlf else raw[:-1]
+        if not crlf and self._line_ending == "crlf":
+            if not content:
+                # A stray LF before a status line (seen in the field): skip it.
+                return self._take_line()
+            raise RemoteProtocolError(f"status line ended by a bare LF: {content[:60]!r}")
+        if b"\r" in content or b"\x00" in content:
+            raise RemoteProtocolError(f"status line contains CR or NUL: {content[:60]!r}")
+        return content, raw
+
+    def _lost_message(self) -> str:
+        if self._queue and self._queue[0].kind is ResponseKind.GREETING:
+            return "connection closed before the server sent its greeting"
+        return "connection closed in the middle of a response"
+
+    def _body_event(self) -> Event | NeedData:
+        buf = self._buf
+        lf = self._line_ending == "lf"
+        sep = b"\n" if lf else b"\r\n"
+        if self._line_start and buf[:1] == b".":
+            if buf.startswith(b".\r\n") or (lf and buf.startswith(b".\n")):
+                size = 2 if buf[1] == 0x0A else 3
+                raw = bytes(buf[:size])
+                del buf[:size]
+                self._in_body = False
+                return EndOfMultiline(raw)
+            if len(buf) == 1 or (len(buf) == 2 and buf[1] == 0x0D):
+                return self._need_body_data()  # "." or ".\r": cannot tell yet
+        term = sep + b"."
+        end = -1
+        start = 0
+        while (i := buf.find(term, start)) >= 0:
+            after = i + len(term)
+            tail = bytes(buf[after : after + 2])
+            if tail == b"\r\n" or (lf and tail[:1] == b"\n") or tail in (b"", b"\r"):
+                # The terminator, or possibly one once more bytes arrive: stop just before
+                # its "." so the next call sees it at the start of a line.
+                end = i + len(sep)
+                break
+            start = after
+        if end < 0:
+            end = len(buf)
+            if not lf and buf.endswith(b"\r"):
+                end -= 1  # may be the first half of a CRLF
+            if end <= 0:
+                return self._need_body_data()
+        raw = bytes(buf[:end])
+        del buf[:end]
+        data = raw.replace(term, sep)
+        if self._line_start and data[:1] == b".":
+            data = data[1:]
+        self._line_start = raw.endswith(sep)
+        return DataChunk(data, raw)
+
+    def _need_body_data(self) -> NeedData:
+        if self._eof:
+            raise ConnectionLost("connection closed in the middle of a multi-line response")
+        return NEED_DATA
+
+
+class CommandReader:
+    """Reads command lines a POP3 client sends (for a proxy's client leg or a test server).
+
+    Lines are limited to `max_line` octets including the line end (RFC 2449 §4: 255). A line with
+    NUL, a bare CR, no keyword, or over the limit raises `BadCommandLine` after the reader has
+    skipped to the next line end, so the caller can answer -ERR and carry on in sync. A bare LF
+    ends a line like CRLF does (common clients and servers accept it), and `raw` keeps what was
+    sent.
+
+    After the caller has answered a SASL challenge it calls `expect_auth_response()`: the next
+    line is then returned as an `AuthResponseLine` and may be up to `max_auth_line` octets
+    (RFC 5034 §4 lets base64 responses exceed the command limit).
+    """
+
+    def __init__(self, *, max_line: int = 255, max_auth_line: int = 64 * 1024) -> None:
+        self._buf = bytearray()
+        self._eof = False
+        self._max_line = max_line
+        self._max_auth_line = max_auth_line
+        self._search_from = 0
+        self._skipping = False
+        self._auth_expected = False
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+        else:
+            self._buf += data
+
+    def expect_auth_response(self) -> None:
+        self._auth_expected = True
+
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def discard_buffer(self) -> bytes:
+        data = bytes(self._buf)
+        self._buf.clear()
+        self._search_from = 0
+        return data
+
+    def next_event(self) -> Command | AuthResponseLine | ConnectionClosed | NeedData:
+        buf = self._buf
+        limit = self._max_auth_line if self._auth_expected else self._max_line
+        nl = buf.find(b"\n", self._search_from)
+        if nl < 0:
+            if self._skipping or len(buf) > limit:
+                # Drop what we have of the over-long line but remember we are inside it.
+                was_skipping = self._skipping
+                buf.clear()
+                self._search_from = 0
+                self._skipping = True
+                if not was_skipping:
+                    raise BadCommandLine(
+                        f"command line longer than {limit} octets", reason="too-long"
+                    )
+            else:
+                self._search_from = len(buf)
+            if self._eof:
+                return ConnectionClosed()
+            return NEED_DATA
+        self._search_from = 0
+        raw = bytes(buf[: nl + 1])
+        del buf[: nl + 1]
+        if self._skipping:
+            self._skipping = False
+            return self.next_event()
+        if len(raw) > limit:
+            raise BadCommandLine(f"command line longer than {limit} octets", reason="too-long")
+        line = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+        if b"\x00" in line:
+            raise BadCommandLine("command line contains NUL", reason="nul")
+        if b"\r" in line:
+            raise BadCommandLine("command line contains a bare CR", reason="bare-cr")
+        if self._auth_expected:
+            self._auth_expected = False
+            return AuthResponseLine(line.decode("ascii", "replace"), raw)
+        keyword, _, rest = line.partition(b" ")
+        if not keyword or not keyword.isalpha() or not keyword.isascii() or len(keyword) > 4:
+            raise BadCommandLine("command line has no valid keyword", reason="bad-keyword")
+        verb = keyword.decode("ascii").upper()
+        text = rest.decode("utf-8", "surrogateescape")
+        if verb == "PASS":
+            args: tuple[str, ...] = (text,) if rest else ()
+        else:
+            args = tuple(text.split(" ")) if rest else ()
+        return Command(verb, args, raw)

@@ -1,0 +1,156 @@
+"""`ClientConnection`: the client side of a POP3 session, sans-I/O.
+
+It joins the pieces: commands are checked against the session state and encoded (`send`), their
+expected response kinds are queued in the framer in order, and replies come back as events
+(`next_event`) while the state machine follows them. The FIFO of outstanding commands is what
+lets a pipelining caller send many commands and match the replies in order (RFC 2449 §6.6).
+
+Some commands are never pipelined: USER, PASS, APOP, AUTH, STLS and QUIT change what the
+session is (authenticated, encrypted, ending), so they may only be sent when nothing is
+outstanding, and nothing may follow them until their reply is in. That is enforced here, not
+left to the I/O layer.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from bridge.pop3.commands import encode_command, response_kind
+from bridge.pop3.errors import ConnectionLost, LocalProtocolError, RemoteProtocolError
+from bridge.pop3.events import (
+    NEED_DATA,
+    Command,
+    Continuation,
+    EndOfMultiline,
+    Event,
+    Greeting,
+    NeedData,
+    StatusResponse,
+)
+from bridge.pop3.state import SessionState, State
+from bridge.pop3.wire import DEFAULT_MAX_STATUS_LINE, LineEnding, ResponseFramer
+
+__all__ = ["EXCLUSIVE_VERBS", "ClientConnection"]
+
+EXCLUSIVE_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH", "STLS", "QUIT", "UTF8"})
+
+
+class ClientConnection:
+    def __init__(
+        self,
+        *,
+        line_ending: LineEnding = "auto",
+        max_status_line: int = DEFAULT_MAX_STATUS_LINE,
+    ) -> None:
+        self._framer = ResponseFramer(line_ending=line_ending, max_status_line=max_status_line)
+        self._session = SessionState()
+        self._pending: deque[Command] = deque()
+        self._in_auth = False  # a SASL challenge is waiting for our answer
+        self._tls_pending = False  # STLS accepted; nothing more until the handshake is done
+        self.greeting: Greeting | None = None
+
+    @property
+    def state(self) -> State:
+        return self._session.state
+
+    @property
+    def outstanding(self) -> int:
+        """Commands sent whose replies have not fully arrived."""
+        return len(self._pending)
+
+    @property
+    def current_command(self) -> Command | None:
+        """The command whose reply the next events belong to (None before the greeting)."""
+        if self.greeting is None:
+            return None
+        return self._pending[0] if self._pending else None
+
+    @property
+    def bare_lf(self) -> bool:
+        return self._framer.bare_lf
+
+    # -- sending ---------------------------------------------------------------------------
+    def send(self, command: Command) -> bytes:
+        """Check and encode `command`; raises `LocalProtocolError` before anything is sent."""
+        if self._tls_pending:
+            raise LocalProtocolError(f"cannot send {command.verb} before the TLS handshake ends")
+        if self._in_auth or (self._pending and self._pending[-1].verb in EXCLUSIVE_VERBS):
+            raise LocalProtocolError(
+                f"cannot send {command.verb} while waiting for the reply to "
+                f"{self._pending[-1].verb}"
+            )
+        if command.verb in EXCLUSIVE_VERBS and self._pending:
+            raise LocalProtocolError(
+                f"{command.verb} cannot be pipelined: wait for the {len(self._pending)} "
+                "outstanding replies first"
+            )
+        self._session.check(command.verb)
+        kind = response_kind(command)
+        if kind is None:
+            raise LocalProtocolError(
+                f"{command.verb} with {len(command.args)} argument(s): reply framing unknown"
+            )
+        data = encode_command(command)
+        self._framer.expect(kind)
+        self._pending.append(command)
+        return data
+
+    def send_auth_response(self, response: str | None) -> bytes:
+        """Answer the current SASL challenge: base64 text ("" for empty), or None to cancel."""
+        if not self._in_auth:
+            raise LocalProtocolError("no SASL challenge is waiting for an answer")
+        if response is None:
+            line = b"*\r\n"
+        else:
+            data = response.encode("ascii")
+            if any(c in data for c in b"\r\n\x00 "):
+                raise LocalProtocolError("a SASL response must be a single base64 token")
+            line = data + b"\r\n"
+        self._in_auth = False
+        return line
+
+    def tls_started(self) -> None:
+        """The caller finished the TLS handshake after STLS; commands may flow again."""
+        if not self._tls_pending:
+            raise LocalProtocolError("tls_started() called without an accepted STLS")
+        self._tls_pending = False
+
+    # -- receiving -------------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        self._framer.receive_data(data)
+
+    def buffered(self) -> int:
+        return self._framer.buffered()
+
+    def next_event(self) -> Event | NeedData:
+        if self._in_auth or self._tls_pending:
+            # The server owes us nothing until we answer; anything it sent is out of turn.
+            if self._framer.buffered():
+                raise RemoteProtocolError("server sent data out of turn")
+            if self._framer.eof:
+                raise ConnectionLost("connection closed while the server awaited our answer")
+            return NEED_DATA
+        event = self._framer.next_event()
+        if isinstance(event, Greeting):
+            self.greeting = event
+            self._session.on_greeting(event.ok)
+        elif isinstance(event, StatusResponse):
+            command = self._pending[0]
+            self._session.on_reply(command.verb, event.ok)
+            if not self._framer.in_body:
+                self._pending.popleft()
+            if command.verb == "STLS" and event.ok:
+                if self._framer.buffered():
+                    # CVE-2021-22947: bytes sent before the handshake would be read as if
+                    # they came over TLS.
+                    raise RemoteProtocolError(
+                        "server sent data after its STLS reply, before the TLS handshake"
+                    )
+                self._tls_pending = True
+        elif isinstance(event, EndOfMultiline):
+            self._pending.popleft()
+        elif isinstance(event, Continuation):
+            if self._pending[0].verb != "AUTH":
+                raise RemoteProtocolError("server sent a SASL challenge outside AUTH")
+            self._in_auth = True
+        return event
