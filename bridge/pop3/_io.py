@@ -1,0 +1,111 @@
+"""A minimal asyncio transport wrapper: buffered reads with a timeout, writes with back-pressure.
+
+Streams (asyncio.StreamReader) would hide bytes in their own buffer across STLS; owning the buffer
+here lets the client prove nothing arrived before the TLS handshake, and avoids a copy per read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+from bridge.pop3.errors import ConnectionLost, ReadTimeout, TLSFailure
+
+_HIGH_WATER = 1 << 20  # pause reading when this much is buffered and unread
+
+
+class StreamProtocol(asyncio.Protocol):
+    def __init__(self, read_timeout: float | None) -> None:
+        # Applies to every single read and to every wait for the send buffer to drain.
+        self.read_timeout = read_timeout
+        self._loop = asyncio.get_running_loop()
+        self._buf = bytearray()
+        self._eof = False
+        self._exc: BaseException | None = None
+        self._reader: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._paused_reading = False
+        self.transport: asyncio.Transport | None = None
+
+    # -- protocol callbacks ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        if len(self._buf) > _HIGH_WATER and self.transport and not self._paused_reading:
+            self._paused_reading = True
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake_reader()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._exc = exc
+        self._wake_reader()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._drain is None or self._drain.done():
+            self._drain = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _wake_reader(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    # -- caller API ------------------------------------------------------------------------
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    async def read(self) -> bytes:
+        """Everything received so far, waiting up to `read_timeout` for something; b"" at EOF."""
+        timeout = self.read_timeout
+        if not self._buf and not self._eof:
+            self._reader = self._loop.create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._reader
+            except TimeoutError:
+                raise ReadTimeout(f"server sent nothing for {timeout:g} s") from None
+            finally:
+                self._reader = None
+        if self._buf:
+            data = bytes(self._buf)
+            self._buf.clear()
+            if self._paused_reading and self.transport is not None:
+                self._paused_reading = False
+                self.transport.resume_reading()
+            return data
+        if self._exc is not None:
+            if isinstance(self._exc, ssl.SSLError):
+                raise TLSFailure(f"TLS error: {self._exc.reason or self._exc}") from self._exc
+            raise ConnectionLost(f"connection failed: {self._exc}") from self._exc
+        return b""
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionLost("connection is closed")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        timeout = self.read_timeout
+        waiter = self._drain
+        if waiter is None or waiter.done():
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(waiter)
+        except TimeoutError:
+            raise ReadTimeout(f"server accepted no data for {timeout:g} s") from None
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionLost("connection closed while sending")

@@ -1,0 +1,669 @@
+"""`POP3Client`: asyncio I/O around the sans-I/O `ClientConnection`. It only moves bytes, picks
+mechanisms and turns -ERR replies into typed errors; framing and state live in the core.
+
+Data safety: QUIT is what commits. `quit()` / `close(commit=True)` ends the session in UPDATE
+(the server removes DELE'd messages, and on some servers, such as Gmail or an `EXPIRE 0` server,
+also the messages RETR'd in this session). `abort()` / `close(commit=False)` drops the TCP
+connection instead, and RFC 1939 §6 guarantees nothing changes. Leaving the `async with` block
+without calling `quit()` aborts, so forgetting to commit never deletes anything.
+
+Pipelining (RFC 2449 §6.6) is used for `retrieve_many` and `delete_many` when the server
+advertises PIPELINING and it was not switched off: a writer task sends commands through a
+bounded window while the reader consumes replies, so neither side can fill the other's buffers
+and stall. Logins, STLS and QUIT are never pipelined (the core refuses). If a pipelined batch
+fails or the caller stops iterating early, the connection is aborted (nothing committed):
+replies still in flight would otherwise be read as answers to later commands.
+
+Servers without UIDL: `uidl()` falls back to ids derived from each message's headers
+(`TOP n 0`): "hdr-" + sha256 over the normalised Message-ID, Date, From and Subject headers
+(names lower-cased, values unfolded, runs of white space collapsed, one "name:value" per line).
+Such ids are stable across sessions as long as the headers are; identical copies share an id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import inspect
+import logging
+import re
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from types import TracebackType
+from typing import Literal, Self
+
+from bridge.pop3._io import StreamProtocol
+from bridge.pop3.connection import ClientConnection
+from bridge.pop3.errors import (
+    AuthenticationFailed,
+    ConnectionLost,
+    InsecureAuthRefused,
+    LocalProtocolError,
+    PermanentFailure,
+    RemoteProtocolError,
+    ResponseError,
+    TemporaryFailure,
+    TLSFailure,
+)
+from bridge.pop3.events import (
+    Command,
+    ConnectionClosed,
+    Continuation,
+    DataChunk,
+    EndOfMultiline,
+    Event,
+    Greeting,
+    NeedData,
+    StatusResponse,
+)
+from bridge.pop3.responses import parse_capa, parse_list_line, parse_stat, parse_uidl_line
+from bridge.pop3.sasl import (
+    CramMD5,
+    Login,
+    Mechanism,
+    OAuthBearer,
+    Plain,
+    XOAuth2,
+    apop_digest,
+    auth_command,
+    decode_challenge,
+    encode_response,
+)
+from bridge.pop3.state import State
+from bridge.pop3.wire import LineEnding
+
+__all__ = ["MECHANISMS", "POP3Client", "TokenSource", "header_uid"]
+
+log = logging.getLogger(__name__)
+
+TLSMode = Literal["implicit", "starttls", "none"]
+TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
+
+# Every mechanism `login` knows, for `mechanism=`; "auto" picks among them.
+MECHANISMS = ("USER", "APOP", "PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER")
+# These put a reusable secret on the wire (password or bearer token).
+_PLAINTEXT_MECHANISMS = frozenset({"USER", "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"})
+_AUTH_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH"})
+_FALLBACK_HEADERS = (b"message-id", b"date", b"from", b"subject")
+
+
+def header_uid(headers: bytes) -> str:
+    """The documented fallback id for a server without UIDL (see the module docstring)."""
+    wanted: dict[bytes, bytes] = {}
+    current: bytes | None = None
+    for line in headers.replace(b"\r\n", b"\n").split(b"\n"):
+        if not line:
+            break
+        if line[:1] in (b" ", b"\t") and current is not None:
+            wanted[current] += b" " + line.strip()
+            continue
+        name, sep, value = line.partition(b":")
+        key = name.strip().lower()
+        current = key if sep and key in _FALLBACK_HEADERS and key not in wanted else None
+        if current is not None:
+            wanted[current] = value.strip()
+    digest = hashlib.sha256()
+    for key in _FALLBACK_HEADERS:
+        value = re.sub(rb"\s+", b" ", wanted.get(key, b"")).strip()
+        digest.update(key + b":" + value + b"\n")
+    return "hdr-" + digest.hexdigest()
+
+
+def _ssl_context(
+    ssl_context: ssl.SSLContext | None, ca_file: str | None, insecure: bool
+) -> ssl.SSLContext:
+    if ssl_context is not None:
+        return ssl_context
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class POP3Client:
+    """An authenticated-or-not POP3 session over asyncio. Create it with `connect`."""
+
+    def __init__(
+        self,
+        host: str,
+        io: StreamProtocol,
+        *,
+        pipelining: bool,
+        window: int,
+        line_ending: LineEnding,
+    ) -> None:
+        self.host = host
+        self._io = io
+        self._conn = ClientConnection(line_ending=line_ending)
+        self._pipelining = pipelining
+        self._window = max(1, window)
+        self._caps: dict[str, tuple[str, ...]] = {}
+        self._capa_ok = False
+        self._encrypted = False
+        self._closed = False
+        self.mechanism: str | None = None
+        self.uidl_fallback = False  # True once uidl() had to derive ids from headers
+
+    # -- connecting ------------------------------------------------------------------------
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int | None = None,
+        *,
+        tls: TLSMode = "implicit",
+        ssl_context: ssl.SSLContext | None = None,
+        ca_file: str | None = None,
+        insecure: bool = False,
+        connect_timeout: float = 30.0,
+        read_timeout: float = 120.0,
+        pipelining: bool = True,
+        window: int = 50,
+        line_ending: LineEnding = "auto",
+    ) -> POP3Client:
+        """Connect, read the greeting, set up TLS as asked and fetch CAPA.
+
+        Certificates are verified against the system store (or `ca_file`) with the host name
+        checked, unless `insecure=True`. With `tls="starttls"` a server that does not offer STLS,
+        or refuses it, is an error: there is no fall-back to plaintext.
+        """
+        if tls not in ("implicit", "starttls", "none"):
+            raise LocalProtocolError(f"tls must be 'implicit', 'starttls' or 'none', not {tls!r}")
+        if port is None:
+            port = 995 if tls == "implicit" else 110
+        ctx = _ssl_context(ssl_context, ca_file, insecure) if tls != "none" else None
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, proto = await loop.create_connection(
+                    lambda: StreamProtocol(read_timeout),
+                    host,
+                    port,
+                    ssl=ctx if tls == "implicit" else None,
+                    server_hostname=host if tls == "implicit" else None,
+                    ssl_handshake_timeout=connect_timeout if tls == "implicit" else None,
+                )
+        except TimeoutError:
+            raise ConnectionLost(f"timed out connecting to {host}:{port}") from None
+        except ssl.SSLError as exc:
+            raise TLSFailure(f"TLS with {host}:{port} failed: {_ssl_reason(exc)}") from exc
+        except OSError as exc:
+            raise ConnectionLost(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+        client = cls(host, proto, pipelining=pipelining, window=window, line_ending=line_ending)
+        client._encrypted = tls == "implicit"
+        try:
+            await client._start(tls, ctx, connect_timeout)
+        except BaseException:
+            client.abort()
+            raise
+        return client
+
+    async def _start(self, tls: TLSMode, ctx: ssl.SSLContext | None, hs_seconds: float) -> None:
+        event = await self._next()
+        if not isinstance(event, Greeting):  # pragma: no cover - the framer guarantees it
+            raise RemoteProtocolError("expected a greeting")
+        if not event.ok:
+            raise self._error("greeting", event.status)
+        sock = self._io.transport.get_extra_info("socket") if self._io.transport else None
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await self.capa()
+        if tls == "starttls":
+            assert ctx is not None
+            await self._starttls(ctx, hs_seconds)
+
+    async def _starttls(self, ctx: ssl.SSLContext, hs_seconds: float) -> None:
+        if "STLS" not in self._caps:
+            raise TLSFailure(
+                f"{self.host} does not offer STLS; refusing to continue without TLS "
+                "(use pop3s on port 995, or tls='none' only if you accept plaintext)"
+            )
+        status = await self._simple(Command("STLS"))
+        del status
+        # The core has already refused bytes that came with the +OK; bytes that arrived since
+        # are just as untrustworthy.
+        if self._io.buffered():
+            raise RemoteProtocolError("server sent data after its STLS reply, before TLS")
+        transport = self._io.transport
+        assert transport is not None
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.start_tls(
+                transport,
+                self._io,
+                ctx,
+                server_hostname=self.host,
+                ssl_handshake_timeout=hs_seconds,
+            )
+        except ssl.SSLError as exc:
+            raise TLSFailure(f"TLS with {self.host} failed: {_ssl_reason(exc)}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise TLSFailure(f"TLS handshake with {self.host} did not complete: {exc}") from exc
+        if new is None:  # pragma: no cover
+            raise TLSFailure("TLS handshake did not produce a transport")
+        self._io.transport = new
+        self._conn.tls_started()
+        self._encrypted = True
+        self._caps = {}  # RFC 2595 §4: forget what was said before TLS
+        await self.capa()
+
+    # -- properties ------------------------------------------------------------------------
+    @property
+    def greeting(self) -> Greeting:
+        assert self._conn.greeting is not None
+        return self._conn.greeting
+
+    @property
+    def capabilities(self) -> dict[str, tuple[str, ...]]:
+        return dict(self._caps)
+
+    @property
+    def encrypted(self) -> bool:
+        return self._encrypted
+
+    @property
+    def state(self) -> State:
+        return self._conn.state
+
+    def _ssl_object(self) -> ssl.SSLObject | None:
+        if self._io.transport is None:
+            return None
+        obj: ssl.SSLObject | None = self._io.transport.get_extra_info("ssl_object")
+        return obj
+
+    @property
+    def tls_version(self) -> str | None:
+        obj = self._ssl_object()
+        return obj.version() if obj is not None else None
+
+    @property
+    def tls_cipher(self) -> str | None:
+        obj = self._ssl_object()
+        cipher = obj.cipher() if obj is not None else None
+        return cipher[0] if cipher else None
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether batches will be pipelined: advertised by the server and not switched off."""
+        return self._pipelining and "PIPELINING" in self._caps
+
+    @property
+    def login_delay(self) -> float | None:
+        params = self._caps.get("LOGIN-DELAY")
+        if params and params[0].isdigit():
+            return float(params[0])
+        return None
+
+    # -- low level -------------------------------------------------------------------------
+    async def _next(self) -> Event:
+        while True:
+            event = self._conn.next_event()
+            if not isinstance(event, NeedData):
+                return event
+            self._conn.receive_data(await self._io.read())
+
+    async def _write(self, data: bytes) -> None:
+        self._io.write(data)
+        await self._io.drain()
+
+    async def _send(self, command: Command) -> None:
+        if self._closed:
+            raise LocalProtocolError(f"cannot send {command.verb}: the session is closed")
+        await self._write(self._conn.send(command))
+
+    async def _status(self) -> StatusResponse:
+        event = await self._next()
+        if isinstance(event, ConnectionClosed):
+            raise ConnectionLost("server closed the connection instead of replying")
+        if not isinstance(event, StatusResponse):
+            raise RemoteProtocolError(f"expected a status line, got {type(event).__name__}")
+        return event
+
+    async def _simple(self, command: Command) -> StatusResponse:
+        await self._send(command)
+        status = await self._status()
+        if not status.ok:
+            raise self._error(command.verb, status)
+        return status
+
+    async def _body(self) -> bytes:
+        parts: builtins.list[bytes] = []
+        while True:
+            event = await self._next()
+            if isinstance(event, DataChunk):
+                parts.append(event.data)
+            elif isinstance(event, EndOfMultiline):
+                return b"".join(parts)
+            else:  # pragma: no cover - the framer only yields these inside a body
+                raise RemoteProtocolError(f"unexpected {type(event).__name__} inside a body")
+
+    async def _multi(self, command: Command) -> tuple[StatusResponse, bytes]:
+        status = await self._simple(command)
+        return status, await self._body()
+
+    def _error(self, verb: str, status: StatusResponse) -> ResponseError:
+        """Turn an -ERR into the error that says what the caller should do."""
+        what = f"{verb} refused by {self.host}: {status.text or '-ERR'}"
+        if status.has_code("LOGIN-DELAY"):
+            return TemporaryFailure(what, status, retry_after=self.login_delay)
+        if status.has_code("IN-USE") or status.has_code("SYS/TEMP"):
+            return TemporaryFailure(what, status, retry_after=None)
+        if status.has_code("SYS/PERM"):
+            return PermanentFailure(what, status)
+        if status.has_code("AUTH") or verb in _AUTH_VERBS:
+            return AuthenticationFailed(what, status)
+        if verb == "greeting":
+            return TemporaryFailure(what, status, retry_after=None)
+        return ResponseError(what, status)
+
+    # -- capabilities and login ------------------------------------------------------------
+    async def capa(self) -> dict[str, tuple[str, ...]]:
+        """Ask CAPA; a server without it (-ERR) just has no known capabilities (RFC 2449 §5)."""
+        await self._send(Command("CAPA"))
+        status = await self._status()
+        if not status.ok:
+            self._caps, self._capa_ok = {}, False
+            return {}
+        self._caps, self._capa_ok = parse_capa(await self._body()), True
+        return dict(self._caps)
+
+    def _choose(
+        self, password: str | None, token: TokenSource | None, allow_plaintext: bool
+    ) -> str:
+        sasl = {m.upper() for m in self._caps.get("SASL", ())}
+        if token is not None:
+            if "OAUTHBEARER" in sasl:
+                return "OAUTHBEARER"
+            return "XOAUTH2"
+        if password is None:
+            raise LocalProtocolError("login needs a password or a token")
+        order = ["CRAM-MD5"]
+        safe_without_tls = {"CRAM-MD5", "APOP"}
+        if self._encrypted:
+            order += ["PLAIN", "LOGIN", "APOP", "USER"]
+        else:
+            order += ["APOP", "PLAIN", "LOGIN", "USER"]
+        for mech in order:
+            offered = (
+                mech in sasl
+                if mech not in ("APOP", "USER")
+                else (self.greeting.timestamp is not None if mech == "APOP" else True)
+            )
+            if not offered:
+                continue
+            if not self._encrypted and not allow_plaintext and mech not in safe_without_tls:
+                continue
+            return mech
+        raise InsecureAuthRefused(
+            f"{self.host} offers only mechanisms that send the password in the clear over an "
+            "unencrypted connection; use TLS, or allow plaintext explicitly"
+        )
+
+    async def login(
+        self,
+        username: str,
+        password: str | None = None,
+        *,
+        mechanism: str = "auto",
+        allow_plaintext: bool = False,
+        token: TokenSource | None = None,
+    ) -> None:
+        """Authenticate; on success the session is in TRANSACTION and CAPA has been re-read.
+
+        `token` is an OAuth access token (or a function, possibly async, returning one) for
+        XOAUTH2/OAUTHBEARER. Mechanisms that expose the secret are refused on an unencrypted
+        link unless `allow_plaintext=True`.
+        """
+        mech = mechanism.upper()
+        if mech == "AUTO":
+            mech = self._choose(password, token, allow_plaintext)
+        elif mech not in MECHANISMS:
+            raise LocalProtocolError(f"unknown mechanism {mechanism!r}; choose from {MECHANISMS}")
+        if mech in _PLAINTEXT_MECHANISMS and not self._encrypted and not allow_plaintext:
+            raise InsecureAuthRefused(
+                f"{mech} would send credentials to {self.host} unencrypted; use TLS, or allow "
+                "plaintext explicitly"
+            )
+        try:
+            if mech == "USER":
+                await self._simple(Command("USER", (username,)))
+                await self._simple(Command("PASS", (_need(password),)))
+            elif mech == "APOP":
+                timestamp = self.greeting.timestamp
+                if timestamp is None:
+                    raise LocalProtocolError(f"{self.host}'s greeting has no APOP timestamp")
+                digest = apop_digest(timestamp, _need(password))
+                await self._simple(Command("APOP", (username, digest)))
+            else:
+                await self._sasl(await self._mechanism(mech, username, password, token))
+        except ConnectionLost as exc:
+            # Some servers hang up on a failed login instead of answering (S7).
+            raise AuthenticationFailed(
+                f"{self.host} closed the connection during {mech} login"
+            ) from exc
+        self.mechanism = mech
+        await self.capa()  # some servers advertise more once logged in (UIDL, PIPELINING)
+
+    async def _mechanism(
+        self, mech: str, username: str, password: str | None, token: TokenSource | None
+    ) -> Mechanism:
+        if mech == "PLAIN":
+            return Plain(username, _need(password))
+        if mech == "LOGIN":
+            return Login(username, _need(password))
+        if mech == "CRAM-MD5":
+            return CramMD5(username, _need(password))
+        if token is None:
+            raise LocalProtocolError(f"{mech} needs an OAuth access token")
+        value = token if isinstance(token, str) else token()
+        if inspect.isawaitable(value):
+            value = await value
+        assert isinstance(value, str)
+        if mech == "XOAUTH2":
+            return XOAuth2(username, value)
+        return OAuthBearer(username, value, host=self.host)
+
+    async def _sasl(self, mech: Mechanism) -> None:
+        args = auth_command(mech, allow_initial_response="SASL" in self._caps)
+        ir_pending = len(args) == 1 and mech.initial_response() is not None
+        await self._send(Command("AUTH", args))
+        while True:
+            event = await self._next()
+            if isinstance(event, StatusResponse):
+                if event.ok:
+                    return
+                detail = getattr(mech, "error", None)
+                error = self._error("AUTH", event)
+                if detail:
+                    error.args = (f"{error.args[0]} ({_oauth_status(detail)})",)
+                raise error
+            if isinstance(event, ConnectionClosed):
+                raise ConnectionLost("server closed the connection during AUTH")
+            if not isinstance(event, Continuation):
+                raise RemoteProtocolError(f"unexpected {type(event).__name__} during AUTH")
+            try:
+                challenge = decode_challenge(event.data)
+                if ir_pending:
+                    ir_pending = False
+                    answer: bytes = mech.initial_response() or b""
+                else:
+                    answer = mech.respond(challenge)
+            except RemoteProtocolError:
+                # RFC 5034 §4: a challenge we cannot handle is answered with a cancel.
+                await self._write(self._conn.send_auth_response(None))
+                continue
+            await self._write(self._conn.send_auth_response(encode_response(answer)))
+
+    # -- transaction -----------------------------------------------------------------------
+    async def stat(self) -> tuple[int, int]:
+        return parse_stat(await self._simple(Command("STAT")))
+
+    async def list(self, number: int | None = None) -> builtins.list[tuple[int, int]]:
+        if number is not None:
+            status = await self._simple(Command("LIST", (str(number),)))
+            return [parse_list_line(status.text.encode())]
+        _, body = await self._multi(Command("LIST"))
+        return [parse_list_line(line) for line in body.splitlines() if line.strip()]
+
+    async def uidl(self) -> builtins.list[tuple[int, str]]:
+        """(number, uid) for every message; see the module docstring for servers without UIDL."""
+        await self._send(Command("UIDL"))
+        status = await self._status()
+        if status.ok:
+            body = await self._body()
+            entries = [parse_uidl_line(line) for line in body.splitlines() if line.strip()]
+        elif status.has_code("SYS") or status.has_code("IN-USE"):
+            raise self._error("UIDL", status)
+        else:
+            entries = [(n, "") for n, _ in await self.list()]
+        missing = [n for n, uid in entries if not uid]
+        if missing:
+            self.uidl_fallback = True
+            derived = {n: header_uid(headers) for n, headers in await self._tops(missing)}
+            entries = [(n, uid or derived[n]) for n, uid in entries]
+        return entries
+
+    async def _tops(self, numbers: builtins.list[int]) -> builtins.list[tuple[int, bytes]]:
+        commands = [Command("TOP", (str(n), "0")) for n in numbers]
+        return [(n, body) async for n, body in self._batch(numbers, commands, multi=True)]
+
+    async def retrieve(self, number: int) -> bytes:
+        return (await self._multi(Command("RETR", (str(number),))))[1]
+
+    async def top(self, number: int, lines: int) -> bytes:
+        return (await self._multi(Command("TOP", (str(number), str(lines)))))[1]
+
+    async def retrieve_many(self, numbers: Iterable[int]) -> AsyncIterator[tuple[int, bytes]]:
+        """Yield (number, message) in order; pipelined when the server allows it."""
+        wanted = list(numbers)
+        commands = [Command("RETR", (str(n),)) for n in wanted]
+        async for item in self._batch(wanted, commands, multi=True):
+            yield item
+
+    async def delete(self, number: int) -> None:
+        await self._simple(Command("DELE", (str(number),)))
+
+    async def delete_many(self, numbers: Iterable[int]) -> None:
+        wanted = list(numbers)
+        commands = [Command("DELE", (str(n),)) for n in wanted]
+        async for _ in self._batch(wanted, commands, multi=False):
+            pass
+
+    async def rset(self) -> None:
+        await self._simple(Command("RSET"))
+
+    async def noop(self) -> None:
+        await self._simple(Command("NOOP"))
+
+    async def _batch(
+        self, numbers: builtins.list[int], commands: builtins.list[Command], *, multi: bool
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        if not self.pipelining:
+            for n, command in zip(numbers, commands, strict=True):
+                if multi:
+                    yield n, (await self._multi(command))[1]
+                else:
+                    await self._simple(command)
+                    yield n, b""
+            return
+        window = asyncio.Semaphore(self._window)
+
+        async def writer() -> None:
+            for command in commands:
+                await window.acquire()
+                await self._send(command)
+
+        task = asyncio.create_task(writer())
+        done = False
+        try:
+            for n, command in zip(numbers, commands, strict=True):
+                status = await self._status_or_writer_error(task)
+                if not status.ok:
+                    raise self._error(command.verb, status)
+                body = await self._body() if multi else b""
+                window.release()
+                yield n, body
+            done = True
+            await task
+        finally:
+            if not task.done():
+                task.cancel()
+            if not done:
+                # Replies still in flight would be taken for answers to later commands.
+                self.abort()
+
+    async def _status_or_writer_error(self, task: asyncio.Task[None]) -> StatusResponse:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+        return await self._status()
+
+    # -- ending ----------------------------------------------------------------------------
+    async def quit(self) -> None:
+        """Send QUIT: commits deletions (and, on some servers, retrievals). Closes the link."""
+        if self._closed:
+            return
+        try:
+            await self._send(Command("QUIT"))
+            status = await self._status()
+        finally:
+            self.abort()
+        if not status.ok:
+            raise self._error("QUIT", status)
+
+    def abort(self) -> None:
+        """Drop the connection without QUIT: the server changes nothing. Never raises."""
+        self._closed = True
+        try:
+            if self._io.transport is not None:
+                self._io.transport.abort()
+        except Exception:  # pragma: no cover - best effort by design
+            log.debug("abort failed", exc_info=True)
+
+    async def close(self, commit: bool = True) -> None:
+        if commit:
+            await self.quit()
+        else:
+            self.abort()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+
+def _need(password: str | None) -> str:
+    if password is None:
+        raise LocalProtocolError("this mechanism needs a password")
+    return password
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verification failed ({exc.verify_message})"
+    return str(exc.reason or exc)
+
+
+def _oauth_status(detail: bytes) -> str:
+    import json
+
+    try:
+        data = json.loads(detail)
+    except ValueError:
+        return "server sent an unreadable error report"
+    if isinstance(data, dict):
+        return f"OAuth status {data.get('status', '?')}"
+    return "server sent an unreadable error report"
