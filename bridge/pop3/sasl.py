@@ -55,7 +55,9 @@ def apop_digest(timestamp: str, secret: str) -> str:
 def decode_challenge(data: str) -> bytes:
     """Strict base64 decoding of a "+ ..." challenge (RFC 5034 §4: reject, don't ignore, junk)."""
     try:
-        return base64.b64decode(data.encode("ascii"), validate=True)
+        if len(data) % 4:
+            raise ValueError("base64 length is not a multiple of 4")
+        return binascii.a2b_base64(data.encode("ascii"), strict_mode=True)
     except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
         raise RemoteProtocolError("server sent a SASL challenge that is not valid base64") from exc
 
