@@ -74,7 +74,7 @@ from bridge.pop3.sasl import (
 from bridge.pop3.state import State
 from bridge.pop3.wire import LineEnding
 
-__all__ = ["MECHANISMS", "POP3Client", "TokenSource", "header_uid"]
+__all__ = ["MECHANISMS", "POP3Client", "TLSMode", "TokenSource", "header_uid"]
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,10 @@ def _ssl_context(
 ) -> ssl.SSLContext:
     if ssl_context is not None:
         return ssl_context
-    ctx = ssl.create_default_context(cafile=ca_file)
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSFailure(f"cannot load CA file {ca_file}: {exc}") from exc
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if insecure:
         ctx.check_hostname = False
