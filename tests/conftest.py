@@ -1,0 +1,92 @@
+"""Project-wide fixtures: TLS material, a private Dovecot, PostgreSQL's DSN.
+
+The contract (names and behaviour) is documented in tests/support/__init__.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    # `tests.support` must import the same way under `pytest` and `python -m pytest`.
+    sys.path.insert(0, str(_ROOT))
+
+from tests.support import require_service  # noqa: E402
+from tests.support.certs import TestCerts, make_test_certs  # noqa: E402
+from tests.support.dovecot import (  # noqa: E402
+    DovecotServer,
+    DovecotUser,
+    dovecot_available,
+)
+
+DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> TestCerts:
+    return make_test_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="session")
+def dovecot(tls_certs: TestCerts) -> Iterator[DovecotServer]:
+    """The session's private Dovecot; a skip/fail here is cached, so every user reports it."""
+    ok, why = dovecot_available()
+    require_service("dovecot", ok, why)
+    server = DovecotServer(tls_certs)
+    try:
+        server.start()
+    except Exception as exc:
+        server.close()
+        require_service("dovecot", False, f"the private Dovecot failed to start: {exc}")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def dovecot_user(dovecot: DovecotServer) -> DovecotUser:
+    return dovecot.add_user()
+
+
+def _pg_check(dsn: str) -> str | None:
+    """None if PostgreSQL answers `SELECT 1` at `dsn`, else the reason (no secrets in it)."""
+    result: list[str | None] = ["not checked"]
+
+    async def probe() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            await conn.fetchval("SELECT 1")
+        finally:
+            await conn.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(probe())
+            result[0] = None
+        except Exception as exc:
+            result[0] = f"cannot connect to PostgreSQL at 127.0.0.1:5432 ({type(exc).__name__})"
+
+    # A thread of its own: the caller may be inside a running event loop.
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(15)
+    return result[0]
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    dsn = os.environ.get("POP3BRIDGE_TEST_PG_DSN", DEFAULT_PG_DSN)
+    problem = _pg_check(dsn)
+    require_service("postgresql", problem is None, problem or "")
+    return dsn
