@@ -251,23 +251,25 @@ class ResponseFramer:
             if len(buf) == 1 or (len(buf) == 2 and buf[1] == 0x0D):
                 return self._need_body_data()  # "." or ".\r": cannot tell yet
         term = sep + b"."
-        end = -1
-        start = 0
-        while (i := buf.find(term, start)) >= 0:
-            after = i + len(term)
-            tail = bytes(buf[after : after + 2])
-            if tail == b"\r\n" or (lf and tail[:1] == b"\n") or tail in (b"", b"\r"):
-                # The terminator, or possibly one once more bytes arrive: stop just before
-                # its "." so the next call sees it at the start of a line.
-                end = i + len(sep)
-                break
-            start = after
-        if end < 0:
+        # One C-speed search for the terminator; stuffed lines cost nothing extra here.
+        if lf:
+            found = [i for i in (buf.find(b"\n.\n"), buf.find(b"\n.\r\n")) if i >= 0]
+            end = min(found) if found else -1
+        else:
+            end = buf.find(b"\r\n.\r\n")
+        if end >= 0:
+            end += len(sep)  # keep the line break; the "." line is handled at line start
+        else:
+            # Hold back a tail that may be the start of a terminator split across reads.
             end = len(buf)
-            if not lf and buf.endswith(b"\r"):
-                end -= 1  # may be the first half of a CRLF
-            if end <= 0:
-                return self._need_body_data()
+            if buf.endswith(term):
+                end -= 1
+            elif buf.endswith(term + b"\r"):
+                end -= 2
+            elif not lf and buf.endswith(b"\r"):
+                end -= 1
+        if end <= 0:
+            return self._need_body_data()
         raw = bytes(buf[:end])
         del buf[:end]
         data = raw.replace(term, sep)
