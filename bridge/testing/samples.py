@@ -21,39 +21,11 @@ __all__ = ["big_message", "demo_messages", "encode_word", "generate_messages"]
 _EPOCH = datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
 _DOMAIN = "samples.pop3bridge.test"
 
-_WORDS = tuple(
-    [
-        "invoice",
-        "quarterly",
-        "report",
-        "meeting",
-        "agenda",
-        "schedule",
-        "delivery",
-        "shipment",
-        "review",
-        "draft",
-        "budget",
-        "proposal",
-        "contract",
-        "summary",
-        "update",
-        "reminder",
-        "follow-up",
-        "question",
-        "answer",
-        "release",
-        "server",
-        "mailbox",
-        "webhook",
-        "signature",
-        "retry",
-        "queue",
-        "backlog",
-        "latency",
-        "throughput",
-        "window",
-    ]
+_WORDS = (
+    "invoice", "quarterly", "report", "meeting", "agenda", "schedule", "delivery", "shipment",
+    "review", "draft", "budget", "proposal", "contract", "summary", "update", "reminder",
+    "follow-up", "question", "answer", "release", "server", "mailbox", "webhook", "signature",
+    "retry", "queue", "backlog", "latency", "throughput", "window",
 )
 
 # (display name, charset) pairs: each name survives its charset, so decoding must round-trip.
