@@ -105,6 +105,9 @@ def _paragraphs(rng: random.Random, approx: int, dots: bool) -> list[str]:
         if rng.random() < 0.15:
             lines.append("")
             total += 2
+    if dots and not any(line.startswith(".") for line in lines):
+        # Every message must exercise dot-stuffing, however short.
+        lines.insert(rng.randrange(len(lines) + 1), rng.choice(_DOT_LINES))
     return lines
 
 
@@ -152,7 +155,8 @@ def _alternative(rng: random.Random, seed: int, index: int, size: int) -> bytes:
     boundary = f"=_alt_{seed}_{index}_{rng.getrandbits(32):08x}"
     lines = _paragraphs(rng, size // 2, dots=True)
     greeting = rng.choice(("Grüße", "Saludos", "よろしくお願いします", "Cheers"))
-    plain = "\r\n".join([*lines, "", greeting]) + "\r\n"
+    # quopri writes a lone "." as "=2E"; "..." survives it and still needs stuffing.
+    plain = "\r\n".join([*lines, "", "...", greeting]) + "\r\n"
     html_lines = "".join(f"<p>{line}</p>\r\n" for line in lines if line)
     html = f"<html><body>\r\n{html_lines}<p><b>{greeting}</b></p>\r\n</body></html>\r\n"
     head = _headers(rng, seed, index, f'multipart/alternative; boundary="{boundary}"')
@@ -169,7 +173,9 @@ def _alternative(rng: random.Random, seed: int, index: int, size: int) -> bytes:
 def _with_attachment(rng: random.Random, seed: int, index: int, size: int) -> bytes:
     boundary = f"=_mix_{seed}_{index}_{rng.getrandbits(32):08x}"
     charset = rng.choice(("iso-8859-1", "utf-8"))
-    text = "\r\n".join(["Bonjour, voilà le fichier demandé.", *_paragraphs(rng, size // 3, True)])
+    # quopri writes a lone "." as "=2E", so add a dot-led line it leaves alone.
+    paragraphs = _paragraphs(rng, size // 3, True)
+    text = "\r\n".join(["Bonjour, voilà le fichier demandé.", *paragraphs, "..fin"])
     blob = rng.randbytes(max(64, min(size // 2, 4096)))
     filename, fname_charset = rng.choice(
         (("report.bin", "us-ascii"), ("résumé.pdf", "utf-8"), ("見積書.dat", "iso-2022-jp"))
