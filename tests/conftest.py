@@ -54,6 +54,9 @@ def dovecot(tls_certs: TestCerts) -> Iterator[DovecotServer]:
 
 @pytest.fixture
 def dovecot_user(dovecot: DovecotServer) -> DovecotUser:
+    if not dovecot.running:
+        # A restart test that failed half-way must not take the rest of the session down.
+        dovecot.start()
     return dovecot.add_user()
 
 

@@ -19,7 +19,9 @@ Fixtures (defined in tests/conftest.py, available to every test)
     ``.stop()`` / ``.start()`` (restart on the same ports; a test that stops it MUST start it
     again, ideally in ``finally``); ``.log_text() -> str``.
     Dovecot settings: auth mechanisms PLAIN LOGIN CRAM-MD5 APOP (+ USER/PASS), plaintext auth
-    allowed on the plain port, ``pop3_uidl_format = %08Xu%08Xv``, ``auth_failure_delay = 0``.
+    allowed on the plain port, ``pop3_uidl_format = %08Xu%08Xv``, no auth failure delay and no
+    per-IP auth penalty (wrong-password tests do not slow later logins). The greeting carries
+    an APOP timestamp. Message numbers follow delivery order.
 
 ``dovecot_user`` (function) -> `DovecotUser`
     A fresh user with a random name and password: ``.name``, ``.password``, ``.home``,
@@ -40,7 +42,13 @@ Outside pytest
 --------------
 `bridge.testing.fakepop3.FakePOP3Server` (scriptable fake POP3 server with faults) and
 `bridge.testing.samples` (deterministic sample mail) live in the package because
-``pop3bridge demo`` and the benchmarks use them too.
+``pop3bridge demo`` and the benchmarks use them too::
+
+    async with FakePOP3Server(mailbox, user="u", password="p",
+                              ssl_context=tls_certs.server_context(),
+                              faults=Faults(stall_on={"RETR": 5})) as server:
+        ...  # server.host, server.port, server.mailbox, server.uidls, server.deleted_uidls,
+             # server.commands_seen, server.connections, server.queue_faults(Faults(...))
 """
 
 from __future__ import annotations

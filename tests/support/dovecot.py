@@ -69,11 +69,14 @@ class DovecotUser:
         return self.home / "Maildir"
 
 
-def dovecot_available() -> tuple[bool, str]:
-    """Whether a usable `dovecot` binary is installed, and if not, why."""
-    exe = shutil.which(DOVECOT) or (
-        "/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None
-    )
+def dovecot_available(exe: str | None = None) -> tuple[bool, str]:
+    """Whether a usable `dovecot` binary (default: the installed one) exists, and if not, why."""
+    if exe is None:
+        exe = shutil.which(DOVECOT) or (
+            "/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None
+        )
+    elif not Path(exe).exists():
+        exe = None
     if exe is None:
         return False, "the dovecot binary is not installed (apt-get install dovecot-pop3d)"
     try:
