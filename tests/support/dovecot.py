@@ -50,8 +50,10 @@ __all__ = [
 ]
 
 DOVECOT = "dovecot"
+DOVECOT_ENV = "POP3BRIDGE_TEST_DOVECOT"  # path of another dovecot binary (or a missing one)
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
+_GRACE = 2.0  # a clean Dovecot shutdown takes about 1 s
 
 
 class DovecotError(RuntimeError):
@@ -71,6 +73,7 @@ class DovecotUser:
 
 def dovecot_available(exe: str | None = None) -> tuple[bool, str]:
     """Whether a usable `dovecot` binary (default: the installed one) exists, and if not, why."""
+    exe = exe or os.environ.get(DOVECOT_ENV)
     if exe is None:
         exe = shutil.which(DOVECOT) or (
             "/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None
@@ -100,7 +103,7 @@ def free_port() -> int:
 
 
 def _dovecot_exe() -> str:
-    return shutil.which(DOVECOT) or "/usr/sbin/dovecot"
+    return os.environ.get(DOVECOT_ENV) or shutil.which(DOVECOT) or "/usr/sbin/dovecot"
 
 
 def _doveadm_exe() -> str:
@@ -125,6 +128,8 @@ class DovecotServer:
         self.config_file = self.root / "dovecot.conf"
         self.passwd_dir = self.root / "passwd.d"
         self.log_file = self.root / "dovecot.log"
+        # Dovecot titles its children "dovecot-<instance>/<service>": lets stop() find them.
+        self.instance_name = f"pop3bridge-test-{self.root.name}"
         self.pop3_port = free_port()
         self.pop3s_port = free_port()
         self._users: dict[str, DovecotUser] = {}
@@ -264,17 +269,24 @@ class DovecotServer:
         self._running = False
         proc = self._proc
         assert proc is not None and self._startup_log is not None
-        children = _children_of(proc.pid)
         proc.terminate()
         try:
-            proc.wait(_STOP_TIMEOUT)
+            proc.wait(_GRACE)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        # Children notice the master's death through a pipe; wait so ports are free for a
-        # restart and nothing outlives the test session.
+            # The master waits for every child; a login process stuck on an internal socket
+            # (e.g. the stats handshake, 5 s) would hold the whole shutdown up, so cut them.
+            for pid in _children_of(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            try:
+                proc.wait(_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        # Orphaned children notice the master's death through a pipe and exit; wait for them
+        # so ports are free for a restart and nothing outlives the test session.
         deadline = time.monotonic() + _STOP_TIMEOUT
-        for pid in children:
+        for pid in _instance_processes(self.instance_name, self.config_file):
             while _alive(pid):
                 if time.monotonic() > deadline:
                     with contextlib.suppress(ProcessLookupError):
@@ -330,9 +342,13 @@ class DovecotServer:
         os.replace(tmp, path)
 
     def _port_open(self, port: int) -> bool:
+        """True once the port accepts; for the plain port, once a full greeting arrives (the
+        login process is then wired up, so an immediate stop() does not catch it half-born)."""
         try:
-            with socket.create_connection((self.host, port), timeout=0.5):
-                return True
+            with socket.create_connection((self.host, port), timeout=2) as s:
+                if port != self.pop3_port:
+                    return True
+                return s.recv(512).startswith(b"+OK")
         except OSError:
             return False
 
@@ -344,7 +360,7 @@ protocols = pop3
 listen = 127.0.0.1
 base_dir = {self.base_dir}
 state_dir = {self.state_dir}
-instance_name = pop3bridge-test-{os.getpid()}-{self.pop3_port}
+instance_name = {self.instance_name}
 log_path = {self.log_file}
 info_log_path = {self.log_file}
 debug_log_path = {self.log_file}
@@ -411,6 +427,18 @@ def _alive(pid: int) -> bool:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
+
+
+def _instance_processes(instance: str, config: Path) -> list[int]:
+    """Live processes of one private instance: the master (by its -c argument) and children
+    (by the instance name in their process title)."""
+    found: list[int] = []
+    for p in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            text = " ".join(p.info["cmdline"] or [])
+            if instance in text or str(config) in text:
+                found.append(p.pid)
+    return found
 
 
 def _children_of(pid: int) -> list[int]:

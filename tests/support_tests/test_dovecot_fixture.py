@@ -163,6 +163,30 @@ def test_config_validates_and_stays_private(dovecot: DovecotServer) -> None:
     assert "/etc/dovecot" not in dovecot.config_file.read_text()
 
 
+def _inner_session(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    project_conftest = Path(__file__).parents[1] / "conftest.py"
+    (tmp_path / "conftest.py").write_text(f"exec(open({str(project_conftest)!r}).read())\n")
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-qs", "-rsE", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 error"), ("", "1 skipped")])
+def test_missing_dovecot_fails_in_ci_and_skips_otherwise(
+    tmp_path: Path, ci: str, outcome: str
+) -> None:
+    (tmp_path / "test_inner.py").write_text("def test_it(dovecot):\n    pass\n")
+    proc = _inner_session(tmp_path, {"CI": ci, "POP3BRIDGE_TEST_DOVECOT": "/nonexistent/dovecot"})
+    assert outcome in proc.stdout, proc.stdout + proc.stderr
+    assert (proc.returncode != 0) == (ci == "true")
+    assert "dovecot is required but not usable" in proc.stdout
+
+
 def test_no_dovecot_left_after_session(tmp_path: Path) -> None:
     """Run a whole pytest session that uses the fixture; afterwards none of its processes live."""
     (tmp_path / "test_inner.py").write_text(
@@ -171,26 +195,20 @@ def test_no_dovecot_left_after_session(tmp_path: Path) -> None:
             import os
             def test_it(dovecot):
                 os.write(1, f"INNER-CONFIG={dovecot.config_file}\\n".encode())
+                os.write(1, f"INNER-INSTANCE={dovecot.instance_name}\\n".encode())
             """
         )
     )
-    project_conftest = Path(__file__).parents[1] / "conftest.py"
-    (tmp_path / "conftest.py").write_text(f"exec(open({str(project_conftest)!r}).read())\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "CI": "true"},
-        check=False,
-    )
+    proc = _inner_session(tmp_path, {"CI": "true"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     marker = next(line for line in proc.stdout.splitlines() if "INNER-CONFIG=" in line)
     config = marker.split("INNER-CONFIG=", 1)[1].strip()
+    marker = next(line for line in proc.stdout.splitlines() if "INNER-INSTANCE=" in line)
+    instance = marker.split("INNER-INSTANCE=", 1)[1].strip()
     leftovers = [
         p.pid
         for p in psutil.process_iter(["cmdline"])
-        if any(config in part for part in (p.info["cmdline"] or []))
+        if any(config in part or instance in part for part in (p.info["cmdline"] or []))
     ]
     assert leftovers == []
     assert not Path(config).exists()  # the temporary tree was removed too
