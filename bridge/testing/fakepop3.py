@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import hmac
 import itertools
+import logging
 import os
 import ssl
 import time
@@ -36,6 +37,8 @@ from typing import Literal
 from bridge.pop3.wire import dot_stuff
 
 __all__ = ["ConnectionInfo", "FakePOP3Server", "Faults"]
+
+log = logging.getLogger(__name__)
 
 
 _MAX_LINE = 64 * 1024  # generous: AUTH continuation lines may be long (RFC 5034 §4)
@@ -86,6 +89,7 @@ class ConnectionInfo:
     quit: bool = False
     dropped_by_server: bool = False
     closed: bool = False
+    error: bool = False  # the session ended on an unexpected exception in the fake itself
 
 
 class _Drop(Exception):
@@ -225,6 +229,10 @@ class FakePOP3Server:
             pass
         except asyncio.CancelledError:
             graceful = False  # server stopping: cut the session like a crash would
+        except Exception:
+            # A bug here must not leak the socket or kill the demo; record it for tests.
+            log.exception("fake POP3 session %d failed", info.index)
+            info.error = True
         finally:
             session.release()
             info.closed = True
@@ -275,7 +283,7 @@ class _Session:
         await self.writer.drain()
 
     def status(self, text: str) -> bytes:
-        line = text.encode("utf-8")
+        line = _utf8(text)
         huge = self.faults.huge_line
         if huge is not None and huge[0] == "status" and line.startswith(b"+OK"):
             room = huge[1] - len(line) - len(self.eol) - 1
@@ -284,7 +292,7 @@ class _Session:
         return line + self.eol
 
     def multiline(self, head: str, lines: Iterable[str]) -> bytes:
-        body = "".join(f"{line}\r\n" for line in lines).encode("utf-8")
+        body = _utf8("".join(f"{line}\r\n" for line in lines))
         return self.status(head) + self.body(body)
 
     def body(self, data: bytes) -> bytes:
@@ -377,7 +385,7 @@ class _Session:
             expected = hashlib.md5(  # noqa: S324 - APOP is defined on MD5 (RFC 1939 §7)
                 (self.timestamp + self.server.password).encode()
             ).hexdigest()
-            ok = hmac.compare_digest(args[1].lower(), expected)
+            ok = hmac.compare_digest(_utf8(args[1].lower()), expected.encode())
             await self.login(args[0], self.server.password if ok else None)
         elif verb == "AUTH" and args:
             await self.auth(args)
@@ -396,8 +404,8 @@ class _Session:
             return
         good = (
             password is not None
-            and hmac.compare_digest(name.encode(), self.server.user.encode())
-            and hmac.compare_digest(password.encode(), self.server.password.encode())
+            and hmac.compare_digest(_utf8(name), _utf8(self.server.user))
+            and hmac.compare_digest(_utf8(password), _utf8(self.server.password))
         )
         if not good:
             await self.send(self.status("-ERR [AUTH] invalid user name or password"))
@@ -587,6 +595,11 @@ class _Session:
             if self.writer.can_write_eof():
                 self.writer.write_eof()
         return True
+
+
+def _utf8(text: str) -> bytes:
+    # Command arguments are decoded with surrogateescape; echoing them must not raise.
+    return text.encode("utf-8", "surrogateescape")
 
 
 class _Cancelled(Exception):

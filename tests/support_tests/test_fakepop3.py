@@ -12,6 +12,8 @@ import re
 import ssl
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bridge.testing.fakepop3 import FakePOP3Server, Faults
 from bridge.testing.samples import generate_messages
@@ -403,3 +405,41 @@ async def test_close_after_commands_and_per_connection_faults() -> None:
         assert (await c.cmd("NOOP")) == b"+OK\r\n"
         c.close()
     assert len(server.connections) == 2
+
+
+_VERBS = ["USER", "PASS", "APOP", "AUTH", "STLS", "STAT", "LIST", "UIDL", "RETR", "TOP", "DELE",
+          "RSET", "NOOP", "CAPA", "XYZ", "user", "Retr"]
+_ARGS = st.lists(
+    st.one_of(
+        st.sampled_from(["1", "2", "0", "-1", "99", "user", "password", "PLAIN", "LOGIN", "*"]),
+        st.binary(min_size=1, max_size=12).filter(lambda b: b"\n" not in b and b" " not in b),
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(_VERBS), _ARGS), min_size=1, max_size=12))
+async def test_any_command_sequence_gets_answers_and_never_breaks_the_server(
+    commands: list[tuple[str, list[str | bytes]]],
+) -> None:
+    async with FakePOP3Server([MSG1, MSG2]) as server:
+        c = await Raw.connect(server)
+        await c.line()
+        for verb, args in commands:
+            parts = [verb.encode()] + [a.encode() if isinstance(a, str) else a for a in args]
+            c.writer.write(b" ".join(parts) + b"\r\n")
+            reply = await c.line()
+            assert reply[:1] in (b"+", b"-"), reply
+            upper = verb.upper()
+            multi = upper in {"CAPA", "RETR", "TOP"} or (upper in {"LIST", "UIDL"} and not args)
+            if reply.startswith(b"+OK") and multi:
+                await c.body()
+            elif reply.startswith(b"+ "):
+                c.writer.write(b"*\r\n")  # cancel the SASL exchange
+                assert (await c.line()).startswith(b"-ERR")
+            elif verb.upper() == "STLS" and reply.startswith(b"+OK"):
+                break  # would need a TLS handshake; the server has none here anyway
+        c.close()
+    assert not any(conn.error for conn in server.connections)
+    assert server.mailbox == [MSG1, MSG2]  # nothing was committed without QUIT
