@@ -1,0 +1,251 @@
+"""The store contract: records and the abstract `Store` both backends implement.
+
+Times are unix seconds handed in by the caller (`now`), never read from the clock here, so tests
+and the poller control time and two backends cannot disagree about it.
+
+Life of a message
+-----------------
+1. The poller fetches a message whose UIDL is not in `seen_uidls` and calls `record`: in ONE
+   transaction the outbox row (pending, due `now`), the raw bytes and the seen UIDL with its
+   fingerprint are written. A crash before commit leaves nothing, so the message is fetched
+   again; a crash after commit leaves it seen and pending, so it is delivered exactly once from
+   the outbox. Recording an already-seen (account, uidl) is a no-op for that message.
+2. Delivery workers `claim_due` a batch. A claim hides the row from other claimers until it is
+   marked or `lease_seconds` pass (so a worker or replica that dies gives its claims back).
+3. The worker ends the claim with `mark_delivered` (2xx), `mark_retry` (the retry schedule is the
+   row's `next_attempt_at`, so a restart resumes it) or `mark_dead` (dead-letter list;
+   `replay` puts it back to pending with attempts reset).
+4. `on_delivered: delete`: `deletable_uidls` lists delivered UIDLs whose deletion was requested
+   and not yet confirmed; after DELE+QUIT succeeded the poller calls `mark_deleted`.
+5. `forget_missing` prunes seen UIDLs that left the server, but keeps any whose outbox row is
+   still pending/dead or whose deletion is unconfirmed, so the store stays bounded without ever
+   forgetting unfinished work.
+
+Leases and fair share
+---------------------
+Every replica calls `heartbeat` (returns N, the live replicas) and then
+`acquire_leases(holder, accounts, ttl, now, max_count=ceil(M / N))`. A lease is exclusive until
+its expiry; `renew_leases` extends the ones still held. See `postgres.py` for why leases are
+rows with an expiry rather than advisory locks.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "AccountStats",
+    "DeadLetter",
+    "NewMessage",
+    "OutboxItem",
+    "Store",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """One fetched message, ready to be made durable by `Store.record`."""
+
+    account: str
+    uidl: str
+    msg_id: str  # webhook-id, stable per account+uidl
+    webhook: str  # delivery target name (or URL) the worker resolves
+    size: int
+    fingerprint: str
+    payload: bytes  # encoded JSON webhook body; signed byte-for-byte at delivery
+    raw: bytes | None  # raw message for replay; None when over max_message_size
+    delete_after_delivery: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    msg_id: str
+    account: str
+    uidl: str
+    webhook: str
+    payload: bytes
+    attempts: int  # attempts made BEFORE this claim
+    created_at: float
+    next_attempt_at: float
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int  # same id as the outbox row; `replay(ids)` takes it
+    msg_id: str
+    account: str
+    uidl: str
+    webhook: str
+    attempts: int
+    created_at: float
+    failed_at: float
+    last_error: str | None
+    last_status: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountStats:
+    account: str
+    pending: int
+    dead: int
+    oldest_pending_at: float | None
+
+
+class Store(abc.ABC):
+    """Durable state of the bridge. Every method is one transaction (or none)."""
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def migrate(self) -> None:
+        """Bring the schema to the current version; idempotent and safe to run concurrently."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- UIDLs -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def seen_uidls(self, account: str) -> set[str]: ...
+
+    @abc.abstractmethod
+    async def record(self, messages: Sequence[NewMessage], now: float) -> None:
+        """Outbox rows (due `now`) + raw bytes + seen UIDLs, in one transaction.
+
+        Idempotent on (account, uidl): a message whose UIDL is already seen inserts nothing.
+        """
+
+    @abc.abstractmethod
+    async def mark_seen(
+        self, account: str, items: Sequence[tuple[str, str]], now: float
+    ) -> None:
+        """Record (uidl, fingerprint) pairs as seen without delivering them.
+
+        Used for `initial: new` and for re-keying after a mass UIDL change.
+        """
+
+    @abc.abstractmethod
+    async def known_fingerprints(self, account: str, fingerprints: Collection[str]) -> set[str]:
+        """The subset of `fingerprints` already seen for `account`."""
+
+    @abc.abstractmethod
+    async def forget_missing(self, account: str, present: Collection[str]) -> int:
+        """Drop seen UIDLs not in `present`; returns how many were dropped.
+
+        Never drops a UIDL whose outbox row is pending or dead, or whose requested deletion is
+        not yet confirmed.
+        """
+
+    # -- outbox ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def claim_due(
+        self, now: float, limit: int, holder: str, lease_seconds: float
+    ) -> list[OutboxItem]:
+        """Claim up to `limit` pending items due at `now`, oldest due first.
+
+        A claimed item is invisible to other claimers until it is marked or until
+        `now + lease_seconds` has passed.
+        """
+
+    @abc.abstractmethod
+    async def mark_delivered(self, item_id: int, status: int, now: float) -> None: ...
+
+    @abc.abstractmethod
+    async def mark_retry(
+        self, item_id: int, next_attempt_at: float, error: str, status: int | None, now: float
+    ) -> None:
+        """Count a failed attempt and schedule the next one; releases the claim."""
+
+    @abc.abstractmethod
+    async def mark_dead(self, item_id: int, error: str, status: int | None, now: float) -> None:
+        """Count the final failed attempt and move the item to the dead-letter list."""
+
+    @abc.abstractmethod
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters, oldest failure first."""
+
+    @abc.abstractmethod
+    async def replay(self, ids: Sequence[int] | None, now: float) -> int:
+        """Put dead letters (`None` = all) back to pending, due `now`, attempts reset.
+
+        Returns how many were replayed; ids that are not dead letters are ignored.
+        """
+
+    @abc.abstractmethod
+    async def pending_count(self, account: str | None = None) -> int: ...
+
+    @abc.abstractmethod
+    async def next_due_at(self) -> float | None:
+        """Earliest `next_attempt_at` among pending items (claimed ones included), or None."""
+
+    @abc.abstractmethod
+    async def raw_message(self, msg_id: str) -> bytes | None: ...
+
+    # -- deletion after delivery -------------------------------------------------------------
+    @abc.abstractmethod
+    async def deletable_uidls(self, account: str) -> list[str]:
+        """UIDLs delivered with a 2xx whose deletion was requested and not yet confirmed."""
+
+    @abc.abstractmethod
+    async def mark_deleted(self, account: str, uidls: Collection[str], now: float) -> None:
+        """The server confirmed (QUIT +OK) the deletion of `uidls`."""
+
+    # -- status ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def account_stats(self, now: float) -> list[AccountStats]:
+        """One row per account that has outbox rows (pending or dead), sorted by account."""
+
+    # -- leases ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def acquire_leases(
+        self,
+        holder: str,
+        accounts: Sequence[str],
+        ttl: float,
+        now: float,
+        max_count: int | None,
+    ) -> set[str]:
+        """Take free or expired leases on `accounts` (in order) until `holder` holds `max_count`.
+
+        Returns every account of `accounts` the holder holds afterwards (including ones it
+        already held, whose expiry is extended). With `max_count` set, a holder never ends up
+        with more than `max_count` leases; ones already held count towards it.
+        """
+
+    @abc.abstractmethod
+    async def renew_leases(self, holder: str, ttl: float, now: float) -> set[str]:
+        """Extend the holder's unexpired leases to `now + ttl`; returns the ones still held."""
+
+    @abc.abstractmethod
+    async def release_leases(self, holder: str, accounts: Collection[str] | None = None) -> None:
+        """Give up leases (`None` = all of the holder's), so others can take them at once."""
+
+    @abc.abstractmethod
+    async def lease_holders(self, now: float) -> dict[str, str]:
+        """account -> holder, live leases only."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, holder: str, now: float, ttl: float) -> int:
+        """Register `holder` as alive until `now + ttl`; returns the number of live replicas."""
+
+    # -- accounts kept in the database -------------------------------------------------------
+    @abc.abstractmethod
+    async def add_account(self, name: str, config: dict[str, Any], now: float) -> None:
+        """Insert or replace an account's JSON config (validated by the caller)."""
+
+    @abc.abstractmethod
+    async def list_accounts(self) -> list[tuple[str, dict[str, Any]]]:
+        """(name, config) pairs sorted by name."""
+
+    @abc.abstractmethod
+    async def remove_account(self, name: str) -> bool:
+        """True if the account existed."""
