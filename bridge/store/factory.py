@@ -31,7 +31,7 @@ def redact_url(url: str) -> str:
 
 def sqlite_path(url: str) -> str:
     """Path of a `sqlite:` URL: `sqlite:///abs/path.db`, `sqlite:///:memory:`, `sqlite:rel.db`."""
-    rest = url[len("sqlite:") :]
+    rest = url[len("sqlite:") :].split("?", 1)[0]
     if rest.startswith("//"):
         rest = rest[2:]  # `sqlite:///x` -> `/x` (the third slash is the root of an absolute path)
         if rest == "/:memory:":
@@ -57,7 +57,15 @@ def open_store(url: str) -> Store:
     if scheme == "sqlite":
         from bridge.store.sqlite import SQLiteStore
 
-        return SQLiteStore(sqlite_path(url))
+        query = parse_qs(url.split("?", 1)[1]) if "?" in url else {}
+        unknown = set(query) - {"synchronous"}
+        if unknown:
+            raise StoreError(
+                f"state.url {url!r}: unknown sqlite option(s) {sorted(unknown)}; "
+                "only ?synchronous=normal|full is understood"
+            )
+        synchronous = query.get("synchronous", ["normal"])[-1]
+        return SQLiteStore(sqlite_path(url), synchronous=synchronous)
     if scheme in ("postgresql", "postgres"):
         from bridge.store.postgres import PostgresStore
 
