@@ -1,0 +1,66 @@
+"""What the poller needs to know about one account, independent of how the config file spells it.
+
+The poller's modules take these small frozen records instead of the pydantic settings models, so
+a session can be driven from a test, from `peek`, from `demo` or from an account row in the
+database without building a whole `Settings`. `bridge.poller.app` is the one place that maps the
+configuration onto them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bridge.pop3.client import TLSMode
+
+__all__ = ["AccountSpec", "FetchOptions", "msg_id_for"]
+
+OnDelivered = Literal["keep", "delete"]
+Initial = Literal["all", "new"]
+TokenGetter = Callable[[], Awaitable[str]]
+
+
+def msg_id_for(account: str, uidl: str) -> str:
+    """`webhook-id` = `data.id`: stable per account+UIDL, so receivers dedupe across retries."""
+    digest = hashlib.sha256(f"{account}\0{uidl}".encode("utf-8", "surrogateescape")).hexdigest()
+    return "msg_" + digest[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOptions:
+    """How a message becomes a payload; comes from the account's webhook."""
+
+    attachment_inline_limit: int = 1024 * 1024
+    include_raw: bool = False
+
+
+@dataclass(frozen=True)
+class AccountSpec:
+    """One mailbox to poll. Secrets are kept out of `repr` so a logged spec leaks nothing."""
+
+    name: str
+    host: str
+    username: str
+    webhook: str
+    port: int | None = None
+    tls: TLSMode = "implicit"
+    password: str | None = field(default=None, repr=False)
+    auth: str = "auto"
+    ca_file: str | None = None
+    insecure: bool = False
+    allow_plaintext: bool = False
+    pipelining: bool = True
+    connect_timeout: float = 30.0
+    read_timeout: float = 120.0
+    poll_interval: float = 60.0
+    on_delivered: OnDelivered = "keep"
+    initial: Initial = "all"
+    max_message_size: int = 50 * 1024 * 1024
+    enabled: bool = True
+    fetch: FetchOptions = field(default_factory=FetchOptions)
+    # OAuth2: an async callable returning a fresh access token, plus one that forgets the cached
+    # token so a refused login can be retried once with a new one.
+    token: TokenGetter | None = field(default=None, repr=False, compare=False)
+    invalidate_token: Callable[[], None] | None = field(default=None, repr=False, compare=False)

@@ -1,0 +1,192 @@
+"""One poll of one account against a real Dovecot and a real SQLite store."""
+
+from __future__ import annotations
+
+import time
+
+import jsonschema
+import orjson
+import pytest
+
+from bridge import mail
+from bridge.poller.session import INITIALISED, poll_account
+from bridge.poller.spec import msg_id_for
+from bridge.store import OutboxItem, Store
+from bridge.testing.samples import big_message, generate_messages
+from tests.poller.conftest import dovecot_spec
+from tests.support.dovecot import DovecotServer, DovecotUser
+
+pytestmark = pytest.mark.dovecot
+
+
+async def claim_all(store: Store) -> list[OutboxItem]:
+    return await store.claim_due(time.time() + 1, 10_000, "test", 60)
+
+
+async def deliver_all(store: Store) -> list[OutboxItem]:
+    """What a worker getting 2xx for everything would do."""
+    items = await claim_all(store)
+    for item in items:
+        await store.mark_delivered(item.id, 200, time.time())
+    return items
+
+
+async def test_new_mail_is_recorded_once_in_mailbox_order(
+    dovecot: DovecotServer, dovecot_user: DovecotUser, store: Store
+) -> None:
+    msgs = generate_messages(7, seed=11)
+    dovecot.deliver_many(dovecot_user, msgs)
+    spec = dovecot_spec(dovecot, dovecot_user)
+
+    report = await poll_account(spec, store)
+    assert (report.on_server, report.new, report.recorded) == (7, 7, 7)
+    assert report.bytes_fetched >= sum(len(m) for m in msgs) - 7 * 10
+
+    items = await claim_all(store)
+    assert len(items) == 7
+    subjects = []
+    for item in sorted(items, key=lambda i: i.id):
+        body = orjson.loads(item.payload)
+        jsonschema.validate(body, mail.schema())
+        assert body["data"]["id"] == item.msg_id == msg_id_for(spec.name, item.uidl)
+        assert body["data"]["account"] == spec.name
+        assert body["data"]["source"] == "poller"
+        assert await store.raw_message(item.msg_id) is not None
+        subjects.append(body["data"]["message_id"])
+    # Outbox order is mailbox order.
+    expected = [mail.build_message_data(m, attachment_inline_limit=0, include_raw=False)
+                ["message_id"] for m in msgs]
+    assert subjects == expected
+
+    again = await poll_account(spec, store)
+    assert (again.new, again.recorded) == (0, 0)
+
+    dovecot.deliver_many(dovecot_user, generate_messages(2, seed=12))
+    third = await poll_account(spec, store)
+    assert (third.on_server, third.new, third.recorded) == (9, 2, 2)
+    # keep mode: nothing was removed from the server
+    assert dovecot.message_count(dovecot_user) == 9
+
+
+async def test_initial_new_skips_existing_mail_but_not_later_mail(
+    dovecot: DovecotServer, dovecot_user: DovecotUser, store: Store
+) -> None:
+    dovecot.deliver_many(dovecot_user, generate_messages(3, seed=21))
+    spec = dovecot_spec(dovecot, dovecot_user, initial="new")
+    first = await poll_account(spec, store)
+    assert (first.marked_initial, first.recorded) == (3, 0)
+    assert await store.pending_count(spec.name) == 0
+
+    dovecot.deliver_many(dovecot_user, generate_messages(1, seed=22))
+    second = await poll_account(spec, store)
+    assert second.recorded == 1
+
+
+async def test_initial_new_on_an_empty_mailbox_still_delivers_the_first_mail(
+    dovecot: DovecotServer, dovecot_user: DovecotUser, store: Store
+) -> None:
+    spec = dovecot_spec(dovecot, dovecot_user, initial="new")
+    assert (await poll_account(spec, store)).marked_initial == 0
+    assert INITIALISED in await store.seen_uidls(spec.name)
+    dovecot.deliver_many(dovecot_user, generate_messages(2, seed=23))
+    assert (await poll_account(spec, store)).recorded == 2
+
+
+async def test_delete_mode_deletes_only_after_delivery(
+    dovecot: DovecotServer, dovecot_user: DovecotUser, store: Store
+) -> None:
+    dovecot.deliver_many(dovecot_user, generate_messages(4, seed=31))
+    spec = dovecot_spec(dovecot, dovecot_user, on_delivered="delete")
+
+    # Nobody delivers: the session waits a little, then QUITs without deleting anything.
+    report = await poll_account(spec, store, delete_wait=0.2)
+    assert (report.recorded, report.deleted) == (4, 0)
+    assert dovecot.message_count(dovecot_user) == 4
+
+    # Two get a 2xx, two fail: only the two are deleted on the next poll.
+    items = sorted(await claim_all(store), key=lambda i: i.id)
+    for item in items[:2]:
+        await store.mark_delivered(item.id, 204, time.time())
+    for item in items[2:]:
+        await store.mark_retry(item.id, time.time() + 3600, "HTTP 500", 500, time.time())
+    report = await poll_account(spec, store, delete_wait=0.2)
+    assert (report.new, report.deleted) == (0, 2)
+    assert dovecot.message_count(dovecot_user) == 2
+    assert await store.deletable_uidls(spec.name) == []
+    # The deleted UIDLs were pruned from the seen set; the undelivered ones were kept.
+    seen = await store.seen_uidls(spec.name)
+    assert {i.uidl for i in items[2:]} <= seen
+    assert not {i.uidl for i in items[:2]} & seen
+
+
+async def test_delete_mode_deletes_in_the_same_session_when_delivery_is_quick(
+    dovecot: DovecotServer, dovecot_user: DovecotUser, store: Store
+) -> None:
+    import asyncio
+
+    dovecot.deliver_many(dovecot_user, generate_messages(3, seed=32))
+    spec = dovecot_spec(dovecot, dovecot_user, on_delivered="delete")
+    tasks: list[asyncio.Task[list[OutboxItem]]] = []
+
+    def notify() -> None:  # a worker that delivers as soon as it is woken
+        tasks.append(asyncio.ensure_future(deliver_all(store)))
+
+    report = await poll_account(spec, store, notify=notify, delete_wait=5)
+    await asyncio.gather(*tasks)
+    assert (report.recorded, report.deleted) == (3, 3)
+    assert dovecot.message_count(dovecot_user) == 0
+
+
+async def test_an_error_mid_session_deletes_nothing(
+    dovecot: DovecotServer, dovecot_user: DovecotUser, store: Store
+) -> None:
+    dovecot.deliver_many(dovecot_user, generate_messages(3, seed=41))
+    spec = dovecot_spec(dovecot, dovecot_user, on_delivered="delete")
+    await poll_account(spec, store, delete_wait=0)
+    await deliver_all(store)
+    dovecot.deliver_many(dovecot_user, generate_messages(2, seed=42))
+
+    class Boom(Exception):
+        pass
+
+    real_record = store.record
+
+    async def failing_record(*args: object, **kwargs: object) -> None:
+        raise Boom("disk on fire")
+
+    store.record = failing_record  # type: ignore[method-assign]
+    with pytest.raises(Boom):
+        await poll_account(spec, store, delete_wait=0)
+    store.record = real_record  # type: ignore[method-assign]
+    # The DELEs of the 3 delivered messages were sent, but without QUIT nothing happened.
+    assert dovecot.message_count(dovecot_user) == 5
+    assert len(await store.deletable_uidls(spec.name)) == 3
+
+    report = await poll_account(spec, store, delete_wait=0)
+    assert (report.recorded, report.deleted) == (2, 3)
+    assert dovecot.message_count(dovecot_user) == 2
+
+
+async def test_oversize_message_becomes_metadata_only_and_is_never_deleted(
+    dovecot: DovecotServer, dovecot_user: DovecotUser, store: Store
+) -> None:
+    small = generate_messages(2, seed=51)
+    dovecot.deliver_many(dovecot_user, [small[0], big_message(200_000, seed=5), small[1]])
+    spec = dovecot_spec(dovecot, dovecot_user, max_message_size=50_000, on_delivered="delete")
+    report = await poll_account(spec, store, delete_wait=0)
+    assert (report.recorded, report.oversize) == (3, 1)
+    items = sorted(await claim_all(store), key=lambda i: i.id)
+    bodies = [orjson.loads(i.payload) for i in items]
+    for body in bodies:
+        jsonschema.validate(body, mail.schema())
+    big = bodies[1]["data"]
+    assert big["size"] > 50_000
+    assert big["text"] is None and big["raw"] is None
+    assert "max_message_size" in big["parse_errors"][0]
+    assert big["message_id"] is not None
+    assert await store.raw_message(items[1].msg_id) is None
+    for item in items:
+        await store.mark_delivered(item.id, 200, time.time())
+    report = await poll_account(spec, store, delete_wait=0)
+    assert report.deleted == 2
+    assert dovecot.message_count(dovecot_user) == 1
