@@ -208,6 +208,12 @@ class PostgresStore(Store):
                         timeout=self._connect_timeout,
                         server_settings=settings,
                     )
+                except (ValueError, TypeError) as exc:
+                    # The driver's parse errors may quote the DSN, password included.
+                    raise StoreError(
+                        f"state.url for {self.where} is not a valid PostgreSQL URL "
+                        f"({type(exc).__name__}); see the libpq connection URI syntax"
+                    ) from None
                 except Exception as exc:
                     raise _translate(exc, self.where) from None
             return self._pool

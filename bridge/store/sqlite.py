@@ -30,6 +30,7 @@ import asyncio
 import concurrent.futures
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
@@ -171,7 +172,7 @@ class SQLiteStore(Store):
             raise _translate(exc, self.path) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._enable_wal(conn)
             if self.path != ":memory:" and str(mode).lower() != "wal":
                 raise StoreError(
                     f"SQLite database {self.path}: cannot switch to WAL mode (got {mode!r}); "
@@ -186,6 +187,24 @@ class SQLiteStore(Store):
             conn.close()
             raise
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        # Switching to WAL needs an exclusive lock and SQLite answers SQLITE_BUSY at once,
+        # without its busy handler, when another connection (a second process starting at the
+        # same moment) holds the file; retry within the busy timeout ourselves.
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        delay = 0.005
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+                if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
 
     def _ensure_open(self) -> sqlite3.Connection:
         if self._conn is None:
