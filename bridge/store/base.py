@@ -125,9 +125,7 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def mark_seen(
-        self, account: str, items: Sequence[tuple[str, str]], now: float
-    ) -> None:
+    async def mark_seen(self, account: str, items: Sequence[tuple[str, str]], now: float) -> None:
         """Record (uidl, fingerprint) pairs as seen without delivering them.
 
         Used for `initial: new` and for re-keying after a mass UIDL change.
