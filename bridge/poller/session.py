@@ -399,4 +399,3 @@ async def _wait_delivered(
             break
         await asyncio.sleep(_DELETE_POLL)
     return {u: number_of[u] for u in ready}
-

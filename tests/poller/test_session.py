@@ -54,8 +54,10 @@ async def test_new_mail_is_recorded_once_in_mailbox_order(
         assert await store.raw_message(item.msg_id) is not None
         subjects.append(body["data"]["message_id"])
     # Outbox order is mailbox order.
-    expected = [mail.build_message_data(m, attachment_inline_limit=0, include_raw=False)
-                ["message_id"] for m in msgs]
+    expected = [
+        mail.build_message_data(m, attachment_inline_limit=0, include_raw=False)["message_id"]
+        for m in msgs
+    ]
     assert subjects == expected
 
     again = await poll_account(spec, store)

@@ -1,0 +1,213 @@
+"""The delivery loop: outbox -> webhook, with the retry schedule kept in the store.
+
+The worker owns no state a crash could lose. It claims due rows (a claim is a lease, so rows of a
+worker that dies come back after `lease_seconds`), sends them concurrently through one pooled
+sender, and ends every claim with exactly one of `mark_delivered` (2xx), `mark_retry` (the
+policy's next time) or `mark_dead` (the policy gave up, or the row names a webhook that no longer
+exists). Duplicates can therefore only come from the window between a 2xx and `mark_delivered`,
+and they carry the same `webhook-id`, so receivers can drop them.
+
+It depends on the delivery package only through the small protocols below, which keeps it
+testable with a scripted sender and keeps `poller` the only place that knows both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bridge.store.base import OutboxItem, Store
+from bridge.store.errors import StoreError
+
+__all__ = ["DeliveryWorker", "Outcome", "Route"]
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT = 5.0  # longest sleep with nothing due: bounds how late a missed wake-up is noticed
+MIN_WAIT = 0.05
+STORE_ERROR_BACKOFF = 1.0
+
+
+class Sender(Protocol):
+    async def send(self, target: Any, msg_id: str, body: bytes) -> Any: ...
+
+
+class Policy(Protocol):
+    def next_attempt(self, attempts: int, result: Any, now: float) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where an outbox row's `webhook` name sends it, and how its failures are retried."""
+
+    target: Any  # bridge.delivery.sender.WebhookTarget
+    policy: Policy
+
+
+Outcome = str  # "delivered" | "retry" | "dead"
+ResultHook = Callable[[OutboxItem, Outcome, Any], None]
+
+
+class DeliveryWorker:
+    """`run(stop)` delivers until `stop` is set; `deliver_due()` delivers what is due now."""
+
+    def __init__(
+        self,
+        store: Store,
+        sender: Sender,
+        routes: Mapping[str, Route],
+        *,
+        holder: str,
+        concurrency: int = 16,
+        lease_seconds: float = 120.0,
+        clock: Callable[[], float] = time.time,
+        on_result: ResultHook | None = None,
+    ) -> None:
+        self.store = store
+        self.sender = sender
+        self.routes = routes
+        self.holder = holder
+        self.concurrency = max(1, concurrency)
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self.on_result = on_result
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.concurrency)
+
+    def notify(self) -> None:
+        """New rows were recorded: look for due work now instead of at the next timer."""
+        self._wake.set()
+
+    async def deliver_due(self) -> int:
+        """Deliver everything due now (rounds until a claim comes back empty); returns count."""
+        total = 0
+        while True:
+            done = await self._round()
+            if not done:
+                return total
+            total += done
+
+    async def run(self, stop: asyncio.Event, grace: float = 10.0) -> None:
+        """Deliver until `stop`; the round in flight then gets `grace` seconds to finish.
+
+        Rows still unfinished after the grace period keep their claim until its lease runs
+        out, and are delivered after the restart with the same `webhook-id`.
+        """
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                round_task = asyncio.ensure_future(self._round())
+                await asyncio.wait({round_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if not round_task.done():
+                    _, pending = await asyncio.wait({round_task}, timeout=grace)
+                    if pending:
+                        log.warning(
+                            "shutdown grace period over with deliveries in flight; they will "
+                            "be retried after restart",
+                            extra={"grace": grace},
+                        )
+                        round_task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await round_task
+                    break
+                try:
+                    done = round_task.result()
+                except Exception as exc:
+                    # The store is down or full: back off, the rows stay claimed or pending.
+                    log.error(
+                        "delivery round failed: %s", exc, exc_info=not isinstance(exc, StoreError)
+                    )
+                    await _sleep_or(stop, STORE_ERROR_BACKOFF)
+                    continue
+                if not done:
+                    await self._idle(stop)
+        finally:
+            stopper.cancel()
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        self._wake.clear()
+        wait = IDLE_WAIT
+        try:
+            due = await self.store.next_due_at()
+        except StoreError as exc:
+            log.error("cannot read the outbox schedule: %s", exc)
+            due = None
+        if due is not None:
+            wait = min(IDLE_WAIT, max(MIN_WAIT, due - self.clock()))
+        waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def _round(self) -> int:
+        # Claim twice the concurrency so the next sends start while earlier ones finish.
+        items = await self.store.claim_due(
+            self.clock(), self.concurrency * 2, self.holder, self.lease_seconds
+        )
+        if not items:
+            return 0
+        results = await asyncio.gather(
+            *(self._deliver(item) for item in items), return_exceptions=True
+        )
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            # Unmarked rows keep their claim until the lease ends, then are retried.
+            raise failures[0]
+        return len(items)
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        async with self._slots:
+            route = self.routes.get(item.webhook)
+            if route is None:
+                # A webhook removed from the config: keep the row as a dead letter, replayable
+                # once the webhook is back, rather than retrying forever or dropping it.
+                error = f"no webhook named {item.webhook!r} is configured"
+                await self.store.mark_dead(item.id, error, None, self.clock())
+                log.error(error, extra={"msg_id": item.msg_id, "account": item.account})
+                self._report(item, "dead", None)
+                return
+            result = await self.sender.send(route.target, item.msg_id, item.payload)
+            now = self.clock()
+            if result.ok:
+                await self.store.mark_delivered(item.id, result.status, now)
+                self._report(item, "delivered", result)
+                return
+            error = result.error or f"HTTP {result.status}"
+            when = route.policy.next_attempt(item.attempts + 1, result, now)
+            extra = {
+                "msg_id": item.msg_id,
+                "account": item.account,
+                "webhook": item.webhook,
+                "status": result.status,
+                "attempt": item.attempts + 1,
+            }
+            if when is None:
+                await self.store.mark_dead(item.id, error, result.status, now)
+                log.error("delivery failed for good, dead-lettered: %s", error, extra=extra)
+                self._report(item, "dead", result)
+            else:
+                await self.store.mark_retry(item.id, when, error, result.status, now)
+                log.info(
+                    "delivery failed, retry in %.1fs: %s", max(0.0, when - now), error, extra=extra
+                )
+                self._report(item, "retry", result)
+
+    def _report(self, item: OutboxItem, outcome: Outcome, result: Any) -> None:
+        if self.on_result is not None:
+            try:
+                self.on_result(item, outcome, result)
+            except Exception:  # metrics must never stop deliveries
+                log.exception("delivery result hook failed")
+
+
+async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()

@@ -1,0 +1,220 @@
+"""OAuth2: the token provider against a local aiohttp token endpoint, and XOAUTH2/OAUTHBEARER
+logins (with the refresh-and-retry-once rule) against a small POP3 server that checks tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+
+from bridge.poller.oauth import OAuthError, TokenProvider
+from bridge.poller.session import poll_account
+from bridge.poller.spec import AccountSpec
+from bridge.pop3.errors import AuthenticationFailed
+from bridge.store import Store
+
+REFRESH = "rt-secret-123"
+CLIENT_SECRET = "cs-secret-456"
+
+
+@dataclass
+class TokenEndpoint:
+    url: str = ""
+    issued: list[str] = field(default_factory=list)
+    forms: list[dict[str, str]] = field(default_factory=list)
+    expires_in: int = 3600
+    refuse: bool = False
+    rotate_to: str | None = None
+    counter: itertools.count[int] = field(default_factory=itertools.count)
+
+
+@pytest.fixture
+async def endpoint() -> AsyncIterator[TokenEndpoint]:
+    state = TokenEndpoint()
+
+    async def token(request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        state.forms.append({k: str(v) for k, v in form.items()})
+        if state.refuse or form.get("refresh_token") not in (REFRESH, state.rotate_to):
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        tok = f"at-{next(state.counter)}"
+        state.issued.append(tok)
+        body: dict[str, object] = {
+            "access_token": tok,
+            "token_type": "Bearer",
+            "expires_in": state.expires_in,
+        }
+        if state.rotate_to:
+            body["refresh_token"] = state.rotate_to
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    state.url = f"http://127.0.0.1:{port}/token"
+    yield state
+    await runner.cleanup()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_token_is_cached_and_refreshed_before_expiry(endpoint: TokenEndpoint) -> None:
+    clock = Clock()
+    p = TokenProvider(
+        endpoint.url,
+        "cid",
+        REFRESH,
+        client_secret=CLIENT_SECRET,
+        scope="https://mail.example/.default",
+        clock=clock,
+    )
+    first = await p.token()
+    assert first == "at-0"
+    assert endpoint.forms[0] == {
+        "grant_type": "refresh_token",
+        "refresh_token": REFRESH,
+        "client_id": "cid",
+        "client_secret": CLIENT_SECRET,
+        "scope": "https://mail.example/.default",
+    }
+    clock.now += 3000  # still > 60 s before expiry
+    assert await p.token() == "at-0"
+    clock.now += 560  # within the margin: refreshed early
+    assert await p.token() == "at-1"
+    p.invalidate()
+    assert await p.token() == "at-2"
+    assert p.refreshes == 3
+
+
+async def test_concurrent_callers_share_one_refresh(endpoint: TokenEndpoint) -> None:
+    p = TokenProvider(endpoint.url, "cid", REFRESH)
+    tokens = await asyncio.gather(*(p.token() for _ in range(20)))
+    assert set(tokens) == {"at-0"}
+    assert len(endpoint.forms) == 1
+
+
+async def test_rotated_refresh_token_is_used_next_time(endpoint: TokenEndpoint) -> None:
+    endpoint.rotate_to = "rt-rotated"
+    p = TokenProvider(endpoint.url, "cid", REFRESH)
+    await p.token()
+    p.invalidate()
+    await p.token()
+    assert [f["refresh_token"] for f in endpoint.forms] == [REFRESH, "rt-rotated"]
+
+
+async def test_refused_refresh_is_a_typed_error_without_secrets(endpoint: TokenEndpoint) -> None:
+    endpoint.refuse = True
+    p = TokenProvider(endpoint.url, "cid", REFRESH, client_secret=CLIENT_SECRET)
+    with pytest.raises(OAuthError) as info:
+        await p.token()
+    text = str(info.value) + repr(p)
+    assert "invalid_grant" in text and "HTTP 400" in text
+    assert REFRESH not in text and CLIENT_SECRET not in text
+
+
+async def test_unreachable_endpoint_is_a_typed_error() -> None:
+    p = TokenProvider("http://127.0.0.1:9/token", "cid", REFRESH, timeout=2)
+    with pytest.raises(OAuthError, match="cannot reach"):
+        await p.token()
+
+
+class OAuthPOP3:
+    """Just enough POP3 for a poll: CAPA, AUTH XOAUTH2/OAUTHBEARER, UIDL, LIST, QUIT."""
+
+    def __init__(self, valid: set[str]) -> None:
+        self.valid = valid
+        self.logins: list[tuple[str, str, bool]] = []  # (mechanism, token, accepted)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> OAuthPOP3:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"+OK ready\r\n")
+        try:
+            while line := await r.readline():
+                verb, *args = line.decode().strip().split(" ")
+                verb = verb.upper()
+                if verb == "CAPA":
+                    w.write(b"+OK\r\nUIDL\r\nSASL XOAUTH2 OAUTHBEARER\r\n.\r\n")
+                elif verb == "AUTH":
+                    blob = args[1] if len(args) > 1 else ""
+                    if not blob:
+                        w.write(b"+ \r\n")
+                        blob = (await r.readline()).decode().strip()
+                    text = base64.b64decode(blob).decode()
+                    token = text.split("auth=Bearer ", 1)[1].split("\x01", 1)[0]
+                    ok = token in self.valid
+                    self.logins.append((args[0].upper(), token, ok))
+                    w.write(b"+OK welcome\r\n" if ok else b"-ERR [AUTH] invalid token\r\n")
+                elif verb in ("UIDL", "LIST"):
+                    w.write(b"+OK\r\n.\r\n")
+                elif verb == "QUIT":
+                    w.write(b"+OK bye\r\n")
+                    await w.drain()
+                    break
+                else:
+                    w.write(b"-ERR unknown\r\n")
+                await w.drain()
+        finally:
+            w.close()
+
+
+def oauth_spec(port: int, provider: TokenProvider, mech: str) -> AccountSpec:
+    return AccountSpec(
+        name="oauth",
+        host="127.0.0.1",
+        port=port,
+        tls="none",
+        username="me@example.com",
+        webhook="main",
+        auth=mech,
+        allow_plaintext=True,
+        token=provider.token,
+        invalidate_token=provider.invalidate,
+    )
+
+
+@pytest.mark.parametrize("mech", ["xoauth2", "oauthbearer"])
+async def test_oauth_login_refreshes_once_after_a_refused_token(
+    endpoint: TokenEndpoint, store: Store, mech: str
+) -> None:
+    p = TokenProvider(endpoint.url, "cid", REFRESH)
+    async with OAuthPOP3(valid={"at-1"}) as server:  # the first token is already revoked
+        report = await poll_account(oauth_spec(server.port, p, mech), store)
+    assert report.on_server == 0
+    assert server.logins == [(mech.upper(), "at-0", False), (mech.upper(), "at-1", True)]
+    assert p.refreshes == 2
+
+
+async def test_oauth_login_refused_twice_is_an_authentication_failure(
+    endpoint: TokenEndpoint, store: Store
+) -> None:
+    p = TokenProvider(endpoint.url, "cid", REFRESH)
+    async with OAuthPOP3(valid=set()) as server:
+        with pytest.raises(AuthenticationFailed):
+            await poll_account(oauth_spec(server.port, p, "xoauth2"), store)
+    assert len(server.logins) == 2  # one retry, not a loop
