@@ -1,0 +1,101 @@
+"""Per-account loops against fake POP3 servers: isolation, backoff, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from bridge.poller.scheduler import MAX_BACKOFF, Scheduler, backoff_delay, jittered
+from bridge.poller.session import PollReport
+from bridge.poller.spec import AccountSpec
+from bridge.store import Store
+from bridge.testing.fakepop3 import FakePOP3Server, Faults
+from bridge.testing.samples import generate_messages
+
+
+def fake_spec(name: str, server: FakePOP3Server, **kw: object) -> AccountSpec:
+    values: dict[str, object] = dict(
+        name=name,
+        host="127.0.0.1",
+        port=server.port,
+        tls="none",
+        username=server.user,
+        password=server.password,
+        allow_plaintext=True,
+        webhook="main",
+        poll_interval=0.2,
+        connect_timeout=5.0,
+        read_timeout=5.0,
+    )
+    values.update(kw)
+    return AccountSpec(**values)  # type: ignore[arg-type]
+
+
+def test_backoff_doubles_caps_and_obeys_the_server() -> None:
+    assert backoff_delay(60, 1) == 60
+    assert backoff_delay(60, 2) == 120
+    assert backoff_delay(60, 30) == MAX_BACKOFF
+    assert backoff_delay(1, 1) == 5  # never hammer a failing server
+    assert backoff_delay(60, 1, retry_after=900) == 900  # [LOGIN-DELAY 900]
+    rng = random.Random(1)
+    samples = [jittered(100, 0.2, rng) for _ in range(200)]
+    assert all(80 <= s <= 120 for s in samples) and len(set(samples)) > 100
+
+
+async def test_a_failing_account_never_stops_another(store: Store) -> None:
+    good_box = generate_messages(3, seed=61)
+    async with (
+        FakePOP3Server(list(good_box), user="g", password="pw") as good,
+        FakePOP3Server(
+            [], user="b", password="pw", faults=Faults(err_on_pass="-ERR [IN-USE] locked")
+        ) as bad,
+    ):
+        specs = [fake_spec("good", good), fake_spec("bad", bad)]
+        reports: list[tuple[str, PollReport | None, BaseException | None]] = []
+
+        async def accounts() -> list[AccountSpec]:
+            return specs
+
+        sched = Scheduler(
+            store,
+            accounts,
+            max_concurrent=2,
+            jitter=0.1,
+            on_report=lambda s, r, e: reports.append((s.name, r, e)),
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(sched.run(stop, grace=2))
+        for _ in range(100):
+            if sum(1 for n, r, _ in reports if n == "good" and r) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        good.mailbox.append(generate_messages(1, seed=62)[0])
+        for _ in range(100):
+            if await store.pending_count("good") == 4:
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    assert await store.pending_count("good") == 4
+    bad_errors = [e for n, _, e in reports if n == "bad"]
+    # IN-USE is temporary: the bad account backed off (5 s minimum) instead of retrying at once.
+    assert len(bad_errors) == 1
+    assert type(bad_errors[0]).__name__ == "TemporaryFailure"
+    # Every session ended with QUIT or was dropped; the mailbox lock was released.
+    assert not good._locked
+
+
+async def test_poll_all_once_reports_each_account(store: Store) -> None:
+    async with (
+        FakePOP3Server(generate_messages(2, seed=63), user="u", password="pw") as ok,
+        FakePOP3Server([], user="u", password="pw") as wrong,
+    ):
+        specs = [fake_spec("ok", ok), fake_spec("wrong", wrong, password="nope")]
+
+        async def accounts() -> list[AccountSpec]:
+            return specs
+
+        results = dict((s.name, r) for s, r in await Scheduler(store, accounts).poll_all_once())
+    assert isinstance(results["ok"], PollReport) and results["ok"].recorded == 2
+    assert isinstance(results["wrong"], Exception)
