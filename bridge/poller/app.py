@@ -1,0 +1,124 @@
+"""Wiring: settings -> store, sender, token providers, scheduler, worker, ops; and shutdown.
+
+`PollerApp` is the running bridge. `once()` polls every account and delivers what is due, for
+cron jobs and tests; `run(stop)` polls and delivers until `stop` is set, then shuts down in the
+order that loses nothing: stop starting polls, let sessions in progress record what they fetched
+and QUIT, give in-flight deliveries `shutdown_grace` seconds, then close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.poller.scheduler import LeaseOptions, Scheduler
+from bridge.poller.session import PollReport
+from bridge.poller.spec import AccountSpec
+from bridge.poller.worker import DeliveryWorker, Route
+from bridge.store.base import OutboxItem, Store
+
+__all__ = ["OnceResult", "PollerApp", "PollerOptions"]
+
+log = logging.getLogger(__name__)
+
+AccountSource = Callable[[], Awaitable[list[AccountSpec]]]
+
+
+@dataclass(frozen=True, slots=True)
+class PollerOptions:
+    max_concurrent_accounts: int = 10
+    jitter: float = 0.1
+    shutdown_grace: float = 10.0
+    delivery_concurrency: int = 16
+    lease_seconds: float = 120.0
+    replica_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    leases: bool = False
+    lease_ttl: float = 60.0
+
+
+@dataclass(slots=True)
+class OnceResult:
+    reports: list[tuple[str, PollReport | BaseException]]
+    delivered: int
+    pending: int
+
+    @property
+    def failed_accounts(self) -> list[str]:
+        return [name for name, r in self.reports if isinstance(r, BaseException)]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_accounts and self.pending == 0
+
+
+PollHook = Callable[[AccountSpec, PollReport | None, BaseException | None], None]
+DeliveryHook = Callable[[OutboxItem, str, Any], None]
+
+
+class PollerApp:
+    def __init__(
+        self,
+        store: Store,
+        sender: Any,
+        routes: Mapping[str, Route],
+        accounts: AccountSource,
+        options: PollerOptions,
+        *,
+        on_poll: PollHook | None = None,
+        on_delivery: DeliveryHook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.options = options
+        self.worker = DeliveryWorker(
+            store,
+            sender,
+            routes,
+            holder=options.replica_id,
+            concurrency=options.delivery_concurrency,
+            lease_seconds=options.lease_seconds,
+            clock=clock,
+            on_result=on_delivery,
+        )
+        self.scheduler = Scheduler(
+            store,
+            accounts,
+            max_concurrent=options.max_concurrent_accounts,
+            jitter=options.jitter,
+            notify=self.worker.notify,
+            on_report=on_poll,
+            leases=LeaseOptions(options.replica_id, options.lease_ttl) if options.leases else None,
+            clock=clock,
+        )
+
+    async def once(self) -> OnceResult:
+        """One poll of every account, delivering while polling; then whatever else is due."""
+        stop = asyncio.Event()
+        worker = asyncio.create_task(self.worker.run(stop, grace=self.options.shutdown_grace))
+        try:
+            results = await self.scheduler.poll_all_once()
+        finally:
+            stop.set()
+            await worker
+        delivered = await self.worker.deliver_due()
+        pending = await self.store.pending_count()
+        return OnceResult([(s.name, r) for s, r in results], delivered, pending)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll and deliver until `stop`; see the module docstring for the shutdown order."""
+        worker_stop = asyncio.Event()
+        worker = asyncio.create_task(
+            self.worker.run(worker_stop, grace=self.options.shutdown_grace)
+        )
+        try:
+            await self.scheduler.run(stop, grace=self.options.shutdown_grace)
+        finally:
+            # Sessions are done (or were aborted): what they recorded can still go out.
+            worker_stop.set()
+            await worker

@@ -1,0 +1,114 @@
+"""Settings -> the poller's own records (`AccountSpec`, routes, options).
+
+This is the only module of the poller that reads the configuration models, so a renamed key
+breaks one place. Secrets leave their `SecretStr` wrappers only here, on their way into the
+objects that use them, and each one is registered with the log redactor first.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bridge.poller.app import PollerOptions
+from bridge.poller.oauth import TokenProvider
+from bridge.poller.spec import AccountSpec, FetchOptions
+
+__all__ = ["account_spec", "poller_options", "secret_value"]
+
+log = logging.getLogger(__name__)
+
+
+def secret_value(value: Any) -> str | None:
+    """The plain text of a `SecretStr` (or str); registered with the log redactor."""
+    if value is None:
+        return None
+    text = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+    _register(text)
+    return str(text)
+
+
+def _register(text: str) -> None:
+    try:
+        from bridge.ops.logging import register_secret
+    except ImportError:  # pragma: no cover - ops not installed in a stripped build
+        return
+    if text:
+        register_secret(text)
+
+
+def fetch_options(webhook: Any) -> FetchOptions:
+    if webhook is None:
+        return FetchOptions()
+    return FetchOptions(
+        attachment_inline_limit=int(getattr(webhook, "attachment_inline_limit", 1024 * 1024)),
+        include_raw=bool(getattr(webhook, "include_raw", False)),
+    )
+
+
+def account_spec(account: Any, webhook: Any, providers: dict[str, TokenProvider]) -> AccountSpec:
+    """An `AccountSpec` from one validated account model and its webhook model.
+
+    `providers` caches one `TokenProvider` per account name so a token outlives one poll.
+    """
+    token = invalidate = None
+    oauth = getattr(account, "oauth2", None)
+    if oauth is not None:
+        provider = providers.get(account.name)
+        if provider is None:
+            provider = TokenProvider(
+                str(oauth.token_url),
+                str(oauth.client_id),
+                secret_value(oauth.refresh_token) or "",
+                client_secret=secret_value(getattr(oauth, "client_secret", None)),
+                scope=getattr(oauth, "scope", None),
+            )
+            providers[account.name] = provider
+        token, invalidate = provider.token, provider.invalidate
+    return AccountSpec(
+        name=account.name,
+        host=account.host,
+        port=account.port,
+        tls=account.tls,
+        username=account.username,
+        password=secret_value(getattr(account, "password", None)),
+        auth=str(getattr(account, "auth", "auto")),
+        ca_file=_opt_str(getattr(account, "ca_file", None)),
+        insecure=bool(getattr(account, "insecure", False)),
+        allow_plaintext=bool(getattr(account, "allow_plaintext", False)),
+        pipelining=bool(getattr(account, "pipelining", True)),
+        connect_timeout=float(getattr(account, "connect_timeout", 30.0)),
+        read_timeout=float(getattr(account, "read_timeout", 120.0)),
+        poll_interval=float(account.poll_interval),
+        on_delivered=account.on_delivered,
+        initial=account.initial,
+        max_message_size=int(account.max_message_size),
+        enabled=bool(getattr(account, "enabled", True)),
+        webhook=account.webhook,
+        fetch=fetch_options(webhook),
+        token=token,
+        invalidate_token=invalidate,
+    )
+
+
+def poller_options(poller: Any, *, shared_store: bool) -> PollerOptions:
+    """`shared_store` (PostgreSQL): several replicas may run, so accounts are leased."""
+    defaults = PollerOptions()
+    replica = getattr(poller, "replica_id", None) or defaults.replica_id
+    return PollerOptions(
+        max_concurrent_accounts=int(
+            getattr(poller, "max_concurrent_accounts", defaults.max_concurrent_accounts)
+        ),
+        jitter=float(getattr(poller, "jitter", defaults.jitter)),
+        shutdown_grace=float(getattr(poller, "shutdown_grace", defaults.shutdown_grace)),
+        delivery_concurrency=int(
+            getattr(poller, "delivery_concurrency", defaults.delivery_concurrency)
+        ),
+        replica_id=str(replica),
+        leases=shared_store,
+        lease_ttl=float(getattr(poller, "lease_ttl", defaults.lease_ttl)),
+    )
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
