@@ -1,0 +1,93 @@
+"""`pop3bridge dlq list` and `pop3bridge dlq replay ID...|--all`: the dead-letter list.
+
+A dead letter is a message whose delivery failed for good (a permanent 4xx, or the retry
+schedule ran out). It keeps its payload and `webhook-id`; replaying puts it back in the outbox,
+due now with attempts reset, and a running poller (or the next `once`) delivers it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import sys
+import time
+from typing import Any
+
+from bridge.poller.runtime import (
+    EXIT_FAILED,
+    EXIT_OK,
+    ConfigProblem,
+    Runtime,
+    add_config_argument,
+    load,
+    report_config_problem,
+)
+from bridge.store.errors import StoreError
+
+HELP = "list or replay dead-lettered deliveries"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    sub = parser.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    ls = sub.add_parser("list", help="print dead letters, oldest failure first")
+    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    rp = sub.add_parser("replay", help="put dead letters back into the outbox")
+    rp.add_argument("ids", nargs="*", type=int, metavar="ID")
+    rp.add_argument("--all", action="store_true", help="replay every dead letter")
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
+
+
+async def _dlq(settings: Any, args: argparse.Namespace) -> int:
+    async with Runtime(settings, with_sender=False) as rt:
+        if args.dlq_command == "list":
+            letters = await rt.store.dead_letters(limit=args.limit)
+            for d in letters:
+                if args.json:
+                    row = {
+                        "id": d.id,
+                        "msg_id": d.msg_id,
+                        "account": d.account,
+                        "uidl": d.uidl,
+                        "webhook": d.webhook,
+                        "attempts": d.attempts,
+                        "failed_at": _iso(d.failed_at),
+                        "last_status": d.last_status,
+                        "last_error": d.last_error,
+                    }
+                    print(json.dumps(row))
+                else:
+                    print(
+                        f"{d.id}\t{_iso(d.failed_at)}\t{d.account}\t{d.msg_id}\t"
+                        f"attempts={d.attempts}\tstatus={d.last_status}\t{d.last_error or ''}"
+                    )
+            if not letters and not args.json:
+                print("no dead letters", file=sys.stderr)
+            return EXIT_OK
+        if args.all == bool(args.ids):
+            print("dlq replay: give dead-letter IDs or --all (not both)", file=sys.stderr)
+            return EXIT_FAILED
+        count = await rt.store.replay(None if args.all else args.ids, time.time())
+        print(f"replayed {count} dead letter(s)")
+        if args.ids and count < len(set(args.ids)):
+            print("some IDs were not dead letters and were ignored", file=sys.stderr)
+            return EXIT_FAILED
+        return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load(args)
+    except ConfigProblem as exc:
+        return report_config_problem(exc)
+    try:
+        return asyncio.run(_dlq(settings, args))
+    except StoreError as exc:
+        print(f"pop3bridge dlq: {exc}", file=sys.stderr)
+        return EXIT_FAILED

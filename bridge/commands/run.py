@@ -1,0 +1,79 @@
+"""`pop3bridge run`: poll and deliver until SIGTERM/SIGINT, then shut down without losing mail.
+
+On the first signal the bridge stops starting polls, lets sessions in progress record what they
+fetched and QUIT, gives deliveries in flight `poller.shutdown_grace` seconds, closes the store and
+exits 0. A second signal does not wait any longer: sessions are dropped without QUIT (the server
+keeps everything) and unfinished deliveries come back after the restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from bridge.poller.runtime import (
+    EXIT_FAILED,
+    EXIT_OK,
+    ConfigProblem,
+    Runtime,
+    add_config_argument,
+    configure_logging,
+    load,
+    report_config_problem,
+)
+from bridge.store.errors import StoreError
+
+HELP = "poll every account and deliver until SIGTERM/SIGINT"
+
+log = logging.getLogger("bridge.commands.run")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+
+
+async def _run(settings: Any) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal: stopping now")
+            if main is not None:
+                main.cancel()
+            return
+        log.info("signal %s received: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    async with Runtime(settings) as rt:
+        from bridge.poller.observe import Observer
+
+        observer = Observer(rt)
+        app = rt.app(on_poll=observer.on_poll, on_delivery=observer.on_delivery)
+        async with observer.serving(settings):
+            log.info("pop3bridge running", extra={"replica": app.options.replica_id})
+            await app.run(stop)
+    log.info("pop3bridge stopped")
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load(args)
+    except ConfigProblem as exc:
+        return report_config_problem(exc)
+    configure_logging(settings)
+    try:
+        return asyncio.run(_run(settings))
+    except StoreError as exc:
+        print(f"pop3bridge run: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except asyncio.CancelledError:
+        return EXIT_FAILED

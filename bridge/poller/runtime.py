@@ -1,0 +1,180 @@
+"""What every poller subcommand shares: config loading, the store, the sender, the accounts.
+
+`Runtime` is an async context manager that opens (and on exit closes, in reverse order) the
+store and the pooled webhook sender. Commands stay thin: they parse arguments, enter a runtime
+and call one method of `PollerApp` or the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any
+
+from bridge.poller.app import PollerApp, PollerOptions
+from bridge.poller.build import account_spec, poller_options, secret_value
+from bridge.poller.oauth import TokenProvider
+from bridge.poller.spec import AccountSpec
+from bridge.poller.worker import Route
+from bridge.store import Store, open_store
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "ConfigProblem",
+    "Runtime",
+    "add_config_argument",
+    "configure_logging",
+    "load",
+    "report_config_problem",
+]
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+class ConfigProblem(Exception):
+    """The configuration is invalid; the message says which key and why (exit code 2)."""
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=os.environ.get("POP3BRIDGE_CONFIG"),
+        help="YAML configuration file (default: $POP3BRIDGE_CONFIG)",
+    )
+
+
+def load(args: argparse.Namespace) -> Any:
+    """Validated settings, or `ConfigProblem` with the loader's key-by-key message."""
+    from bridge.config import ConfigError, load_settings
+
+    try:
+        return load_settings(getattr(args, "config", None), os.environ)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+
+
+def configure_logging(settings: Any) -> None:
+    from bridge.ops.logging import configure_logging as configure
+
+    section = getattr(settings, "logging", None)
+    configure(getattr(section, "format", "json"), getattr(section, "level", "INFO"))
+
+
+def report_config_problem(exc: ConfigProblem) -> int:
+    print(f"pop3bridge: invalid configuration:\n{exc}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+class Runtime:
+    """Store + sender + routes + account source for one process, built from settings."""
+
+    def __init__(self, settings: Any, *, with_sender: bool = True) -> None:
+        self.settings = settings
+        self.with_sender = with_sender
+        self.url = str(settings.state.url)
+        self.store: Store = open_store(self.url)
+        self.sender: Any = None
+        self.routes: dict[str, Route] = {}
+        self._stack = AsyncExitStack()
+        self._providers: dict[str, TokenProvider] = {}
+        self.webhooks: dict[str, Any] = {w.name: w for w in settings.webhooks}
+
+    @property
+    def shared_store(self) -> bool:
+        return self.url.split(":", 1)[0].lower() in ("postgresql", "postgres")
+
+    async def __aenter__(self) -> Runtime:
+        await self._stack.__aenter__()
+        try:
+            self._stack.push_async_callback(self.store.close)
+            await self.store.migrate()
+            if self.with_sender:
+                await self._open_sender()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.__aexit__(exc_type, exc, tb)
+
+    async def _open_sender(self) -> None:
+        from bridge.delivery.policy import RetryPolicy
+        from bridge.delivery.sender import WebhookSender
+
+        concurrency = int(getattr(self.settings.poller, "delivery_concurrency", 16))
+        self.sender = await self._stack.enter_async_context(WebhookSender(limit=concurrency * 2))
+        for name, hook in self.webhooks.items():
+            policy_kwargs: dict[str, Any] = {}
+            if getattr(hook, "max_attempts", None) is not None:
+                policy_kwargs["max_attempts"] = int(hook.max_attempts)
+            if getattr(hook, "retry_max_delay", None) is not None:
+                policy_kwargs["max_delay"] = float(hook.retry_max_delay)
+            self.routes[name] = Route(
+                target=webhook_target(hook), policy=RetryPolicy(**policy_kwargs)
+            )
+
+    async def accounts(self) -> list[AccountSpec]:
+        """Config-file accounts, plus database accounts when `poller.accounts_from_db`.
+
+        A database account with the same name as a file account is ignored (the file wins,
+        so a deploy can always override what was added at runtime), with a warning.
+        """
+        specs = {a.name: self._spec(a) for a in self.settings.accounts}
+        if getattr(self.settings.poller, "accounts_from_db", False):
+            for name, config in await self.store.list_accounts():
+                if name in specs:
+                    log.warning("database account %r ignored: the config file defines it", name)
+                    continue
+                try:
+                    specs[name] = self._spec(validate_account({**config, "name": name}, self))
+                except Exception as exc:
+                    log.error("database account %r is invalid, skipped: %s", name, exc)
+        return list(specs.values())
+
+    def _spec(self, account: Any) -> AccountSpec:
+        return account_spec(account, self.webhooks.get(account.webhook), self._providers)
+
+    def app(self, **hooks: Any) -> PollerApp:
+        options: PollerOptions = poller_options(
+            self.settings.poller, shared_store=self.shared_store
+        )
+        return PollerApp(self.store, self.sender, self.routes, self.accounts, options, **hooks)
+
+
+def webhook_target(hook: Any) -> Any:
+    from bridge.delivery.sender import WebhookTarget
+
+    raw = hook.secret
+    secrets = raw if isinstance(raw, list | tuple) else [raw]
+    headers: Mapping[str, Any] = getattr(hook, "headers", None) or {}
+    return WebhookTarget(
+        name=hook.name,
+        url=str(hook.url),
+        secrets=tuple(s for s in (secret_value(x) for x in secrets) if s),
+        timeout=float(getattr(hook, "timeout", 10.0)),
+        headers={k: secret_value(v) or "" for k, v in headers.items()},
+        ca_file=getattr(hook, "ca_file", None),
+    )
+
+
+def validate_account(config: dict[str, Any], runtime: Runtime) -> Any:
+    """A database account's JSON validated with the same model as a config-file account."""
+    from bridge.config import validate_account as validate
+
+    return validate(config, webhooks=list(runtime.webhooks))
