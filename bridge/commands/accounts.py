@@ -1,0 +1,118 @@
+"""`pop3bridge accounts add|list|remove`: accounts kept in the state database.
+
+A provider can add a mailbox without a redeploy: the poller reads these when
+`poller.accounts_from_db: true`, merged with the config file's accounts (the file wins on a name
+clash). An account is validated with the same rules as a config-file account before it is
+stored. Secrets should be stored as references (`password_file`, `password_env`), which are
+resolved each time the account is loaded; `list` never prints a secret value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import yaml
+
+from bridge.poller.runtime import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    ConfigProblem,
+    Runtime,
+    add_config_argument,
+    load,
+    report_config_problem,
+    validate_account,
+)
+from bridge.store.errors import StoreError
+
+HELP = "add, list or remove accounts kept in the state database"
+
+_SECRET_KEYS = ("password", "client_secret", "refresh_token", "secret", "token")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    sub = parser.add_subparsers(dest="accounts_command", metavar="ACTION", required=True)
+    add = sub.add_parser("add", help="add or replace an account")
+    add.add_argument("name")
+    add.add_argument("--url", help="pop3s://user@host:995 or pop3://user@host:110")
+    add.add_argument("--webhook", help="name of a configured webhook")
+    add.add_argument("--password-file", help="file holding the password (read at each load)")
+    add.add_argument("--password-env", help="environment variable holding the password")
+    add.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other account key (value parsed as YAML), e.g. --set poll_interval=30",
+    )
+    sub.add_parser("list", help="print the accounts in the database (no secrets)")
+    rm = sub.add_parser("remove", help="remove an account")
+    rm.add_argument("name")
+
+
+def _redacted(config: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out[key] = _redacted(value)
+        elif any(key == s or key.endswith("_" + s) for s in _SECRET_KEYS):
+            out[key] = "***"
+        else:
+            out[key] = value
+    return out
+
+
+def _config_from(args: argparse.Namespace) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for key in ("url", "webhook", "password_file", "password_env"):
+        value = getattr(args, key)
+        if value is not None:
+            config[key] = value
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        config[key.strip()] = yaml.safe_load(value)
+    return config
+
+
+async def _accounts(settings: Any, args: argparse.Namespace) -> int:
+    async with Runtime(settings, with_sender=False) as rt:
+        if args.accounts_command == "list":
+            for name, config in await rt.store.list_accounts():
+                print(json.dumps({"name": name, **_redacted(config)}))
+            return EXIT_OK
+        if args.accounts_command == "remove":
+            if await rt.store.remove_account(args.name):
+                print(f"removed account {args.name!r}")
+                return EXIT_OK
+            print(f"no account named {args.name!r} in the database", file=sys.stderr)
+            return EXIT_FAILED
+        try:
+            config = _config_from(args)
+            validate_account({**config, "name": args.name}, rt)
+        except Exception as exc:
+            print(f"accounts add {args.name}: invalid account: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        await rt.store.add_account(args.name, config, time.time())
+        print(f"added account {args.name!r}")
+        return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load(args)
+    except ConfigProblem as exc:
+        return report_config_problem(exc)
+    try:
+        return asyncio.run(_accounts(settings, args))
+    except StoreError as exc:
+        print(f"pop3bridge accounts: {exc}", file=sys.stderr)
+        return EXIT_FAILED
