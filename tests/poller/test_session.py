@@ -10,7 +10,7 @@ import pytest
 
 from bridge import mail
 from bridge.poller.session import INITIALISED, poll_account
-from bridge.poller.spec import msg_id_for
+from bridge.poller.spec import AccountSpec, msg_id_for
 from bridge.store import OutboxItem, Store
 from bridge.testing.samples import big_message, generate_messages
 from tests.poller.conftest import dovecot_spec
@@ -192,3 +192,58 @@ async def test_oversize_message_becomes_metadata_only_and_is_never_deleted(
     report = await poll_account(spec, store, delete_wait=0)
     assert report.deleted == 2
     assert dovecot.message_count(dovecot_user) == 1
+
+
+async def test_mass_uidl_change_is_rekeyed_not_redelivered(store: Store) -> None:
+    from bridge.poller.migration import suspicious
+    from bridge.testing.fakepop3 import FakePOP3Server
+
+    assert not suspicious(["a", "b", "c"], {"a", "b"}, {"c"})  # ordinary new mail
+    assert suspicious(["x", "y"], {"a", "b"}, {"x", "y"})
+
+    box = generate_messages(6, seed=71)
+    async with FakePOP3Server(box, user="u", password="pw") as server:
+        spec = migrating_spec(server)
+        first = await poll_account(spec, store)
+        assert first.recorded == 6
+        await deliver_all(store)
+        # The server is migrated: every message gets a new UIDL, and one new message arrives.
+        for i in range(6):
+            server.set_uidl(i, f"migrated-{i}")
+        server.mailbox.append(generate_messages(1, seed=72)[0])
+        second = await poll_account(spec, store)
+    assert (second.rekeyed, second.recorded) == (6, 1)
+    [item] = await claim_all(store)
+    assert item.uidl == server.uidls[-1]
+    seen = await store.seen_uidls(spec.name)
+    assert {f"migrated-{i}" for i in range(6)} <= seen
+
+
+def migrating_spec(server: object) -> AccountSpec:
+    return AccountSpec(
+        name="migrating",
+        host="127.0.0.1",
+        port=server.port,
+        tls="none",  # type: ignore[attr-defined]
+        username="u",
+        password="pw",
+        allow_plaintext=True,
+        webhook="main",
+    )
+
+
+async def test_hostile_corpus_through_dovecot_gives_schema_valid_payloads(
+    dovecot: DovecotServer, dovecot_user: DovecotUser, store: Store
+) -> None:
+    from pathlib import Path
+
+    corpus = sorted((Path(__file__).parent.parent / "corpus" / "eml").glob("*.eml"))
+    assert len(corpus) >= 20
+    dovecot.deliver_many(dovecot_user, [p.read_bytes() for p in corpus])
+    spec = dovecot_spec(dovecot, dovecot_user)
+    report = await poll_account(spec, store)
+    assert report.recorded == len(corpus)
+    items = await claim_all(store)
+    assert len({i.msg_id for i in items}) == len(corpus)
+    for item in items:
+        jsonschema.validate(orjson.loads(item.payload), mail.schema())
