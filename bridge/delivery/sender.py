@@ -67,7 +67,7 @@ class WebhookTarget:
     """
 
     name: str
-    url: str
+    url: str = field(repr=False)  # may carry a token in its path or query
     secrets: Sequence[str] = field(repr=False)
     timeout: float = 10.0
     headers: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
@@ -104,11 +104,16 @@ class WebhookTarget:
             static[key] = value
         object.__setattr__(self, "_static_headers", static)
         sensitive = [*self.secrets, *(v for v in self.headers.values() if v)]
+        # "Bearer <token>": the token alone may be echoed back, so scrub long words too.
+        sensitive += [w for v in self.headers.values() for w in v.split() if len(w) >= 8]
         sensitive += [s.split("_", 1)[1] for s in self.secrets if s.startswith("whsec_")]
         if url.password:
             sensitive.append(url.password)
         if url.query_string:
             sensitive.append(url.query_string)
+            sensitive += [v for v in url.query.values() if v]
+        # Services such as Slack put the token in the path.
+        sensitive += [part for part in url.parts if len(part) >= 8]
         # Longest first so a secret containing another is scrubbed whole.
         object.__setattr__(
             self,
