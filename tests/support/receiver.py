@@ -304,8 +304,12 @@ class ThreadedReceiver:
         self._call(self._inner().stop())
 
     def script(self, *replies: Reply | int) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._inner().script, *replies)
+        inner = self._inner()
+
+        async def apply() -> None:
+            inner.script(*replies)
+
+        self._call(apply())  # applied before we return: no race with the next request
 
     def fail_next(self, n: int, status: int = 500) -> None:
         self.script(*(Reply(status) for _ in range(n)))
