@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import aiohttp
 import tenacity
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 # Headers the signature scheme owns; configured extras may not override them.
 _RESERVED = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature", "content-length"})
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field-name
 _ERROR_BODY_LIMIT = 200  # characters of a failing response body kept in `error`
 _READ_LIMIT = 64 * 1024  # bytes of a response we read; the rest is dropped with the connection
 USER_AGENT = "pop3bridge-webhooks/0.1"
@@ -98,6 +99,12 @@ class WebhookTarget:
         object.__setattr__(self, "_ssl", self._ssl_context())
         static = {"content-type": "application/json", "user-agent": USER_AGENT}
         for key, value in self.headers.items():
+            if not _TOKEN.fullmatch(key) or any(c in value for c in "\r\n\0"):
+                # Caught here, not per request: a CR/LF would let config inject headers.
+                raise ValueError(
+                    f"webhook {self.name!r}: extra header {key!r} has an invalid name or a "
+                    "line break in its value"
+                )
             if key.lower() in _RESERVED:
                 continue
             static = {k: v for k, v in static.items() if k != key.lower()}
@@ -185,7 +192,7 @@ class WebhookSender:
         limit_per_host: int = 0,
         connect_retries: int = 2,
         connect_retry_wait: float = 0.2,
-        clock: Any = time.time,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
@@ -318,6 +325,10 @@ class WebhookSender:
         except aiohttp.ClientOSError as exc:
             raise _ConnectionFailure(
                 f"connection to {target.safe_url} failed while sending ({_reason(exc)})"
+            ) from None
+        except OSError as exc:  # socket-level failures aiohttp did not wrap
+            raise _ConnectionFailure(
+                f"connection to {target.safe_url} failed ({_reason(exc)})"
             ) from None
         except aiohttp.InvalidURL:
             return self._failed(target, started, "the webhook URL is not valid", permanent=True)

@@ -237,3 +237,12 @@ async def test_send_outside_context_is_a_usage_error(receiver: WebhookReceiver) 
     sender = WebhookSender()
     with pytest.raises(DeliveryError, match="async with"):
         await sender.send(target_for(receiver), "msg_1", BODY)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-A": "ok\r\nX-Injected: 1"}, {"Bad Name": "v"}, {"X-B": "line\nbreak"}],
+)
+def test_header_injection_is_a_config_error(headers: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="extra header"):
+        WebhookTarget("w", "https://example.test/x", (new_secret(),), headers=headers)
