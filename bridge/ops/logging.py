@@ -1,0 +1,235 @@
+"""One logging setup for the whole process: JSON lines or text, with secrets scrubbed.
+
+Every module logs through ``logging.getLogger(__name__)``; `configure_logging` installs the
+only handler (on the root logger) and that handler both filters and formats, so nothing reaches
+stderr without passing `redact`. Scrubbing happens twice on purpose: on the record's parts
+before formatting (so JSON escaping cannot hide a secret from the patterns) and on the
+formatted line (so a formatter bug or an odd `extra` value cannot let one through).
+
+Two kinds of secret are removed:
+- values registered at runtime with `register_secret` (passwords, webhook secrets, tokens as
+  they leave their `SecretStr` wrappers), wherever they appear;
+- things that look like credentials whatever their value: POP3 ``PASS`` arguments, ``AUTH``
+  initial responses, ``APOP`` digests, ``Authorization``/``Bearer`` values, ``whsec_`` keys,
+  passwords in URLs and ``password=...``-style pairs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import re
+import sys
+import threading
+import traceback
+from collections.abc import Iterable
+from typing import IO, Any
+
+import orjson
+
+__all__ = [
+    "REDACTED",
+    "JSONFormatter",
+    "RedactingFilter",
+    "TextFormatter",
+    "clear_secrets",
+    "configure_logging",
+    "redact",
+    "register_secret",
+]
+
+REDACTED = "***"
+
+# Shorter values would scrub ordinary words out of every line ("abc" in "abcdef"); such weak
+# secrets are still caught by the credential patterns when they appear next to their keyword.
+_MIN_SECRET_LEN = 4
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_secret_re: re.Pattern[str] | None = None
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # POP3 PASS takes the rest of the line (RFC 1939 allows spaces in it).
+    (re.compile(r"(?i)(\bPASS[ \t]+)[^\r\n'\"]+"), r"\1" + REDACTED),
+    # AUTH mechanism [initial-response]: keep the mechanism name, drop the payload.
+    (re.compile(r"(?i)(\bAUTH[ \t]+[A-Z0-9_-]+[ \t]+)[^\s'\"]+"), r"\1" + REDACTED),
+    (re.compile(r"(?i)(\bAPOP[ \t]+\S+[ \t]+)[0-9a-f]{32}\b"), r"\1" + REDACTED),
+    (
+        re.compile(r"(?i)(\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)[^\r\n'\",}]+"),
+        r"\1" + REDACTED,
+    ),
+    (re.compile(r"(?i)(\bBearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + REDACTED),
+    (re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]*"), "whsec_" + REDACTED),
+    # scheme://user:password@host
+    (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
+    (
+        re.compile(
+            r"(?i)(\b(?:password|passwd|pwd|secret|client_secret|refresh_token|access_token|"
+            r"api_key|token)[\"']?\s*[:=]\s*[\"']?)(?!\*\*\*)[^\s'\",&}]+"
+        ),
+        r"\1" + REDACTED,
+    ),
+)
+
+
+def register_secret(value: str | None) -> None:
+    """Scrub `value` from every later log record, wherever it appears."""
+    global _secret_re
+    if not value or len(value) < _MIN_SECRET_LEN:
+        return
+    with _lock:
+        if value in _secrets:
+            return
+        _secrets.add(value)
+        # Longest first so a secret that contains another is removed whole.
+        ordered = sorted(_secrets, key=len, reverse=True)
+        _secret_re = re.compile("|".join(re.escape(s) for s in ordered))
+
+
+def clear_secrets() -> None:
+    """Forget registered secrets (tests; a process never needs this)."""
+    global _secret_re
+    with _lock:
+        _secrets.clear()
+        _secret_re = None
+
+
+def redact(text: str) -> str:
+    """`text` with registered secrets and credential-looking parts replaced by ``***``."""
+    pattern = _secret_re
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    for regex, replacement in _PATTERNS:
+        text = regex.sub(replacement, text)
+    return text
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, bytes):
+        return redact(value.decode("utf-8", "replace"))
+    if isinstance(value, dict):
+        return {str(k): _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact(str(value))
+
+
+# Attributes every LogRecord has; anything else came in through `extra=`.
+_STANDARD_ATTRS = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
+)
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record in place: message merged and scrubbed, traceback text scrubbed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad %-format must not lose the record (or leak its args)
+            message = f"{record.msg!s} (log arguments could not be formatted)"
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        for key, value in _extras(record).items():
+            setattr(record, key, _redact_value(value))
+        return True
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = _dt.datetime.fromtimestamp(record.created, tz=_dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _exception_text(record: logging.LogRecord) -> str | None:
+    if record.exc_text:
+        return record.exc_text
+    if record.exc_info:
+        return "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+    return None
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: timestamp, level, logger, message, extras, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "timestamp": _timestamp(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        for key, value in _extras(record).items():
+            if key not in doc:
+                doc[key] = _redact_value(value)
+        exc = _exception_text(record)
+        if exc:
+            doc["exception"] = redact(exc)
+        if record.stack_info:
+            doc["stack"] = redact(record.stack_info)
+        line = orjson.dumps(doc, default=str).decode("utf-8")
+        return redact(line)
+
+
+class TextFormatter(logging.Formatter):
+    """``<time> <LEVEL> <logger>: <message> key=value ...`` plus the traceback, for people."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [_timestamp(record), record.levelname, f"{record.name}:", record.getMessage()]
+        parts += [f"{k}={_redact_value(v)!r}" for k, v in _extras(record).items()]
+        text = " ".join(parts)
+        exc = _exception_text(record)
+        if exc:
+            text += "\n" + exc
+        if record.stack_info:
+            text += "\n" + record.stack_info
+        return redact(text)
+
+
+_handler: logging.Handler | None = None
+
+
+def configure_logging(
+    format: str = "json",
+    level: str | int = "INFO",
+    *,
+    stream: IO[str] | None = None,
+    quiet: Iterable[str] = ("aiohttp.access",),
+) -> logging.Handler:
+    """Install the process's one log handler on the root logger; returns it.
+
+    Calling it again replaces the handler it installed before (not handlers others added), so
+    tests and the CLI can reconfigure freely. `quiet` loggers are raised to WARNING: aiohttp's
+    per-request access log would otherwise log every Prometheus scrape.
+    """
+    global _handler
+    if format not in ("json", "text"):
+        raise ValueError(f"logging format must be 'json' or 'text', not {format!r}")
+    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown logging level {level!r}; use DEBUG, INFO, WARNING or ERROR")
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JSONFormatter() if format == "json" else TextFormatter())
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    for name in quiet:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    _handler = handler
+    return handler

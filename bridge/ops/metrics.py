@@ -1,0 +1,161 @@
+"""Every Prometheus metric of the process, on one dedicated registry.
+
+A dedicated `REGISTRY` (not prometheus-client's global one) means tests and library users can
+import the bridge without colliding with their own metrics, and `/metrics` shows exactly what
+is documented here. Each metric is created through a helper that also records it in `METRICS`,
+the table `metrics_markdown` renders for the docs, so the list cannot drift from the code.
+
+Label values are bounded: accounts and listeners come from the config, outcomes and reasons
+are fixed words, and proxy verbs pass through `verb_label` so a client sending random commands
+cannot create unbounded series.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.process_collector import ProcessCollector
+
+__all__ = [
+    "BYTES_FETCHED",
+    "DEAD_LETTERS",
+    "DELIVERIES",
+    "DELIVERY_LATENCY",
+    "LOGIN_FAILURES",
+    "MESSAGES_FETCHED",
+    "METRICS",
+    "OLDEST_PENDING_AGE",
+    "OUTBOX_DEPTH",
+    "POLLS",
+    "POLL_DURATION",
+    "PREFIX",
+    "PROXY_BYTES",
+    "PROXY_COMMANDS",
+    "PROXY_DENIED",
+    "PROXY_SESSIONS",
+    "PROXY_SESSIONS_ACTIVE",
+    "REGISTRY",
+    "MetricDoc",
+    "metrics_markdown",
+    "status_class",
+    "verb_label",
+]
+
+PREFIX = "pop3bridge_"
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(namespace="pop3bridge", registry=REGISTRY)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDoc:
+    name: str  # as exposed (counters get `_total` appended by the client library)
+    kind: str
+    labels: tuple[str, ...]
+    help: str
+
+
+METRICS: list[MetricDoc] = []
+
+
+def _counter(name: str, help_text: str, labels: tuple[str, ...] = ()) -> Counter:
+    METRICS.append(MetricDoc(PREFIX + name + "_total", "counter", labels, help_text))
+    return Counter(PREFIX + name, help_text, labels, registry=REGISTRY)
+
+
+def _gauge(name: str, help_text: str, labels: tuple[str, ...] = ()) -> Gauge:
+    METRICS.append(MetricDoc(PREFIX + name, "gauge", labels, help_text))
+    return Gauge(PREFIX + name, help_text, labels, registry=REGISTRY)
+
+
+def _histogram(
+    name: str, help_text: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()
+) -> Histogram:
+    METRICS.append(MetricDoc(PREFIX + name, "histogram", labels, help_text))
+    return Histogram(PREFIX + name, help_text, labels, buckets=buckets, registry=REGISTRY)
+
+
+# Polls take from milliseconds (nothing new) to minutes (a large first import).
+_POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+# Deliveries: a healthy receiver answers in tens of ms; the top buckets catch the timeouts.
+_DELIVERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# -- poller ----------------------------------------------------------------------------------
+POLLS = _counter(
+    "polls", "Polls finished, by account and outcome (ok|error).", ("account", "outcome")
+)
+POLL_DURATION = _histogram(
+    "poll_duration_seconds", "Duration of successful polls.", _POLL_BUCKETS, ("account",)
+)
+MESSAGES_FETCHED = _counter("messages_fetched", "New messages fetched and recorded.", ("account",))
+BYTES_FETCHED = _counter("bytes_fetched", "Message bytes fetched from POP3.", ("account",))
+LOGIN_FAILURES = _counter(
+    "login_failures",
+    "Polls that failed at or before login, by reason (auth|insecure|tls|connect).",
+    ("account", "reason"),
+)
+
+# -- delivery --------------------------------------------------------------------------------
+DELIVERIES = _counter(
+    "deliveries",
+    "Webhook delivery attempts by outcome (delivered|retry|dead) and HTTP status class "
+    "(2xx..5xx, or none when no response arrived).",
+    ("outcome", "status_class"),
+)
+DELIVERY_LATENCY = _histogram(
+    "delivery_latency_seconds", "Duration of one webhook HTTP attempt.", _DELIVERY_BUCKETS
+)
+OUTBOX_DEPTH = _gauge("outbox_depth", "Deliveries pending (due now or scheduled for retry).")
+OLDEST_PENDING_AGE = _gauge(
+    "outbox_oldest_pending_age_seconds", "Age of the oldest pending delivery (0 when none)."
+)
+DEAD_LETTERS = _counter("dead_letters", "Deliveries moved to the dead-letter list.")
+
+# -- proxy -----------------------------------------------------------------------------------
+PROXY_SESSIONS_ACTIVE = _gauge(
+    "proxy_sessions_active", "Client sessions currently open.", ("listener",)
+)
+PROXY_SESSIONS = _counter("proxy_sessions", "Client sessions accepted.", ("listener",))
+PROXY_COMMANDS = _counter(
+    "proxy_commands",
+    "Client commands relayed or answered, by verb and outcome (ok|err|denied|error).",
+    ("verb", "outcome"),
+)
+PROXY_BYTES = _counter(
+    "proxy_bytes", "Bytes relayed, by direction (upstream|downstream).", ("direction",)
+)
+PROXY_DENIED = _counter("proxy_denied_commands", "Commands refused by policy, by verb.", ("verb",))
+
+_KNOWN_VERBS = frozenset(
+    {
+        "USER", "PASS", "APOP", "AUTH", "STLS", "CAPA", "STAT", "LIST", "RETR", "DELE",
+        "NOOP", "RSET", "QUIT", "TOP", "UIDL", "UTF8", "LANG",
+    }
+)  # fmt: skip
+
+
+def verb_label(verb: str | bytes) -> str:
+    """A bounded label for a client's command word: known POP3 verbs, else ``OTHER``."""
+    text = verb.decode("ascii", "replace") if isinstance(verb, bytes) else verb
+    upper = text.upper()
+    return upper if upper in _KNOWN_VERBS else "OTHER"
+
+
+def status_class(status: int | None) -> str:
+    """``2xx``..``5xx`` for an HTTP status, ``none`` when there was no response."""
+    if status is None or not 100 <= status <= 599:
+        return "none"
+    return f"{status // 100}xx"
+
+
+def metrics_markdown() -> str:
+    """The metrics list as a Markdown table (generated into docs/configuration.md)."""
+    lines = ["| Metric | Type | Labels | Meaning |", "|---|---|---|---|"]
+    for doc in METRICS:
+        labels = ", ".join(f"`{label}`" for label in doc.labels) or "-"
+        lines.append(f"| `{doc.name}` | {doc.kind} | {labels} | {doc.help} |")
+    lines.append(
+        "| `pop3bridge_process_*` | various | - | CPU, memory and file descriptors of the "
+        "process (Linux). |"
+    )
+    return "\n".join(lines) + "\n"

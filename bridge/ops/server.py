@@ -1,0 +1,220 @@
+"""The operations HTTP endpoint: /healthz, /readyz, /metrics, /status and a page at /.
+
+It knows nothing about the poller or the proxy: they hand it readiness checks and a status
+provider as plain async callables. A readiness check passes when it returns anything but
+False; raising or taking longer than `check_timeout` fails it, so a hung database makes the
+pod unready instead of hanging the kubelet's probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import html
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from bridge.ops import metrics
+from bridge.ops.logging import redact
+
+__all__ = ["OpsServer", "ReadinessCheck", "StatusProvider"]
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[object]]
+StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def _check_name(check: ReadinessCheck) -> str:
+    name = getattr(check, "__qualname__", None) or getattr(check, "__name__", None)
+    return str(name or type(check).__name__)
+
+
+class OpsServer:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        readiness_checks: Sequence[ReadinessCheck] = (),
+        status_provider: StatusProvider | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+        check_timeout: float = 5.0,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self.readiness_checks = list(readiness_checks)
+        self.status_provider = status_provider
+        self.registry = registry if registry is not None else metrics.REGISTRY
+        self.check_timeout = check_timeout
+        self._runner: web.AppRunner | None = None
+        self._bound_port: int | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0) once started, else the configured one."""
+        return self._bound_port if self._bound_port is not None else self._port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/status", self._status)
+        app.router.add_get("/", self._index)
+        return app
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise OSError(
+                exc.errno,
+                f"ops endpoint cannot listen on {self.host}:{self._port} ({exc.strerror}); "
+                "set ops.port, or ops.enabled: false",
+            ) from None
+        self._runner = runner
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self._bound_port = int(sockets[0].getsockname()[1]) if sockets else self._port
+        log.info("ops endpoint listening on %s", self.url)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> OpsServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- handlers -----------------------------------------------------------------------------
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _run_check(self, check: ReadinessCheck) -> tuple[bool, str | None]:
+        try:
+            result = await asyncio.wait_for(check(), self.check_timeout)
+        except TimeoutError:
+            return False, f"timed out after {self.check_timeout:g}s"
+        except Exception as exc:
+            return False, redact(f"{type(exc).__name__}: {exc}")
+        if result is False:
+            return False, "not ready"
+        return True, None
+
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        """(ready, {check name: "ok" or why not})."""
+        results = await asyncio.gather(*(self._run_check(c) for c in self.readiness_checks))
+        report: dict[str, str] = {}
+        for check, (ok, why) in zip(self.readiness_checks, results, strict=True):
+            report[_check_name(check)] = "ok" if ok else (why or "not ready")
+        return all(ok for ok, _ in results), report
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ready, report = await self.readiness()
+        body = orjson.dumps({"ready": ready, "checks": report})
+        return web.Response(
+            body=body, status=200 if ready else 503, content_type="application/json"
+        )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        payload = generate_latest(self.registry)
+        return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _status_doc(self) -> dict[str, Any]:
+        if self.status_provider is None:
+            return {"accounts": {}}
+        return await self.status_provider()
+
+    async def _status(self, request: web.Request) -> web.Response:
+        try:
+            doc = await self._status_doc()
+        except Exception as exc:
+            log.warning("status provider failed: %s", exc)
+            body = orjson.dumps({"error": redact(f"{type(exc).__name__}: {exc}")})
+            return web.Response(body=body, status=500, content_type="application/json")
+        return web.Response(
+            body=orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS),
+            content_type="application/json",
+        )
+
+    async def _index(self, request: web.Request) -> web.Response:
+        ready, checks = await self.readiness()
+        try:
+            doc = await self._status_doc()
+            problem = None
+        except Exception as exc:
+            doc, problem = {"accounts": {}}, redact(f"{type(exc).__name__}: {exc}")
+        return web.Response(text=render_page(doc, ready, checks, problem), content_type="text/html")
+
+
+def _when(value: object) -> str:
+    if isinstance(value, int | float) and value > 0:
+        moment = _dt.datetime.fromtimestamp(value, tz=_dt.UTC)
+        return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "never" if value is None else str(value)
+
+
+_COLUMNS = (
+    ("last_poll_at", "Last poll"),
+    ("last_success_at", "Last success"),
+    ("last_error", "Last error"),
+    ("pending", "Pending"),
+    ("dead", "Dead letters"),
+)
+
+
+def render_page(
+    doc: dict[str, Any], ready: bool, checks: dict[str, str], problem: str | None = None
+) -> str:
+    """Self-contained HTML (no scripts, styles or fonts from elsewhere) of the status document."""
+    esc = html.escape
+    rows = []
+    accounts = doc.get("accounts") or {}
+    for name, entry in sorted(accounts.items()):
+        cells = [f"<th>{esc(str(name))}</th>"]
+        for key, _title in _COLUMNS:
+            value = entry.get(key) if isinstance(entry, dict) else None
+            text = _when(value) if key.endswith("_at") else ("" if value is None else str(value))
+            cls = ' class="err"' if key == "last_error" and value else ""
+            cells.append(f"<td{cls}>{esc(redact(text))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    head = "".join(f"<th>{esc(t)}</th>" for _, t in _COLUMNS)
+    table = (
+        f"<table><tr><th>Account</th>{head}</tr>{''.join(rows)}</table>"
+        if rows
+        else "<p>No accounts reported yet.</p>"
+    )
+    check_items = "".join(
+        f"<li>{esc(name)}: {esc(state)}</li>" for name, state in sorted(checks.items())
+    )
+    state = "ready" if ready else "NOT READY"
+    note = f'<p class="err">Status unavailable: {esc(problem)}</p>' if problem else ""
+    return (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        '<meta http-equiv="refresh" content="15"><title>pop3bridge status</title>'
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}"
+        ".err{color:#a00}</style></head><body>"
+        f"<h1>pop3bridge: {esc(state)}</h1><ul>{check_items}</ul>{note}{table}"
+        '<p><a href="/status">JSON</a> · <a href="/metrics">metrics</a></p>'
+        "</body></html>"
+    )
