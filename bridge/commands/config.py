@@ -1,0 +1,238 @@
+"""`pop3bridge config check` and `pop3bridge config reference`.
+
+`check` loads the configuration exactly as `run` would (file + environment + secret files) and
+prints a summary in which no secret appears, only where each one comes from. `reference`
+prints the Markdown reference generated from the models; docs/configuration.md is that output,
+committed, and a test keeps the two equal so the reference is never edited by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import types
+import typing
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+HELP = "validate the configuration or print its reference"
+
+EXIT_OK, EXIT_CONFIG = 0, 2
+
+__all__ = ["HELP", "add_arguments", "reference_markdown", "run", "summary"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    check = sub.add_parser("check", help="validate the configuration and print a summary")
+    check.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="YAML configuration file (default: $POP3BRIDGE_CONFIG)",
+    )
+    sub.add_parser("reference", help="print the Markdown reference of every configuration key")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.config_command == "reference":
+        sys.stdout.write(reference_markdown())
+        return EXIT_OK
+    from bridge.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config, os.environ)
+    except ConfigError as exc:
+        print(f"pop3bridge: invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(summary(settings))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _source(model: BaseModel, key: str) -> str:
+    """Where a secret comes from, never its value."""
+    data = model.__dict__
+    if data.get(f"{key}_file") is not None:
+        files = data[f"{key}_file"]
+        return "files " + ", ".join(files) if isinstance(files, list) else f"file {files}"
+    if data.get(f"{key}_env") is not None:
+        return f"env ${data[f'{key}_env']}"
+    value = data.get(key)
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return f"inline ({len(value)} for rotation)"
+    return "inline"
+
+
+def summary(settings: Any) -> str:
+    """A human summary of validated settings; contains no secret values."""
+    lines = ["configuration OK", f"state: {_safe_url(settings.state.url)}"]
+    lines.append(f"webhooks: {len(settings.webhooks)}")
+    for hook in settings.webhooks:
+        lines.append(
+            f"  - {hook.name}: {_safe_url(hook.url)} (secret: {_source(hook, 'secret')}; "
+            f"timeout {hook.timeout:g}s; {len(hook.headers)} extra header(s))"
+        )
+    lines.append(f"accounts: {len(settings.accounts)}")
+    for acc in settings.accounts:
+        cred = "oauth2" if acc.oauth2 is not None else f"password: {_source(acc, 'password')}"
+        state = "" if acc.enabled else " [disabled]"
+        lines.append(
+            f"  - {acc.name}{state}: {acc.username}@{acc.host}:{acc.port} tls={acc.tls} "
+            f"auth={acc.auth} ({cred}) -> {acc.webhook}, every {acc.poll_interval:g}s, "
+            f"on_delivered={acc.on_delivered}"
+        )
+    proxy = settings.proxy
+    if proxy.listeners:
+        target = (
+            f"upstream {proxy.upstream.host}:{proxy.upstream.port} tls={proxy.upstream.tls}"
+            if proxy.upstream is not None
+            else f"{len(proxy.routes or [])} route(s)"
+        )
+        listeners = ", ".join(f"{x.name}={x.host}:{x.port}" for x in proxy.listeners)
+        lines.append(f"proxy: {listeners}; {target}")
+    ops = settings.ops
+    lines.append(f"ops: {f'{ops.host}:{ops.port}' if ops.enabled else 'disabled'}")
+    lines.append(f"logging: {settings.logging.format} {settings.logging.level}")
+    return "\n".join(lines)
+
+
+def _safe_url(url: str) -> str:
+    from bridge.ops.logging import redact
+
+    return redact(url)
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def _type_name(annotation: Any, metadata: list[Any] | None = None) -> str:
+    for item in metadata or []:
+        kind = getattr(item, "name", None)
+        if type(item).__name__ == "_Kind" and isinstance(kind, str):
+            return kind
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_name(args[0], list(args[1:]))
+    if origin is Literal:
+        return " \\| ".join(f"`{a}`" for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args if a is not type(None)) + " or null"
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    if origin is dict:
+        return f"map of {_type_name(args[0])} to {_type_name(args[1])}"
+    if annotation is SecretStr:
+        return "secret string"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "section"
+    if annotation in (str, int, float, bool):
+        return {str: "string", int: "integer", float: "number", bool: "boolean"}[annotation]
+    return str(annotation)
+
+
+def _default(field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()  # type: ignore[call-arg]
+        if isinstance(value, BaseModel):
+            return "(see below)"
+        return f"`{json.dumps(value)}`"
+    if field.default is PydanticUndefined:
+        return "**required**"
+    value = field.default
+    if value is None:
+        return "`null`"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"`{value}`"
+
+
+def _model_of(annotation: Any) -> tuple[type[BaseModel], bool] | None:
+    """The nested model a field holds, and whether it is a list of them."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    if origin is list and args:
+        inner = _model_of(args[0])
+        return (inner[0], True) if inner else None
+    if origin in (Union, types.UnionType):
+        for arg in args:
+            found = _model_of(arg)
+            if found:
+                return found
+    return None
+
+
+def _sections(model: type[BaseModel], path: str) -> list[tuple[str, type[BaseModel]]]:
+    out = [(path, model)]
+    for name, field in model.model_fields.items():
+        found = _model_of(field.annotation)
+        if found:
+            sub, many = found
+            out += _sections(sub, f"{path}.{name}{'[]' if many else ''}".lstrip("."))
+    return out
+
+
+_INTRO = """\
+# Configuration reference
+
+<!-- Generated by `pop3bridge config reference` from bridge/config.py. Do not edit by hand:
+     change the models' descriptions and regenerate. A test fails when this file is stale. -->
+
+The configuration is one YAML file, given with `--config FILE` or `$POP3BRIDGE_CONFIG`.
+`pop3bridge config check` validates it (exit code 2 and one line per problem, naming the key)
+and prints a summary without secrets.
+
+**Environment overrides.** `POP3BRIDGE_<SECTION>__<KEY>...` sets any key, `__` separating
+levels; list elements are addressed by index or by `name`, e.g.
+`POP3BRIDGE_ACCOUNTS__support__POLL_INTERVAL=30s` or `POP3BRIDGE_WEBHOOKS__0__TIMEOUT=5`. A
+value starting with `[` or `{` is read as a YAML list or map.
+
+**Secrets.** Every secret key `X` also has `X_file` (read at start-up; one trailing newline is
+stripped; relative paths are relative to the config file) and `X_env` (the name of an
+environment variable). Give one of the three. Secrets never appear in output or logs.
+
+**Sizes** are bytes or strings such as `"50MB"` (10^6) or `"1MiB"` (2^20). **Durations** are
+seconds or strings such as `"10s"`, `"5m"`, `"1h30m"`, `"250ms"`.
+
+**Accounts** may give `url: pop3s://user%40example.com@mail.example.com:995` instead of
+`host`/`port`/`tls`/`username`; `pop3://` means no TLS unless `tls: starttls` (or
+`starttls: true`). Omitted ports are 995 for implicit TLS and 110 otherwise.
+"""
+
+
+def reference_markdown() -> str:
+    """The full Markdown reference; docs/configuration.md holds exactly this text."""
+    from bridge.config import Settings
+    from bridge.ops.metrics import metrics_markdown
+
+    parts = [_INTRO]
+    for path, model in _sections(Settings, ""):
+        if not path:
+            continue
+        title = f"`{path}`"
+        doc = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
+        parts.append(f"\n## {title}\n")
+        if doc and "Build from a dict" not in doc:
+            parts.append(f"\n{doc}\n")
+        parts.append("\n| Key | Type | Default | Description |\n|---|---|---|---|\n")
+        for name, field in model.model_fields.items():
+            kind = _type_name(field.annotation, list(field.metadata))
+            desc = (field.description or "").replace("|", "\\|")
+            parts.append(f"| `{name}` | {kind} | {_default(field)} | {desc} |\n")
+    parts.append("\n## Metrics\n\nServed at `/metrics` on the ops endpoint.\n\n")
+    parts.append(metrics_markdown())
+    return "".join(parts)
