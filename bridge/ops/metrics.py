@@ -153,7 +153,8 @@ def metrics_markdown() -> str:
     lines = ["| Metric | Type | Labels | Meaning |", "|---|---|---|---|"]
     for doc in METRICS:
         labels = ", ".join(f"`{label}`" for label in doc.labels) or "-"
-        lines.append(f"| `{doc.name}` | {doc.kind} | {labels} | {doc.help} |")
+        meaning = doc.help.replace("|", "\\|")  # a bare | would end the table cell
+        lines.append(f"| `{doc.name}` | {doc.kind} | {labels} | {meaning} |")
     lines.append(
         "| `pop3bridge_process_*` | various | - | CPU, memory and file descriptors of the "
         "process (Linux). |"
