@@ -1,0 +1,110 @@
+"""Log output: JSON lines / text, and no secret in any of them at any level."""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from bridge.ops.logging import clear_secrets, configure_logging, redact, register_secret
+
+REGISTERED = "my-registered-secret-42"
+PASS_ARG = "hunter2"
+AUTH_B64 = base64.b64encode(b"\0alice\0plain-pass-99").decode()
+BEARER = "eyJhbGciOi.bearer-token.sig"
+URL_PASSWORD = "url-pw-7788"
+WHSEC = "whsec_" + base64.b64encode(b"w" * 32).decode()
+LEAKS = (REGISTERED, PASS_ARG, AUTH_B64, BEARER, URL_PASSWORD, WHSEC, "plain-pass-99")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+    root.setLevel(level)
+    clear_secrets()
+
+
+def emit_everything(log: logging.Logger) -> None:
+    log.debug("debug with %s", REGISTERED)
+    log.info("C: PASS %s", PASS_ARG)
+    log.info("C: AUTH PLAIN %s", AUTH_B64)
+    log.warning("sending headers Authorization: Bearer %s", BEARER)
+    log.warning("upstream pop3s://alice:%s@mail.example.com:995 refused", URL_PASSWORD)
+    log.error("webhook secret %s rejected", WHSEC)
+    log.info("extra fields", extra={"config": {"secret": REGISTERED}, "line": f"PASS {PASS_ARG}"})
+    try:
+        raise RuntimeError(f"login failed for token {REGISTERED}")
+    except RuntimeError:
+        log.exception("poll failed")
+    log.critical("critical %s", REGISTERED, stack_info=True)
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_no_secret_reaches_the_output(fmt: str) -> None:
+    buf = io.StringIO()
+    configure_logging(fmt, "DEBUG", stream=buf)
+    register_secret(REGISTERED)
+    emit_everything(logging.getLogger("bridge.test"))
+    out = buf.getvalue()
+    assert out.count("\n") >= 9  # every record came out (the traceback adds lines in text)
+    for leak in LEAKS:
+        assert leak not in out, f"{leak!r} leaked in {fmt} output"
+    # Redaction keeps what is useful to read.
+    assert "PASS ***" in out and "AUTH PLAIN ***" in out and "pop3s://alice:***@" in out
+    assert "RuntimeError" in out and "poll failed" in out
+
+
+def test_json_lines_shape() -> None:
+    buf = io.StringIO()
+    configure_logging("json", "INFO", stream=buf)
+    logging.getLogger("bridge.x").info("hello %s", "world", extra={"account": "support", "n": 3})
+    logging.getLogger("bridge.x").debug("not shown at INFO")
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 1
+    doc = orjson.loads(lines[0])
+    assert doc["message"] == "hello world" and doc["level"] == "INFO"
+    assert doc["logger"] == "bridge.x" and doc["account"] == "support" and doc["n"] == 3
+    assert doc["timestamp"].endswith("Z")
+
+
+def test_reconfigure_replaces_our_handler_only() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("json", "INFO", stream=first)
+    configure_logging("text", "INFO", stream=second)
+    logging.getLogger("bridge.y").info("once")
+    assert first.getvalue() == "" and second.getvalue().count("once") == 1
+
+
+def test_invalid_settings_rejected() -> None:
+    with pytest.raises(ValueError, match="format"):
+        configure_logging("xml", "INFO")
+    with pytest.raises(ValueError, match="level"):
+        configure_logging("json", "CHATTY")
+
+
+@pytest.mark.parametrize(
+    ("text", "hidden"),
+    [
+        ("password=abc123 user=bob", "abc123"),
+        ('{"client_secret": "cs-val"}', "cs-val"),
+        ("APOP mrose c4c9334bac560ecc979e58001b3e22fb", "c4c9334bac560ecc979e58001b3e22fb"),
+        ("authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),
+        ("postgresql://app:pgpw@db/x", "pgpw"),
+    ],
+)
+def test_patterns(text: str, hidden: str) -> None:
+    assert hidden not in redact(text)
+
+
+def test_short_registered_values_are_ignored() -> None:
+    register_secret("ab")
+    assert redact("about abba") == "about abba"
