@@ -51,8 +51,17 @@ _secret_re: re.Pattern[str] | None = None
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # POP3 PASS takes the rest of the line (RFC 1939 allows spaces in it).
     (re.compile(r"(?i)(\bPASS[ \t]+)[^\r\n'\"]+"), r"\1" + REDACTED),
-    # AUTH mechanism [initial-response]: keep the mechanism name, drop the payload.
-    (re.compile(r"(?i)(\bAUTH[ \t]+[A-Z0-9_-]+[ \t]+)[^\s'\"]+"), r"\1" + REDACTED),
+    # AUTH mechanism [initial-response]: keep the mechanism name, drop the payload. The
+    # mechanism must be a registered name (any case) or written in capitals as RFC 4422 spells
+    # them, so prose such as "AUTH refused by host" keeps its words.
+    (
+        re.compile(
+            r"((?i:\bAUTH)[ \t]+(?:(?i:PLAIN|LOGIN|CRAM-MD5|DIGEST-MD5|XOAUTH2|OAUTHBEARER|"
+            r"GSSAPI|NTLM|EXTERNAL|ANONYMOUS|SCRAM-SHA-1(?:-PLUS)?|SCRAM-SHA-256(?:-PLUS)?)\b|"
+            r"[A-Z0-9_-]{1,20}(?![a-z]))[ \t]+)[^\s'\"]+"
+        ),
+        r"\1" + REDACTED,
+    ),
     (re.compile(r"(?i)(\bAPOP[ \t]+\S+[ \t]+)[0-9a-f]{32}\b"), r"\1" + REDACTED),
     (
         re.compile(r"(?i)(\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)[^\r\n'\",}]+"),

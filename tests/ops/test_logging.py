@@ -99,6 +99,9 @@ def test_invalid_settings_rejected() -> None:
         ("APOP mrose c4c9334bac560ecc979e58001b3e22fb", "c4c9334bac560ecc979e58001b3e22fb"),
         ("authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),
         ("postgresql://app:pgpw@db/x", "pgpw"),
+        ("auth plain AGFsaWNlAHB3", "AGFsaWNlAHB3"),  # clients may send lower case
+        ("AUTH xoauth2 dXNlcj1h", "dXNlcj1h"),
+        ("AUTH SCRAM-SHA-256 biwsbj11", "biwsbj11"),
     ],
 )
 def test_patterns(text: str, hidden: str) -> None:
@@ -108,3 +111,16 @@ def test_patterns(text: str, hidden: str) -> None:
 def test_short_registered_values_are_ignored() -> None:
     register_secret("ab")
     assert redact("about abba") == "about abba"
+
+
+@pytest.mark.parametrize(
+    "prose",
+    [
+        "AUTH refused by 127.0.0.1: Authentication failed.",
+        "-ERR [AUTH] Authentication failed.",
+        "AUTH is not offered by mail.example.com",
+    ],
+)
+def test_prose_about_auth_keeps_its_words(prose: str) -> None:
+    # A server's refusal is what a person needs to read; only SASL payloads are secrets.
+    assert redact(prose) == prose
