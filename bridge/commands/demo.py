@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 HELP = "a built-in POP3 server, webhook receiver and the bridge between them"
@@ -19,13 +18,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
     )
+    parser.add_argument(
+        "--ops-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve the ops endpoint on 127.0.0.1:PORT (default: any free port)",
+    )
     parser.add_argument("--config", help=argparse.SUPPRESS)  # accepted for uniformity, unused
 
 
 def run(args: argparse.Namespace) -> int:
+    from bridge.ops.logging import configure_logging
     from bridge.poller.demo import run_demo
 
-    # The demo's own lines are the interesting output; keep the bridge's logs to warnings.
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    receiver = asyncio.run(run_demo(sys.stdout, args.duration))
+    # The demo's own lines are the interesting output; keep the bridge's logs (the same
+    # redacting handler every command uses, in its human format) to warnings.
+    configure_logging("text", "WARNING")
+    receiver = asyncio.run(run_demo(sys.stdout, args.duration, ops_port=args.ops_port))
     return 0 if receiver.received and all(r["verified"] for r in receiver.received) else 1

@@ -55,7 +55,7 @@ async def _run(settings: Any) -> int:
     async with Runtime(settings) as rt:
         from bridge.poller.observe import Observer
 
-        observer = Observer(rt)
+        observer = Observer(rt.store)
         app = rt.app(on_poll=observer.on_poll, on_delivery=observer.on_delivery)
         async with observer.serving(settings):
             log.info("pop3bridge running", extra={"replica": app.options.replica_id})

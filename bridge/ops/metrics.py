@@ -20,6 +20,7 @@ from prometheus_client.process_collector import ProcessCollector
 __all__ = [
     "BYTES_FETCHED",
     "DEAD_LETTERS",
+    "DEAD_LETTERS_STORED",
     "DELIVERIES",
     "DELIVERY_LATENCY",
     "LOGIN_FAILURES",
@@ -110,6 +111,9 @@ OLDEST_PENDING_AGE = _gauge(
     "outbox_oldest_pending_age_seconds", "Age of the oldest pending delivery (0 when none)."
 )
 DEAD_LETTERS = _counter("dead_letters", "Deliveries moved to the dead-letter list.")
+DEAD_LETTERS_STORED = _gauge(
+    "dead_letters_stored", "Dead letters in the store now, waiting for `dlq replay`."
+)
 
 # -- proxy -----------------------------------------------------------------------------------
 PROXY_SESSIONS_ACTIVE = _gauge(

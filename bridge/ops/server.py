@@ -22,12 +22,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from bridge.ops import metrics
 from bridge.ops.logging import redact
 
-__all__ = ["OpsServer", "ReadinessCheck", "StatusProvider"]
+__all__ = ["OpsServer", "ReadinessCheck", "Refresher", "StatusProvider"]
 
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[object]]
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+# Brings gauges read from elsewhere (the store's outbox depth) up to date before a scrape.
+Refresher = Callable[[], Awaitable[object]]
 
 
 def _check_name(check: ReadinessCheck) -> str:
@@ -45,6 +47,7 @@ class OpsServer:
         *,
         registry: CollectorRegistry | None = None,
         check_timeout: float = 5.0,
+        refreshers: Sequence[Refresher] = (),
     ) -> None:
         self.host = host
         self._port = port
@@ -52,6 +55,7 @@ class OpsServer:
         self.status_provider = status_provider
         self.registry = registry if registry is not None else metrics.REGISTRY
         self.check_timeout = check_timeout
+        self.refreshers = list(refreshers)
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
 
@@ -135,7 +139,17 @@ class OpsServer:
             body=body, status=200 if ready else 503, content_type="application/json"
         )
 
+    async def _refresh(self) -> None:
+        # A slow or broken store must not fail the scrape: the gauges keep their last values
+        # (readiness reports the store), and the scrape still shows every counter.
+        for refresh in self.refreshers:
+            try:
+                await asyncio.wait_for(refresh(), self.check_timeout)
+            except Exception as exc:
+                log.debug("metrics refresh %s failed: %s", _check_name(refresh), redact(str(exc)))
+
     async def _metrics(self, request: web.Request) -> web.Response:
+        await self._refresh()
         payload = generate_latest(self.registry)
         return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

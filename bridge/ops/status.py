@@ -23,6 +23,7 @@ class AccountStatus:
     consecutive_failures: int = 0
     pending: int = 0
     dead: int = 0
+    oldest_pending_age: float | None = None
 
 
 class StatusRegistry:
@@ -48,10 +49,16 @@ class StatusRegistry:
             st.last_error = error
             st.consecutive_failures += 1
 
-    def set_counts(self, account: str, *, pending: int, dead: int) -> None:
+    def set_counts(
+        self, account: str, *, pending: int, dead: int, oldest_pending_age: float | None = None
+    ) -> None:
         with self._lock:
             st = self._accounts.setdefault(account, AccountStatus())
-            st.pending, st.dead = pending, dead
+            st.pending, st.dead, st.oldest_pending_age = pending, dead, oldest_pending_age
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._accounts)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:

@@ -106,13 +106,23 @@ async def run_demo(
     *,
     install_signals: bool = True,
     on_ready: Callable[[DemoReceiver, FakePOP3Server], None] | None = None,
+    ops_port: int | None = 0,
 ) -> DemoReceiver:
-    """Run the demo until `duration` seconds pass or SIGINT/SIGTERM; returns the receiver."""
+    """Run the demo until `duration` seconds pass or SIGINT/SIGTERM; returns the receiver.
+
+    `ops_port` serves the ops endpoint (health, metrics, status) on loopback, 0 meaning any free
+    port; None leaves it off.
+    """
     from bridge.delivery.policy import RetryPolicy
     from bridge.delivery.sender import WebhookSender, WebhookTarget
+    from bridge.ops.logging import register_secret
+    from bridge.ops.server import OpsServer
+    from bridge.poller.observe import Observer
 
     secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
     password = secrets.token_urlsafe(12)
+    register_secret(secret)
+    register_secret(password)
     stop = asyncio.Event()
     if install_signals:
         loop = asyncio.get_running_loop()
@@ -148,8 +158,30 @@ async def run_demo(
             async def accounts() -> list[AccountSpec]:
                 return [spec]
 
+            observer = Observer(store)
             app = PollerApp(
-                store, sender, routes, accounts, PollerOptions(jitter=0.1, shutdown_grace=3.0)
+                store,
+                sender,
+                routes,
+                accounts,
+                PollerOptions(jitter=0.1, shutdown_grace=3.0),
+                on_poll=observer.on_poll,
+                on_delivery=observer.on_delivery,
+            )
+            ops: OpsServer | None = None
+            if ops_port is not None:
+                ops = OpsServer(
+                    "127.0.0.1",
+                    ops_port,
+                    readiness_checks=[observer.store_reachable],
+                    status_provider=observer.status,
+                    refreshers=[observer.refresh],
+                )
+                await ops.start()
+            ops_line = (
+                f"  ops endpoint    {ops.url}/  (also /status /metrics /healthz /readyz)\n"
+                if ops is not None
+                else ""
             )
             out.write(
                 "pop3bridge demo\n"
@@ -157,6 +189,7 @@ async def run_demo(
                 f"({len(pop.mailbox)} sample messages)\n"
                 f"  webhook receiver {receiver.url}  (checks Standard Webhooks signatures)\n"
                 f"  state database  {db}\n"
+                f"{ops_line}"
                 f"  polling every {POLL_INTERVAL:.0f}s; one more message arrives in "
                 f"{NEW_MAIL_AFTER:.0f}s. "
                 + ("Ctrl-C stops.\n" if duration is None else f"Stops after {duration:g}s.\n")
@@ -176,6 +209,8 @@ async def run_demo(
             finally:
                 stop.set()
                 await task
+                if ops is not None:
+                    await ops.stop()
                 await store.close()
             out.write(f"demo finished: {len(receiver.received)} webhooks received\n")
             out.flush()

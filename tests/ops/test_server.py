@@ -122,3 +122,28 @@ async def test_port_in_use_is_a_clear_error() -> None:
         else:  # pragma: no cover - would mean two sockets bound one port
             await second.stop()
             raise AssertionError("second bind succeeded")
+
+
+async def test_a_scrape_refreshes_gauges_first_and_survives_a_failing_refresher() -> None:
+    depth = {"n": 7.0}
+    calls: list[str] = []
+
+    async def from_store() -> None:
+        calls.append("store")
+        metrics.OUTBOX_DEPTH.set(depth["n"])
+
+    async def broken() -> None:
+        calls.append("broken")
+        raise ConnectionRefusedError("database down")
+
+    def scraped(body: str) -> float:
+        families = {f.name: f for f in text_string_to_metric_families(body)}
+        return families["pop3bridge_outbox_depth"].samples[0].value
+
+    async with OpsServer("127.0.0.1", 0, refreshers=[broken, from_store]) as server:
+        code, _, body = await get(server.url + "/metrics")
+        assert code == 200 and scraped(body) == 7.0
+        depth["n"] = 2.0
+        code, _, body = await get(server.url + "/metrics")
+        assert code == 200 and scraped(body) == 2.0
+    assert calls == ["broken", "store", "broken", "store"]
