@@ -124,7 +124,11 @@ class Runtime:
             if getattr(hook, "max_attempts", None) is not None:
                 policy_kwargs["max_attempts"] = int(hook.max_attempts)
             if getattr(hook, "retry_max_delay", None) is not None:
-                policy_kwargs["max_delay"] = float(hook.retry_max_delay)
+                max_delay = float(hook.retry_max_delay)
+                policy_kwargs["max_delay"] = max_delay
+                # A cap below the first back-off window (1 s) shrinks that window too, rather
+                # than refusing a configuration the schema accepts.
+                policy_kwargs["initial"] = min(RetryPolicy.initial, max_delay)
             self.routes[name] = Route(
                 target=webhook_target(hook), policy=RetryPolicy(**policy_kwargs)
             )
