@@ -74,6 +74,12 @@ checksum/secret: {{ include (print .root.Template.BasePath "/secret.yaml") .root
 {{- define "pop3bridge.env" -}}
 - name: POP3BRIDGE_CONFIG
   value: /etc/pop3bridge/config.yaml
+# The image sets these too, and the environment wins over the file: without them a non-default
+# ops.port would reach the ConfigMap and the probes but not the process.
+- name: POP3BRIDGE_OPS__HOST
+  value: "0.0.0.0"
+- name: POP3BRIDGE_OPS__PORT
+  value: {{ .Values.ops.port | quote }}
 {{- if .Values.state.passwordSecretKey }}
 # The driver reads PGPASSWORD, which keeps the password out of the ConfigMap.
 - name: PGPASSWORD
