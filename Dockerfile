@@ -20,7 +20,7 @@ COPY bridge ./bridge
 
 # The root fs is read-only at run time, so bytecode must exist before then. "unchecked-hash"
 # pycs stay valid no matter what mtimes COPY --from gives the files.
-RUN /opt/venv/bin/pip install --no-cache-dir ".[speed]" \
+RUN /opt/venv/bin/pip install --no-cache-dir . \
  && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv
 
 # ---- runtime: the interpreter, the venv and nothing else ---------------------------------------

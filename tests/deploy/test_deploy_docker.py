@@ -268,6 +268,8 @@ def test_dockerignore_keeps_build_inputs_and_drops_local_state(
     patterns = dockerignore_patterns()
     sources = copied_sources(instructions)
     assert set(sources) == {"pyproject.toml", "README.md", "bridge"}
+    for src in sources:
+        assert (ROOT / src).exists(), f"COPY {src}: no such file in the repository"
     for src in [*sources, "bridge/cli.py", "bridge/mail/payload.schema.json"]:
         assert not dockerignored(src, patterns), f".dockerignore drops {src}, which COPY needs"
     for local in [
