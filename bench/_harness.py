@@ -1,0 +1,175 @@
+"""What every benchmark shares: a private Dovecot, a filled mailbox, alternating rounds, results.
+
+The Dovecot is the one the test suite starts (`tests.support.dovecot.DovecotServer`, imported,
+not copied), so a benchmark measures the same server the tests trust. Contenders run
+alternately (A B C A B C ...) so a burst of load from the other work on this shared machine
+hits every contender about equally; the report gives medians, the spread between rounds and
+the load average before and after, because a ratio without its noise is not worth quoting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+if str(ROOT) not in sys.path:
+    # `tests.support` is a plain directory on the repository root, like under pytest.
+    sys.path.insert(0, str(ROOT))
+
+from tests.support.certs import make_test_certs  # noqa: E402
+from tests.support.dovecot import DovecotServer, DovecotUser, dovecot_available  # noqa: E402
+
+__all__ = [
+    "ROOT",
+    "Contender",
+    "Sample",
+    "alternate",
+    "fill_mailbox",
+    "machine",
+    "print_table",
+    "private_dovecot",
+    "summarize",
+    "write_results",
+]
+
+
+@dataclass
+class Sample:
+    """One run of one contender: `count` items (messages, commands) in `seconds`."""
+
+    seconds: float
+    count: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class Contender:
+    name: str
+    run: Callable[[], Sample]
+    note: str = ""
+
+
+@contextlib.contextmanager
+def private_dovecot() -> Iterator[DovecotServer]:
+    ok, why = dovecot_available()
+    if not ok:
+        raise SystemExit(f"benchmark needs Dovecot: {why}")
+    certs = make_test_certs(Path(tempfile.mkdtemp(prefix="pop3bridge-bench-certs-")))
+    server = DovecotServer(certs)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def fill_mailbox(server: DovecotServer, messages: Sequence[bytes]) -> DovecotUser:
+    """A new user holding `messages`. Files are written directly (no fsync per message: the
+    suite's `deliver` fsyncs each one, which on this disk would dominate the set-up time)."""
+    user = server.add_user()
+    new = user.maildir / "new"
+    uid, gid = os.stat(user.maildir).st_uid, os.stat(user.maildir).st_gid
+    base = time.time_ns()
+    for i, raw in enumerate(messages):
+        # Names sort in delivery order, so Dovecot numbers the messages as given.
+        path = new / f"{base + i:020d}.P{os.getpid()}Q{i}.pop3bridge-bench"
+        path.write_bytes(raw)
+        os.chown(path, uid, gid)
+    return user
+
+
+def alternate(
+    contenders: Sequence[Contender], rounds: int, *, log: Callable[[str], None] = print
+) -> dict[str, list[Sample]]:
+    """Run every contender once per round, in the same order each round."""
+    samples: dict[str, list[Sample]] = {c.name: [] for c in contenders}
+    for r in range(rounds):
+        for c in contenders:
+            s = c.run()
+            samples[c.name].append(s)
+            log(f"  round {r + 1}/{rounds} {c.name:28s} {s.rate:10.1f}/s  ({s.seconds:.3f} s)")
+    return samples
+
+
+def summarize(samples: Sequence[Sample]) -> dict[str, Any]:
+    """Median rate and the spread between rounds ((max - min) / median) as the noise figure."""
+    rates = [s.rate for s in samples]
+    med = statistics.median(rates)
+    return {
+        "median_rate": med,
+        "min_rate": min(rates),
+        "max_rate": max(rates),
+        "spread_pct": 100.0 * (max(rates) - min(rates)) / med if med else 0.0,
+        "median_seconds": statistics.median(s.seconds for s in samples),
+        "rounds": len(rates),
+        "rates": rates,
+        "extra": [s.extra for s in samples],
+    }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "loadavg": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "uvloop_installed": _has("uvloop"),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[str(h) for h in header]] + [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for n, row in enumerate(cells):
+        print("  " + "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in
+                               enumerate(zip(row, widths, strict=True))))
+        if n == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+    return str(v)

@@ -1,0 +1,354 @@
+"""Poller throughput: one mailbox of ~5 KB messages, pop3bridge beside what users run instead.
+
+    python bench/poller_throughput.py [--messages 2000] [--rounds 3] [--quick] [--profile]
+
+Contenders, alternated every round, all over plain POP3 on loopback against one private Dovecot:
+
+- ``pop3bridge once`` (a subprocess, wall time including interpreter start): POP3 -> parsed ->
+  SQLite outbox -> signed POST to a local aiohttp receiver that verifies every signature with
+  the `standardwebhooks` library and answers 200. Counted only if all messages arrived verified.
+- the same with uvloop (``POP3BRIDGE_UVLOOP=1``) when uvloop is installed.
+- fetch stage alone (in-process, timed from connect to QUIT): `poll_account` into a fresh
+  SQLite outbox, no delivery.
+- fetchmail writing to a BSMTP file (``--all --keep``, no TLS), counted from the file.
+- getmail6 into a Maildir, as user ``nobody`` (it refuses root), counted from the Maildir.
+- poplib, one RETR after another; a raw loop pipelining every RETR on one connection.
+
+``--profile`` instead runs the fetch stage once under pyinstrument and prints the profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from _clients import poplib_sequential, raw_pipelined
+from _harness import (
+    Contender,
+    Sample,
+    alternate,
+    fill_mailbox,
+    machine,
+    print_table,
+    private_dovecot,
+    summarize,
+    write_results,
+)
+
+from bridge.poller.session import poll_account
+from bridge.poller.spec import AccountSpec
+from bridge.store import open_store
+from bridge.testing.samples import generate_messages
+from tests.support.dovecot import DovecotServer, DovecotUser
+from tests.support.receiver import ThreadedReceiver
+
+VENV_BIN = Path(sys.executable).parent
+
+
+class Bench:
+    def __init__(self, server: DovecotServer, user: DovecotUser, n: int, work: Path) -> None:
+        self.server, self.user, self.n, self.work = server, user, n, work
+        self.host, self.port = server.host, server.pop3_port
+        self.receiver = ThreadedReceiver(default_status=200)
+        self.receiver.start()
+
+    # -- pop3bridge ---------------------------------------------------------------------------
+    def _config(self, db: Path) -> Path:
+        cfg = {
+            "state": {"url": f"sqlite:///{db}"},
+            "webhooks": [{"name": "main", "url": self.receiver.url, "secret": self.receiver.secret}],
+            "accounts": [
+                {
+                    "name": "bench",
+                    "host": self.host,
+                    "port": self.port,
+                    "tls": "none",
+                    "allow_plaintext": True,
+                    "username": self.user.name,
+                    "password": self.user.password,
+                    "webhook": "main",
+                }
+            ],
+            "ops": {"enabled": False},
+            "logging": {"format": "json", "level": "WARNING"},
+        }
+        path = db.with_suffix(".yaml")
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    def bridge_once(self, *, uvloop: bool) -> Sample:
+        run = Path(tempfile.mkdtemp(dir=self.work))
+        cfg = self._config(run / "state.db")
+        env = {**os.environ, "BRIDGE_BENCH_UVLOOP": "1" if uvloop else "0"}
+        before = len(self.receiver.requests)
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [str(VENV_BIN / "pop3bridge"), "once", "--config", str(cfg)],
+            capture_output=True,
+            env=env,
+            check=False,
+        )
+        elapsed = time.perf_counter() - start
+        got = self.receiver.requests[before:]
+        verified = {r.msg_id for r in got if r.verified and r.status == 200}
+        if proc.returncode != 0 or len(verified) != self.n or self.receiver.invalid:
+            raise SystemExit(
+                f"pop3bridge once failed: exit {proc.returncode}, {len(verified)} of {self.n} "
+                f"verified, {self.receiver.invalid} invalid\n{proc.stderr.decode()[-2000:]}"
+            )
+        shutil.rmtree(run)
+        return Sample(elapsed, self.n, {"exit": proc.returncode})
+
+    def spec(self) -> AccountSpec:
+        return AccountSpec(
+            name="bench",
+            host=self.host,
+            port=self.port,
+            tls="none",
+            allow_plaintext=True,
+            username=self.user.name,
+            password=self.user.password,
+            webhook="main",
+        )
+
+    async def _fetch_stage(self, db: Path) -> Sample:
+        store = open_store(f"sqlite:///{db}")
+        await store.migrate()
+        try:
+            start = time.perf_counter()
+            report = await poll_account(self.spec(), store)
+            elapsed = time.perf_counter() - start
+            pending = await store.pending_count()
+        finally:
+            await store.close()
+        if report.recorded != self.n or pending != self.n:
+            raise SystemExit(f"fetch stage recorded {report.recorded}/{pending} of {self.n}")
+        return Sample(elapsed, self.n)
+
+    def fetch_stage(self) -> Sample:
+        run = Path(tempfile.mkdtemp(dir=self.work))
+        try:
+            return asyncio.run(self._fetch_stage(run / "state.db"))
+        finally:
+            shutil.rmtree(run)
+
+    # -- other programs -----------------------------------------------------------------------
+    def fetchmail(self) -> Sample:
+        run = Path(tempfile.mkdtemp(dir=self.work))
+        rc = run / "fetchmailrc"
+        rc.write_text(
+            "set no syslog\n"
+            f"poll {self.host} with proto POP3 port {self.port}\n"
+            f'  user "{self.user.name}" there with password "{self.user.password}"\n'
+            "  options keep fetchall sslproto ''\n"
+        )
+        rc.chmod(0o600)
+        out = run / "out.bsmtp"
+        env = {**os.environ, "FETCHMAILHOME": str(run), "HOME": str(run)}
+        start = time.perf_counter()
+        proc = subprocess.run(
+            ["fetchmail", "--bsmtp", str(out), "-f", str(rc), "--all", "--keep",
+             "--idfile", str(run / "ids"), "--pidfile", str(run / "pid"), "--silent"],
+            capture_output=True, env=env, check=False,
+        )
+        elapsed = time.perf_counter() - start
+        got = out.read_bytes().count(b"\r\nMAIL FROM:") + out.read_bytes().startswith(
+            b"MAIL FROM:"
+        ) if out.exists() else 0
+        if got != self.n:
+            raise SystemExit(
+                f"fetchmail wrote {got} of {self.n} (exit {proc.returncode}): "
+                f"{proc.stderr.decode()[-1000:]}"
+            )
+        shutil.rmtree(run)
+        return Sample(elapsed, self.n)
+
+    def getmail(self) -> Sample:
+        nobody = pwd.getpwnam("nobody")
+        run = Path(tempfile.mkdtemp(dir=self.work))
+        run.chmod(0o755)
+        maildir = run / "Maildir"
+        for sub in ("", "new", "cur", "tmp"):
+            (maildir / sub).mkdir(exist_ok=True)
+        (run / "getmail").mkdir()
+        rc = run / "getmail" / "getmailrc"
+        rc.write_text(
+            "[retriever]\ntype = SimplePOP3Retriever\n"
+            f"server = {self.host}\nport = {self.port}\n"
+            f"username = {self.user.name}\npassword = {self.user.password}\n"
+            f"[destination]\ntype = Maildir\npath = {maildir}/\n"
+            "[options]\nread_all = true\ndelete = false\nverbose = 0\n"
+            "message_log_syslog = false\n"
+        )
+        for p in (run, maildir, *maildir.iterdir(), run / "getmail", rc):
+            os.chown(p, nobody.pw_uid, nobody.pw_gid)
+        env = {"HOME": str(run), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        cmd = ["getmail", "--getmaildir", str(run / "getmail"), "--rcfile", str(rc)]
+        if os.geteuid() == 0:
+            cmd = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                   "--clear-groups", *cmd]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, env=env, check=False)
+        elapsed = time.perf_counter() - start
+        got = len(os.listdir(maildir / "new"))
+        if got != self.n:
+            raise SystemExit(
+                f"getmail delivered {got} of {self.n} (exit {proc.returncode}): "
+                f"{proc.stderr.decode()[-1000:]}"
+            )
+        shutil.rmtree(run)
+        return Sample(elapsed, self.n)
+
+    def poplib(self) -> Sample:
+        secs, _ = poplib_sequential(self.host, self.port, self.user.name, self.user.password,
+                                    self.n)
+        return Sample(secs, self.n)
+
+    def raw(self) -> Sample:
+        secs, _ = raw_pipelined(self.host, self.port, self.user.name, self.user.password, self.n)
+        return Sample(secs, self.n)
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 100 messages, 1 round")
+    ap.add_argument("--profile", action="store_true", help="profile the fetch stage and exit")
+    ap.add_argument("--only", help="comma-separated contender names (default: all)")
+    args = ap.parse_args()
+    if args.quick:
+        args.messages, args.rounds = 100, 1
+    work = Path(tempfile.mkdtemp(prefix="pop3bridge-bench-poller-"))
+    work.chmod(0o755)
+    before = machine()
+    with private_dovecot() as server:
+        user = fill_mailbox(server, generate_messages(args.messages, seed=7, size=5000))
+        mailbox_bytes = sum(p.stat().st_size for p in (user.maildir / "new").iterdir())
+        bench = Bench(server, user, args.messages, work)
+        if args.profile:
+            return _profile(bench)
+        contenders = [
+            Contender("pop3bridge once (end to end)", lambda: bench.bridge_once(uvloop=False)),
+        ]
+        if _has_uvloop():
+            contenders.append(
+                Contender("pop3bridge once + uvloop", lambda: bench.bridge_once(uvloop=True))
+            )
+        contenders += [
+            Contender("pop3bridge fetch stage", bench.fetch_stage),
+            Contender("fetchmail -> BSMTP", bench.fetchmail),
+            Contender("getmail6 -> Maildir", bench.getmail),
+            Contender("poplib sequential", bench.poplib),
+            Contender("raw pipelined loop", bench.raw),
+        ]
+        if args.only:
+            wanted = {w.strip() for w in args.only.split(",")}
+            contenders = [c for c in contenders if any(w in c.name for w in wanted)]
+        print(f"{args.messages} messages, {mailbox_bytes / 1e6:.1f} MB, {args.rounds} rounds")
+        samples = alternate(contenders, args.rounds)
+        bench.receiver.close()
+    shutil.rmtree(work, ignore_errors=True)
+    after = machine()
+    results = {name: summarize(s) for name, s in samples.items()}
+    data: dict[str, Any] = {
+        "benchmark": "poller_throughput",
+        "messages": args.messages,
+        "mailbox_bytes": mailbox_bytes,
+        "machine_before": before,
+        "machine_after": after,
+        "results": results,
+    }
+    data["targets"] = _targets(results)
+    path = write_results("poller_throughput" + ("_quick" if args.quick else ""), data)
+    _report(results, data["targets"], before, after)
+    print(f"\nresults: {path}")
+    return 0
+
+
+def _rate(results: dict[str, Any], name: str) -> float | None:
+    r = results.get(name)
+    return None if r is None else float(r["median_rate"])
+
+
+def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    e2e = _rate(results, "pop3bridge once (end to end)")
+    best = max(
+        (v for v in (e2e, _rate(results, "pop3bridge once + uvloop")) if v is not None),
+        default=None,
+    )
+    fetch = _rate(results, "pop3bridge fetch stage")
+    checks = [
+        ("end to end / fetchmail", best, "fetchmail -> BSMTP", 1.0),
+        ("end to end / getmail6", best, "getmail6 -> Maildir", 10.0),
+        ("fetch stage / raw pipelined", fetch, "raw pipelined loop", 0.6),
+    ]
+    out = []
+    for label, ours, other, goal in checks:
+        theirs = _rate(results, other)
+        if ours is None or not theirs:
+            continue
+        ratio = ours / theirs
+        out.append({"target": label, "goal": goal, "ratio": ratio, "met": ratio >= goal})
+    return out
+
+
+def _report(
+    results: dict[str, Any], targets: list[dict[str, Any]], before: Any, after: Any
+) -> None:
+    raw = _rate(results, "raw pipelined loop")
+    rows = []
+    for name, r in results.items():
+        rows.append(
+            [name, r["median_rate"], f"{r['spread_pct']:.0f}%", r["median_seconds"],
+             f"{r['median_rate'] / raw:.2f}" if raw else "-"]
+        )
+    print_table(
+        "Poller throughput (messages/s, median of rounds)",
+        ["contender", "msg/s", "spread", "seconds", "x raw"],
+        rows,
+    )
+    print_table(
+        "Targets",
+        ["target", "ratio", "goal", "met"],
+        [[t["target"], t["ratio"], f">= {t['goal']}", "yes" if t["met"] else "NO"]
+         for t in targets],
+    )
+    print(f"\nmachine: {before['nproc']} x {before['cpu']}; load average before "
+          f"{before['loadavg']}, after {after['loadavg']}")
+
+
+def _profile(bench: Bench) -> int:
+    from pyinstrument import Profiler
+
+    bench.fetch_stage()  # warm the page cache and imports
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    sample = bench.fetch_stage()
+    profiler.stop()
+    print(f"fetch stage: {sample.rate:.0f} msg/s under the profiler")
+    print(profiler.output_text(unicode=False, color=False, show_all=False))
+    bench.receiver.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
