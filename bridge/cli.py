@@ -52,6 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(args_list)
     args = parser.parse_args(args_list)
+    # Every subcommand logs through the one redacting handler from its first line on; commands
+    # that read a configuration then switch it to `logging.format`/`level`. Without this, a
+    # warning from a command that never configures logging would reach stderr unredacted
+    # through Python's last-resort handler.
+    from bridge.ops.logging import configure_logging
+
+    configure_logging("text", "WARNING")
     module = _load(args.command)
     code: int = module.run(args)  # type: ignore[attr-defined]
     return code

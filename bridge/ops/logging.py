@@ -208,6 +208,23 @@ class TextFormatter(logging.Formatter):
         return redact(text)
 
 
+class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at each record, not the one at configuration time,
+    so a caller that swaps stderr later (a test capturing output, a daemon redirecting it)
+    never leaves the handler writing to a closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass  # always the current sys.stderr
+
+
 _handler: logging.Handler | None = None
 
 
@@ -230,7 +247,9 @@ def configure_logging(
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(numeric, int):
         raise ValueError(f"unknown logging level {level!r}; use DEBUG, INFO, WARNING or ERROR")
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler: logging.StreamHandler = (  # type: ignore[type-arg]
+        logging.StreamHandler(stream) if stream is not None else _CurrentStderrHandler()
+    )
     handler.setFormatter(JSONFormatter() if format == "json" else TextFormatter())
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
