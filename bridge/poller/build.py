@@ -8,13 +8,14 @@ objects that use them, and each one is registered with the log redactor first.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from bridge.poller.app import PollerOptions
 from bridge.poller.oauth import TokenProvider
 from bridge.poller.spec import AccountSpec, FetchOptions
 
-__all__ = ["account_spec", "poller_options", "secret_value"]
+__all__ = ["account_spec", "claim_lease", "poller_options", "secret_value"]
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,30 @@ def account_spec(account: Any, webhook: Any, providers: dict[str, TokenProvider]
     )
 
 
-def poller_options(poller: Any, *, shared_store: bool) -> PollerOptions:
-    """`shared_store` (PostgreSQL): several replicas may run, so accounts are leased."""
+# Slack on top of the sends a delivery claim must cover: store writes, event-loop stalls.
+CLAIM_MARGIN = 20.0
+
+
+def claim_lease(webhook_timeouts: Iterable[float]) -> float:
+    """How long a delivery claim lasts: as short as is safe, because after a crash the rows
+    the dead process had claimed wait this long before anyone sends them.
+
+    One worker round claims up to twice as many rows as it has send slots, so a row waits for
+    at most one other send before its own, and each send is bounded by its webhook's total
+    timeout. A claim that runs out early costs at worst a duplicate with the same webhook-id.
+    """
+    longest = max(webhook_timeouts, default=None)
+    if longest is None:
+        return PollerOptions().lease_seconds
+    return 2 * longest + CLAIM_MARGIN
+
+
+def poller_options(
+    poller: Any, *, shared_store: bool, webhook_timeouts: Iterable[float] | None = None
+) -> PollerOptions:
+    """`shared_store` (PostgreSQL): several replicas may run, so accounts are leased.
+    `webhook_timeouts` (seconds per webhook) size the delivery claims; None keeps the default.
+    """
     defaults = PollerOptions()
     replica = getattr(poller, "replica_id", None) or defaults.replica_id
     return PollerOptions(
@@ -107,6 +130,9 @@ def poller_options(poller: Any, *, shared_store: bool) -> PollerOptions:
         replica_id=str(replica),
         leases=shared_store,
         lease_ttl=float(getattr(poller, "lease_ttl", defaults.lease_ttl)),
+        lease_seconds=(
+            defaults.lease_seconds if webhook_timeouts is None else claim_lease(webhook_timeouts)
+        ),
     )
 
 

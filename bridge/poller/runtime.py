@@ -156,7 +156,9 @@ class Runtime:
 
     def app(self, **hooks: Any) -> PollerApp:
         options: PollerOptions = poller_options(
-            self.settings.poller, shared_store=self.shared_store
+            self.settings.poller,
+            shared_store=self.shared_store,
+            webhook_timeouts=[float(w.timeout) for w in self.settings.webhooks],
         )
         return PollerApp(self.store, self.sender, self.routes, self.accounts, options, **hooks)
 
