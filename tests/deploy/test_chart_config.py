@@ -277,3 +277,55 @@ def test_every_pop3bridge_env_name_in_the_deployment_files_is_a_real_key() -> No
 )
 def test_the_env_name_walk_agrees_with_the_loader(name: str, exists: bool) -> None:
     assert settings_path_exists([p.lower() for p in name.split("__")]) is exists
+
+
+# --- the values schema and the loader agree on spellings ------------------------------------
+
+PEM = {"cert_file": SECRETS_DIR + "tls.crt", "key_file": SECRETS_DIR + "tls.key"}
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        # The configuration reference's own spellings must pass Helm's schema too.
+        {
+            "proxy": {"enabled": True},
+            "config": {
+                "proxy": {
+                    "listeners": [
+                        {
+                            "name": "pop3s",
+                            "host": "0.0.0.0",
+                            "port": 1995,
+                            "tls": "implicit",
+                            **PEM,
+                        },
+                        {"name": "pop3", "host": "0.0.0.0", "port": 1110, "tls": "none"},
+                    ],
+                    "upstream": {"host": "pop.example.com", "tls": "implicit"},
+                }
+            },
+        },
+        {"config": {"logging": {"format": "text", "level": "debug"}}},
+        {
+            "poller": {"replicaCount": 2},
+            "persistence": {"enabled": False},
+            "config": {"state": {"url": "postgres://pop3bridge@db:5432/pop3bridge"}},
+        },
+    ],
+    ids=["listener-tls-words", "lowercase-level", "postgres-scheme"],
+)
+def test_what_the_loader_accepts_the_schema_accepts(
+    override: dict[str, Any], tmp_path: Path
+) -> None:
+    import jsonschema
+    from deploy_support import schema
+
+    values = helm_merge(default_values(), override)
+    found = [e.message for e in jsonschema.Draft7Validator(schema()).iter_errors(values)]
+    assert found == []
+    cfg = rendered_config(values)
+    mount_secrets(cfg, values, tmp_path)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    load_settings(str(path), container_env(values))
