@@ -35,6 +35,7 @@ __all__ = [
     "clear_secrets",
     "configure_logging",
     "redact",
+    "redact_value",
     "register_secret",
 ]
 
@@ -113,15 +114,16 @@ def redact(text: str) -> str:
     return text
 
 
-def _redact_value(value: Any) -> Any:
+def redact_value(value: Any) -> Any:
+    """`value` (str, bytes, or containers of them) with every string passed through `redact`."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, bytes):
         return redact(value.decode("utf-8", "replace"))
     if isinstance(value, dict):
-        return {str(k): _redact_value(v) for k, v in value.items()}
+        return {str(k): redact_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_redact_value(v) for v in value]
+        return [redact_value(v) for v in value]
     if value is None or isinstance(value, bool | int | float):
         return value
     return redact(str(value))
@@ -154,7 +156,7 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
         for key, value in _extras(record).items():
-            setattr(record, key, _redact_value(value))
+            setattr(record, key, redact_value(value))
         return True
 
 
@@ -183,7 +185,7 @@ class JSONFormatter(logging.Formatter):
         }
         for key, value in _extras(record).items():
             if key not in doc:
-                doc[key] = _redact_value(value)
+                doc[key] = redact_value(value)
         exc = _exception_text(record)
         if exc:
             doc["exception"] = redact(exc)
@@ -198,7 +200,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [_timestamp(record), record.levelname, f"{record.name}:", record.getMessage()]
-        parts += [f"{k}={_redact_value(v)!r}" for k, v in _extras(record).items()]
+        parts += [f"{k}={redact_value(v)!r}" for k, v in _extras(record).items()]
         text = " ".join(parts)
         exc = _exception_text(record)
         if exc:

@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from bridge.ops import metrics
-from bridge.ops.logging import redact
+from bridge.ops.logging import redact, redact_value
 
 __all__ = ["OpsServer", "ReadinessCheck", "Refresher", "StatusProvider"]
 
@@ -165,8 +165,9 @@ class OpsServer:
             log.warning("status provider failed: %s", exc)
             body = orjson.dumps({"error": redact(f"{type(exc).__name__}: {exc}")})
             return web.Response(body=body, status=500, content_type="application/json")
+        # Errors in the document come from servers and libraries; scrub them like log lines.
         return web.Response(
-            body=orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS),
+            body=orjson.dumps(redact_value(doc), default=str, option=orjson.OPT_NON_STR_KEYS),
             content_type="application/json",
         )
 

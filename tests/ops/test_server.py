@@ -147,3 +147,36 @@ async def test_a_scrape_refreshes_gauges_first_and_survives_a_failing_refresher(
         code, _, body = await get(server.url + "/metrics")
         assert code == 200 and scraped(body) == 2.0
     assert calls == ["broken", "store", "broken", "store"]
+
+
+async def test_status_json_is_scrubbed_like_the_logs() -> None:
+    register_secret("s3cret-upstream-pw")
+
+    async def status() -> dict[str, Any]:
+        return {
+            "started_at": 1_700_000_000.5,
+            "accounts": {
+                "support": {
+                    "last_error": "RemoteProtocolError: server echoed PASS s3cret-upstream-pw",
+                    "pending": 3,
+                    "oldest_pending_age": 1.5,
+                    "last_success_at": None,
+                }
+            },
+        }
+
+    try:
+        async with OpsServer("127.0.0.1", 0, status_provider=status) as server:
+            code, _, body = await get(server.url + "/status")
+    finally:
+        clear_secrets()
+    assert code == 200 and "s3cret-upstream-pw" not in body
+    import orjson
+
+    entry = orjson.loads(body)["accounts"]["support"]
+    assert entry["last_error"] == "RemoteProtocolError: server echoed PASS ***"
+    assert (entry["pending"], entry["oldest_pending_age"], entry["last_success_at"]) == (
+        3,
+        1.5,
+        None,
+    )
