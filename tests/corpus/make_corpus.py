@@ -35,6 +35,29 @@ def mixed(*parts: bytes, boundary: bytes = b"XYZ", close: bool = True) -> bytes:
 TEXT = b"Content-Type: text/plain; charset=utf-8\r\n\r\nhello"
 PDF = base64.encodebytes(b"%PDF-1.4 " + bytes(range(256)) * 4)
 
+# (declared charset, codec that wrote the bytes, text): each part must decode back to `text`.
+CHARSET_ALIASES = (
+    (b"latin1", "latin-1", "café"),
+    (b"utf8", "utf-8", "café"),
+    (b"cp1252", "cp1252", "café €"),
+    (b"ks_c_5601-1987", "cp949", "한국어"),
+    (b"x-sjis", "shift_jis", "日本語"),
+    (b'"ISO_8859-1"', "latin-1", "café"),
+    (b"unicode-1-1-utf-7", "utf-7", "café"),
+)
+
+
+def _rfc822_nest(levels: int) -> bytes:
+    inner = H + DATE + b"\r\ninnermost text\r\n"
+    for i in range(levels):
+        inner = (
+            b"From: level%d@example.com\r\nSubject: wrapper %d\r\n" % (i, i)
+            + b"Content-Type: message/rfc822\r\n\r\n"
+            + inner
+        )
+    return inner
+
+
 CORPUS: dict[str, bytes] = {
     "empty.eml": b"",
     "only-headers.eml": H + DATE,
@@ -134,6 +157,56 @@ CORPUS: dict[str, bytes] = {
     + b"Content-Type: text/plain; charset=utf-16\r\n\r\n"
     + "BOM body".encode("utf-16")
     + b"\xff",
+    # Real-world shapes added with the soak/fuzz work (issue 8).
+    "mbox-from-line.eml": b"From sender@example.com Mon Jan  1 10:00:00 2024\r\n"
+    + H
+    + DATE
+    + b"\r\nquoted mbox line follows\r\n>From the archive\r\nFrom a line that was not quoted\r\n",
+    "utf8-headers-rfc6532.eml": "From: Zoë Ünïcode <zoë@exämple.com>\r\nTo: 日本 <user@例え.jp>\r\n"
+    "Subject: Grüße — 你好 🎉\r\nMessage-ID: <ü@example.com>\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n\r\nBody: naïve café\r\n".encode(),
+    "charset-aliases.eml": mixed(
+        *(
+            b"Content-Type: text/plain; charset=" + cs + b"\r\nContent-Transfer-Encoding: 8bit"
+            b"\r\n\r\n" + text.encode(codec) + b"\r\n"
+            for cs, codec, text in CHARSET_ALIASES
+        )
+    ),
+    "nested-message-rfc822-60.eml": (lambda: _rfc822_nest(60))(),
+    "header-folding-abuse.eml": b" leading continuation before any header\r\n"
+    + H
+    + b"X-Empty-Folds:\r\n \r\n\t\r\n \r\n"
+    + b"X-Split-Word: =?utf-8?Q?caf?=\r\n =?utf-8?Q?=C3=A9?=\r\n"
+    + b"X-Fold-Before-Colon\r\n : value\r\n"
+    + b"Subject: folded\r\n  subject\r\n\tacross\r\n lines\r\n\r\nbody\r\n",
+    "base64-junk.eml": mixed(
+        TEXT,
+        b"Content-Type: application/octet-stream; name=a.bin\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        b"SGVs bG8g!!d29y\r\nbGQ===junk\x00\r\n" + b"QUJD" * 300 + b"\r\n====\r\n",
+    ),
+    "long-lines-998-plus.eml": H
+    + b"X-Exactly-998: "
+    + b"x" * (998 - 15)
+    + b"\r\nX-Over: "
+    + b"y" * 5000
+    + b"\r\n\r\n"
+    + b"z" * 998
+    + b"\r\n"
+    + b"w" * 999
+    + b"\r\n",
+    "boundary-edge-cases.eml": H
+    + b'Content-Type: multipart/mixed; boundary="ab"; boundary="abc"\r\n\r\n'
+    + b"preamble --ab not a boundary\r\n--ab \t\r\nContent-Type: text/plain\r\n\r\n"
+    + b"first\r\n--abc\r\n\r\nsecond\r\n--ab--  \r\nepilogue\r\n",
+    "attachment-hostile-names.eml": mixed(
+        b"Content-Type: text/plain\r\nContent-Disposition: attachment; "
+        b'filename="../../etc/passwd"\r\n\r\nx\r\n',
+        b"Content-Type: text/html\r\nContent-Disposition: attachment; "
+        b'filename="<script>alert(1)</script>.html"\r\n\r\n<b>x</b>\r\n',
+        b"Content-Type: application/octet-stream\r\nContent-Disposition: attachment; "
+        b"filename*=utf-8''%00nul%0D%0Ainjected\r\n\r\ny\r\n",
+    ),
 }
 
 
