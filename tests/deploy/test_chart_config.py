@@ -30,6 +30,7 @@ from deploy_support import (
 )
 
 from bridge.config import CONFIG_ENV, ENV_PREFIX, Settings, load_settings
+from tests.support.secretfiles import swap_secret_files
 
 SECRETS_DIR = "/run/secrets/pop3bridge/"
 STATE_DIR = "/var/lib/pop3bridge/"
@@ -91,26 +92,15 @@ def fake_secret(key: str, field: str, given: dict[str, str]) -> str:
 def mount_secrets(cfg: dict[str, Any], values: dict[str, Any], tmp_path: Path) -> list[str]:
     """Point every *_file at a file under tmp_path holding what the Secret would hold."""
     given = {} if values["secrets"]["existingSecret"] else dict(values["secrets"]["values"])
-    mounted: list[str] = []
 
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for field, value in list(node.items()):
-                if field.endswith("_file") and isinstance(value, str):
-                    assert value.startswith(SECRETS_DIR), f"{field}: {value} is not in the Secret"
-                    key = value[len(SECRETS_DIR) :]
-                    path = tmp_path / key
-                    path.write_text(fake_secret(key, field, given) + "\n")
-                    node[field] = str(path)
-                    mounted.append(key)
-                else:
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
+    def write(field: str, value: str) -> Path:
+        assert value.startswith(SECRETS_DIR), f"{field}: {value} is not in the Secret"
+        key = value[len(SECRETS_DIR) :]
+        path = tmp_path / key
+        path.write_text(fake_secret(key, field, given) + "\n")
+        return path
 
-    walk(cfg)
-    return mounted
+    return [path[len(SECRETS_DIR) :] for path in swap_secret_files(cfg, write)]
 
 
 def chart_values() -> list[tuple[str, dict[str, Any]]]:

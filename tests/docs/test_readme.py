@@ -14,6 +14,7 @@ import yaml
 from bridge import docgen
 from bridge.config import load_settings
 from bridge.ops.metrics import METRICS
+from tests.support.secretfiles import swap_secret_files
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -81,21 +82,12 @@ def test_readme_configuration_examples_load(example: str, tmp_path: Path) -> Non
     data: dict[str, Any] = yaml.safe_load(example)
     whsec = "whsec_" + base64.b64encode(b"r" * 24).decode()
 
-    def swap(node: Any) -> None:
-        # Secret files of the example exist in the deployment, not here: stand them in.
-        if isinstance(node, dict):
-            for key, value in list(node.items()):
-                if key.endswith("_file") and isinstance(value, str):
-                    path = tmp_path / Path(value).name
-                    path.write_text(whsec if key == "secret_file" else "pw")
-                    node[key] = str(path)
-                else:
-                    swap(value)
-        elif isinstance(node, list):
-            for item in node:
-                swap(item)
+    def write(key: str, value: str) -> Path:
+        path = tmp_path / Path(value).name
+        path.write_text(whsec if key == "secret_file" else "pw")
+        return path
 
-    swap(data)
+    swap_secret_files(data, write)
     if str(data.get("state", {}).get("url", "")).startswith("sqlite:///var/"):
         data["state"]["url"] = f"sqlite:///{tmp_path}/state.db"
     config = tmp_path / "config.yaml"

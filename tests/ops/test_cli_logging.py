@@ -5,24 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import types
-from collections.abc import Iterator
 
 import pytest
 
 from bridge import cli
-from bridge.ops.logging import clear_secrets
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-    root.setLevel(level)
-    clear_secrets()
 
 
 @pytest.mark.parametrize("command", sorted(cli.SUBCOMMANDS))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import io
 import logging
-from collections.abc import Iterator
 
 import orjson
 import pytest
 
-from bridge.ops.logging import clear_secrets, configure_logging, redact, register_secret
+from bridge.ops.logging import configure_logging, redact, register_secret
 
 REGISTERED = "my-registered-secret-42"
 PASS_ARG = "hunter2"
@@ -19,18 +18,6 @@ BEARER = "eyJhbGciOi.bearer-token.sig"
 URL_PASSWORD = "url-pw-7788"
 WHSEC = "whsec_" + base64.b64encode(b"w" * 32).decode()
 LEAKS = (REGISTERED, PASS_ARG, AUTH_B64, BEARER, URL_PASSWORD, WHSEC, "plain-pass-99")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-    root.setLevel(level)
-    clear_secrets()
 
 
 def emit_everything(log: logging.Logger) -> None:
