@@ -66,7 +66,9 @@ class Bench:
     def _config(self, db: Path) -> Path:
         cfg = {
             "state": {"url": f"sqlite:///{db}"},
-            "webhooks": [{"name": "main", "url": self.receiver.url, "secret": self.receiver.secret}],
+            "webhooks": [
+                {"name": "main", "url": self.receiver.url, "secret": self.receiver.secret}
+            ],
             "accounts": [
                 {
                     "name": "bench",
@@ -157,14 +159,30 @@ class Bench:
         env = {**os.environ, "FETCHMAILHOME": str(run), "HOME": str(run)}
         start = time.perf_counter()
         proc = subprocess.run(
-            ["fetchmail", "--bsmtp", str(out), "-f", str(rc), "--all", "--keep",
-             "--idfile", str(run / "ids"), "--pidfile", str(run / "pid"), "--silent"],
-            capture_output=True, env=env, check=False,
+            [
+                "fetchmail",
+                "--bsmtp",
+                str(out),
+                "-f",
+                str(rc),
+                "--all",
+                "--keep",
+                "--idfile",
+                str(run / "ids"),
+                "--pidfile",
+                str(run / "pid"),
+                "--silent",
+            ],
+            capture_output=True,
+            env=env,
+            check=False,
         )
         elapsed = time.perf_counter() - start
-        got = out.read_bytes().count(b"\r\nMAIL FROM:") + out.read_bytes().startswith(
-            b"MAIL FROM:"
-        ) if out.exists() else 0
+        got = (
+            out.read_bytes().count(b"\r\nMAIL FROM:") + out.read_bytes().startswith(b"MAIL FROM:")
+            if out.exists()
+            else 0
+        )
         if got != self.n:
             raise SystemExit(
                 f"fetchmail wrote {got} of {self.n} (exit {proc.returncode}): "
@@ -195,8 +213,13 @@ class Bench:
         env = {"HOME": str(run), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         cmd = ["getmail", "--getmaildir", str(run / "getmail"), "--rcfile", str(rc)]
         if os.geteuid() == 0:
-            cmd = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
-                   "--clear-groups", *cmd]
+            cmd = [
+                "setpriv",
+                f"--reuid={nobody.pw_uid}",
+                f"--regid={nobody.pw_gid}",
+                "--clear-groups",
+                *cmd,
+            ]
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, env=env, check=False)
         elapsed = time.perf_counter() - start
@@ -210,8 +233,9 @@ class Bench:
         return Sample(elapsed, self.n)
 
     def poplib(self) -> Sample:
-        secs, _ = poplib_sequential(self.host, self.port, self.user.name, self.user.password,
-                                    self.n)
+        secs, _ = poplib_sequential(
+            self.host, self.port, self.user.name, self.user.password, self.n
+        )
         return Sample(secs, self.n)
 
     def raw(self) -> Sample:
@@ -318,8 +342,13 @@ def _report(
     rows = []
     for name, r in results.items():
         rows.append(
-            [name, r["median_rate"], f"{r['spread_pct']:.0f}%", r["median_seconds"],
-             f"{r['median_rate'] / raw:.2f}" if raw else "-"]
+            [
+                name,
+                r["median_rate"],
+                f"{r['spread_pct']:.0f}%",
+                r["median_seconds"],
+                f"{r['median_rate'] / raw:.2f}" if raw else "-",
+            ]
         )
     print_table(
         "Poller throughput (messages/s, median of rounds)",
@@ -329,11 +358,15 @@ def _report(
     print_table(
         "Targets",
         ["target", "ratio", "goal", "met"],
-        [[t["target"], t["ratio"], f">= {t['goal']}", "yes" if t["met"] else "NO"]
-         for t in targets],
+        [
+            [t["target"], t["ratio"], f">= {t['goal']}", "yes" if t["met"] else "NO"]
+            for t in targets
+        ],
     )
-    print(f"\nmachine: {before['nproc']} x {before['cpu']}; load average before "
-          f"{before['loadavg']}, after {after['loadavg']}")
+    print(
+        f"\nmachine: {before['nproc']} x {before['cpu']}; load average before "
+        f"{before['loadavg']}, after {after['loadavg']}"
+    )
 
 
 def _profile(bench: Bench) -> int:
@@ -346,6 +379,27 @@ def _profile(bench: Bench) -> int:
     profiler.stop()
     print(f"fetch stage: {sample.rate:.0f} msg/s under the profiler")
     print(profiler.output_text(unicode=False, color=False, show_all=False))
+    # The whole `pop3bridge once` process (fetch, parse, outbox, signing, HTTP) in one profile.
+    run = Path(tempfile.mkdtemp(dir=bench.work))
+    cfg = bench._config(run / "state.db")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pyinstrument",
+            "-i",
+            "0.001",
+            "-r",
+            "text",
+            str(VENV_BIN / "pop3bridge"),
+            "once",
+            "--config",
+            str(cfg),
+        ],
+        capture_output=True,
+        check=False,
+    )
+    print(out.stdout.decode()[-20000:])
     bench.receiver.close()
     return 0
 
