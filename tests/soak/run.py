@@ -51,10 +51,10 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 import yaml
@@ -62,9 +62,8 @@ import yaml
 from bridge.store import open_store
 from bridge.testing.faultrelay import FaultRelay, RelayFault
 from tests.support.dovecot import DovecotServer, DovecotUser
+from tests.support.loop import LoopThread
 from tests.support.receiver import Reply, ThreadedReceiver
-
-T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 MIN_KILLS = 20
@@ -75,26 +74,6 @@ TMPFS_SIZE = "24m"
 
 
 # -- small plumbing ---------------------------------------------------------------------------
-class LoopThread:
-    """An event loop on its own thread, for the relay (everything else here blocks)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="soak")
-        self._thread.start()
-
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def run(self, fn: Callable[[], None]) -> None:
-        self.loop.call_soon_threadsafe(fn)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-
 @dataclass
 class Mailbox:
     account: str
