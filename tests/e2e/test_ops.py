@@ -244,24 +244,28 @@ class Relay:
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by cut(): a connection accepted before it must not live on
 
     def start(self) -> None:
         listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
         self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        with self._lock:
+            generation = self._generation
+        threading.Thread(target=self._accept, args=(listener, generation), daemon=True).start()
 
     def cut(self) -> None:
+        with self._lock:
+            self._generation += 1
+            conns, self._conns = self._conns, []
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        with self._lock:
-            conns, self._conns = self._conns, []
         for c in conns:
             with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
             c.close()
 
-    def _accept(self, listener: socket.socket) -> None:
+    def _accept(self, listener: socket.socket, generation: int) -> None:
         while True:
             try:
                 client, _ = listener.accept()
@@ -273,7 +277,13 @@ class Relay:
                 client.close()
                 continue
             with self._lock:
-                self._conns += [client, upstream]
+                alive = generation == self._generation
+                if alive:
+                    self._conns += [client, upstream]
+            if not alive:  # accepted while being cut: the cut wins
+                client.close()
+                upstream.close()
+                return
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
