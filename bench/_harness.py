@@ -163,8 +163,13 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     print(f"\n{title}")
     for n, row in enumerate(cells):
-        print("  " + "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in
-                               enumerate(zip(row, widths, strict=True))))
+        print(
+            "  "
+            + "  ".join(
+                v.rjust(w) if i else v.ljust(w)
+                for i, (v, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
         if n == 0:
             print("  " + "  ".join("-" * w for w in widths))
 
