@@ -583,11 +583,34 @@ class PollerConfig(_Model):
         default=None, description="This replica's lease holder id (default: hostname-pid)."
     )
     lease_ttl: Duration = Field(
-        default=60.0, gt=0, description="Account lease lifetime with a shared PostgreSQL store."
+        default=30.0,
+        gt=0,
+        description="Account lease lifetime with a shared PostgreSQL store: a dead replica's "
+        "accounts move on within this plus one heartbeat.",
+    )
+    lease_heartbeat: Duration | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds between lease renewals (default: a third of lease_ttl).",
     )
     accounts_from_db: bool = Field(
         default=False, description="Also poll accounts added with `pop3bridge accounts add`."
     )
+    accounts_refresh: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between re-reads of the account list (database accounts added or "
+        "removed are picked up without a restart).",
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_inside_ttl(self) -> PollerConfig:
+        if self.lease_heartbeat is not None and self.lease_heartbeat * 2 > self.lease_ttl:
+            raise ValueError(
+                f"lease_heartbeat ({self.lease_heartbeat:g}s) must be at most half of lease_ttl "
+                f"({self.lease_ttl:g}s), so one failed renewal does not lose every lease"
+            )
+        return self
 
 
 _POP3_VERBS = frozenset(
