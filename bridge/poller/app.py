@@ -39,7 +39,11 @@ class PollerOptions:
     lease_seconds: float = 120.0
     replica_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     leases: bool = False
-    lease_ttl: float = 60.0
+    # A dead replica's accounts are free after one TTL and taken at the next heartbeat of the
+    # others: 30 s + 10 s, inside the minute the issue allows.
+    lease_ttl: float = 30.0
+    lease_heartbeat: float | None = None  # default: lease_ttl / 3
+    accounts_refresh: float = 30.0
 
 
 @dataclass(slots=True)
@@ -93,8 +97,13 @@ class PollerApp:
             jitter=options.jitter,
             notify=self.worker.notify,
             on_report=on_poll,
-            leases=LeaseOptions(options.replica_id, options.lease_ttl) if options.leases else None,
+            leases=(
+                LeaseOptions(options.replica_id, options.lease_ttl, options.lease_heartbeat)
+                if options.leases
+                else None
+            ),
             clock=clock,
+            refresh=options.accounts_refresh,
         )
 
     async def once(self) -> OnceResult:

@@ -130,10 +130,16 @@ def poller_options(
         replica_id=str(replica),
         leases=shared_store,
         lease_ttl=float(getattr(poller, "lease_ttl", defaults.lease_ttl)),
+        lease_heartbeat=_opt_float(getattr(poller, "lease_heartbeat", None)),
+        accounts_refresh=float(getattr(poller, "accounts_refresh", defaults.accounts_refresh)),
         lease_seconds=(
             defaults.lease_seconds if webhook_timeouts is None else claim_lease(webhook_timeouts)
         ),
     )
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _opt_str(value: Any) -> str | None:

@@ -10,8 +10,14 @@ how long to wait (`[LOGIN-DELAY]`, RFC 2449 section 8.1.1, via the client's `ret
 obeyed, and `[IN-USE]` (another client holds the maildrop) backs off as a temporary failure.
 
 With `leases` on (several replicas sharing PostgreSQL) an account is polled only while this
-replica holds its lease; leases are taken in fair shares (`ceil(accounts / live replicas)`) and
-renewed well before they expire, so a dead replica's accounts move on within one TTL.
+replica holds its lease. Every heartbeat (a third of the TTL by default) the replica announces
+itself, renews what it holds and follows `sharing.plan`: take the free accounts that rendezvous
+hashing gives it, hand back a few that belong to another replica (never one being polled), stay
+within `ceil(M/N) + slack`. A lease counts as held only until `renewal start + ttl - margin` on
+this process's monotonic clock: a replica that cannot renew (database down, event loop stalled)
+stops using the lease before the row expires for the others, and a session in progress drops
+its connection without QUIT (see `session.LeaseLost`). A dead replica's accounts are free after
+at most one TTL and taken at the survivors' next heartbeat. See docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bridge.poller.session import PollReport, poll_account
+from bridge.poller.session import LeaseLost, PollReport, poll_account
+from bridge.poller.sharing import plan
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import TemporaryFailure
 from bridge.store.base import Store
@@ -59,8 +66,22 @@ def backoff_delay(interval: float, failures: int, retry_after: float | None = No
 
 @dataclass(frozen=True, slots=True)
 class LeaseOptions:
+    """`heartbeat` defaults to ttl/3 (two renewals may fail before a lease is at risk);
+    `margin` (default ttl/4) is how long before the row's expiry this replica stops using it."""
+
     holder: str
-    ttl: float = 60.0
+    ttl: float = 30.0
+    heartbeat: float | None = None
+    margin: float | None = None
+    release_step: int = 4
+
+    @property
+    def interval(self) -> float:
+        return self.heartbeat if self.heartbeat is not None else self.ttl / 3
+
+    @property
+    def safety(self) -> float:
+        return self.margin if self.margin is not None else self.ttl / 4
 
 
 class Scheduler:
@@ -75,6 +96,8 @@ class Scheduler:
         on_report: ReportHook | None = None,
         leases: LeaseOptions | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        refresh: float = RECONCILE_EVERY,
     ) -> None:
         self.store = store
         self.accounts = accounts
@@ -83,11 +106,30 @@ class Scheduler:
         self.on_report = on_report
         self.leases = leases
         self.clock = clock
+        self.monotonic = monotonic
+        self.refresh = refresh
         self._sessions = asyncio.Semaphore(max(1, max_concurrent))
         self._stopping = False
         self._loops: dict[str, tuple[AccountSpec, asyncio.Task[None]]] = {}
-        self._held: set[str] = set()
+        # account -> monotonic time until which this replica may use its lease
+        self._held: dict[str, float] = {}
+        self._names: list[str] = []  # enabled accounts, as of the last account-list refresh
+        self._busy: set[str] = set()
+        self._free_before: set[str] | None = None
+        self._rounds = 0
         self._polling: set[asyncio.Task[PollReport]] = set()
+
+    def owns(self, account: str) -> bool:
+        """Whether this replica may poll `account` now (always, without leases)."""
+        if self.leases is None:
+            return True
+        return self._held.get(account, -math.inf) > self.monotonic()
+
+    @property
+    def held(self) -> set[str]:
+        """Accounts whose lease this replica may use right now."""
+        now = self.monotonic()
+        return {a for a, until in self._held.items() if until > now}
 
     # -- one-shot -----------------------------------------------------------------------------
     async def poll_all_once(self) -> list[tuple[AccountSpec, PollReport | BaseException]]:
@@ -115,7 +157,7 @@ class Scheduler:
             if self.leases is not None:
                 lease_task = asyncio.create_task(self._keep_leases(stop))
             while not stop.is_set():
-                await _sleep_or(stop, RECONCILE_EVERY)
+                await _sleep_or(stop, self.refresh)
                 if not stop.is_set():
                     await self._reconcile()
         finally:
@@ -133,8 +175,12 @@ class Scheduler:
             await asyncio.gather(*tasks, return_exceptions=True)
             self._loops.clear()
             if self.leases is not None:
+                self._held.clear()
                 with contextlib.suppress(Exception):
                     await self.store.release_leases(self.leases.holder)
+                    # A zero TTL ends our membership now, so the others re-hash without us at
+                    # their next heartbeat instead of one TTL later.
+                    await self.store.heartbeat(self.leases.holder, self.clock(), 0)
 
     async def _reconcile(self) -> None:
         """Start loops for new or changed accounts, stop loops for removed or disabled ones."""
@@ -143,6 +189,7 @@ class Scheduler:
         except Exception as exc:
             log.error("cannot load the account list: %s", exc)
             return
+        self._names = sorted(wanted)
         for name, (spec, task) in list(self._loops.items()):
             if wanted.get(name) != spec or task.done():
                 task.cancel()
@@ -160,13 +207,18 @@ class Scheduler:
             await asyncio.sleep(delay)
             if self._stopping:
                 return
-            if self.leases is not None and spec.name not in self._held:
-                delay = min(spec.poll_interval, self.leases.ttl / 3)
+            if not self.owns(spec.name):
+                assert self.leases is not None
+                delay = min(spec.poll_interval, self.leases.interval / 2)
                 continue
             try:
                 await self._poll(spec)
             except asyncio.CancelledError:
                 raise
+            except LeaseLost as exc:
+                log.warning("%s", exc, extra={"account": spec.name})
+                delay = 0.0  # the loop now waits for the lease to come back
+                continue
             except TemporaryFailure as exc:
                 failures += 1
                 delay = backoff_delay(spec.poll_interval, failures, exc.retry_after)
@@ -200,9 +252,11 @@ class Scheduler:
                     clock=self.clock,
                     notify=self.notify,
                     stopping=lambda: self._stopping,
+                    owned=None if self.leases is None else lambda: self.owns(spec.name),
                 )
             )
             self._polling.add(task)
+            self._busy.add(spec.name)
             try:
                 report = await asyncio.shield(task)
             except asyncio.CancelledError:
@@ -213,6 +267,7 @@ class Scheduler:
                 raise
             finally:
                 self._polling.discard(task)
+                self._busy.discard(spec.name)
         self._report(spec, report, None)
         if report.recorded or report.deleted or report.rekeyed:
             log.info(
@@ -234,27 +289,71 @@ class Scheduler:
 
     async def _keep_leases(self, stop: asyncio.Event) -> None:
         assert self.leases is not None
-        holder, ttl = self.leases.holder, self.leases.ttl
         while not stop.is_set():
-            try:
-                now = self.clock()
-                replicas = max(1, await self.store.heartbeat(holder, now, ttl))
-                names = sorted(spec.name for spec, _ in self._loops.values())
-                share = math.ceil(len(names) / replicas) if names else 0
-                held = await self.store.acquire_leases(holder, names, ttl, now, share)
-                if held != self._held:
-                    log.info(
-                        "holding %d of %d account leases (%d replicas)",
-                        len(held),
-                        len(names),
-                        replicas,
-                    )
-                self._held = held
-            except Exception as exc:
-                # Without a fresh lease we must stop polling before it expires elsewhere.
-                log.error("lease renewal failed: %s", exc)
-                self._held = set()
-            await _sleep_or(stop, ttl / 3)
+            await self.lease_round()
+            await _sleep_or(stop, self.leases.interval)
+
+    async def lease_round(self) -> None:
+        """One heartbeat: announce, renew, release and acquire per `sharing.plan`.
+
+        The first round only announces this replica: replicas started together then see each
+        other before anyone takes leases, instead of the first one grabbing everything and
+        handing it back piece by piece.
+        """
+        assert self.leases is not None
+        opts = self.leases
+        holder = opts.holder
+        started = self.monotonic()
+        now = self.clock()
+        try:
+            await self.store.heartbeat(holder, now, opts.ttl)
+            members = await self.store.live_replicas(now)
+            holders = await self.store.lease_holders(now)
+            names = self._names
+            free = {a for a in names if a not in holders}
+            first, self._rounds = self._rounds == 0, self._rounds + 1
+            if first:
+                self._free_before = free
+                return
+            steps = plan(
+                holder,
+                members,
+                names,
+                holders,
+                busy=self._busy,
+                free_before=self._free_before,
+                release_step=opts.release_step,
+            )
+            self._free_before = free
+            wanted = set(names)
+            gone = [a for a, h in holders.items() if h == holder and a not in wanted]
+            release = [*steps.release, *gone]
+            # Stop using them before telling the others (no await in between since `plan`
+            # read `_busy`, so no poll of these can have started).
+            for account in release:
+                self._held.pop(account, None)
+            if release:
+                await self.store.release_leases(holder, release)
+            keep = [a for a in names if holders.get(a) == holder and a not in steps.release]
+            got = await self.store.acquire_leases(
+                holder, [*keep, *steps.acquire], opts.ttl, now, steps.cap
+            )
+        except Exception as exc:
+            # What we hold stays usable until its monotonic deadline and no longer.
+            log.error("lease renewal failed (leases still usable: %d): %s", len(self.held), exc)
+            return
+        until = started + opts.ttl - opts.safety
+        before = set(self._held)
+        self._held = {a: until for a in got if a in wanted}
+        if set(self._held) != before:
+            log.info(
+                "holding %d of %d account leases (%d replicas, at most %d each)",
+                len(self._held),
+                len(names),
+                len(members),
+                steps.cap,
+                extra={"replica": holder, "released": len(release)},
+            )
 
 
 async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:

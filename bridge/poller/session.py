@@ -22,6 +22,13 @@ ordered to make a crash at any point harmless:
 
 Any exception, cancellation included, leaves through `POP3Client.__aexit__`, which drops the
 connection without QUIT: the server then changes nothing (RFC 1939 section 6).
+
+With several replicas, `owned` says whether this replica still holds the account's lease (by its
+own monotonic clock, with a margin before the expiry others see). It is checked before every
+batch, before any DELE and right before QUIT; once it is false the session raises `LeaseLost`,
+so the connection is dropped without QUIT and the server undoes any DELE: a replica that lost a
+lease never commits a change to that mailbox. What it recorded stays recorded (recording is
+idempotent per UIDL, so the new owner's copy of the same message is a no-op).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from bridge.store.base import NewMessage, Store
 
 __all__ = [
     "INITIALISED",
+    "LeaseLost",
     "PollReport",
     "build_payload",
     "connect_and_login",
@@ -65,6 +73,23 @@ _DELETE_POLL = 0.05
 
 Clock = Callable[[], float]
 Notify = Callable[[], None]
+Owned = Callable[[], bool]
+
+
+class LeaseLost(Exception):
+    """This replica's lease on the account ran out during the poll; nothing was committed."""
+
+    def __init__(self, account: str) -> None:
+        super().__init__(
+            f"the lease on account {account!r} ran out during the poll; the session was dropped "
+            "without QUIT (no DELE took effect) and another replica now polls the account"
+        )
+        self.account = account
+
+
+def _check(owned: Owned | None, account: str) -> None:
+    if owned is not None and not owned():
+        raise LeaseLost(account)
 
 
 @dataclass(slots=True)
@@ -173,18 +198,21 @@ async def poll_account(
     notify: Notify | None = None,
     delete_wait: float = DELETE_WAIT,
     stopping: Callable[[], bool] | None = None,
+    owned: Owned | None = None,
 ) -> PollReport:
     """Poll `spec` once (see the module docstring). Raises the POP3/store error that stopped it.
 
     `notify` wakes the delivery worker after each recorded batch. `stopping` is checked between
     batches: when it turns true, what is recorded so far is committed with QUIT and the rest is
-    left for the next poll.
+    left for the next poll. `owned` (leases on) is checked before each batch, DELE and QUIT;
+    `LeaseLost` is raised once it is false.
     """
     report = PollReport(spec.name, started_at=clock())
     start = time.monotonic()
+    _check(owned, spec.name)
     client = await connect_and_login(spec)
     async with client:
-        await _session(client, spec, store, report, clock, notify, delete_wait, stopping)
+        await _session(client, spec, store, report, clock, notify, delete_wait, stopping, owned)
     report.duration = time.monotonic() - start
     return report
 
@@ -198,6 +226,7 @@ async def _session(
     notify: Notify | None,
     delete_wait: float,
     stopping: Callable[[], bool] | None,
+    owned: Owned | None = None,
 ) -> None:
     account = spec.name
     listing = await client.uidl()
@@ -215,7 +244,7 @@ async def _session(
 
     to_delete: dict[str, int] = {}
     if spec.on_delivered == "delete":
-        to_delete = await _delete_delivered(client, store, spec, number_of, clock)
+        to_delete = await _delete_delivered(client, store, spec, number_of, clock, owned)
 
     new = [(n, u) for u, n in number_of.items() if u not in seen and u not in to_delete]
     new.sort()
@@ -237,16 +266,19 @@ async def _session(
         new = await _rekey(client, store, spec, new, report, clock)
 
     report.new = len(new)
-    recorded = await _fetch_and_record(
-        client, spec, store, new, sizes, report, clock, notify, stopping
-    )
+    halt = stopping
+    if owned is not None:
+        halt = lambda: (stopping is not None and stopping()) or not owned()  # noqa: E731
+    recorded = await _fetch_and_record(client, spec, store, new, sizes, report, clock, notify, halt)
 
     if spec.on_delivered == "delete" and recorded and delete_wait > 0:
         more = await _wait_delivered(store, spec, recorded, number_of, to_delete, delete_wait)
         if more:
+            _check(owned, account)
             await client.delete_many(sorted(more.values()))
             to_delete.update(more)
 
+    _check(owned, account)
     await client.quit()
     now = clock()
     if to_delete:
@@ -264,6 +296,7 @@ async def _delete_delivered(
     spec: AccountSpec,
     number_of: dict[str, int],
     clock: Clock,
+    owned: Owned | None = None,
 ) -> dict[str, int]:
     deletable = await store.deletable_uidls(spec.name)
     if not deletable:
@@ -274,6 +307,7 @@ async def _delete_delivered(
         # Removed by someone else (another client, server expiry): nothing left to delete.
         await store.mark_deleted(spec.name, gone, clock())
     if here:
+        _check(owned, spec.name)
         await client.delete_many(sorted(here.values()))
     return here
 

@@ -235,6 +235,13 @@ class Store(abc.ABC):
     async def heartbeat(self, holder: str, now: float, ttl: float) -> int:
         """Register `holder` as alive until `now + ttl`; returns the number of live replicas."""
 
+    @abc.abstractmethod
+    async def live_replicas(self, now: float) -> list[str]:
+        """Holders whose last `heartbeat` has not expired at `now`, sorted.
+
+        Every replica hashes accounts over this list, so they agree on who should own what.
+        """
+
     # -- accounts kept in the database -------------------------------------------------------
     @abc.abstractmethod
     async def add_account(self, name: str, config: dict[str, Any], now: float) -> None:

@@ -657,6 +657,15 @@ class PostgresStore(Store):
 
         return await self._call(run, tx=True)
 
+    async def live_replicas(self, now: float) -> list[str]:
+        async def run(conn: asyncpg.Connection) -> list[str]:
+            rows = await conn.fetch(
+                "SELECT holder FROM replicas WHERE expires_at > $1 ORDER BY holder", now
+            )
+            return [r[0] for r in rows]
+
+        return await self._call(run)
+
     # -- accounts --------------------------------------------------------------------------------
     async def add_account(self, name: str, config: dict[str, Any], now: float) -> None:
         blob = orjson.dumps(config).decode()

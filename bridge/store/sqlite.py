@@ -663,6 +663,15 @@ class SQLiteStore(Store):
 
         return await self._write(tx)
 
+    async def live_replicas(self, now: float) -> list[str]:
+        def q(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT holder FROM replicas WHERE expires_at > ? ORDER BY holder", (now,)
+            )
+            return [r[0] for r in rows]
+
+        return await self._read(q)
+
     # -- accounts --------------------------------------------------------------------------------
     async def add_account(self, name: str, config: dict[str, Any], now: float) -> None:
         blob = orjson.dumps(config).decode()

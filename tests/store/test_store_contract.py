@@ -412,3 +412,12 @@ async def test_closed_store_refuses(store_factory: Callable[[], Store]) -> None:
     await s.close()
     with pytest.raises(StoreError, match="closed"):
         await s.pending_count()
+
+
+async def test_live_replicas_lists_unexpired_heartbeats(store: Store) -> None:
+    assert await store.live_replicas(T0) == []
+    await store.heartbeat("r2", T0, 30)
+    await store.heartbeat("r1", T0 + 10, 30)
+    assert await store.live_replicas(T0 + 11) == ["r1", "r2"]
+    assert await store.live_replicas(T0 + 30) == ["r1"]  # r2's beat ran out at T0+30
+    assert await store.live_replicas(T0 + 40) == []
