@@ -3,6 +3,7 @@
 from bridge.mail._payload import (
     MAX_PARSE_ERRORS,
     build_message_data,
+    build_message_data_and_fingerprint,
     encode,
     envelope,
     fingerprint,
@@ -16,6 +17,7 @@ __all__ = [
     "MailError",
     "PayloadEncodingError",
     "build_message_data",
+    "build_message_data_and_fingerprint",
     "encode",
     "envelope",
     "fingerprint",
