@@ -397,6 +397,7 @@ class PostgresStore(Store):
 
         async def run(conn: asyncpg.Connection) -> list[OutboxItem]:
             rows = await conn.fetch(
+                # S608: SQL made of constants and placeholders; values are bound.
                 "WITH c AS (SELECT id FROM outbox WHERE state = 'pending' "  # noqa: S608
                 "AND next_attempt_at <= $1 AND (claim_until IS NULL OR claim_until <= $1) "
                 "ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
@@ -461,6 +462,7 @@ class PostgresStore(Store):
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         async def run(conn: asyncpg.Connection) -> list[DeadLetter]:
             rows = await conn.fetch(
+                # S608: SQL made of constants and placeholders; values are bound.
                 f"SELECT {_DEAD_COLS} FROM outbox WHERE state = 'dead' "  # noqa: S608
                 "ORDER BY finished_at, id LIMIT $1",
                 limit,
