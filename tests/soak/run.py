@@ -70,7 +70,8 @@ MIN_KILLS = 20
 FEED_INTERVAL = 0.15
 READ_TIMEOUT = 2.0
 WEBHOOK_TIMEOUT = 2.0
-TMPFS_SIZE = "24m"
+# Room for a few thousand messages (raw + payload); the disk-full fault fills the rest.
+TMPFS_SIZE = "256m"
 
 
 # -- small plumbing ---------------------------------------------------------------------------
@@ -263,7 +264,7 @@ class Soak:
         return path
 
     def _message(self, soak_id: str) -> bytes:
-        size = self.rng.choice([200, 2_000, 2_000, 20_000, 150_000])
+        size = self.rng.choice([200, 2_000, 2_000, 20_000, 100_000])
         line = b"soak filler line, long enough to matter .................................\r\n"
         body = line * max(1, size // len(line))
         head = (
