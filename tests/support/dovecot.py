@@ -118,8 +118,13 @@ class DovecotServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, certs: TestCerts, *, root: Path | None = None) -> None:
+    def __init__(
+        self, certs: TestCerts, *, root: Path | None = None, lock_sessions: bool = False
+    ) -> None:
         self._certs = certs
+        # pop3_lock_session: a second session on a maildrop gets -ERR [IN-USE], as on servers
+        # that lock per session; tests of several pollers use it to see any overlap.
+        self.lock_sessions = lock_sessions
         self.root = root or Path(tempfile.mkdtemp(prefix="pop3bridge-dovecot-"))
         self.root.chmod(0o755)
         self.base_dir = self.root / "run"
@@ -185,6 +190,11 @@ class DovecotServer:
             self._users[name] = user
             self._write_passwd(user)
         return user
+
+    def add_users(self, count: int, prefix: str | None = None) -> list[DovecotUser]:
+        """`count` users named `<prefix>-NNN` (random prefix when omitted), created in one go."""
+        stem = prefix or f"u{secrets.token_hex(4)}"
+        return [self.add_user(f"{stem}-{i:03d}") for i in range(count)]
 
     def user(self, name: str) -> DovecotUser:
         return self._users[name]
@@ -387,6 +397,7 @@ ssl = yes
 ssl_cert = <{c.cert_file}
 ssl_key = <{c.key_file}
 pop3_uidl_format = %08Xu%08Xv
+pop3_lock_session = {"yes" if self.lock_sessions else "no"}
 # Wrong-password tests must not slow down every later login from 127.0.0.1 (anvil's per-IP
 # auth penalty doubles up to 15 s); closing the socket turns penalty tracking off.
 service anvil {{
