@@ -257,6 +257,9 @@ class Scheduler:
             )
             self._polling.add(task)
             self._busy.add(spec.name)
+            # Start/end of every session at DEBUG: with several replicas, these show (to the
+            # millisecond) that two never had the same mailbox open at once.
+            log.debug("session start", extra={"account": spec.name})
             try:
                 report = await asyncio.shield(task)
             except asyncio.CancelledError:
@@ -268,6 +271,7 @@ class Scheduler:
             finally:
                 self._polling.discard(task)
                 self._busy.discard(spec.name)
+                log.debug("session end", extra={"account": spec.name})
         self._report(spec, report, None)
         if report.recorded or report.deleted or report.rekeyed:
             log.info(
