@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import Any
 
+from bridge.ops.server import OpsEndpointError
 from bridge.poller.runtime import (
     EXIT_FAILED,
     EXIT_OK,
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings)
     try:
         return asyncio.run(_run(settings))
-    except StoreError as exc:
+    except (StoreError, OpsEndpointError) as exc:
         print(f"pop3bridge run: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except asyncio.CancelledError:

@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from bridge.ops import metrics
 from bridge.ops.logging import redact, redact_value
 
-__all__ = ["OpsServer", "ReadinessCheck", "Refresher", "StatusProvider"]
+__all__ = ["OpsEndpointError", "OpsServer", "ReadinessCheck", "Refresher", "StatusProvider"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,10 @@ ReadinessCheck = Callable[[], Awaitable[object]]
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
 # Brings gauges read from elsewhere (the store's outbox depth) up to date before a scrape.
 Refresher = Callable[[], Awaitable[object]]
+
+
+class OpsEndpointError(OSError):
+    """The endpoint cannot listen (port taken, address not local); the message says what to set."""
 
 
 def _check_name(check: ReadinessCheck) -> str:
@@ -86,7 +90,7 @@ class OpsServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise OSError(
+            raise OpsEndpointError(
                 exc.errno,
                 f"ops endpoint cannot listen on {self.host}:{self._port} ({exc.strerror}); "
                 "set ops.port, or ops.enabled: false",
