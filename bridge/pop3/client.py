@@ -581,6 +581,9 @@ class POP3Client:
                 await self._send(command)
 
         task = asyncio.create_task(writer())
+        # The reader may fail first (the link died under both): the writer's own error must
+        # still count as seen, or asyncio logs it as "never retrieved" with a traceback.
+        task.add_done_callback(_consume_error)
         done = False
         try:
             for n, command in zip(numbers, commands, strict=True):
@@ -670,3 +673,8 @@ def _oauth_status(detail: bytes) -> str:
     if isinstance(data, dict):
         return f"OAuth status {data.get('status', '?')}"
     return "server sent an unreadable error report"
+
+
+def _consume_error(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
