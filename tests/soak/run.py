@@ -109,6 +109,7 @@ class Report:
     faults: Counter[str] = field(default_factory=Counter)
     relay_fired: Counter[str] = field(default_factory=Counter)
     left_on_server_delete_mode: int = 0
+    asyncio_errors: int = 0  # errors asyncio itself logged: unhandled task exceptions etc.
     clean_exit: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -121,6 +122,7 @@ class Report:
             and self.invalid_signatures == 0
             and self.kills >= MIN_KILLS
             and self.sent > 0
+            and self.asyncio_errors == 0
         )
 
     def render(self) -> str:
@@ -139,6 +141,7 @@ class Report:
             f"  bridge exits not by us:   {self.unexpected_exits or 'none'}",
             f"  left on server (delete):  {self.left_on_server_delete_mode}",
             f"  final SIGTERM exit 0:     {'yes' if self.clean_exit else 'NO'}",
+            f"  asyncio errors in log:    {self.asyncio_errors}",
             "  faults injected:          "
             + ", ".join(f"{k}={v}" for k, v in sorted(self.faults.items())),
             "  relay faults that fired:  "
@@ -556,6 +559,12 @@ class Soak:
         if self.violations:
             r.notes.append(f"deleted before delivery: {self.violations[:8]}")
         r.invalid_signatures = self.receiver.invalid
+        with contextlib.suppress(FileNotFoundError):
+            r.asyncio_errors = sum(
+                1
+                for line in self.log.read_text(errors="replace").splitlines()
+                if '"logger":"asyncio"' in line and '"level":"ERROR"' in line
+            )
         for box in self.boxes:
             if box.delete:
                 r.left_on_server_delete_mode += len(self._present(box.user))

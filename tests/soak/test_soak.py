@@ -33,6 +33,7 @@ def test_soak_loses_nothing_and_deletes_nothing_early(
     assert report.dead_lettered == 0, text  # max_attempts is far above what 40 s can use
     assert report.invalid_signatures == 0, text
     assert report.unexpected_exits == [], f"{text}\n{log_tail}"
+    assert report.asyncio_errors == 0, text
     assert report.clean_exit, f"{text}\n{log_tail}"
     # Every fault kind was injected, and the relay's faults really hit sessions.
     assert all(report.faults[k] >= 1 for k in ("webhook down", "dovecot restart")), text
