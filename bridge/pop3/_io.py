@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from typing import cast
 
 from bridge.pop3.errors import ConnectionLost, ReadTimeout, TLSFailure
 
@@ -29,8 +30,9 @@ class StreamProtocol(asyncio.Protocol):
 
     # -- protocol callbacks ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not an isinstance check: uvloop's TCP and SSL transports implement the
+        # whole Transport interface without subclassing asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
