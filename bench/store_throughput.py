@@ -1,7 +1,7 @@
 """Store throughput: `record` in batches of 100, then `claim_due` + `mark_delivered`.
 
     .venv/bin/python bench/store_throughput.py [--messages 2000] [--pg DSN] [--no-pg]
-        [--processes 1,2,4] [--leases 50000]
+        [--processes 1,2,4] [--leases 50000] [--idle-polls 5000]
 
 Prints one line per backend and stage with rows/s. Payloads are ~2 KB and raw messages ~8 KB,
 roughly a small text mail. PostgreSQL uses a throwaway schema that is dropped at the end.
@@ -10,7 +10,8 @@ roughly a small text mail. PostgreSQL uses a throwaway schema that is dropped at
 pool, like replicas), recording and then claiming from one shared outbox, so the figure shows
 how `FOR UPDATE SKIP LOCKED` claims scale rather than one client's speed. `--leases N` times
 one replica's lease heartbeat (heartbeat, live replicas, read all N lease rows, renew its
-share) with N accounts leased over 100 replicas.
+share) with N accounts leased over 100 replicas. `--idle-polls N` times the store side of N
+polls that find nothing new (read the seen set, prune it), the floor cost of every poll.
 """
 
 from __future__ import annotations
@@ -163,6 +164,37 @@ async def _bench_leases(dsn: str, accounts: int, replicas: int = 100) -> None:
         await pg.close()
 
 
+async def _bench_idle_polls(dsn: str, polls: int, tasks: int = 8) -> None:
+    """A poll that finds nothing new still reads the seen set and prunes it (one commit)."""
+    url = f"{dsn}?schema=bench_{uuid.uuid4().hex[:8]}"
+    pg = open_store(url)
+    assert isinstance(pg, PostgresStore)
+    await pg.migrate()
+    try:
+        accounts = [f"acct{i:03d}" for i in range(100)]
+        for a in accounts:
+            await pg.mark_seen(a, [(f"U{i:04d}", f"fp{i}") for i in range(50)], 1.0)
+        present = [f"U{i:04d}" for i in range(50)]
+        queue = [accounts[i % len(accounts)] for i in range(polls)]
+
+        async def poller() -> None:
+            while queue:
+                account = queue.pop()
+                await pg.seen_uidls(account)
+                await pg.forget_missing(account, present)
+
+        t = time.perf_counter()
+        await asyncio.gather(*(poller() for _ in range(tasks)))
+        dt = time.perf_counter() - t
+        print(
+            f"postgres idle poll (seen_uidls + forget_missing, 50 UIDLs) x{tasks} tasks "
+            f"{polls / dt:8.0f} polls/s"
+        )
+    finally:
+        await pg.drop_schema()
+        await pg.close()
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=2000)
@@ -172,6 +204,7 @@ async def main() -> None:
     ap.add_argument("--no-pg", action="store_true")
     ap.add_argument("--processes", default="", help="comma-separated process counts, e.g. 1,2,4")
     ap.add_argument("--leases", type=int, default=0, help="accounts for the lease heartbeat stage")
+    ap.add_argument("--idle-polls", type=int, default=0, help="store side of N empty polls")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -194,6 +227,8 @@ async def main() -> None:
             await _bench_processes(args.pg, procs, args.messages, args.claim_batch, args.workers)
         if args.leases:
             await _bench_leases(args.pg, args.leases)
+        if args.idle_polls:
+            await _bench_idle_polls(args.pg, args.idle_polls)
 
 
 if __name__ == "__main__":

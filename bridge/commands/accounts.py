@@ -57,12 +57,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rm.add_argument("name")
 
 
+def _is_secret(key: str) -> bool:
+    return any(key == s or key.endswith("_" + s) for s in _SECRET_KEYS)
+
+
+def _keys(config: dict[str, Any]) -> list[str]:
+    """Every key of a nested config, so a secret inside `oauth2:` is seen too."""
+    out: list[str] = []
+    for key, value in config.items():
+        out.append(key)
+        if isinstance(value, dict):
+            out.extend(_keys(value))
+    return out
+
+
 def _redacted(config: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in config.items():
         if isinstance(value, dict):
             out[key] = _redacted(value)
-        elif any(key == s or key.endswith("_" + s) for s in _SECRET_KEYS):
+        elif _is_secret(key):
             out[key] = "***"
         else:
             out[key] = value
@@ -103,6 +117,12 @@ async def _accounts(settings: Any, args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         await rt.store.add_account(args.name, config, time.time())
         print(f"added account {args.name!r}")
+        if any(_is_secret(k) and not k.endswith(("_file", "_env")) for k in _keys(config)):
+            print(
+                f"accounts add {args.name}: warning: a secret is stored in clear in the accounts "
+                "table; prefer --password-file or --password-env (resolved on each replica)",
+                file=sys.stderr,
+            )
         return EXIT_OK
 
 

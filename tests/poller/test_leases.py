@@ -226,3 +226,18 @@ async def test_no_session_starts_without_the_lease(tmp_path: Path) -> None:
             await poll_account(spec("x"), store, owned=lambda: False)
     finally:
         await store.close()
+
+
+async def test_a_removed_account_is_released_and_an_added_one_taken(
+    stores: Callable[[], Store],
+) -> None:
+    clocks = Clocks()
+    store = stores()
+    sched = replica(store, "r0", ["a", "b", "c"], clocks)
+    await rounds([sched], clocks, 2)
+    assert await store.lease_holders(clocks.wall) == dict.fromkeys("abc", "r0")
+    # The account list refresh dropped "b" and brought "d" (e.g. `accounts remove`/`add`).
+    sched._names = ["a", "c", "d"]
+    await rounds([sched], clocks, 1)
+    assert await store.lease_holders(clocks.wall) == dict.fromkeys("acd", "r0")
+    assert sched.held == {"a", "c", "d"}
