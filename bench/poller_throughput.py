@@ -7,7 +7,8 @@ Contenders, alternated every round, all over plain POP3 on loopback against one 
 - ``pop3bridge once`` (a subprocess, wall time including interpreter start): POP3 -> parsed ->
   SQLite outbox -> signed POST to a local aiohttp receiver that verifies every signature with
   the `standardwebhooks` library and answers 200. Counted only if all messages arrived verified.
-- the same with uvloop (``POP3BRIDGE_UVLOOP=1``) when uvloop is installed.
+- the same on uvloop (``POP3BRIDGE_EVENT_LOOP=uvloop``, the optional `speed` extra) when
+  uvloop is installed.
 - fetch stage alone (in-process, timed from connect to QUIT): `poll_account` into a fresh
   SQLite outbox, no delivery.
 - fetchmail writing to a BSMTP file (``--all --keep``, no TLS), counted from the file.
@@ -91,7 +92,7 @@ class Bench:
     def bridge_once(self, *, uvloop: bool) -> Sample:
         run = Path(tempfile.mkdtemp(dir=self.work))
         cfg = self._config(run / "state.db")
-        env = {**os.environ, "BRIDGE_BENCH_UVLOOP": "1" if uvloop else "0"}
+        env = {**os.environ, "POP3BRIDGE_EVENT_LOOP": "uvloop" if uvloop else "asyncio"}
         before = len(self.receiver.requests)
         start = time.perf_counter()
         proc = subprocess.run(

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 # name -> one-line help. The order is the order `--help` shows.
 SUBCOMMANDS: dict[str, str] = {
@@ -26,6 +27,35 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 EXIT_USAGE = 2
+# `uvloop` runs every command on uvloop (install the `speed` extra): about 15-20 % more messages
+# per second end to end on the poller benchmark (BENCHMARKS.md). Opt-in, so the event loop the
+# test suite exercises stays the default.
+EVENT_LOOP_ENV = "POP3BRIDGE_EVENT_LOOP"
+
+
+class EventLoopUnavailable(ValueError):
+    """`POP3BRIDGE_EVENT_LOOP` names an unknown loop, or uvloop is not installed."""
+
+
+def use_event_loop(env: Mapping[str, str]) -> str:
+    """Install the event loop policy `env` asks for; returns the loop in use."""
+    choice = env.get(EVENT_LOOP_ENV, "asyncio").strip().lower() or "asyncio"
+    if choice == "asyncio":
+        return choice
+    if choice != "uvloop":
+        raise EventLoopUnavailable(
+            f"{EVENT_LOOP_ENV} must be 'asyncio' or 'uvloop', not {choice!r}"
+        )
+    try:
+        import uvloop
+    except ImportError:
+        raise EventLoopUnavailable(
+            f"{EVENT_LOOP_ENV}=uvloop but uvloop is not installed (pip install 'pop3bridge[speed]')"
+        ) from None
+    import asyncio
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return choice
 
 
 def _load(name: str) -> object:
@@ -59,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bridge.ops.logging import configure_logging
 
     configure_logging("text", "WARNING")
+    try:
+        use_event_loop(os.environ)
+    except EventLoopUnavailable as exc:
+        print(f"pop3bridge: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     module = _load(args.command)
     code: int = module.run(args)  # type: ignore[attr-defined]
     return code
