@@ -1,0 +1,18 @@
+#!/bin/sh
+# Every benchmark, one after another, each bounded in time; then the plot.
+#   bench/all.sh            full run (about 10 minutes on 2 cores)
+#   bench/all.sh --quick    smoke run with tiny sizes (about a minute)
+# Results: bench/results/*.json and bench/results/throughput.png; see BENCHMARKS.md.
+set -eu
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-.venv/bin/python}"
+QUICK="${1:-}"
+run() {
+    echo "== $*"
+    timeout 900 "$PY" "$@" $QUICK
+}
+run bench/poller_throughput.py
+run bench/big_message.py
+run bench/many_accounts.py
+run bench/proxy.py
+"$PY" bench/plot.py $QUICK
