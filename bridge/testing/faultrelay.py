@@ -9,7 +9,9 @@ byte for byte and, for the connections a test queues a `RelayFault` for, does ex
 - ``stall``: after that command, hold the server's next bytes back for `seconds` (longer than
   the client's read timeout turns this into a timeout on the client side);
 - ``login_error``: answer the credentials command (PASS, APOP or AUTH) with `status` itself,
-  e.g. ``-ERR [IN-USE] ...`` or ``-ERR [SYS/TEMP] ...``, without forwarding it, then close.
+  e.g. ``-ERR [IN-USE] ...`` or ``-ERR [SYS/TEMP] ...``, without forwarding it, then close;
+- ``strip_stls``: a downgrade attack. The ``STLS`` line is removed from the server's CAPA answer
+  and an ``STLS`` command is answered ``-ERR`` by the relay, so the client never gets TLS.
 
 It watches only command lines on the client leg and counts bytes on the server leg: it needs no
 response framing, which keeps it independent of the code under test. Because commands may be
@@ -17,7 +19,8 @@ pipelined, "cut after N bytes of the RETR response" is approximate: the N bytes 
 RETR left the client, and may include the tail of an earlier pipelined response. For a fault
 test that is what matters: the connection dies while a multi-line answer is in flight.
 
-It speaks no TLS; point it at the server's plaintext port.
+It speaks no TLS; point it at the server's plaintext port. After a relayed STLS it passes the
+encrypted bytes through unread (and a fault can no longer fire on that session).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ _LOGIN_VERBS = frozenset({"PASS", "APOP", "AUTH"})
 class RelayFault:
     """One fault for one connection (see the module docstring for the kinds)."""
 
-    kind: Literal["cut", "stall", "login_error"]
+    kind: Literal["cut", "stall", "login_error", "strip_stls"]
     verb: str = "RETR"
     after_bytes: int = 0
     seconds: float = 0.0
@@ -50,6 +53,8 @@ class RelayFault:
 
     @property
     def label(self) -> str:
+        if self.kind == "strip_stls":
+            return self.kind
         if self.kind == "login_error":
             return "login_error " + self.status.split()[1] if " " in self.status else self.kind
         return f"{self.kind} {self.verb}"
@@ -59,6 +64,8 @@ class _Session:
     def __init__(self, fault: RelayFault | None) -> None:
         self.fault = fault
         self.armed_at: int | None = None  # server bytes relayed when the command went out
+        self.verbs: list[str] = []  # every command verb the client sent, forwarded or not
+        self.encrypted = False  # STLS was relayed: from then on bytes pass through unread
         self.relayed = 0  # server -> client bytes so far
         self.fired = False
 
@@ -80,6 +87,7 @@ class FaultRelay:
         self.port = port
         self.connections = 0
         self.applied: Counter[str] = Counter()
+        self.sessions: list[list[str]] = []  # per connection: the client's command verbs
         self._queued: deque[RelayFault] = deque()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -130,6 +138,7 @@ class FaultRelay:
         self._tasks.add(task)
         self.connections += 1
         session = _Session(self._queued.popleft() if self._queued else None)
+        self.sessions.append(session.verbs)
         u_writer: asyncio.StreamWriter | None = None
         try:
             try:
@@ -169,11 +178,23 @@ class FaultRelay:
             data = await reader.read(_CHUNK)
             if not data:
                 return
+            if session.encrypted:  # after STLS: TLS records, nothing to read
+                u_writer.write(data)
+                await u_writer.drain()
+                continue
             buf += data
             out = bytearray()
-            while (end := buf.find(b"\n")) >= 0:
+            while not session.encrypted and (end := buf.find(b"\n")) >= 0:
                 line, buf = buf[: end + 1], buf[end + 1 :]
                 verb = line.split(b" ", 1)[0].strip().upper().decode("ascii", "replace")
+                session.verbs.append(verb)
+                if fault is not None and fault.kind == "strip_stls" and verb == "STLS":
+                    u_writer.write(bytes(out))
+                    out.clear()
+                    c_writer.write(b"-ERR command not recognised\r\n")
+                    await c_writer.drain()
+                    self._fire(session)
+                    continue
                 if fault is not None and not session.fired:
                     if fault.kind == "login_error" and verb in _LOGIN_VERBS:
                         u_writer.write(bytes(out))
@@ -188,7 +209,10 @@ class FaultRelay:
                     ):
                         session.armed_at = session.relayed
                 out += line
-            if len(buf) > _CHUNK:  # no line end in sight: not a command, just pass it on
+                if verb == "STLS":
+                    session.encrypted = True  # the rest of the stream (and buf) is TLS
+            # No line end in sight (not a command), or TLS from here on: pass it on as it is.
+            if len(buf) > _CHUNK or session.encrypted:
                 out += buf
                 buf = b""
             if out:
@@ -199,10 +223,23 @@ class FaultRelay:
         self, session: _Session, reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter
     ) -> None:
         fault = session.fault
+        pending = b""  # strip_stls works on whole lines
         while True:
             data = await reader.read(_CHUNK)
             if not data:
                 return
+            if fault is not None and fault.kind == "strip_stls":
+                pending += data
+                cut = pending.rfind(b"\n") + 1
+                lines, pending = pending[:cut], pending[cut:]
+                kept = b"".join(
+                    line for line in lines.splitlines(keepends=True) if line.strip() != b"STLS"
+                )
+                if kept != lines:
+                    self._fire(session)
+                data = kept
+                if not data:
+                    continue
             if fault is not None and session.armed_at is not None and not session.fired:
                 if fault.kind == "stall":
                     self._fire(session)
