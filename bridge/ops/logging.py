@@ -50,8 +50,10 @@ _secrets: set[str] = set()
 _secret_re: re.Pattern[str] | None = None
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # POP3 PASS takes the rest of the line (RFC 1939 allows spaces in it).
-    (re.compile(r"(?i)(\bPASS[ \t]+)[^\r\n'\"]+"), r"\1" + REDACTED),
+    # POP3 PASS takes the rest of the line (RFC 1939 allows spaces in it). The client's own
+    # "PASS refused by <host>: <reason>" is prose: the reason ([IN-USE], [SYS/TEMP], ...) is
+    # what an operator needs, and configured passwords are scrubbed as registered secrets.
+    (re.compile(r"(?i)(\bPASS[ \t]+)(?!refused by )[^\r\n'\"]+"), r"\1" + REDACTED),
     # AUTH mechanism [initial-response]: keep the mechanism name, drop the payload. The
     # mechanism must be a registered name (any case) or written in capitals as RFC 4422 spells
     # them, so prose such as "AUTH refused by host" keeps its words.
