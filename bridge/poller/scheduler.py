@@ -23,6 +23,7 @@ at most one TTL and taken at the survivors' next heartbeat. See docs/scaling.md.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -113,9 +114,13 @@ class Scheduler:
         self._loops: dict[str, tuple[AccountSpec, asyncio.Task[None]]] = {}
         # account -> monotonic time until which this replica may use its lease
         self._held: dict[str, float] = {}
+        # Set while the account's lease is held: a loop without its lease sleeps on this instead
+        # of waking up every few seconds (a replica knows every account, holds only its share).
+        self._granted: dict[str, asyncio.Event] = {}
         self._names: list[str] = []  # enabled accounts, as of the last account-list refresh
         self._busy: set[str] = set()
-        self._free_before: set[str] | None = None
+        # Accounts seen free at our last two heartbeats (see `sharing.plan`'s `free_before`).
+        self._free_seen: collections.deque[set[str]] = collections.deque(maxlen=2)
         self._rounds = 0
         self._polling: set[asyncio.Task[PollReport]] = set()
 
@@ -209,7 +214,11 @@ class Scheduler:
                 return
             if not self.owns(spec.name):
                 assert self.leases is not None
-                delay = min(spec.poll_interval, self.leases.interval / 2)
+                granted = self._granted.setdefault(spec.name, asyncio.Event())
+                granted.clear()
+                await granted.wait()
+                # Spread the first logins after a takeover over one heartbeat.
+                delay = random.uniform(0, min(spec.poll_interval, self.leases.interval))
                 continue
             try:
                 await self._poll(spec)
@@ -316,8 +325,9 @@ class Scheduler:
             names = self._names
             free = {a for a in names if a not in holders}
             first, self._rounds = self._rounds == 0, self._rounds + 1
+            stale = set.intersection(*self._free_seen) if len(self._free_seen) == 2 else set()
+            self._free_seen.append(free)
             if first:
-                self._free_before = free
                 return
             steps = plan(
                 holder,
@@ -325,10 +335,9 @@ class Scheduler:
                 names,
                 holders,
                 busy=self._busy,
-                free_before=self._free_before,
+                free_before=stale,
                 release_step=opts.release_step,
             )
-            self._free_before = free
             wanted = set(names)
             gone = [a for a, h in holders.items() if h == holder and a not in wanted]
             release = [*steps.release, *gone]
@@ -345,10 +354,12 @@ class Scheduler:
         except Exception as exc:
             # What we hold stays usable until its monotonic deadline and no longer.
             log.error("lease renewal failed (leases still usable: %d): %s", len(self.held), exc)
+            self._signal()
             return
         until = started + opts.ttl - opts.safety
         before = set(self._held)
         self._held = {a: until for a in got if a in wanted}
+        self._signal()
         if set(self._held) != before:
             log.info(
                 "holding %d of %d account leases (%d replicas, at most %d each)",
@@ -358,6 +369,15 @@ class Scheduler:
                 steps.cap,
                 extra={"replica": holder, "released": len(release)},
             )
+
+    def _signal(self) -> None:
+        """Wake the loops of accounts whose lease is now held; the others wait."""
+        held = self.held
+        for account, event in self._granted.items():
+            if account in held:
+                event.set()
+            else:
+                event.clear()
 
 
 async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:

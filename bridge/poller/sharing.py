@@ -18,6 +18,7 @@ small (measured: a join moves at most 1.7 x M/(N+1) accounts, 1.2 x on average).
 assigned to it, fill up to its capacity from other free accounts (so a lease nobody claims,
 e.g. one whose rightful owner is not there yet, is never left unpolled), and hand back a few
 accounts that belong elsewhere per heartbeat, never one that is being polled right now.
+Someone else's free account is taken only once it stayed free for a whole heartbeat period.
 """
 
 from __future__ import annotations
@@ -107,9 +108,10 @@ def plan(
     """The lease steps for replica `me` given the live `replicas`, every enabled account and
     the live lease `holders` (account -> replica). `busy` accounts are being polled by us now
     and are not released this time (they go at a later heartbeat, after their poll).
-    `free_before` are the accounts that were already free at our previous heartbeat: only those
-    are taken when assigned to another replica, which gives the rightful owner one heartbeat
-    to take them first (no tug of war over a lease just handed over); None means all free ones.
+    `free_before` are the accounts we saw free at each of our last two heartbeats: only those
+    are taken when assigned to another replica. Between the first of those and now every other
+    replica had at least one heartbeat, so the rightful owner had its chance first and a lease
+    just handed over is not fought over; None means all free ones.
 
     At most `release_step` accounts are released per heartbeat, even by a replica over its
     capacity, so a join hands accounts over gradually rather than in one burst of logins.
