@@ -23,8 +23,9 @@ Life of a message
 
 Leases and fair share
 ---------------------
-Every replica calls `heartbeat` (returns N, the live replicas) and then
-`acquire_leases(holder, accounts, ttl, now, max_count=ceil(M / N))`. A lease is exclusive until
+Every replica calls `heartbeat` (returns N, the live replicas), reads `live_replicas` and
+`lease_holders`, lets `bridge.poller.sharing.plan` decide, `release_leases` what it hands back
+and `acquire_leases(holder, accounts, ttl, now, max_count=capacity)`. A lease is exclusive until
 its expiry; `renew_leases` extends the ones still held. See `postgres.py` for why leases are
 rows with an expiry rather than advisory locks.
 """
