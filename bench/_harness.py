@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -23,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+# POP3BRIDGE_BENCH_RESULTS redirects results (the smoke test keeps the repository clean).
+RESULTS = Path(os.environ.get("POP3BRIDGE_BENCH_RESULTS") or ROOT / "bench" / "results")
 if str(ROOT) not in sys.path:
     # `tests.support` is a plain directory on the repository root, like under pytest.
     sys.path.insert(0, str(ROOT))
@@ -70,13 +72,14 @@ def private_dovecot() -> Iterator[DovecotServer]:
     ok, why = dovecot_available()
     if not ok:
         raise SystemExit(f"benchmark needs Dovecot: {why}")
-    certs = make_test_certs(Path(tempfile.mkdtemp(prefix="pop3bridge-bench-certs-")))
-    server = DovecotServer(certs)
-    server.start()
+    certs_dir = Path(tempfile.mkdtemp(prefix="pop3bridge-bench-certs-"))
+    server = DovecotServer(make_test_certs(certs_dir))
     try:
+        server.start()
         yield server
     finally:
         server.close()
+        shutil.rmtree(certs_dir, ignore_errors=True)
 
 
 def fill_mailbox(server: DovecotServer, messages: Sequence[bytes]) -> DovecotUser:

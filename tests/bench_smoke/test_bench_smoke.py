@@ -1,0 +1,66 @@
+"""The benchmark scripts still run (tiny sizes, one round): they must not rot between runs.
+
+No timing is asserted (speed belongs in bench/ and BENCHMARKS.md); what is asserted is that
+every contender really moved every message, which the scripts themselves check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import require_service
+from tests.support.dovecot import dovecot_available
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_poller_throughput_quick(tmp_path: Path) -> None:
+    ok, why = dovecot_available()
+    require_service("dovecot", ok, why)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "poller_throughput.py"),
+            "--quick",
+            "--messages",
+            "40",
+            "--only",
+            "end to end,fetch stage,fetchmail,poplib,raw",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "POP3BRIDGE_BENCH_RESULTS": str(tmp_path)},
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    data = json.loads((tmp_path / "poller_throughput_quick.json").read_text())
+    assert data["messages"] == 40
+    assert {
+        "pop3bridge once (end to end)",
+        "pop3bridge fetch stage",
+        "raw pipelined loop",
+        "poplib sequential",
+        "fetchmail -> BSMTP",
+    } <= set(data["results"])
+    for name, result in data["results"].items():
+        assert result["median_rate"] > 0, name
+
+
+@pytest.mark.parametrize("script", ["big_message.py", "many_accounts.py", "proxy.py"])
+def test_other_scripts_parse_their_arguments(script: str) -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--quick" in out.stdout
