@@ -15,11 +15,11 @@ import bridge.mail as mail
 from tests.mail.mail_schema_check import check_payload
 
 FUZZ = settings(
-    max_examples=250,
+    max_examples=600,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-MIN_TRIED = 120
+MIN_TRIED = 300
 CORPUS = sorted((Path(__file__).parents[1] / "corpus" / "eml").glob("*.eml"))
 SMALL = [p.read_bytes() for p in CORPUS if p.stat().st_size <= 64 * 1024]
 

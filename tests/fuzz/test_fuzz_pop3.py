@@ -23,8 +23,8 @@ from bridge.pop3.events import (
 )
 from bridge.pop3.wire import CommandReader, ResponseFramer, dot_stuff
 
-FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-MIN_TRIED = 200
+FUZZ = settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MIN_TRIED = 400
 
 cuts = st.lists(st.integers(min_value=0, max_value=100_000), max_size=30)
 body_bytes = st.one_of(
