@@ -537,6 +537,25 @@ class Soak:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.report.clean_exit = proc.wait(20) == 0
 
+    def _classify(self, lost: list[str]) -> Counter[str]:
+        """Why each undelivered message is undelivered: a post-mortem for a failed run.
+
+        "on server, never recorded" and "recorded, pending" mean the drain ran out of time;
+        "store says delivered" or "gone from server" without a 2xx would be real losses.
+        """
+        db = self.workdir / "state-after.db"
+        by_id = {s.soak_id: s for s in self.sent}
+        present = {box.account: self._present(box.user) for box in self.boxes}
+        out: Counter[str] = Counter()
+        for soak_id in lost:
+            state = _outbox_state(db, soak_id) if db.exists() else None
+            on_server = by_id[soak_id].file in present[by_id[soak_id].box.account]
+            if state is None:
+                out["on server, never recorded" if on_server else "GONE, never recorded"] += 1
+            else:
+                out[f"recorded, {state}" + ("" if on_server else ", gone from server")] += 1
+        return out
+
     def _tally(self) -> None:
         r = self.report
         delivered = self.delivered_ids()
@@ -556,6 +575,7 @@ class Soak:
         if lost:
             where = Counter(s.box.account for s in self.sent if s.soak_id in lost)
             r.notes.append(f"lost per account: {dict(where)}; first: {lost[:8]}")
+            r.notes.append(f"lost by state: {dict(self._classify(lost))}")
         if self.violations:
             r.notes.append(f"deleted before delivery: {self.violations[:8]}")
         r.invalid_signatures = self.receiver.invalid
@@ -577,6 +597,18 @@ def _copy_db(db: Path, to: Path) -> None:
         contextlib.closing(sqlite3.connect(to)) as dst,
     ):
         src.backup(dst)
+
+
+def _outbox_state(db: Path, soak_id: str) -> str | None:
+    """The outbox state of the row whose raw message carries `soak_id`, if any."""
+    with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(db)) as conn:
+        row = conn.execute(
+            "SELECT o.state FROM outbox o JOIN bodies b ON b.msg_id = o.msg_id "
+            "WHERE instr(b.raw, ?) > 0",
+            (soak_id.encode(),),
+        ).fetchone()
+        return None if row is None else str(row[0])
+    return None
 
 
 async def _dead_letters(url: str) -> int:
