@@ -138,8 +138,10 @@ class POP3Client:
         pipelining: bool,
         window: int,
         line_ending: LineEnding,
+        max_body: int | None = None,
     ) -> None:
         self.host = host
+        self.max_body = max_body
         self._io = io
         self._conn = ClientConnection(line_ending=line_ending)
         self._pipelining = pipelining
@@ -167,12 +169,17 @@ class POP3Client:
         pipelining: bool = True,
         window: int = 50,
         line_ending: LineEnding = "auto",
+        max_body: int | None = None,
     ) -> POP3Client:
         """Connect, read the greeting, set up TLS as asked and fetch CAPA.
 
         Certificates are verified against the system store (or `ca_file`) with the host name
         checked, unless `insecure=True`. With `tls="starttls"` a server that does not offer STLS,
         or refuses it, is an error: there is no fall-back to plaintext.
+
+        `max_body` caps every multi-line answer (RETR, TOP, UIDL, ...) in octets: LIST sizes
+        come from the server, so without a cap a hostile server could stream one "message"
+        until memory runs out. Over the cap the connection is dropped (nothing is committed).
         """
         if tls not in ("implicit", "starttls", "none"):
             raise LocalProtocolError(f"tls must be 'implicit', 'starttls' or 'none', not {tls!r}")
@@ -196,7 +203,14 @@ class POP3Client:
             raise TLSFailure(f"TLS with {host}:{port} failed: {_ssl_reason(exc)}") from exc
         except OSError as exc:
             raise ConnectionLost(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
-        client = cls(host, proto, pipelining=pipelining, window=window, line_ending=line_ending)
+        client = cls(
+            host,
+            proto,
+            pipelining=pipelining,
+            window=window,
+            line_ending=line_ending,
+            max_body=max_body,
+        )
         client._encrypted = tls == "implicit"
         try:
             await client._start(tls, ctx, connect_timeout)
@@ -335,10 +349,18 @@ class POP3Client:
 
     async def _body(self) -> bytes:
         parts: builtins.list[bytes] = []
+        size = 0
         while True:
             event = await self._next()
             if isinstance(event, DataChunk):
                 parts.append(event.data)
+                size += len(event.data)
+                if self.max_body is not None and size > self.max_body:
+                    self.abort()  # the rest of the answer must not be read as the next one
+                    raise RemoteProtocolError(
+                        f"{self.host} sent a multi-line answer of more than {self.max_body} "
+                        "octets, far more than it announced; the connection was dropped"
+                    )
             elif isinstance(event, EndOfMultiline):
                 return b"".join(parts)
             else:  # pragma: no cover - the framer only yields these inside a body
@@ -619,6 +641,18 @@ class POP3Client:
             self.abort()
         if not status.ok:
             raise self._error("QUIT", status)
+
+    def detach(self) -> StreamProtocol:
+        """Hand the open connection over (the proxy relays on it after logging in here).
+
+        Only between replies: with a command outstanding the new owner would read its reply as
+        the answer to something else. The client is closed afterwards and sends nothing more.
+        """
+        busy = self._conn.outstanding or self._conn.buffered()
+        if self._closed or busy or self._io.transport is None:
+            raise LocalProtocolError("detach needs an open connection with no reply outstanding")
+        self._closed = True
+        return self._io
 
     def abort(self) -> None:
         """Drop the connection without QUIT: the server changes nothing. Never raises."""
