@@ -110,6 +110,17 @@ class PollReport:
     duration: float = 0.0
 
 
+def max_answer_size(max_message_size: int) -> int:
+    """The most a single multi-line answer may carry before the server is taken for hostile.
+
+    Only messages whose LIST size is within `max_message_size` are RETR'd, and LIST counts
+    the octets sent (RFC 1939 §5), so twice that plus room for line-ending differences is
+    generous for an honest server and still bounds memory against a lying one. UIDL/LIST
+    answers of even huge mailboxes stay far below it.
+    """
+    return 2 * max_message_size + 1024 * 1024
+
+
 async def connect_and_login(spec: AccountSpec) -> POP3Client:
     """A logged-in client; an OAuth login refused once is retried once with a fresh token."""
     attempts = 2 if spec.token is not None else 1
@@ -123,6 +134,7 @@ async def connect_and_login(spec: AccountSpec) -> POP3Client:
             connect_timeout=spec.connect_timeout,
             read_timeout=spec.read_timeout,
             pipelining=spec.pipelining,
+            max_body=max_answer_size(spec.max_message_size),
         )
         try:
             await client.login(
