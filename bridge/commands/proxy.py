@@ -1,0 +1,129 @@
+"""`pop3bridge proxy`: run the transparent POP3 proxy until SIGTERM/SIGINT.
+
+Bound addresses are printed on stdout, one line per listener (``listening NAME HOST PORT``),
+as soon as every listener is up, so a script that configured port 0 can read where to connect.
+On the first signal the proxy stops accepting and gives running sessions
+`proxy.shutdown_grace` seconds; a second signal closes them at once (no session is ever
+committed on a client's behalf: closing without QUIT leaves every mailbox as it was).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+from bridge.ops.server import OpsEndpointError
+from bridge.poller.runtime import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    ConfigProblem,
+    add_config_argument,
+    configure_logging,
+    load,
+    report_config_problem,
+)
+
+HELP = "run the transparent POP3 proxy"
+
+log = logging.getLogger("bridge.commands.proxy")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+
+
+@contextlib.asynccontextmanager
+async def _tap(settings: Any) -> AsyncIterator[Any]:
+    """The tap factory when some route has a tap (and the tap module is installed)."""
+    routes = settings.proxy.routes or []
+    if not any(route.tap is not None for route in routes):
+        yield None
+        return
+    module: Any = importlib.import_module("bridge.proxy.tap")
+    async with module.build_tap(settings) as tap:
+        yield tap
+
+
+async def _run(settings: Any) -> int:
+    from bridge.proxy.server import ProxyServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal: closing sessions now")
+            if main is not None:
+                main.cancel()
+            return
+        log.info("signal %s received: proxy shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    async with _tap(settings) as tap:
+        factory = None
+        if tap is not None:
+
+            def factory(route: Any, listener: str, user: str | None, msgno: int) -> Any:
+                return tap.begin(user=user or "", route=route.name, listener=listener, msgno=msgno)
+
+        server = ProxyServer(settings.proxy, tap=factory)
+        await server.start()
+        try:
+            for name, (host, port) in server.addresses.items():
+                print(f"listening {name} {host} {port}", flush=True)
+            async with _ops(settings, server):
+                await stop.wait()
+        finally:
+            await server.stop()
+    log.info("proxy stopped")
+    return EXIT_OK
+
+
+@contextlib.asynccontextmanager
+async def _ops(settings: Any, server: Any) -> AsyncIterator[None]:
+    ops = settings.ops
+    if not ops.enabled:
+        yield
+        return
+    from bridge.ops.server import OpsServer
+
+    endpoint = OpsServer(
+        ops.host, int(ops.port), readiness_checks=[server.ready], status_provider=server.status
+    )
+    await endpoint.start()
+    print(f"ops {endpoint.url}", flush=True)
+    try:
+        yield
+    finally:
+        await endpoint.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load(args)
+    except ConfigProblem as exc:
+        return report_config_problem(exc)
+    if not settings.proxy.listeners:
+        print("pop3bridge proxy: no proxy.listeners configured", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings)
+    from bridge.proxy.server import ProxyStartError
+
+    try:
+        return asyncio.run(_run(settings))
+    except (ProxyStartError, OpsEndpointError) as exc:
+        print(f"pop3bridge proxy: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except asyncio.CancelledError:
+        return EXIT_FAILED

@@ -1,0 +1,592 @@
+"""The per-session relay, sans-I/O: client bytes and upstream bytes in, what to send out.
+
+Theory of operation
+-------------------
+Client bytes go through the core's `CommandReader` (lines bounded to 255 octets; NUL, bare CR
+and over-long lines raise `BadCommandLine` with the reader already back in sync). Each command
+becomes an entry in one FIFO, `_pending`, in the order the client sent it:
+
+* forwarded: its raw line goes upstream unchanged and the upstream `ResponseFramer` is told
+  which kind of response to expect (`response_kind`); the response's raw bytes go to the client
+  as they are framed (a multi-line body streams out chunk by chunk, never buffered whole);
+* local: the proxy answers (policy refusal, bad line, unknown verb, STLS, the routing login);
+  the answer waits in the FIFO until every earlier entry is answered, so a refused command in a
+  pipeline is answered in its place.
+
+Commands whose reply changes the session state (USER, PASS, APOP, AUTH, QUIT, STLS) are
+barriers: the relay reads past earlier commands freely, but takes a barrier only when the FIFO
+is empty and reads nothing after it until it is answered. State-dependent decisions (require
+TLS, read-only QUIT, STLS) thus always see the real state, and bytes a client pipelines after
+STLS are caught before TLS starts. At most `MAX_PIPELINE` entries are outstanding; the session
+stops reading the client while `client_backlog()` is large, so a flooding client is slowed, not
+buffered.
+
+Only CAPA responses are held back, and only their small body: they are rewritten to what both
+the upstream and the proxy support, minus what policy hides.
+
+The relay never writes a byte that did not come from the upstream framer or from a complete
+local answer: on upstream failure in the middle of a body the client connection is just
+closed (a truncated response, never a fake end), and an upstream that fails before a status
+line is answered ``-ERR [SYS/TEMP]``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bridge.pop3.commands import ResponseKind, response_kind
+from bridge.pop3.errors import BadCommandLine, ConnectionLost, RemoteProtocolError
+from bridge.pop3.events import (
+    NEED_DATA,
+    AuthResponseLine,
+    Command,
+    ConnectionClosed,
+    Continuation,
+    DataChunk,
+    EndOfMultiline,
+    Greeting,
+    StatusResponse,
+)
+from bridge.pop3.sasl import decode_challenge
+from bridge.pop3.state import STATE_CHANGING, SessionState, State
+from bridge.pop3.wire import CommandReader, ResponseFramer
+from bridge.proxy.auth import ROUTABLE_MECHANISMS, Challenge, Credentials, LocalLogin, Refusal
+from bridge.proxy.policy import Decision, Policy, rewrite_capa
+
+__all__ = ["MAX_PIPELINE", "Actions", "CaptureSink", "Exchange", "Relay", "loggable_args"]
+
+MAX_PIPELINE = 64
+MAX_CAPA_BODY = 64 * 1024
+CLIENT_BACKLOG_LIMIT = 64 * 1024
+_BARRIERS = STATE_CHANGING | {"STLS"}
+_AUTH_STATES = (State.AUTHORIZATION, State.AUTHORIZATION_USER)
+_LOGIN_VERBS = frozenset({"PASS", "APOP", "AUTH"})
+
+UPSTREAM_LOST = b"-ERR [SYS/TEMP] upstream server connection lost\r\n"
+_ROUTING_CAPA = b"USER\r\nSASL " + " ".join(ROUTABLE_MECHANISMS).encode() + b"\r\nRESP-CODES\r\n"
+_ROUTING_CAPA += b"AUTH-RESP-CODE\r\n"
+
+
+class CaptureSink(Protocol):
+    """What the relay needs from a tap capture (`bridge.proxy.tap.TapCapture`)."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One command and its response, for the log line and the metrics (never content)."""
+
+    verb: str
+    args: tuple[str, ...]
+    outcome: str  # ok | err | denied | bad | unknown | lost
+    code: str | None
+    response_bytes: int
+    latency: float
+    local: bool
+    note: str | None = None
+
+
+@dataclass(slots=True)
+class Actions:
+    """Everything the I/O layer must do after a call, in this order: send, then act."""
+
+    to_client: list[bytes] = field(default_factory=list)
+    to_upstream: list[bytes] = field(default_factory=list)
+    exchanges: list[Exchange] = field(default_factory=list)
+    start_client_tls: bool = False
+    login: Credentials | None = None
+    close: str | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    verb: str
+    args: tuple[str, ...]
+    started: float
+    kind: ResponseKind | None  # None: answered locally
+    reply: bytes = b""
+    outcome: str = ""
+    note: str | None = None
+    close: str | None = None
+    login: bool = False  # waiting for the session's upstream login (routing)
+    status: StatusResponse | None = None
+    response_bytes: int = 0
+    capa: bytearray | None = None
+    capture: CaptureSink | None = None
+
+
+def loggable_args(command: Command) -> tuple[str, ...]:
+    """Arguments safe to log: secrets replaced, the rest shortened."""
+    args = command.args
+    if command.verb == "PASS":
+        return ("***",) if args else ()
+    if command.verb == "APOP":
+        return (args[0][:64], "***") if len(args) > 1 else tuple(a[:64] for a in args)
+    if command.verb == "AUTH":
+        return (args[0][:32], "***") if len(args) > 1 else tuple(a[:32] for a in args)
+    return tuple(a[:64] for a in args[:3])
+
+
+def _plain_user(initial: str) -> str | None:
+    try:
+        parts = decode_challenge(initial).split(b"\x00")
+    except RemoteProtocolError:
+        return None
+    return parts[1].decode("utf-8", "replace") if len(parts) == 3 else None
+
+
+class Relay:
+    """One client session. Feed `client_data` / `upstream_data`, then apply `take()`."""
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        upstream: ResponseFramer | None,
+        offer_stls: bool = False,
+        encrypted: bool = False,
+        max_errors: int = 5,
+        max_auth_attempts: int = 3,
+        tap: Callable[[str | None, int], CaptureSink | None] | None = None,
+        claim_user: Callable[[str], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self._framer = upstream
+        self._login = LocalLogin() if upstream is None else None  # routing mode until login
+        self._reader = CommandReader()
+        self._state = SessionState(State.AUTHORIZATION)
+        self._pending: deque[_Pending] = deque()
+        self._held: Command | None = None
+        self._sasl_answer = False  # the client's next line answers a SASL challenge
+        self._offer_stls = offer_stls
+        self.encrypted = encrypted
+        self._max_errors = max_errors
+        self._max_auth = max_auth_attempts
+        self._tap = tap
+        self._claim_user = claim_user
+        self._clock = clock
+        self._out = Actions()
+        self.closing: str | None = None
+        self.user: str | None = None
+        self._user_candidate: str | None = None
+        self.errors = 0
+        self.auth_failures = 0
+        self.commands = 0
+
+    # -- public ------------------------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        return self._state.state
+
+    @property
+    def routing(self) -> bool:
+        return self._framer is None
+
+    def take(self) -> Actions:
+        out, self._out = self._out, Actions()
+        return out
+
+    def client_backlog(self) -> int:
+        """Bytes the client sent that the relay has not read yet (to pause reading the client)."""
+        return self._reader.buffered()
+
+    def wants_client_data(self) -> bool:
+        return self.closing is None and self._reader.buffered() < CLIENT_BACKLOG_LIMIT
+
+    def client_data(self, data: bytes) -> None:
+        self._reader.receive_data(data)
+        self._read_client()
+
+    def upstream_data(self, data: bytes) -> None:
+        assert self._framer is not None
+        self._framer.receive_data(data)
+        self._read_upstream()
+
+    def tls_started(self) -> None:
+        """The client leg is now TLS: forget what came before (RFC 2595 §4)."""
+        self.encrypted = True
+        self._reader = CommandReader()
+        if self._login is not None:
+            self._login = LocalLogin()
+        self._read_client()
+
+    def login_finished(
+        self,
+        *,
+        reply: bytes,
+        upstream: ResponseFramer | None,
+        policy: Policy | None = None,
+        tap: Callable[[str | None, int], CaptureSink | None] | None = None,
+    ) -> None:
+        """The session's upstream login (routing mode) is done; `upstream` is None on failure."""
+        head = self._pending[0]
+        assert head.login
+        ok = upstream is not None
+        if ok:
+            self._framer = upstream
+            self._login = None
+            self.policy = policy or self.policy
+            self._tap = tap
+            self._state.state = State.TRANSACTION
+            self.user = self._user_candidate
+        else:
+            self.auth_failures += 1
+            self._count_error()
+            if self.auth_failures >= self._max_auth:
+                head.close = "too many failed logins"
+        head.kind = None
+        head.reply = reply
+        head.outcome = "ok" if ok else "err"
+        self._flush_local()
+        self._read_client()
+
+    # -- client side -------------------------------------------------------------------------
+    def _blocked(self) -> bool:
+        if self.closing is not None:
+            return True
+        if self._sasl_answer:
+            return False
+        if self._pending and self._pending[-1].verb in _BARRIERS:
+            return True
+        return len(self._pending) >= MAX_PIPELINE
+
+    def _read_client(self) -> None:
+        while not self._blocked():
+            if self._held is not None:
+                if self._pending:
+                    return
+                command, self._held = self._held, None
+                self._command(command)
+                continue
+            try:
+                event = self._reader.next_event()
+            except BadCommandLine as exc:
+                self.errors += 1
+                self._local("-", (), _err(f"bad command line: {exc}"), "bad", note=exc.reason)
+                if self.errors >= self._max_errors:
+                    self._pending[-1].close = "too many errors"
+                continue
+            if event is NEED_DATA:
+                return
+            if isinstance(event, ConnectionClosed):
+                self._close("client closed the connection")
+                return
+            if isinstance(event, AuthResponseLine):
+                self._auth_line(event)
+                continue
+            assert isinstance(event, Command)
+            self.commands += 1
+            if event.verb in _BARRIERS and self._pending:
+                self._held = event
+                return
+            self._command(event)
+
+    def _command(self, command: Command) -> None:
+        verb, args = command.verb, loggable_args(command)
+        if verb == "STLS":
+            self._stls(command)
+            return
+        kind = response_kind(command)
+        if kind is None:
+            self._count_error()
+            self._local(verb, args, b"-ERR unknown command\r\n", "unknown")
+            return
+        verdict = self.policy.decide(command, self.state, encrypted=self.encrypted)
+        if verdict.decision is Decision.DENY:
+            if self.state is not State.TRANSACTION:
+                self._count_error()
+            self._local(verb, args, verdict.reply, "denied")
+            return
+        if verdict.decision is Decision.LOCAL_QUIT:
+            self._local(verb, args, verdict.reply, "ok", close="quit")
+            return
+        if self._login is not None:
+            self._routing_command(command, args)
+            return
+        if verb in ("USER", "APOP") and command.args:
+            self._user_candidate = command.args[0]
+        elif verb == "AUTH" and len(command.args) == 2 and command.args[0].upper() == "PLAIN":
+            self._user_candidate = _plain_user(command.args[1])
+        elif verb == "AUTH":
+            self._user_candidate = None
+        assert self._framer is not None
+        self._out.to_upstream.append(command.raw)
+        self._framer.expect(kind)
+        self._pending.append(_Pending(verb, args, self._clock(), kind))
+
+    def _stls(self, command: Command) -> None:
+        if not self._offer_stls or self.encrypted or self.state not in _AUTH_STATES:
+            self._count_error()
+            self._local("STLS", (), b"-ERR STLS not available\r\n", "err")
+            return
+        if self._reader.buffered():
+            # Bytes pipelined after STLS would be taken as sent under TLS (CVE-2011-0411 class).
+            self._local("STLS", (), b"-ERR data after STLS\r\n", "bad", close="data after STLS")
+            return
+        self._local("STLS", (), b"+OK begin TLS negotiation\r\n", "ok")
+        self._out.start_client_tls = True
+
+    def _routing_command(self, command: Command, args: tuple[str, ...]) -> None:
+        assert self._login is not None
+        verb = command.verb
+        if verb == "CAPA":
+            body = rewrite_capa(
+                _ROUTING_CAPA,
+                hidden=self.policy.hidden_capabilities(encrypted=self.encrypted),
+                offer_stls=self._offer_stls and not self.encrypted,
+            )
+            self._local(verb, args, b"+OK capability list follows\r\n" + body + b".\r\n", "ok")
+            return
+        if verb == "QUIT":
+            self._local(verb, args, b"+OK bye\r\n", "ok", close="quit")
+            return
+        if verb == "NOOP":
+            self._local(verb, args, b"+OK\r\n", "ok")
+            return
+        if verb == "USER" and command.args:
+            self._user_candidate = command.args[0]
+        self._login_result(verb, args, self._login.command(command))
+
+    def _login_result(
+        self, verb: str, args: tuple[str, ...], result: Credentials | Challenge | Refusal
+    ) -> None:
+        if isinstance(result, Challenge):
+            self._sasl_answer = True
+            self._reader.expect_auth_response()
+            self._out.to_client.append(result.line)
+            if not self._pending or self._pending[-1].verb != "AUTH":
+                self._pending.append(_Pending(verb, args, self._clock(), ResponseKind.SASL))
+            return
+        self._sasl_answer = False
+        head = self._pending[-1] if self._pending and self._pending[-1].verb == "AUTH" else None
+        if head is None:
+            head = _Pending(verb, args, self._clock(), None)
+            self._pending.append(head)
+        head.kind = None
+        if isinstance(result, Refusal):
+            head.reply = result.line
+            head.outcome = "ok" if result.line.startswith(b"+OK") else "err"
+            if result.failed_login:
+                self.auth_failures += 1
+            if head.outcome == "err":
+                self._count_error()
+            if self.auth_failures >= self._max_auth:
+                head.close = "too many failed logins"
+            elif self.errors >= self._max_errors:
+                head.close = "too many errors"
+            self._flush_local()
+            return
+        self._user_candidate = result.user
+        if self._claim_user is not None and not self._claim_user(result.user):
+            head.reply = b"-ERR [IN-USE] too many sessions for this user\r\n"
+            head.outcome = "denied"
+            self._flush_local()
+            return
+        head.login = True
+        self._out.login = result
+
+    def _auth_line(self, event: AuthResponseLine) -> None:
+        if not self._sasl_answer:  # pragma: no cover - the reader only returns these when asked
+            return
+        if self._login is not None:
+            self._login_result("AUTH", (), self._login.answer(event.data))
+            return
+        self._sasl_answer = False
+        self._out.to_upstream.append(event.raw)
+
+    # -- upstream side -----------------------------------------------------------------------
+    def _read_upstream(self) -> None:
+        framer = self._framer
+        assert framer is not None
+        while self.closing is None:
+            try:
+                event = framer.next_event()
+            except (RemoteProtocolError, ConnectionLost) as exc:
+                self._upstream_failed(str(exc))
+                return
+            if event is NEED_DATA:
+                break
+            if isinstance(event, ConnectionClosed):
+                self._close("upstream closed the connection")
+                return
+            head = self._pending[0]
+            if isinstance(event, StatusResponse):
+                self._status(head, event)
+            elif isinstance(event, DataChunk):
+                if head.capa is not None:
+                    head.capa += event.data
+                    if len(head.capa) > MAX_CAPA_BODY:
+                        self._upstream_failed("CAPA response too long")
+                        return
+                else:
+                    self._emit(head, event.raw)
+                    if head.capture is not None:
+                        head.capture.feed(event.data)
+            elif isinstance(event, EndOfMultiline):
+                if head.capa is not None:
+                    assert head.status is not None
+                    self._emit(head, head.status.raw + self._client_capa(head.capa) + event.raw)
+                else:
+                    self._emit(head, event.raw)
+                if head.capture is not None:
+                    head.capture.finish()
+                    head.capture = None
+                self._complete(head)
+            elif isinstance(event, Continuation):
+                self._emit(head, event.raw)
+                self._sasl_answer = True
+                self._reader.expect_auth_response()
+            elif isinstance(event, Greeting):  # pragma: no cover - the session reads it
+                self._upstream_failed("unexpected greeting")
+                return
+        self._read_client()
+
+    def _status(self, head: _Pending, status: StatusResponse) -> None:
+        head.status = status
+        self._sasl_answer = False
+        if status.ok and head.verb in _LOGIN_VERBS and self.state in _AUTH_STATES:
+            user = self._user_candidate
+            if user is not None and self._claim_user is not None and not self._claim_user(user):
+                # Upstream said yes but the user is over the limit: drop upstream without QUIT.
+                self._emit(head, b"-ERR [IN-USE] too many sessions for this user\r\n")
+                head.outcome = "denied"
+                self._record(head)
+                self._pending.popleft()
+                self._close("per-user connection limit")
+                return
+        if status.ok and head.kind is ResponseKind.MULTI:
+            if head.verb == "CAPA":
+                head.capa = bytearray()
+                return
+            self._emit(head, status.raw)
+            if head.verb == "RETR" and self._tap is not None and head.args:
+                number = head.args[0]
+                if number.isdigit():
+                    head.capture = self._tap(self.user, int(number))
+            return
+        self._emit(head, status.raw)
+        self._complete(head)
+
+    def _client_capa(self, body: bytearray) -> bytes:
+        framer = self._framer
+        sep = b"\n" if framer is not None and framer.bare_lf else b"\r\n"
+        hidden = self.policy.hidden_capabilities(encrypted=self.encrypted)
+        stls = self._offer_stls and not self.encrypted and self.state in _AUTH_STATES
+        text = rewrite_capa(bytes(body), hidden=hidden, offer_stls=stls)
+        if sep == b"\n":
+            text = text.replace(b"\r\n", b"\n")
+        # Re-stuff: a capability line cannot start with "." in practice, but stay exact.
+        lines = [b"." + line if line.startswith(b".") else line for line in text.splitlines(True)]
+        return b"".join(lines)
+
+    def _complete(self, head: _Pending) -> None:
+        self._pending.popleft()
+        status = head.status
+        assert status is not None
+        before = self.state
+        verb = head.verb
+        self._state.on_reply(verb, status.ok)
+        if verb in _LOGIN_VERBS and before in _AUTH_STATES:
+            if status.ok and self.state is State.TRANSACTION:
+                self.user = self._user_candidate
+            elif not status.ok:
+                self.auth_failures += 1
+        head.outcome = "ok" if status.ok else "err"
+        self._record(head)
+        if not status.ok and before is not State.TRANSACTION:
+            self._count_error()
+        if verb == "QUIT":
+            self._close("quit")
+        elif self.auth_failures >= self._max_auth and self.state in _AUTH_STATES:
+            self._close("too many failed logins")
+        elif self.errors >= self._max_errors and self.state is not State.TRANSACTION:
+            self._close("too many errors")
+        self._flush_local()
+
+    def _upstream_failed(self, why: str) -> None:
+        if self._pending and not self._pending[0].login:
+            head = self._pending[0]
+            if head.capture is not None:
+                head.capture.abort()
+                head.capture = None
+            head.outcome = "lost"
+            head.note = why
+            if head.status is None or head.capa is not None:
+                # Nothing of this response reached the client yet: a clean answer is possible.
+                self._emit(head, UPSTREAM_LOST)
+            self._record(head)
+            self._pending.popleft()
+        self._close(f"upstream failed: {why}")
+
+    # -- local answers and bookkeeping ---------------------------------------------------------
+    def _local(
+        self,
+        verb: str,
+        args: tuple[str, ...],
+        reply: bytes,
+        outcome: str,
+        *,
+        note: str | None = None,
+        close: str | None = None,
+    ) -> None:
+        item = _Pending(verb, args, self._clock(), None, reply, outcome, note, close)
+        if self.errors >= self._max_errors and outcome != "ok" and close is None:
+            item.close = "too many errors"
+        self._pending.append(item)
+        self._flush_local()
+
+    def _flush_local(self) -> None:
+        while self._pending and self.closing is None:
+            head = self._pending[0]
+            if head.kind is not None or head.login:
+                return
+            self._pending.popleft()
+            self._emit(head, head.reply)
+            self._record(head)
+            if head.close is not None:
+                self._close(head.close)
+
+    def _emit(self, head: _Pending, data: bytes) -> None:
+        self._out.to_client.append(data)
+        head.response_bytes += len(data)
+
+    def _record(self, head: _Pending) -> None:
+        status = head.status
+        self._out.exchanges.append(
+            Exchange(
+                head.verb,
+                head.args,
+                head.outcome,
+                status.code if status is not None else None,
+                head.response_bytes,
+                self._clock() - head.started,
+                head.status is None,
+                head.note,
+            )
+        )
+
+    def _count_error(self) -> None:
+        self.errors += 1
+
+    def _close(self, reason: str) -> None:
+        if self.closing is None:
+            self.closing = reason
+            self._out.close = reason
+            for item in self._pending:
+                if item.capture is not None:
+                    item.capture.abort()
+                    item.capture = None
+
+
+def _err(text: str) -> bytes:
+    return b"-ERR " + text.encode("ascii", "replace") + b"\r\n"

@@ -1,0 +1,338 @@
+"""The proxy's listeners: accept, read a PROXY header if configured, apply connection limits,
+set up TLS, and run one session per client; graceful shutdown.
+
+Every listener socket is plain TCP; implicit TLS is started by the session code after the
+optional PROXY protocol header (a load balancer sends that header in clear text before the
+client's TLS handshake). Limits count the real client address, from the PROXY header when
+there is one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import ssl
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.config import ProxyConfig, ProxyListener
+from bridge.pop3._io import StreamProtocol
+from bridge.pop3.errors import ConnectionLost
+from bridge.proxy.log import SessionLog
+from bridge.proxy.policy import Policy
+from bridge.proxy.routing import RoutingTable
+from bridge.proxy.session import SessionSettings, TapFactory, new_session_id, run_session
+
+__all__ = ["ProxyServer", "ProxyStartError", "server_tls_context"]
+
+log = logging.getLogger("bridge.proxy")
+
+TOO_MANY_FROM_IP = b"-ERR [SYS/TEMP] too many connections from your address\r\n"
+PROXY_HEADER_TIMEOUT = 10.0
+TLS_HANDSHAKE_TIMEOUT = 30.0
+
+
+class ProxyStartError(OSError):
+    """A listener cannot be set up (port taken, unreadable certificate); says which."""
+
+
+def server_tls_context(listener: ProxyListener) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(listener.cert_file), str(listener.key_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ProxyStartError(
+            f"listener {listener.name!r}: cannot load cert_file/key_file: {exc}"
+        ) from None
+    return ctx
+
+
+class _Accepted(StreamProtocol):
+    def __init__(self, server: ProxyServer, listener: _Listener) -> None:
+        super().__init__(None)
+        self._server = server
+        self._listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._server._spawn(self, self._listener)
+
+
+@dataclass
+class _Listener:
+    config: ProxyListener
+    tls: ssl.SSLContext | None
+    server: asyncio.Server | None = None
+    address: tuple[str, int] | None = None
+    settings: SessionSettings | None = field(default=None, repr=False)
+
+
+class ProxyServer:
+    """All listeners of one `proxy:` section. `start()`, then `stop(grace)`."""
+
+    def __init__(self, config: ProxyConfig, *, tap: TapFactory | None = None) -> None:
+        self.config = config
+        self.policy = Policy(config.policy)
+        fixed = config.upstream is not None
+        self.routes = (
+            RoutingTable.fixed(config)
+            if fixed
+            else RoutingTable(config.routes or [], config.policy)
+        )
+        self._fixed = fixed
+        self._tap = tap
+        self._listeners: list[_Listener] = []
+        self._sessions: set[asyncio.Task[None]] = set()
+        self._per_ip: Counter[str] = Counter()
+        self._per_user: Counter[str] = Counter()
+        self._closing = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for cfg in self.config.listeners:
+            tls = server_tls_context(cfg) if cfg.cert_file and cfg.key_file else None
+            entry = _Listener(cfg, tls)
+            entry.settings = SessionSettings(
+                listener=cfg.name,
+                routes=self.routes,
+                fixed=self._fixed,
+                offer_stls=cfg.starttls and cfg.tls != "implicit",
+                client_tls=tls,
+                default_policy=self.policy,
+                log_commands=self.config.log_commands,
+                tap=self._tap,
+            )
+            try:
+                entry.server = await loop.create_server(
+                    lambda e=entry: _Accepted(self, e),  # type: ignore[misc]
+                    cfg.host,
+                    cfg.port,
+                    reuse_address=True,
+                )
+            except OSError as exc:
+                await self.stop(0)
+                raise ProxyStartError(
+                    exc.errno,
+                    f"listener {cfg.name!r} cannot listen on {cfg.host}:{cfg.port} "
+                    f"({exc.strerror}); set proxy.listeners[].port",
+                ) from None
+            sock = entry.server.sockets[0].getsockname()
+            entry.address = (str(sock[0]), int(sock[1]))
+            self._listeners.append(entry)
+            log.info(
+                "proxy listening",
+                extra={
+                    "listener": cfg.name,
+                    "host": entry.address[0],
+                    "port": entry.address[1],
+                    "tls": cfg.tls,
+                    "starttls": cfg.starttls,
+                    "proxy_protocol": cfg.proxy_protocol,
+                },
+            )
+
+    @property
+    def addresses(self) -> dict[str, tuple[str, int]]:
+        """Listener name -> bound (host, port); with port 0 this is where it really listens."""
+        return {e.config.name: e.address for e in self._listeners if e.address is not None}
+
+    async def ready(self) -> bool:
+        """Readiness: every configured listener is bound and serving."""
+        return (
+            not self._closing
+            and len(self._listeners) == len(self.config.listeners)
+            and all(e.server is not None and e.server.is_serving() for e in self._listeners)
+        )
+
+    async def status(self) -> dict[str, Any]:
+        return {
+            "listeners": {
+                name: {"host": host, "port": port} for name, (host, port) in self.addresses.items()
+            },
+            "sessions": len(self._sessions),
+        }
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, give running sessions `grace` seconds, then close what is left."""
+        self._closing = True
+        grace = self.config.shutdown_grace if grace is None else grace
+        for entry in self._listeners:
+            if entry.server is not None:
+                entry.server.close()
+        sessions = set(self._sessions)
+        if sessions and grace > 0:
+            log.info("proxy stopping: waiting for sessions", extra={"sessions": len(sessions)})
+            await asyncio.wait(sessions, timeout=grace)
+        for task in self._sessions:
+            task.cancel()
+        if self._sessions:
+            await asyncio.gather(*self._sessions, return_exceptions=True)
+        for entry in self._listeners:
+            if entry.server is not None:
+                with contextlib.suppress(Exception):
+                    await entry.server.wait_closed()
+
+    async def __aenter__(self) -> ProxyServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- sessions ------------------------------------------------------------------------------
+    def _spawn(self, proto: _Accepted, listener: _Listener) -> None:
+        if self._closing:
+            if proto.transport is not None:
+                proto.transport.close()
+            return
+        task = asyncio.ensure_future(self._serve(proto, listener))
+        self._sessions.add(task)
+        task.add_done_callback(self._sessions.discard)
+
+    def claim_user(self, user: str) -> bool:
+        """Count a login for per-user limits; False (nothing counted) when over the limit."""
+        limit = self.config.policy.max_connections_per_user
+        key = user.lower()
+        if limit is not None and self._per_user[key] >= limit:
+            return False
+        self._per_user[key] += 1
+        return True
+
+    async def _serve(self, proto: _Accepted, listener: _Listener) -> None:
+        assert proto.transport is not None and listener.settings is not None
+        peer = proto.transport.get_extra_info("peername") or ("?", 0)
+        client = (str(peer[0]), int(peer[1]))
+        initial = b""
+        try:
+            if listener.config.proxy_protocol:
+                got = await _read_proxy_header(proto)
+                if got is None:
+                    proto.transport.close()
+                    return
+                source, initial = got
+                client = source or client
+            if listener.config.tls == "implicit":
+                assert listener.tls is not None
+                if initial:
+                    log.info(
+                        "client sent data before the TLS handshake",
+                        extra={"listener": listener.config.name},
+                    )
+                    proto.transport.close()
+                    return
+                new = await asyncio.get_running_loop().start_tls(
+                    proto.transport,
+                    proto,
+                    listener.tls,
+                    server_side=True,
+                    ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                )
+                if new is None:  # pragma: no cover
+                    return
+                proto.transport = new
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionLost) as exc:
+            log.info(
+                "client dropped before the session started",
+                extra={"listener": listener.config.name, "client": client[0], "error": str(exc)},
+            )
+            if proto.transport is not None:
+                proto.transport.close()
+            return
+        await self._session(proto, listener, client, initial)
+
+    async def _session(
+        self, proto: _Accepted, listener: _Listener, client: tuple[str, int], initial: bytes
+    ) -> None:
+        assert proto.transport is not None and listener.settings is not None
+        ip = client[0]
+        limit = self.config.policy.max_connections_per_ip
+        if limit is not None and self._per_ip[ip] >= limit:
+            log.warning(
+                "connection refused: per-IP limit",
+                extra={"listener": listener.config.name, "client": ip},
+            )
+            with contextlib.suppress(ConnectionLost):
+                proto.write(TOO_MANY_FROM_IP)
+            proto.transport.close()
+            return
+        self._per_ip[ip] += 1
+        claimed: list[str] = []
+
+        def claim(user: str) -> bool:
+            if claimed:
+                return True
+            ok = self.claim_user(user)
+            if ok:
+                claimed.append(user.lower())
+            return ok
+
+        settings = listener.settings
+        settings = SessionSettings(
+            listener=settings.listener,
+            routes=settings.routes,
+            fixed=settings.fixed,
+            offer_stls=settings.offer_stls,
+            client_tls=settings.client_tls,
+            default_policy=settings.default_policy,
+            log_commands=settings.log_commands,
+            tap=settings.tap,
+            claim_user=claim,
+        )
+        slog = SessionLog(
+            new_session_id(),
+            f"{ip}:{client[1]}",
+            listener.config.name,
+            log_commands=self.config.log_commands,
+        )
+        slog.opened()
+        reason = "internal error"
+        try:
+            reason = await run_session(
+                proto, settings, slog, idle_timeout=self.config.policy.idle_timeout, initial=initial
+            )
+        finally:
+            self._per_ip[ip] -= 1
+            if self._per_ip[ip] <= 0:
+                del self._per_ip[ip]
+            for user in claimed:
+                self._per_user[user] -= 1
+                if self._per_user[user] <= 0:
+                    del self._per_user[user]
+            slog.closed(reason)
+
+
+async def _read_proxy_header(proto: StreamProtocol) -> tuple[tuple[str, int] | None, bytes] | None:
+    """(real client address or None for LOCAL/UNKNOWN, bytes after the header); None if bad."""
+    pp: Any = importlib.import_module("bridge.proxy.proxy_protocol")
+    data = b""
+    try:
+        async with asyncio.timeout(PROXY_HEADER_TIMEOUT):
+            while True:
+                got = await proto.read()
+                if not got:
+                    return None
+                data += got
+                result = pp.parse_proxy_header(data)
+                if result is not None:
+                    info, used = result
+                    source = None if info is None else (str(info.source[0]), int(info.source[1]))
+                    return source, data[used:]
+                if len(data) > pp.MAX_HEADER:
+                    raise pp.ProxyProtocolError("PROXY header too long")
+    except TimeoutError:
+        log.info("no PROXY protocol header in time; connection closed")
+        return None
+    except Exception as exc:
+        if type(exc).__name__ != "ProxyProtocolError":
+            raise
+        log.info("bad PROXY protocol header; connection closed", extra={"error": str(exc)})
+        return None

@@ -1,0 +1,394 @@
+"""The asyncio glue of one proxied session: it only moves bytes between the two legs and the relay.
+
+Memory stays bounded whatever the message size: each leg's protocol stops reading the socket
+once about 1 MiB is buffered unread, and every batch of relay output is written and drained
+before the next read from the other side, so a client that reads slowly slows the upstream
+read instead of filling the proxy. Output is written as soon as the relay produces it (a flush
+per response, per chunk of a long one), with TCP_NODELAY on both legs so small replies are not
+held back by Nagle's algorithm waiting for delayed ACKs.
+
+Upstream connections go through `POP3Client.connect` (greeting, STLS, certificate checks all in
+one place) and are then taken over with `detach()`. Certificates are verified unless the route
+says `insecure`. Closing never sends QUIT on the client's behalf: a session that ends any other
+way than by the client's own QUIT leaves the mailbox unchanged (RFC 1939 §6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bridge.config import ProxyUpstream
+from bridge.pop3._io import StreamProtocol
+from bridge.pop3.client import POP3Client
+from bridge.pop3.errors import ConnectionLost, POP3Error, ResponseError
+from bridge.pop3.wire import LineEnding, ResponseFramer
+from bridge.proxy.log import SessionLog
+from bridge.proxy.policy import Policy
+from bridge.proxy.relay import UPSTREAM_LOST, Actions, CaptureSink, Relay
+from bridge.proxy.routing import Route, RoutingTable, UnknownUser
+
+__all__ = ["SessionSettings", "TapFactory", "connect_upstream", "run_session", "set_nodelay"]
+
+log = logging.getLogger("bridge.proxy")
+
+_ids = itertools.count(1)
+_PREFIX = os.urandom(3).hex()
+UPSTREAM_DOWN = b"-ERR [SYS/TEMP] upstream server unavailable, try again later\r\n"
+IDLE_CLOSE = b"-ERR [SYS/TEMP] autologout: idle for too long\r\n"
+
+# (route, listener, user, msgno) -> capture or None
+TapFactory = Callable[[Route, str, str | None, int], CaptureSink | None]
+
+
+def new_session_id() -> str:
+    return f"{_PREFIX}-{next(_ids)}"
+
+
+def set_nodelay(proto: StreamProtocol) -> None:
+    sock = proto.transport.get_extra_info("socket") if proto.transport else None
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    listener: str
+    routes: RoutingTable
+    fixed: bool
+    offer_stls: bool
+    client_tls: ssl.SSLContext | None  # for STLS on a plain listener
+    default_policy: Policy
+    log_commands: bool
+    connect_timeout: float = 30.0
+    tap: TapFactory | None = None
+    claim_user: Callable[[str], bool] | None = None
+
+
+def upstream_name(up: ProxyUpstream) -> str:
+    return f"{up.host}:{up.port}"
+
+
+async def connect_upstream(up: ProxyUpstream, connect_timeout: float) -> POP3Client:
+    return await POP3Client.connect(
+        up.host,
+        up.port,
+        tls=up.tls,
+        ca_file=up.ca_file,
+        insecure=up.insecure,
+        connect_timeout=connect_timeout,
+        read_timeout=connect_timeout,
+    )
+
+
+class _Closed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Session:
+    def __init__(
+        self,
+        client: StreamProtocol,
+        settings: SessionSettings,
+        slog: SessionLog,
+        idle_timeout: float,
+        initial: bytes,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.slog = slog
+        self.idle = idle_timeout
+        self.initial = initial
+        self.upstream: StreamProtocol | None = None
+        self.relay: Relay | None = None
+        self.route: Route | None = None
+        self.loop = asyncio.get_running_loop()
+        self.last = self.loop.time()
+        self.progress = asyncio.Event()
+        self.upstream_task: asyncio.Task[None] | None = None
+        self.tasks: list[asyncio.Future[None]] = []
+
+    # -- writing -----------------------------------------------------------------------------
+    async def _send(self, proto: StreamProtocol, data: bytes) -> None:
+        proto.write(data)
+        await proto.drain()
+        self.last = self.loop.time()
+
+    async def apply(self, actions: Actions) -> None:
+        relay = self.relay
+        assert relay is not None
+        while True:
+            for ex in actions.exchanges:
+                self.slog.user = relay.user or self.slog.user
+                self.slog.exchange(ex)
+            if actions.to_upstream and self.upstream is not None:
+                data = b"".join(actions.to_upstream)
+                self.slog.sent(upstream=len(data))
+                try:
+                    await self._send(self.upstream, data)
+                except ConnectionLost:
+                    relay.upstream_data(b"")
+                    actions = relay.take()
+                    continue
+            if actions.to_client:
+                data = b"".join(actions.to_client)
+                self.slog.sent(downstream=len(data))
+                try:
+                    await self._send(self.client, data)
+                except ConnectionLost:
+                    raise _Closed("client connection lost") from None
+            self.progress.set()
+            if actions.close is not None:
+                raise _Closed(actions.close)
+            if actions.start_client_tls:
+                await self._client_tls()
+                relay.tls_started()
+            elif actions.login is not None:
+                await self._login(actions)
+            else:
+                return
+            actions = relay.take()
+
+    # -- TLS and login -------------------------------------------------------------------------
+    async def _client_tls(self) -> None:
+        ctx = self.settings.client_tls
+        assert ctx is not None and self.client.transport is not None
+        if self.client.buffered():
+            raise _Closed("data after STLS")
+        try:
+            new = await self.loop.start_tls(
+                self.client.transport, self.client, ctx, server_side=True, ssl_handshake_timeout=30
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            raise _Closed(f"client TLS handshake failed: {exc}") from None
+        if new is None:  # pragma: no cover
+            raise _Closed("client TLS handshake failed")
+        self.client.transport = new
+
+    async def _login(self, actions: Actions) -> None:
+        relay = self.relay
+        assert relay is not None and actions.login is not None
+        creds = actions.login
+        try:
+            route = self.settings.routes.lookup(creds.user)
+        except UnknownUser:
+            relay.login_finished(
+                reply=b"-ERR [AUTH] unknown user or wrong password\r\n", upstream=None
+            )
+            return
+        self.slog.upstream = upstream_name(route.upstream)
+        reply: bytes
+        try:
+            client = await connect_upstream(route.upstream, self.settings.connect_timeout)
+        except POP3Error as exc:
+            log.warning(
+                "upstream unavailable", extra={"session": self.slog.session, "error": str(exc)}
+            )
+            relay.login_finished(reply=UPSTREAM_DOWN, upstream=None)
+            return
+        try:
+            await client.login(
+                route.upstream_user(creds.user),
+                creds.password,
+                allow_plaintext=route.upstream.tls == "none",
+            )
+        except ResponseError as exc:
+            client.abort()
+            reply = exc.status.raw if exc.status is not None else b"-ERR [AUTH] login failed\r\n"
+            if not reply.endswith(b"\n"):
+                reply += b"\r\n"
+            relay.login_finished(reply=reply, upstream=None)
+            return
+        except POP3Error as exc:
+            client.abort()
+            log.warning(
+                "upstream login failed", extra={"session": self.slog.session, "error": str(exc)}
+            )
+            relay.login_finished(reply=UPSTREAM_DOWN, upstream=None)
+            return
+        self.route = route
+        line_ending: LineEnding = "lf" if client.greeting.bare_lf else "crlf"
+        self.upstream = client.detach()
+        self.upstream.read_timeout = None
+        tap = self._tap_for(route)
+        relay.login_finished(
+            reply=b"+OK logged in\r\n",
+            upstream=ResponseFramer(line_ending=line_ending, expect_greeting=False),
+            policy=Policy(route.policy),
+            tap=tap,
+        )
+        self.upstream_task = asyncio.ensure_future(self._upstream_pump())
+        self.tasks.append(self.upstream_task)
+
+    def _tap_for(self, route: Route) -> Callable[[str | None, int], CaptureSink | None] | None:
+        factory = self.settings.tap
+        if factory is None or route.tap is None:
+            return None
+        listener = self.settings.listener
+
+        def begin(user: str | None, msgno: int) -> CaptureSink | None:
+            return factory(route, listener, user, msgno)
+
+        return begin
+
+    # -- pumps ---------------------------------------------------------------------------------
+    async def _client_pump(self) -> None:
+        relay = self.relay
+        assert relay is not None
+        if self.initial:
+            relay.client_data(self.initial)
+            await self.apply(relay.take())
+        while True:
+            while not relay.wants_client_data():
+                self.progress.clear()
+                await self.progress.wait()
+            try:
+                data = await self.client.read()
+            except ConnectionLost:
+                raise _Closed("client connection lost") from None
+            self.last = self.loop.time()
+            relay.client_data(data)
+            await self.apply(relay.take())
+            if not data:
+                raise _Closed("client closed the connection")
+
+    async def _upstream_pump(self) -> None:
+        relay, upstream = self.relay, self.upstream
+        assert relay is not None and upstream is not None
+        while True:
+            try:
+                data = await upstream.read()
+            except ConnectionLost:
+                data = b""
+            self.last = self.loop.time()
+            relay.upstream_data(data)
+            await self.apply(relay.take())
+            if not data:
+                raise _Closed("upstream closed the connection")
+
+    async def _watchdog(self) -> None:
+        while True:
+            remaining = self.last + self.idle - self.loop.time()
+            if remaining <= 0:
+                with contextlib.suppress(ConnectionLost):
+                    self.client.write(IDLE_CLOSE)
+                raise _Closed("idle timeout")
+            await asyncio.sleep(remaining)
+
+    async def run(self) -> str:
+        settings = self.settings
+        if settings.fixed:
+            route = settings.routes.lookup("")
+            self.slog.upstream = upstream_name(route.upstream)
+            try:
+                upstream = await connect_upstream(route.upstream, settings.connect_timeout)
+            except POP3Error as exc:
+                log.warning(
+                    "upstream unavailable", extra={"session": self.slog.session, "error": str(exc)}
+                )
+                with contextlib.suppress(ConnectionLost):
+                    await self._send(self.client, UPSTREAM_DOWN)
+                return "upstream unavailable"
+            greeting = upstream.greeting
+            self.route = route
+            self.upstream = upstream.detach()
+            self.upstream.read_timeout = None
+            framer = ResponseFramer(
+                line_ending="lf" if greeting.bare_lf else "crlf", expect_greeting=False
+            )
+            self.relay = self._relay(framer, route)
+            try:
+                await self._send(self.client, greeting.raw)
+            except ConnectionLost:
+                return "client connection lost"
+            self.slog.sent(downstream=len(greeting.raw))
+            self.upstream_task = asyncio.ensure_future(self._upstream_pump())
+            self.tasks.append(self.upstream_task)
+        else:
+            self.relay = self._relay(None, None)
+            hello = b"+OK POP3 proxy ready\r\n"
+            try:
+                await self._send(self.client, hello)
+            except ConnectionLost:
+                return "client connection lost"
+            self.slog.sent(downstream=len(hello))
+        self.tasks += [
+            asyncio.ensure_future(self._client_pump()),
+            asyncio.ensure_future(self._watchdog()),
+        ]
+        try:
+            return await self._wait()
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _wait(self) -> str:
+        while True:
+            pending = [t for t in self.tasks if not t.done()]
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                exc = task.exception()
+                if isinstance(exc, _Closed):
+                    return exc.reason
+                if exc is not None:
+                    log.error(
+                        "proxy session failed",
+                        extra={"session": self.slog.session},
+                        exc_info=exc,
+                    )
+                    return f"internal error: {type(exc).__name__}"
+
+    def _relay(self, framer: ResponseFramer | None, route: Route | None) -> Relay:
+        policy = Policy(route.policy) if route is not None else self.settings.default_policy
+        tls = self.client.transport.get_extra_info("ssl_object") if self.client.transport else None
+        return Relay(
+            policy=policy,
+            upstream=framer,
+            offer_stls=self.settings.offer_stls,
+            encrypted=tls is not None,
+            max_errors=policy.config.max_errors,
+            max_auth_attempts=policy.config.max_auth_attempts,
+            tap=self._tap_for(route) if route is not None else None,
+            claim_user=self.settings.claim_user,
+        )
+
+    def close(self) -> None:
+        for proto in (self.client, self.upstream):
+            if proto is not None and proto.transport is not None:
+                proto.transport.close()
+
+
+async def run_session(
+    client: StreamProtocol,
+    settings: SessionSettings,
+    slog: SessionLog,
+    *,
+    idle_timeout: float,
+    initial: bytes = b"",
+) -> str:
+    """Serve one accepted client connection to the end; returns why it ended.
+
+    `initial` holds bytes already read from the client (after a PROXY protocol header).
+    """
+    set_nodelay(client)
+    session = _Session(client, settings, slog, idle_timeout, initial)
+    try:
+        return await session.run()
+    except asyncio.CancelledError:
+        return "shutdown"
+    finally:
+        session.close()
+
+
+__all__ += ["IDLE_CLOSE", "UPSTREAM_DOWN", "UPSTREAM_LOST", "new_session_id"]
