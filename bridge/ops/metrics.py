@@ -18,11 +18,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.process_collector import ProcessCollector
 
 __all__ = [
+    "ACCOUNT_LEASES_HELD",
     "BYTES_FETCHED",
     "DEAD_LETTERS",
     "DEAD_LETTERS_STORED",
     "DELIVERIES",
     "DELIVERY_LATENCY",
+    "LEASE_RENEWAL_FAILURES",
+    "LIVE_REPLICAS",
     "LOGIN_FAILURES",
     "MESSAGES_FETCHED",
     "METRICS",
@@ -94,6 +97,18 @@ LOGIN_FAILURES = _counter(
     "login_failures",
     "Polls that failed at or before login, by reason (auth|insecure|tls|connect).",
     ("account", "reason"),
+)
+
+# -- leases (several replicas on PostgreSQL) ---------------------------------------------------
+ACCOUNT_LEASES_HELD = _gauge(
+    "account_leases_held", "Account leases this replica holds and may poll under now."
+)
+LIVE_REPLICAS = _gauge(
+    "live_replicas", "Replicas with an unexpired heartbeat, as of this replica's last one."
+)
+LEASE_RENEWAL_FAILURES = _counter(
+    "lease_renewal_failures",
+    "Lease heartbeats that failed; held leases stay usable only until renewal + ttl - margin.",
 )
 
 # -- delivery --------------------------------------------------------------------------------
