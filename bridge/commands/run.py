@@ -57,7 +57,11 @@ async def _run(settings: Any) -> int:
         from bridge.poller.observe import Observer
 
         observer = Observer(rt.store)
-        app = rt.app(on_poll=observer.on_poll, on_delivery=observer.on_delivery)
+        app = rt.app(
+            on_poll=observer.on_poll,
+            on_delivery=observer.on_delivery,
+            on_leases=observer.on_leases,
+        )
         async with observer.serving(settings):
             log.info("pop3bridge running", extra={"replica": app.options.replica_id})
             await app.run(stop)

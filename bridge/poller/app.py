@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.poller.scheduler import LeaseOptions, Scheduler
+from bridge.poller.scheduler import LeaseHook, LeaseOptions, Scheduler
 from bridge.poller.session import PollReport
 from bridge.poller.spec import AccountSpec
 from bridge.poller.worker import DeliveryWorker, Route
@@ -76,6 +76,7 @@ class PollerApp:
         *,
         on_poll: PollHook | None = None,
         on_delivery: DeliveryHook | None = None,
+        on_leases: LeaseHook | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -104,6 +105,7 @@ class PollerApp:
             ),
             clock=clock,
             refresh=options.accounts_refresh,
+            on_leases=on_leases,
         )
 
     async def once(self) -> OnceResult:

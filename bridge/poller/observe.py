@@ -73,6 +73,14 @@ class Observer:
             if reason is not None:
                 _safe(lambda: metrics.LOGIN_FAILURES.labels(account=name, reason=reason).inc())
 
+    def on_leases(self, held: int, replicas: int | None) -> None:
+        """After each lease heartbeat; `replicas` is None when the heartbeat failed."""
+        _safe(lambda: metrics.ACCOUNT_LEASES_HELD.set(held))
+        if replicas is None:
+            _safe(metrics.LEASE_RENEWAL_FAILURES.inc)
+        else:
+            _safe(lambda: metrics.LIVE_REPLICAS.set(replicas))
+
     def on_delivery(self, item: OutboxItem, outcome: str, result: Any) -> None:
         klass = metrics.status_class(getattr(result, "status", None))
         _safe(lambda: metrics.DELIVERIES.labels(outcome=outcome, status_class=klass).inc())

@@ -48,6 +48,8 @@ RECONCILE_EVERY = 30.0
 
 AccountSource = Callable[[], Awaitable[list[AccountSpec]]]
 ReportHook = Callable[[AccountSpec, PollReport | None, BaseException | None], None]
+# (leases held, live replicas or None when the heartbeat failed)
+LeaseHook = Callable[[int, int | None], None]
 
 
 def jittered(interval: float, jitter: float, rng: random.Random | None = None) -> float:
@@ -99,6 +101,7 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         refresh: float = RECONCILE_EVERY,
+        on_leases: LeaseHook | None = None,
     ) -> None:
         self.store = store
         self.accounts = accounts
@@ -109,6 +112,7 @@ class Scheduler:
         self.clock = clock
         self.monotonic = monotonic
         self.refresh = refresh
+        self.on_leases = on_leases
         self._sessions = asyncio.Semaphore(max(1, max_concurrent))
         self._stopping = False
         self._loops: dict[str, tuple[AccountSpec, asyncio.Task[None]]] = {}
@@ -355,11 +359,13 @@ class Scheduler:
             # What we hold stays usable until its monotonic deadline and no longer.
             log.error("lease renewal failed (leases still usable: %d): %s", len(self.held), exc)
             self._signal()
+            self._lease_report(None)
             return
         until = started + opts.ttl - opts.safety
         before = set(self._held)
         self._held = {a: until for a in got if a in wanted}
         self._signal()
+        self._lease_report(len(members))
         if set(self._held) != before:
             log.info(
                 "holding %d of %d account leases (%d replicas, at most %d each)",
@@ -369,6 +375,13 @@ class Scheduler:
                 steps.cap,
                 extra={"replica": holder, "released": len(release)},
             )
+
+    def _lease_report(self, replicas: int | None) -> None:
+        if self.on_leases is not None:
+            try:
+                self.on_leases(len(self.held), replicas)
+            except Exception:
+                log.exception("lease report hook failed")
 
     def _signal(self) -> None:
         """Wake the loops of accounts whose lease is now held; the others wait."""

@@ -241,3 +241,27 @@ async def test_a_removed_account_is_released_and_an_added_one_taken(
     await rounds([sched], clocks, 1)
     assert await store.lease_holders(clocks.wall) == dict.fromkeys("acd", "r0")
     assert sched.held == {"a", "c", "d"}
+
+
+async def test_lease_heartbeats_feed_the_metrics(stores: Callable[[], Store]) -> None:
+    from bridge.ops import metrics
+    from bridge.poller.observe import Observer
+
+    clocks = Clocks()
+    store = stores()
+    sched = replica(store, "r0", ["a", "b", "c"], clocks)
+    sched.on_leases = Observer(store).on_leases
+    value = metrics.REGISTRY.get_sample_value
+    failures = value("pop3bridge_lease_renewal_failures_total") or 0.0
+    await rounds([sched], clocks, 2)
+    assert value("pop3bridge_account_leases_held") == 3
+    assert value("pop3bridge_live_replicas") == 1
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("PostgreSQL at test is unavailable (test)")
+
+    sched.store.heartbeat = down  # type: ignore[method-assign]
+    clocks.advance(TTL)  # past renewal + ttl - margin
+    await sched.lease_round()
+    assert value("pop3bridge_lease_renewal_failures_total") == failures + 1
+    assert value("pop3bridge_account_leases_held") == 0
