@@ -699,6 +699,11 @@ class ProxyUpstream(_Model):
 
 class ProxyTap(_Model):
     webhook: str = Field(description="Webhook that receives copies of retrieved messages.")
+    max_message_size: Size = Field(
+        default=50 * 1024 * 1024,
+        description="Larger messages are copied as metadata only (headers and size), never "
+        "dropped; bounds the memory a tapped RETR can hold.",
+    )
 
 
 _ROUTE_MATCH = re.compile(r"^(\*|\*@[^@\s]+|[^@\s*]+@[^@\s*]+|[^@\s*]+)$")

@@ -39,6 +39,7 @@ __all__ = [
     "PROXY_DENIED",
     "PROXY_SESSIONS",
     "PROXY_SESSIONS_ACTIVE",
+    "PROXY_TAP",
     "REGISTRY",
     "MetricDoc",
     "metrics_markdown",
@@ -144,6 +145,12 @@ PROXY_BYTES = _counter(
     "proxy_bytes", "Bytes relayed, by direction (upstream|downstream).", ("direction",)
 )
 PROXY_DENIED = _counter("proxy_denied_commands", "Commands refused by policy, by verb.", ("verb",))
+PROXY_TAP = _counter(
+    "proxy_tap_messages",
+    "RETRieved messages the tap handled, by listener and outcome (recorded|oversize|dropped|"
+    "failed); dropped and failed copies are logged with user and message number.",
+    ("listener", "outcome"),
+)
 
 _KNOWN_VERBS = frozenset(
     {
