@@ -342,7 +342,7 @@ def test_three_replicas_share_sixty_mailboxes_and_survive_a_sigkill(
 
     # Leases: never two live holders of one account, sampled many times while running.
     assert sampler.errors == []
-    assert len(sampler.samples) >= 200
+    assert len(sampler.samples) >= 100
     assert max((len(h) for _, live in sampler.samples for h in live.values()), default=0) == 1
     assert takeover <= TTL + HEARTBEAT + 1.5, f"takeover took {takeover:.1f}s"
     assert max(per_holder(final).values()) <= survivors_cap
