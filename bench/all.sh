@@ -7,12 +7,18 @@ set -eu
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 QUICK="${1:-}"
+FAILED=""
 run() {
     echo "== $*"
-    timeout 900 "$PY" "$@" $QUICK
+    # A benchmark that fails is reported at the end; the others still run.
+    timeout 900 "$PY" "$@" $QUICK || FAILED="$FAILED $1"
 }
 run bench/poller_throughput.py
 run bench/big_message.py
 run bench/many_accounts.py
 run bench/proxy.py
 "$PY" bench/plot.py $QUICK
+if [ -n "$FAILED" ]; then
+    echo "FAILED:$FAILED" >&2
+    exit 1
+fi

@@ -62,7 +62,7 @@ class Bench:
         self.host, self.port = server.host, server.pop3_port
         self.receiver = ThreadedReceiver(default_status=200)
         self.receiver.start()
-        self.getmail_hangs: list[int] = []  # messages delivered before each hang
+        self.getmail_failures: list[str] = []  # runs that hung or failed, rerun
 
     # -- pop3bridge ---------------------------------------------------------------------------
     def _config(self, db: Path) -> Path:
@@ -223,26 +223,28 @@ class Bench:
                 *cmd,
             ]
         start = time.perf_counter()
+        problem = ""
         try:
             proc = subprocess.run(
                 cmd, capture_output=True, env=env, check=False, timeout=max(60.0, self.n / 10)
             )
+            if proc.returncode != 0:
+                problem = f"exit {proc.returncode}: {proc.stderr.decode().strip()[-300:]}"
         except subprocess.TimeoutExpired:
-            # Seen once in many runs: getmail blocked reading after Dovecot had sent the whole
-            # response (both sockets idle, nothing queued). Counted, and the round is rerun.
-            got = len(os.listdir(maildir / "new"))
-            self.getmail_hangs.append(got)
-            print(f"  getmail6 hung after {got} of {self.n} messages; rerunning this round")
-            shutil.rmtree(run)
-            return self.getmail()
+            # Seen once: getmail blocked in read after Dovecot had sent the whole response
+            # (both sockets idle, nothing queued).
+            problem = "hung (no progress, killed)"
         elapsed = time.perf_counter() - start
         got = len(os.listdir(maildir / "new"))
-        if got != self.n:
-            raise SystemExit(
-                f"getmail delivered {got} of {self.n} (exit {proc.returncode}): "
-                f"{proc.stderr.decode()[-1000:]}"
-            )
         shutil.rmtree(run)
+        if problem or got != self.n:
+            # Under load getmail also gives up on its own delivery child ("waiting child pid
+            # timed out", exit 127). Failures are recorded, and the run is repeated.
+            self.getmail_failures.append(f"{got} of {self.n} delivered, {problem}")
+            print(f"  getmail6 failed after {got} of {self.n}: {problem}")
+            if len(self.getmail_failures) > 5:
+                raise SystemExit(f"getmail6 keeps failing: {self.getmail_failures}")
+            return self.getmail()
         return Sample(elapsed, self.n)
 
     def poplib(self) -> Sample:
@@ -314,7 +316,7 @@ def main() -> int:
         "machine_before": before,
         "machine_after": after,
         "results": results,
-        "getmail_hangs_after_messages": bench.getmail_hangs,
+        "getmail_failures": bench.getmail_failures,
     }
     data["targets"] = _targets(results)
     path = write_results("poller_throughput" + ("_quick" if args.quick else ""), data)
