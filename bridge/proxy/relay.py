@@ -154,8 +154,6 @@ class Relay:
         upstream: ResponseFramer | None,
         offer_stls: bool = False,
         encrypted: bool = False,
-        max_errors: int = 5,
-        max_auth_attempts: int = 3,
         tap: Callable[[str | None, int], CaptureSink | None] | None = None,
         claim_user: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -170,8 +168,6 @@ class Relay:
         self._sasl_answer = False  # the client's next line answers a SASL challenge
         self._offer_stls = offer_stls
         self.encrypted = encrypted
-        self._max_errors = max_errors
-        self._max_auth = max_auth_attempts
         self._tap = tap
         self._claim_user = claim_user
         self._clock = clock
@@ -242,9 +238,10 @@ class Relay:
         else:
             self.auth_failures += 1
             self._count_error()
-            if self.auth_failures >= self._max_auth:
+            if self.auth_failures >= self.policy.config.max_auth_attempts:
                 head.close = "too many failed logins"
         head.kind = None
+        head.login = False
         head.reply = reply
         head.outcome = "ok" if ok else "err"
         self._flush_local()
@@ -273,8 +270,6 @@ class Relay:
             except BadCommandLine as exc:
                 self.errors += 1
                 self._local("-", (), _err(f"bad command line: {exc}"), "bad", note=exc.reason)
-                if self.errors >= self._max_errors:
-                    self._pending[-1].close = "too many errors"
                 continue
             if event is NEED_DATA:
                 return
@@ -380,9 +375,9 @@ class Relay:
                 self.auth_failures += 1
             if head.outcome == "err":
                 self._count_error()
-            if self.auth_failures >= self._max_auth:
+            if self.auth_failures >= self.policy.config.max_auth_attempts:
                 head.close = "too many failed logins"
-            elif self.errors >= self._max_errors:
+            elif self.errors >= self.policy.config.max_errors:
                 head.close = "too many errors"
             self._flush_local()
             return
@@ -507,9 +502,12 @@ class Relay:
             self._count_error()
         if verb == "QUIT":
             self._close("quit")
-        elif self.auth_failures >= self._max_auth and self.state in _AUTH_STATES:
+        elif (
+            self.auth_failures >= self.policy.config.max_auth_attempts
+            and self.state in _AUTH_STATES
+        ):
             self._close("too many failed logins")
-        elif self.errors >= self._max_errors and self.state is not State.TRANSACTION:
+        elif self.errors >= self.policy.config.max_errors and self.state is not State.TRANSACTION:
             self._close("too many errors")
         self._flush_local()
 
@@ -540,7 +538,7 @@ class Relay:
         close: str | None = None,
     ) -> None:
         item = _Pending(verb, args, self._clock(), None, reply, outcome, note, close)
-        if self.errors >= self._max_errors and outcome != "ok" and close is None:
+        if self.errors >= self.policy.config.max_errors and outcome != "ok" and close is None:
             item.close = "too many errors"
         self._pending.append(item)
         self._flush_local()

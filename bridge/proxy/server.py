@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import ssl
 from collections import Counter
@@ -23,6 +22,7 @@ from bridge.pop3._io import StreamProtocol
 from bridge.pop3.errors import ConnectionLost
 from bridge.proxy.log import SessionLog
 from bridge.proxy.policy import Policy
+from bridge.proxy.proxy_protocol import MAX_HEADER, ProxyProtocolError, parse_proxy_header
 from bridge.proxy.routing import RoutingTable
 from bridge.proxy.session import SessionSettings, TapFactory, new_session_id, run_session
 
@@ -312,7 +312,6 @@ class ProxyServer:
 
 async def _read_proxy_header(proto: StreamProtocol) -> tuple[tuple[str, int] | None, bytes] | None:
     """(real client address or None for LOCAL/UNKNOWN, bytes after the header); None if bad."""
-    pp: Any = importlib.import_module("bridge.proxy.proxy_protocol")
     data = b""
     try:
         async with asyncio.timeout(PROXY_HEADER_TIMEOUT):
@@ -321,18 +320,16 @@ async def _read_proxy_header(proto: StreamProtocol) -> tuple[tuple[str, int] | N
                 if not got:
                     return None
                 data += got
-                result = pp.parse_proxy_header(data)
+                result = parse_proxy_header(data)
                 if result is not None:
                     info, used = result
                     source = None if info is None else (str(info.source[0]), int(info.source[1]))
                     return source, data[used:]
-                if len(data) > pp.MAX_HEADER:
-                    raise pp.ProxyProtocolError("PROXY header too long")
+                if len(data) > MAX_HEADER:
+                    raise ProxyProtocolError("PROXY header too long")
     except TimeoutError:
         log.info("no PROXY protocol header in time; connection closed")
         return None
-    except Exception as exc:
-        if type(exc).__name__ != "ProxyProtocolError":
-            raise
+    except ProxyProtocolError as exc:
         log.info("bad PROXY protocol header; connection closed", extra={"error": str(exc)})
         return None

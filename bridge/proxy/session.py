@@ -357,8 +357,6 @@ class _Session:
             upstream=framer,
             offer_stls=self.settings.offer_stls,
             encrypted=tls is not None,
-            max_errors=policy.config.max_errors,
-            max_auth_attempts=policy.config.max_auth_attempts,
             tap=self._tap_for(route) if route is not None else None,
             claim_user=self.settings.claim_user,
         )
