@@ -142,7 +142,11 @@ class Scheduler:
 
     # -- one-shot -----------------------------------------------------------------------------
     async def poll_all_once(self) -> list[tuple[AccountSpec, PollReport | BaseException]]:
-        """Poll every enabled account once, bounded; errors are returned, not raised."""
+        """Poll every enabled account once, bounded; errors are returned, not raised.
+
+        With leases (a shared store), `once` takes the free leases first and skips, with a
+        warning, accounts a running replica holds: a cron job must not race a replica's DELEs.
+        """
         specs = [s for s in await self.accounts() if s.enabled]
 
         async def one(spec: AccountSpec) -> tuple[AccountSpec, PollReport | BaseException]:
@@ -151,7 +155,40 @@ class Scheduler:
             except Exception as exc:
                 return spec, exc
 
-        return list(await asyncio.gather(*(one(s) for s in specs)))
+        if self.leases is None:
+            return list(await asyncio.gather(*(one(s) for s in specs)))
+        opts = self.leases
+        started = self.monotonic()
+        got = await self.store.acquire_leases(
+            opts.holder, [s.name for s in specs], opts.ttl, self.clock(), None
+        )
+        self._held = dict.fromkeys(got, started + opts.ttl - opts.safety)
+        for spec in specs:
+            if spec.name not in got:
+                log.warning("skipped: held by another replica", extra={"account": spec.name})
+        renewer = asyncio.create_task(self._renew_for_once())
+        try:
+            return list(await asyncio.gather(*(one(s) for s in specs if s.name in got)))
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            self._held.clear()
+            with contextlib.suppress(Exception):
+                await self.store.release_leases(opts.holder)
+
+    async def _renew_for_once(self) -> None:
+        assert self.leases is not None
+        opts = self.leases
+        while True:
+            await asyncio.sleep(opts.interval)
+            started = self.monotonic()
+            try:
+                renewed = await self.store.renew_leases(opts.holder, opts.ttl, self.clock())
+            except Exception as exc:
+                log.error("lease renewal failed: %s", exc)
+                continue
+            self._held = dict.fromkeys(renewed, started + opts.ttl - opts.safety)
 
     # -- continuous ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, grace: float = 10.0) -> None:

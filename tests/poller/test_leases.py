@@ -265,3 +265,23 @@ async def test_lease_heartbeats_feed_the_metrics(stores: Callable[[], Store]) ->
     await sched.lease_round()
     assert value("pop3bridge_lease_renewal_failures_total") == failures + 1
     assert value("pop3bridge_account_leases_held") == 0
+
+
+async def test_once_skips_accounts_a_running_replica_holds(stores: Callable[[], Store]) -> None:
+    clocks = Clocks()
+    store = stores()
+    await store.acquire_leases("running", ["b"], TTL, clocks.wall, None)
+    cron = replica(store, "cron", ["a", "b", "c"], clocks)
+    seen_leases: list[dict[str, str]] = []
+    real_poll = cron._poll
+
+    async def poll(spec: AccountSpec) -> Any:
+        seen_leases.append(await store.lease_holders(clocks.wall))
+        return await real_poll(spec)  # port 1: refused, returned as an error
+
+    cron._poll = poll  # type: ignore[method-assign]
+    results = await cron.poll_all_once()
+    assert sorted(s.name for s, _ in results) == ["a", "c"]  # "b" was not touched
+    assert all(isinstance(r, Exception) for _, r in results)
+    assert seen_leases and all(h == {"a": "cron", "b": "running", "c": "cron"} for h in seen_leases)
+    assert await store.lease_holders(clocks.wall) == {"b": "running"}  # its own released
