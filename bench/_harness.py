@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import sys
@@ -62,9 +63,13 @@ class Sample:
 
 @dataclass
 class Contender:
+    """`cpu` says whose CPU time is the contender's: "children" (a subprocess: its user+system
+    time from getrusage) or "self" (runs in this process: process_time)."""
+
     name: str
     run: Callable[[], Sample]
     note: str = ""
+    cpu: str = "children"
 
 
 @contextlib.contextmanager
@@ -104,10 +109,23 @@ def alternate(
     samples: dict[str, list[Sample]] = {c.name: [] for c in contenders}
     for r in range(rounds):
         for c in contenders:
+            cpu0 = _cpu(c.cpu)
             s = c.run()
+            s.extra["cpu_s"] = _cpu(c.cpu) - cpu0
             samples[c.name].append(s)
-            log(f"  round {r + 1}/{rounds} {c.name:28s} {s.rate:10.1f}/s  ({s.seconds:.3f} s)")
+            log(
+                f"  round {r + 1}/{rounds} {c.name:28s} {s.rate:10.1f}/s  ({s.seconds:.3f} s, "
+                f"CPU {1000 * s.extra['cpu_s'] / max(s.count, 1):.3f} ms each)"
+            )
     return samples
+
+
+def _cpu(whose: str) -> float:
+    """CPU seconds (user + system) of this process, or of every waited-for descendant."""
+    if whose == "self":
+        return time.process_time()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def summarize(samples: Sequence[Sample]) -> dict[str, Any]:
@@ -120,6 +138,10 @@ def summarize(samples: Sequence[Sample]) -> dict[str, Any]:
         "max_rate": max(rates),
         "spread_pct": 100.0 * (max(rates) - min(rates)) / med if med else 0.0,
         "median_seconds": statistics.median(s.seconds for s in samples),
+        # CPU per item is far less sensitive to the other load on a shared machine than rates.
+        "median_cpu_ms_per_item": statistics.median(
+            1000 * s.extra.get("cpu_s", 0.0) / max(s.count, 1) for s in samples
+        ),
         "rounds": len(rates),
         "rates": rates,
         "extra": [s.extra for s in samples],

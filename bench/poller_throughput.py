@@ -294,11 +294,11 @@ def main() -> int:
                 Contender("pop3bridge once + uvloop", lambda: bench.bridge_once(uvloop=True))
             )
         contenders += [
-            Contender("pop3bridge fetch stage", bench.fetch_stage),
+            Contender("pop3bridge fetch stage", bench.fetch_stage, cpu="self"),
             Contender("fetchmail -> BSMTP", bench.fetchmail),
             Contender("getmail6 -> Maildir", bench.getmail),
-            Contender("poplib sequential", bench.poplib),
-            Contender("raw pipelined loop", bench.raw),
+            Contender("poplib sequential", bench.poplib, cpu="self"),
+            Contender("raw pipelined loop", bench.raw, cpu="self"),
         ]
         if args.only:
             wanted = {w.strip() for w in args.only.split(",")}
@@ -365,11 +365,12 @@ def _report(
                 f"{r['spread_pct']:.0f}%",
                 r["median_seconds"],
                 f"{r['median_rate'] / raw:.2f}" if raw else "-",
+                f"{r['median_cpu_ms_per_item']:.3f}",
             ]
         )
     print_table(
         "Poller throughput (messages/s, median of rounds)",
-        ["contender", "msg/s", "spread", "seconds", "x raw"],
+        ["contender", "msg/s", "spread", "seconds", "x raw", "CPU ms/msg"],
         rows,
     )
     print_table(

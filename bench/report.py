@@ -33,14 +33,15 @@ def poller(d: dict[str, Any]) -> str:
     out = [
         f"{d['messages']} messages, {d['mailbox_bytes'] / 1e6:.1f} MB; {_machine(d)}",
         "",
-        "| contender | msg/s (median) | min - max | spread | x raw loop |",
-        "|---|---:|---:|---:|---:|",
+        "| contender | msg/s (median) | min - max | spread | x raw loop | CPU ms per msg |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, r in res.items():
         ratio = f"{r['median_rate'] / raw:.2f}" if raw else "-"
+        cpu = r.get("median_cpu_ms_per_item")
         out.append(
             f"| {name} | {r['median_rate']:,.0f} | {r['min_rate']:,.0f} - {r['max_rate']:,.0f} "
-            f"| {r['spread_pct']:.0f} % | {ratio} |"
+            f"| {r['spread_pct']:.0f} % | {ratio} | {'-' if cpu is None else f'{cpu:.3f}'} |"
         )
     out += ["", "| target | measured | goal | met |", "|---|---:|---:|---|"]
     for t in d.get("targets", []):
