@@ -278,9 +278,11 @@ async def _session(
         new = await _rekey(client, store, spec, new, report, clock)
 
     report.new = len(new)
-    halt = stopping
-    if owned is not None:
-        halt = lambda: (stopping is not None and stopping()) or not owned()  # noqa: E731
+
+    def halt() -> bool:
+        # Stop fetching on shutdown, or once the lease is gone (QUIT is then refused below).
+        return (stopping is not None and stopping()) or (owned is not None and not owned())
+
     recorded = await _fetch_and_record(client, spec, store, new, sizes, report, clock, notify, halt)
 
     if spec.on_delivered == "delete" and recorded and delete_wait > 0:
