@@ -300,6 +300,7 @@ def test_arbitrary_bytes_only_give_none_a_result_or_the_typed_error(
 
 async def _serve(chunks: list[bytes], *, close: bool, pause: float = 0.0):
     """A server whose connection handler writes `chunks` to the test's reader."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for chunk in chunks:
             writer.write(chunk)
