@@ -1,0 +1,128 @@
+"""The tap end to end: `pop3bridge proxy` (a subprocess) in front of Dovecot, poplib as the
+client, a real webhook receiver (signatures verified with `standardwebhooks`)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import poplib
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge.proxy.tap import tap_account
+from bridge.testing.samples import generate_messages
+from tests.mail.mail_schema_check import VALIDATOR
+from tests.support.receiver import ThreadedReceiver
+
+pytestmark = pytest.mark.dovecot
+
+DOTTED = (
+    b"From: Dot <dot@example.org>\r\nTo: you@example.org\r\nSubject: dots\r\n"
+    b"Message-ID: <dots-1@example.org>\r\nDate: Fri, 01 Mar 2024 09:30:00 +0000\r\n\r\n"
+    b"first line\r\n.a line that starts with a dot\r\n..two dots\r\n.\r\nlast\r\n"
+)
+
+
+def start_proxy(config: dict[str, Any], tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    path = tmp / "proxy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "proxy", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=(tmp / "proxy.log").open("wb"),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        words = proc.stdout.readline().decode().split()
+        if not words:
+            break
+        if words[0] == "listening":
+            return proc, int(words[3])
+    proc.kill()
+    proc.wait()
+    raise AssertionError("proxy did not start: " + (tmp / "proxy.log").read_text())
+
+
+def fetch(port: int, user: str, password: str) -> list[bytes]:
+    conn = poplib.POP3("127.0.0.1", port, timeout=20)
+    try:
+        conn.user(user)
+        conn.pass_(password)
+        count = conn.stat()[0]
+        got = [b"\r\n".join(conn.retr(n)[1]) + b"\r\n" for n in range(1, count + 1)]
+        conn.quit()
+    finally:
+        conn.close()
+    return got
+
+
+def test_messages_retrieved_through_the_proxy_reach_the_webhook(
+    dovecot: Any, dovecot_user: Any, tmp_path: Path
+) -> None:
+    mail = [*generate_messages(2, seed=61), DOTTED]
+    dovecot.deliver_many(dovecot_user, mail)
+    with ThreadedReceiver() as rx:
+        config = {
+            "logging": {"format": "json", "level": "INFO"},
+            "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
+            "webhooks": [
+                {"name": "copies", "url": rx.url, "secret": rx.secret, "include_raw": True}
+            ],
+            "proxy": {
+                "shutdown_grace": 10,
+                "listeners": [{"name": "plain", "port": 0}],
+                "routes": [
+                    {
+                        "match": "*",
+                        "upstream": {
+                            "host": dovecot.host,
+                            "port": dovecot.pop3_port,
+                            "tls": "none",
+                        },
+                        "tap": {"webhook": "copies"},
+                    }
+                ],
+            },
+        }
+        proc, port = start_proxy(config, tmp_path)
+        try:
+            served = fetch(port, dovecot_user.name, dovecot_user.password)
+            rx.wait_for(3, timeout=20)
+            again = fetch(port, dovecot_user.name, dovecot_user.password)  # no new webhooks
+            time.sleep(1.0)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)
+        log = (tmp_path / "proxy.log").read_text(errors="replace")
+        verified = list(rx.verified)
+        invalid = rx.invalid
+    assert code == 0, log
+    assert again == served and len(served) == 3
+    assert invalid == 0 and len(verified) == 3, log
+    by_subject = {r.json["data"]["subject"]: r.json for r in verified}
+    assert len({r.msg_id for r in verified}) == 3
+    for body, raw in zip(
+        sorted(by_subject.values(), key=lambda b: b["data"]["size"]),
+        sorted(served, key=len),
+        strict=True,
+    ):
+        VALIDATOR.validate(body)
+        data = body["data"]
+        assert data["source"] == "proxy"
+        assert data["account"] == tap_account("*", dovecot_user.name)
+        # What the webhook carries is exactly what the client got, dot-unstuffed.
+        assert base64.b64decode(data["raw"]) == raw and data["size"] == len(raw)
+    dotted = by_subject["dots"]["data"]
+    assert ".a line that starts with a dot" in dotted["text"]
+    assert "..two dots" in dotted["text"]
+    assert dovecot_user.password not in log
