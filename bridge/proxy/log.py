@@ -72,7 +72,7 @@ class SessionLog:
             **self._base(),
             "event": "command",
             "verb": ex.verb if verb != "OTHER" or ex.verb == "-" else "OTHER",
-            "args": list(ex.args) if verb != "OTHER" else [],
+            "arguments": list(ex.args) if verb != "OTHER" else [],
             "status": ex.outcome,
             "code": ex.code,
             "response_bytes": ex.response_bytes,

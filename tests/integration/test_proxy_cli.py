@@ -1,0 +1,283 @@
+"""`pop3bridge proxy` as a subprocess in front of Dovecot: curl, fetchmail, logs, ops, memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+
+from bridge.testing.samples import big_message, generate_messages
+from tests.support import require_service
+
+pytestmark = pytest.mark.dovecot
+
+
+class ProxyProcess:
+    def __init__(self, config: dict[str, Any], tmp: Path) -> None:
+        path = tmp / "proxy.yaml"
+        path.write_text(yaml.safe_dump(config))
+        self.stderr_path = tmp / "proxy.log"
+        self._stderr = self.stderr_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "proxy", "--config", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.ports: dict[str, int] = {}
+        self.ops_url = ""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 20
+        wanted = len(config["proxy"]["listeners"])
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                break
+            words = line.split()
+            if words[:1] == ["listening"]:
+                self.ports[words[1]] = int(words[3])
+            elif words[:1] == ["ops"]:
+                self.ops_url = words[1]
+                break
+        if len(self.ports) != wanted or not self.ops_url:
+            self.stop()
+            raise AssertionError(f"proxy did not start: {self.log_text()}")
+
+    def log_text(self) -> str:
+        self._stderr.flush()
+        return self.stderr_path.read_text(errors="replace")
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log_text().splitlines() if line.startswith("{")]
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.ops_url + path, timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=20)
+        finally:
+            self._stderr.close()
+
+
+def proxy_config(dovecot: Any, tls_certs: Any, **policy: Any) -> dict[str, Any]:
+    return {
+        "logging": {"format": "json", "level": "INFO"},
+        "ops": {"host": "127.0.0.1", "port": 0},
+        "proxy": {
+            "log_commands": True,
+            "shutdown_grace": 10,
+            "policy": policy,
+            "listeners": [
+                {"name": "plain", "port": 0},
+                {
+                    "name": "pop3s",
+                    "port": 0,
+                    "tls": "implicit",
+                    "cert_file": str(tls_certs.cert_file),
+                    "key_file": str(tls_certs.key_file),
+                },
+            ],
+            "upstream": {"host": dovecot.host, "port": dovecot.pop3_port, "tls": "none"},
+        },
+    }
+
+
+@pytest.fixture
+def proxy(dovecot, tls_certs, tmp_path) -> Iterator[ProxyProcess]:
+    proc = ProxyProcess(proxy_config(dovecot, tls_certs), tmp_path)
+    yield proc
+    proc.stop()
+
+
+def curl(*args: str) -> bytes:
+    exe = shutil.which("curl")
+    require_service("curl", exe is not None, "not installed")
+    assert exe is not None
+    done = subprocess.run([exe, "-sS", "-v", "--max-time", "20", *args], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout
+
+
+def assert_no_secret(proxy: ProxyProcess, *secrets: str) -> None:
+    text = proxy.log_text()
+    for secret in secrets:
+        assert secret not in text
+
+
+def test_curl_pop3_and_pop3s_through_proxy_match_direct(dovecot, dovecot_user, proxy, tls_certs):
+    mail = generate_messages(3, seed=11)
+    dovecot.deliver_many(dovecot_user, mail)
+    cred = f"{dovecot_user.name}:{dovecot_user.password}"
+    for what in ("", "2"):
+        direct = curl("-u", cred, f"pop3://127.0.0.1:{dovecot.pop3_port}/{what}")
+        plain = curl("-u", cred, f"pop3://127.0.0.1:{proxy.ports['plain']}/{what}")
+        wrapped = curl(
+            "--cacert",
+            str(tls_certs.ca_file),
+            "-u",
+            cred,
+            f"pop3s://localhost:{proxy.ports['pop3s']}/{what}",
+        )
+        assert plain == direct == wrapped and direct
+    assert dovecot.message_count(dovecot_user) == 3
+    # One JSON line per command/response pair, with the fields the docs promise.
+    lines = proxy.log_lines()
+    commands = [x for x in lines if x.get("event") == "command"]
+    retr = [x for x in commands if x["verb"] == "RETR"]
+    assert retr and retr[0]["status"] == "ok" and retr[0]["response_bytes"] > 4000
+    assert {"session", "client", "user", "upstream", "latency_ms", "arguments"} <= retr[0].keys()
+    assert any(x.get("event") == "close" and x["reason"] == "quit" for x in lines)
+    assert_no_secret(proxy, dovecot_user.password)
+
+
+def test_fetchmail_through_proxy_gets_what_it_gets_directly(dovecot, dovecot_user, proxy, tmp_path):
+    exe = shutil.which("fetchmail")
+    require_service("fetchmail", exe is not None, "not installed")
+    mail = generate_messages(3, seed=12)
+    dovecot.deliver_many(dovecot_user, mail)
+
+    def fetch(port: int, name: str) -> list[bytes]:
+        out = tmp_path / name
+        out.mkdir()
+        rc = tmp_path / f"{name}.rc"
+        rc.write_text(
+            f"poll 127.0.0.1 service {port} protocol POP3 auth password\n"
+            f'  user "{dovecot_user.name}" password "{dovecot_user.password}"\n'
+            f"  sslproto '' keep fetchall\n"
+            f"  mda \"sh -c 'cat > {out}/$$'\"\n"
+        )
+        rc.chmod(0o600)
+        home = tmp_path / f"{name}-home"
+        home.mkdir()
+        done = subprocess.run(
+            [exe, "-f", str(rc), "--nodetach", "--invisible", "-v"],  # type: ignore[list-item]
+            check=False,
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "HOME": str(home), "FETCHMAILHOME": str(home)},
+        )
+        got = sorted(p.read_bytes() for p in out.iterdir())
+        assert len(got) == 3, (done.stdout + done.stderr).decode(errors="replace")[-3000:]
+        return got
+
+    direct = fetch(dovecot.pop3_port, "direct")
+    through = fetch(proxy.ports["plain"], "proxy")
+    assert len(direct) == 3 and through == direct
+    assert dovecot.message_count(dovecot_user) == 3
+    assert_no_secret(proxy, dovecot_user.password)
+
+
+def test_secrets_never_logged_and_ops_and_metrics(dovecot, dovecot_user, proxy):
+    import base64
+    import poplib
+
+    plain_ir = base64.b64encode(f"\0{dovecot_user.name}\0{dovecot_user.password}".encode())
+    conn = poplib.POP3("127.0.0.1", proxy.ports["plain"], timeout=10)
+    conn._shortcmd("AUTH PLAIN " + plain_ir.decode())
+    conn.quit()
+    conn = poplib.POP3("127.0.0.1", proxy.ports["plain"], timeout=10)
+    conn._putcmd("AUTH LOGIN")
+    conn._getline()
+    conn._putcmd(base64.b64encode(dovecot_user.name.encode()).decode())
+    conn._getline()
+    conn._putcmd(base64.b64encode(dovecot_user.password.encode()).decode())
+    assert conn._getline()[0].startswith(b"+OK")
+    conn.quit()
+    conn = poplib.POP3("127.0.0.1", proxy.ports["plain"], timeout=10)
+    conn.user(dovecot_user.name)
+    with pytest.raises(poplib.error_proto):
+        conn.pass_("wrong-" + dovecot_user.password)
+    # A too-long line holding a password is answered -ERR and never logged.
+    conn._putcmd("PASS " + dovecot_user.password + "x" * 400)
+    assert conn._getline()[0].startswith(b"-ERR")
+    conn.close()
+    status, _ = proxy.get("/readyz")
+    assert status == 200
+    _, metrics = proxy.get("/metrics")
+    assert 'pop3bridge_proxy_commands_total{outcome="ok",verb="AUTH"}' in metrics
+    assert 'pop3bridge_proxy_sessions_total{listener="plain"}' in metrics
+    time.sleep(0.3)
+    assert_no_secret(proxy, dovecot_user.password, plain_ir.decode())
+    lines = proxy.log_lines()
+    auth = [x for x in lines if x.get("verb") == "AUTH"]
+    assert auth and all(x["arguments"][1:] in ([], ["***"]) for x in auth)
+    assert any(x.get("reason") == "too-long" for x in lines)
+
+
+def test_graceful_shutdown_lets_a_running_session_finish(dovecot, dovecot_user, proxy):
+    import poplib
+
+    dovecot.deliver_many(dovecot_user, generate_messages(1, seed=13))
+    conn = poplib.POP3("127.0.0.1", proxy.ports["plain"], timeout=10)
+    conn.user(dovecot_user.name)
+    conn.pass_(dovecot_user.password)
+    proxy.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    # New connections are refused, the open session carries on to its QUIT.
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", proxy.ports["plain"]), timeout=2).recv(1)
+    assert conn.stat()[0] == 1
+    assert conn.quit().startswith(b"+OK")
+    assert proxy.proc.wait(timeout=10) == 0
+
+
+def test_100mb_message_relayed_with_bounded_memory(dovecot, dovecot_user, proxy) -> None:
+    size = 100 * 1024 * 1024
+    dovecot.deliver(dovecot_user, big_message(size))
+    ps = psutil.Process(proxy.proc.pid)
+    baseline = ps.memory_info().rss
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], ps.memory_info().rss)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", proxy.ports["plain"]), timeout=30)
+        sock.sendall(
+            f"USER {dovecot_user.name}\r\nPASS {dovecot_user.password}\r\nRETR 1\r\n".encode()
+        )
+        received = 0
+        tail = b""
+        while not tail.endswith(b"\r\n.\r\n"):
+            chunk = sock.recv(1 << 20)
+            assert chunk, "proxy closed the connection mid-message"
+            received += len(chunk)
+            tail = (tail + chunk)[-5:]
+        sock.sendall(b"QUIT\r\n")
+        sock.close()
+    finally:
+        done.set()
+        sampler.join()
+    assert received > size
+    growth = peak[0] - baseline
+    print(
+        f"proxy RSS baseline {baseline >> 20} MiB, peak {peak[0] >> 20} MiB, "
+        f"growth {growth >> 20} MiB"
+    )
+    assert growth < 16 * 1024 * 1024
