@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import logging
 import signal
 import sys
@@ -40,18 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
 
 
-@contextlib.asynccontextmanager
-async def _tap(settings: Any) -> AsyncIterator[Any]:
-    """The tap factory when some route has a tap (and the tap module is installed)."""
-    routes = settings.proxy.routes or []
-    if not any(route.tap is not None for route in routes):
-        yield None
-        return
-    module: Any = importlib.import_module("bridge.proxy.tap")
-    async with module.build_tap(settings) as tap:
-        yield tap
-
-
 async def _run(settings: Any) -> int:
     from bridge.proxy.server import ProxyServer
 
@@ -70,7 +57,9 @@ async def _run(settings: Any) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    async with _tap(settings) as tap:
+    from bridge.proxy.tap import build_tap
+
+    async with build_tap(settings) as tap:
         factory = None
         if tap is not None:
 
