@@ -109,8 +109,11 @@ def test_v1_longest_valid_line_is_107_bytes() -> None:
     assert used == len(tcp6) and info is not None
     assert info.source == ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 65535)
     # One byte more and the CRLF falls outside the window: refused, not buffered.
+    too_long = b"PROXY UNKNOWN " + full + b"f " + full + b" 65535 65535\r\n"
     with pytest.raises(ProxyProtocolError, match="107"):
-        incremental(b"PROXY UNKNOWN " + full + b"f " + full + b" 65535 65535\r\n")
+        incremental(too_long)
+    with pytest.raises(ProxyProtocolError, match="107"):
+        parse_proxy_header(too_long)
 
 
 @pytest.mark.parametrize(
