@@ -712,7 +712,10 @@ _ROUTE_MATCH = re.compile(r"^(\*|\*@[^@\s]+|[^@\s*]+@[^@\s*]+|[^@\s*]+)$")
 class ProxyRoute(_Model):
     match: str = Field(description='`"user@example.com"`, `"*@example.com"` or `"*"`.')
     upstream: ProxyUpstream = Field(description="Server for the users this route matches.")
-    rewrite_user: str | None = Field(default=None, description="Login name sent upstream instead.")
+    rewrite_user: str | None = Field(
+        default=None,
+        description="Login name sent upstream instead; may use `{user}`, `{local}`, `{domain}`.",
+    )
     policy: ProxyPolicy | None = Field(
         default=None, description="Overrides the proxy's default policy."
     )
@@ -723,6 +726,18 @@ class ProxyRoute(_Model):
     def _pattern(cls, value: str) -> str:
         if not _ROUTE_MATCH.match(value):
             raise ValueError('expected "user@domain", "*@domain" or "*"')
+        return value
+
+    @field_validator("rewrite_user")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                value.format(user="u@d", local="u", domain="d")
+            except (KeyError, IndexError, ValueError):
+                raise ValueError(
+                    "only {user}, {local} and {domain} may appear in braces (write {{ for {)"
+                ) from None
         return value
 
 
