@@ -83,7 +83,12 @@ class _Copy:
     msgno: int
     target: TapTarget
     size: int
-    content: bytes  # whole message, or only its header block when `oversize`
+    parts: list[bytes]  # the whole message, or only its header block when `oversize`
+    held: int  # bytes in `parts`
+
+    def content(self) -> bytes:
+        return b"".join(self.parts)
+
     oversize: bool
     queued_at: float
 
@@ -163,7 +168,9 @@ class TapCapture:
         if self._done:
             return
         self._done = True
-        content = bytes(self._head) if self.oversize else b"".join(self._chunks)
+        # Joining is left to the background task: for a large message it is a copy of tens of
+        # megabytes, which would stall every session on this event loop.
+        parts = [bytes(self._head)] if self.oversize else self._chunks
         self._chunks, self._head = [], bytearray()
         self._tap.submit(
             _Copy(
@@ -173,7 +180,8 @@ class TapCapture:
                 msgno=self.msgno,
                 target=self.target,
                 size=self.size,
-                content=content,
+                parts=parts,
+                held=len(parts[0]) if self.oversize else self.size,
                 oversize=self.oversize,
                 queued_at=time.monotonic(),
             )
@@ -227,7 +235,7 @@ class Tap:
     def submit(self, copy: _Copy) -> None:
         """Queue a finished copy, or count and log it when the queue is full or closed."""
         full = len(self._queue) >= self.queue_items or (
-            self._queue and self._queued_bytes + len(copy.content) > self.queue_bytes
+            self._queue and self._queued_bytes + copy.held > self.queue_bytes
         )
         if self._closing or self._task is None or full:
             why = (
@@ -241,7 +249,7 @@ class Tap:
             self._lose(copy, "dropped", why)
             return
         self._queue.append(copy)
-        self._queued_bytes += len(copy.content)
+        self._queued_bytes += copy.held
         self._idle.clear()
         self._ready.set()
 
@@ -291,11 +299,11 @@ class Tap:
             copy = self._queue[0]
             await self._record(copy)
             self._queue.popleft()
-            self._queued_bytes -= len(copy.content)
+            self._queued_bytes -= copy.held
 
     async def _record(self, copy: _Copy) -> None:
         try:
-            if len(copy.content) > INLINE_PARSE_LIMIT:
+            if copy.held > INLINE_PARSE_LIMIT:
                 message = await asyncio.to_thread(self._build, copy)
             else:
                 message = self._build(copy)
@@ -326,24 +334,25 @@ class Tap:
     def _build(self, copy: _Copy) -> NewMessage:
         """The outbox row for one copy; pure CPU (runs in a thread for large messages)."""
         target = copy.target
+        content = copy.content()
         if copy.oversize:
             data = mail.metadata_only(
-                copy.content,
+                content,
                 reason=(
                     f"message of {copy.size} bytes exceeds the tap's max_message_size "
                     f"({target.max_message_size} bytes); only its headers were kept"
                 ),
             )
-            fingerprint = mail.fingerprint(copy.content)
-            digest = hashlib.sha256(copy.content + b"\0" + str(copy.size).encode())
+            fingerprint = mail.fingerprint(content)
+            digest = hashlib.sha256(content + b"\0" + str(copy.size).encode())
             uidl = "sha256-headers:" + digest.hexdigest()
         else:
             data, fingerprint = mail.build_message_data_and_fingerprint(
-                copy.content,
+                content,
                 attachment_inline_limit=target.attachment_inline_limit,
                 include_raw=target.include_raw,
             )
-            uidl = "sha256:" + hashlib.sha256(copy.content).hexdigest()
+            uidl = "sha256:" + hashlib.sha256(content).hexdigest()
         account = tap_account(copy.route, copy.user)
         msg_id = _msg_id(account, uidl)
         body = mail.envelope(
@@ -363,7 +372,7 @@ class Tap:
             size=copy.size,
             fingerprint=fingerprint,
             payload=mail.encode(body),
-            raw=None if copy.oversize else copy.content,
+            raw=None if copy.oversize else content,
             delete_after_delivery=False,  # the proxy never deletes: the client owns the mailbox
         )
 

@@ -223,6 +223,7 @@ async def test_ten_thousand_chunks_are_cheap_and_large_parses_leave_the_loop(
 
         def watched(copy: Any) -> Any:
             builders.append(threading.get_ident())
+            assert len(copy.parts) == 10_000  # not joined on the event loop either
             return original(copy)
 
         tap._build = watched  # type: ignore[method-assign]
