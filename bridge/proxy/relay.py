@@ -274,7 +274,9 @@ class Relay:
             if event is NEED_DATA:
                 return
             if isinstance(event, ConnectionClosed):
-                self._close("client closed the connection")
+                # A client may half-close after its last command: its replies still go out.
+                if not self._pending:
+                    self._close("client closed the connection")
                 return
             if isinstance(event, AuthResponseLine):
                 self._auth_line(event)

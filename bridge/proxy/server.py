@@ -61,6 +61,12 @@ class _Accepted(StreamProtocol):
         super().connection_made(transport)
         self._server._spawn(self, self._listener)
 
+    def eof_received(self) -> bool:
+        # Keep the transport open for writing: a client that half-closes after its last command
+        # still reads the replies.
+        super().eof_received()
+        return True
+
 
 @dataclass
 class _Listener:

@@ -260,7 +260,7 @@ class _Session:
             relay.client_data(data)
             await self.apply(relay.take())
             if not data:
-                raise _Closed("client closed the connection")
+                return  # half-closed: the relay closes once the last reply is out
 
     async def _upstream_pump(self) -> None:
         relay, upstream = self.relay, self.upstream

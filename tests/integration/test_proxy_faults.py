@@ -149,3 +149,18 @@ async def test_per_ip_limit_and_idle_timeout(dovecot) -> None:
     assert refused.startswith(b"-ERR [SYS/TEMP] too many connections")
     assert idle.startswith(b"-ERR [SYS/TEMP] autologout")
     assert metrics.PROXY_SESSIONS.labels("plain")._value.get() == before + 1
+
+
+async def test_half_closing_client_gets_every_reply(dovecot, dovecot_user) -> None:
+    mail = generate_messages(1, seed=23)
+    dovecot.deliver_many(dovecot_user, mail)
+    async with running_proxy(fixed_config(dovecot)) as proxy:
+        reader, writer = await asyncio.open_connection(*proxy.addresses["plain"])
+        writer.write(
+            f"USER {dovecot_user.name}\r\nPASS {dovecot_user.password}\r\n".encode()
+            + b"RETR 1\r\nQUIT\r\n"
+        )
+        writer.write_eof()  # like `printf ... | nc`: nothing more to say, still listening
+        data = await read_until_closed(reader)
+        writer.close()
+    assert data.count(b"\r\n+OK") == 4 and b"\r\n.\r\n+OK" in data  # RETR's end, then QUIT's

@@ -246,3 +246,15 @@ def test_routing_capa_before_login_is_the_proxys() -> None:
     relay.client_data(b"CAPA\r\n")
     text = b"".join(relay.take().to_client)
     assert b"SASL PLAIN LOGIN\r\n" in text and b"USER\r\n" in text and text.endswith(b"\r\n.\r\n")
+
+
+def test_half_closed_client_still_gets_its_replies() -> None:
+    relay = fixed_relay()
+    relay.client_data(b"STAT\r\nNOOP\r\n")
+    relay.client_data(b"")
+    out = relay.take()
+    assert out.to_upstream == [b"STAT\r\nNOOP\r\n"[:6], b"NOOP\r\n"] and out.close is None
+    relay.upstream_data(b"+OK 0 0\r\n+OK\r\n")
+    out = relay.take()
+    assert out.to_client == [b"+OK 0 0\r\n", b"+OK\r\n"]
+    assert out.close == "client closed the connection"
