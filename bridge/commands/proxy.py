@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,6 +27,7 @@ from bridge.poller.runtime import (
     configure_logging,
     load,
     report_config_problem,
+    stop_on_signals,
 )
 
 HELP = "run the transparent POP3 proxy"
@@ -42,21 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def _run(settings: Any) -> int:
     from bridge.proxy.server import ProxyServer
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second signal: closing sessions now")
-            if main is not None:
-                main.cancel()
-            return
-        log.info("signal %s received: proxy shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    stop = stop_on_signals(log, what="proxy shutting down", second="closing sessions now")
     from bridge.proxy.tap import build_tap
 
     async with build_tap(settings) as tap:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from typing import Any
 
@@ -25,6 +24,7 @@ from bridge.poller.runtime import (
     configure_logging,
     load,
     report_config_problem,
+    stop_on_signals,
 )
 from bridge.store.errors import StoreError
 
@@ -38,21 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _run(settings: Any) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second signal: stopping now")
-            if main is not None:
-                main.cancel()
-            return
-        log.info("signal %s received: shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    stop = stop_on_signals(log, what="shutting down", second="stopping now")
     async with Runtime(settings) as rt:
         from bridge.poller.observe import Observer
 

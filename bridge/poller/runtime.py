@@ -8,8 +8,10 @@ and call one method of `PollerApp` or the store.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
@@ -73,6 +75,30 @@ def configure_logging(settings: Any) -> None:
 def report_config_problem(exc: ConfigProblem) -> int:
     print(f"pop3bridge: invalid configuration:\n{exc}", file=sys.stderr)
     return EXIT_CONFIG
+
+
+def stop_on_signals(logger: logging.Logger, *, what: str, second: str) -> asyncio.Event:
+    """An event set by the first SIGTERM/SIGINT; a second one cancels the calling task.
+
+    Long-running commands (`run`, `proxy`) wind down gracefully on the event; the second signal
+    is the operator saying not to wait (`second` says what that means, for the log).
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            logger.warning("second signal: %s", second)
+            if main is not None:
+                main.cancel()
+            return
+        logger.info("signal %s received: %s", signal.Signals(signum).name, what)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return stop
 
 
 class Runtime:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 from collections import Counter
@@ -281,18 +282,7 @@ class ProxyServer:
                 claimed.append(user.lower())
             return ok
 
-        settings = listener.settings
-        settings = SessionSettings(
-            listener=settings.listener,
-            routes=settings.routes,
-            fixed=settings.fixed,
-            offer_stls=settings.offer_stls,
-            client_tls=settings.client_tls,
-            default_policy=settings.default_policy,
-            log_commands=settings.log_commands,
-            tap=settings.tap,
-            claim_user=claim,
-        )
+        settings = dataclasses.replace(listener.settings, claim_user=claim)
         slog = SessionLog(
             new_session_id(),
             f"{ip}:{client[1]}",
