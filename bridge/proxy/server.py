@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
+import socket
 import ssl
 from collections import Counter
 from dataclasses import dataclass, field
@@ -60,6 +62,11 @@ class _Accepted(StreamProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        cfg = self._listener.config
+        if cfg.proxy_protocol or cfg.tls == "implicit":
+            # Nothing may be read before the PROXY header is taken off the socket byte-exactly
+            # and the TLS layer is in place, or a ClientHello could land in the wrong buffer.
+            self.transport.pause_reading()  # type: ignore[union-attr]
         self._server._spawn(self, self._listener)
 
     def eof_received(self) -> bool:
@@ -218,24 +225,16 @@ class ProxyServer:
         assert proto.transport is not None and listener.settings is not None
         peer = proto.transport.get_extra_info("peername") or ("?", 0)
         client = (str(peer[0]), int(peer[1]))
-        initial = b""
         try:
             if listener.config.proxy_protocol:
-                got = await _read_proxy_header(proto)
+                got = await _read_proxy_header(proto.transport)
                 if got is None:
                     proto.transport.close()
                     return
-                source, initial = got
-                client = source or client
+                client = got[0] or client
             if listener.config.tls == "implicit":
                 assert listener.tls is not None
-                if initial:
-                    log.info(
-                        "client sent data before the TLS handshake",
-                        extra={"listener": listener.config.name},
-                    )
-                    proto.transport.close()
-                    return
+                # start_tls resumes reading once the TLS layer is installed.
                 new = await asyncio.get_running_loop().start_tls(
                     proto.transport,
                     proto,
@@ -246,6 +245,8 @@ class ProxyServer:
                 if new is None:  # pragma: no cover
                     return
                 proto.transport = new
+            elif listener.config.proxy_protocol:
+                proto.transport.resume_reading()
         except (OSError, ssl.SSLError, TimeoutError, ConnectionLost) as exc:
             log.info(
                 "client dropped before the session started",
@@ -254,10 +255,10 @@ class ProxyServer:
             if proto.transport is not None:
                 proto.transport.close()
             return
-        await self._session(proto, listener, client, initial)
+        await self._session(proto, listener, client)
 
     async def _session(
-        self, proto: _Accepted, listener: _Listener, client: tuple[str, int], initial: bytes
+        self, proto: _Accepted, listener: _Listener, client: tuple[str, int]
     ) -> None:
         assert proto.transport is not None and listener.settings is not None
         ip = client[0]
@@ -293,7 +294,7 @@ class ProxyServer:
         reason = "internal error"
         try:
             reason = await run_session(
-                proto, settings, slog, idle_timeout=self.config.policy.idle_timeout, initial=initial
+                proto, settings, slog, idle_timeout=self.config.policy.idle_timeout
             )
         finally:
             self._per_ip[ip] -= 1
@@ -306,26 +307,52 @@ class ProxyServer:
             slog.closed(reason)
 
 
-async def _read_proxy_header(proto: StreamProtocol) -> tuple[tuple[str, int] | None, bytes] | None:
-    """(real client address or None for LOCAL/UNKNOWN, bytes after the header); None if bad."""
-    data = b""
+async def _read_proxy_header(
+    transport: asyncio.BaseTransport,
+) -> tuple[tuple[str, int] | None] | None:
+    """Take the PROXY header, and not one byte more, off the (paused) connection's socket.
+
+    Returns (real client address, or None for LOCAL/UNKNOWN,), or None when the header is bad,
+    missing or late (the caller closes). The header is peeked at with MSG_PEEK on a duplicate of
+    the socket and then consumed by exactly its length, so whatever the client sent after it
+    (a TLS ClientHello, a pipelined command) stays in the kernel for the layer that owns it.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None:  # pragma: no cover - every TCP transport has one
+        return None
+    loop = asyncio.get_running_loop()
+    dup = socket.socket(fileno=os.dup(sock.fileno()))
+    dup.setblocking(False)
+    seen = 0
     try:
         async with asyncio.timeout(PROXY_HEADER_TIMEOUT):
             while True:
-                got = await proto.read()
-                if not got:
+                ready = loop.create_future()
+                loop.add_reader(dup.fileno(), ready.set_result, None)
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(dup.fileno())
+                data = dup.recv(MAX_HEADER + 1, socket.MSG_PEEK)
+                if not data:
                     return None
-                data += got
                 result = parse_proxy_header(data)
                 if result is not None:
                     info, used = result
-                    source = None if info is None else (str(info.source[0]), int(info.source[1]))
-                    return source, data[used:]
+                    dup.recv(used)
+                    if info is None:
+                        return (None,)
+                    return ((str(info.source[0]), int(info.source[1])),)
                 if len(data) > MAX_HEADER:
                     raise ProxyProtocolError("PROXY header too long")
+                if len(data) == seen:
+                    await asyncio.sleep(0.01)  # peeked bytes keep the socket readable
+                seen = len(data)
     except TimeoutError:
         log.info("no PROXY protocol header in time; connection closed")
         return None
     except ProxyProtocolError as exc:
         log.info("bad PROXY protocol header; connection closed", extra={"error": str(exc)})
         return None
+    finally:
+        dup.close()

@@ -140,6 +140,9 @@ class _Session:
                     relay.upstream_data(b"")
                     actions = relay.take()
                     continue
+            if actions.start_client_tls and self.client.transport is not None:
+                # Read nothing more in clear text: the client's next bytes are its ClientHello.
+                self.client.transport.pause_reading()
             if actions.to_client:
                 data = b"".join(actions.to_client)
                 self.slog.sent(downstream=len(data))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import ssl
+import struct
 
 import pytest
 
@@ -164,3 +167,83 @@ async def test_half_closing_client_gets_every_reply(dovecot, dovecot_user) -> No
         data = await read_until_closed(reader)
         writer.close()
     assert data.count(b"\r\n+OK") == 4 and b"\r\n.\r\n+OK" in data  # RETR's end, then QUIT's
+
+
+def proxy_v1(source: str, port: int = 40000) -> bytes:
+    return f"PROXY TCP4 {source} 127.0.0.1 {port} 110\r\n".encode()
+
+
+def proxy_v2(source: str, port: int = 40000) -> bytes:
+    body = socket.inet_aton(source) + socket.inet_aton("127.0.0.1") + struct.pack("!HH", port, 110)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body
+
+
+async def test_proxy_protocol_real_client_address_counts_for_limits(dovecot, dovecot_user) -> None:
+    listener = {"proxy_protocol": True}
+    config = fixed_config(dovecot, listener=listener, policy={"max_connections_per_ip": 1})
+    async with running_proxy(config) as proxy:
+        addr = proxy.addresses["plain"]
+        sessions = []
+        # Header and first command in one segment: the command must survive the header.
+        for header in (proxy_v1("203.0.113.1"), proxy_v2("203.0.113.2")):
+            reader, writer = await asyncio.open_connection(*addr)
+            writer.write(header + f"USER {dovecot_user.name}\r\n".encode())
+            assert (await reader.readline()).startswith(b"+OK")  # greeting
+            assert (await reader.readline()).startswith(b"+OK")  # USER
+            sessions.append(writer)
+        reader, writer = await asyncio.open_connection(*addr)  # same real address again
+        writer.write(proxy_v1("203.0.113.1", 40001))
+        refused = await read_until_closed(reader)
+        reader, garbage = await asyncio.open_connection(*addr)
+        garbage.write(b"USER bob\r\n")  # no header: not from the balancer
+        try:
+            dropped = await read_until_closed(reader)
+        except ConnectionResetError:  # closed with our unread bytes in its buffer: a reset
+            dropped = b""
+        for w in (*sessions, writer, garbage):
+            w.close()
+    assert refused.startswith(b"-ERR [SYS/TEMP] too many connections") and dropped == b""
+
+
+async def test_proxy_protocol_then_tls_client_hello_in_the_same_segment(
+    dovecot, dovecot_user, tls_certs
+) -> None:
+    dovecot.deliver_many(dovecot_user, generate_messages(1, seed=24))
+    listener = {
+        "tls": "implicit",
+        "proxy_protocol": True,
+        "cert_file": str(tls_certs.cert_file),
+        "key_file": str(tls_certs.key_file),
+    }
+    async with running_proxy(fixed_config(dovecot, listener=listener)) as proxy:
+        host, port = proxy.addresses["plain"]
+
+        def fetch() -> bytes:
+            raw = socket.create_connection((host, port), timeout=10)
+            ctx = tls_certs.client_context()
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+            with contextlib.suppress(ssl.SSLWantReadError):
+                tls.do_handshake()
+            raw.sendall(proxy_v1("198.51.100.9") + outgoing.read())  # one segment
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    if outgoing.pending:
+                        raw.sendall(outgoing.read())
+                    incoming.write(raw.recv(65536))
+            if outgoing.pending:
+                raw.sendall(outgoing.read())
+            greeting = b""
+            while not greeting.endswith(b"\r\n"):
+                try:
+                    greeting += tls.read(4096)
+                except ssl.SSLWantReadError:
+                    incoming.write(raw.recv(65536))
+            raw.close()
+            return greeting
+
+        greeting = await in_thread(fetch)
+    assert greeting.startswith(b"+OK")
