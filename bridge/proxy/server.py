@@ -353,6 +353,8 @@ async def _read_proxy_header(
         return None
     except ProxyProtocolError as exc:
         log.info("bad PROXY protocol header; connection closed", extra={"error": str(exc)})
+        with contextlib.suppress(OSError):
+            dup.recv(MAX_HEADER + 1)  # read what was refused, so closing is a FIN, not a reset
         return None
     finally:
         dup.close()
