@@ -120,12 +120,6 @@ async def test_a_connection_without_a_valid_header_is_closed(
     assert "alice" not in caplog.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy core: bytes that arrive with the PROXY header on an implicit-TLS listener "
-    "(the start of the ClientHello) are refused as 'data before the TLS handshake' instead of "
-    "being fed to the handshake; balancers often send both in one segment",
-)
 async def test_implicit_tls_listener_with_the_client_hello_in_the_header_segment(
     dovecot: Any, dovecot_user: Any, tls_certs: Any
 ) -> None:
