@@ -221,6 +221,11 @@ class ProxyServer:
         self._per_user[key] += 1
         return True
 
+    def _release_user(self, key: str) -> None:
+        self._per_user[key] -= 1
+        if self._per_user[key] <= 0:
+            del self._per_user[key]
+
     async def _serve(self, proto: _Accepted, listener: _Listener) -> None:
         assert proto.transport is not None and listener.settings is not None
         peer = proto.transport.get_extra_info("peername") or ("?", 0)
@@ -276,12 +281,16 @@ class ProxyServer:
         claimed: list[str] = []
 
         def claim(user: str) -> bool:
-            if claimed:
+            # One claim per session: a second login under another name (after a failed one)
+            # moves it.
+            if claimed and claimed[0] == user.lower():
                 return True
-            ok = self.claim_user(user)
-            if ok:
-                claimed.append(user.lower())
-            return ok
+            if not self.claim_user(user):
+                return False
+            for old in claimed:
+                self._release_user(old)
+            claimed[:] = [user.lower()]
+            return True
 
         settings = dataclasses.replace(listener.settings, claim_user=claim)
         slog = SessionLog(
@@ -301,9 +310,7 @@ class ProxyServer:
             if self._per_ip[ip] <= 0:
                 del self._per_ip[ip]
             for user in claimed:
-                self._per_user[user] -= 1
-                if self._per_user[user] <= 0:
-                    del self._per_user[user]
+                self._release_user(user)
             slog.closed(reason)
 
 

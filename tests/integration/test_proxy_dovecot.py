@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import poplib
 
 import pytest
@@ -159,3 +160,26 @@ async def test_routing_two_users_to_two_upstreams(dovecot, dovecot_user) -> None
     # The rewritten name went upstream (the proxy picks its own mechanism there: APOP here).
     logins = [args for verb, args in fake.commands_seen if verb in ("USER", "APOP")]
     assert logins and all(args[0] == "carol" for args in logins)
+
+
+async def test_per_user_limit_refuses_a_second_login_and_frees_on_close(
+    dovecot, dovecot_user
+) -> None:
+    config = fixed_config(dovecot, policy={"max_connections_per_user": 1})
+    async with running_proxy(config) as proxy:
+        host, port = proxy.addresses["plain"]
+
+        def login() -> poplib.POP3:
+            conn = poplib.POP3(host, port, timeout=10)
+            conn.user(dovecot_user.name)
+            conn.pass_(dovecot_user.password)
+            return conn
+
+        first = await in_thread(login)
+        with pytest.raises(poplib.error_proto, match=r"IN-USE"):
+            await in_thread(login)
+        assert (await in_thread(first.stat))[0] >= 0  # the first session is untouched
+        await in_thread(first.quit)
+        await asyncio.sleep(0.1)
+        again = await in_thread(login)
+        await in_thread(again.quit)
