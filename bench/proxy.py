@@ -82,7 +82,7 @@ class _Target:
 class BridgeProxy:
     """`pop3bridge proxy` from a generated config, if this checkout has the command."""
 
-    def __init__(self, upstream_port: int, work: Path) -> None:
+    def __init__(self, upstream_port: int, work: Path, profile: Path | None = None) -> None:
         self.port = free_port()
         cfg = {
             "proxy": {
@@ -95,11 +95,10 @@ class BridgeProxy:
         self.config = work / "proxy.yaml"
         self.config.write_text(yaml.safe_dump(cfg))
         self.log = open(work / "proxy.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [str(VENV_BIN / "pop3bridge"), "proxy", "--config", str(self.config)],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        cmd = [str(VENV_BIN / "pop3bridge"), "proxy", "--config", str(self.config)]
+        if profile is not None:
+            cmd = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(profile), *cmd]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -186,7 +185,15 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--big-mb", type=float, default=50)
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, 1 round")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="run pop3bridge proxy under pyinstrument (pipelined + poplib RETRs), print the "
+        "profile and its CPU time per relayed message",
+    )
     args = ap.parse_args()
+    if args.profile:
+        return _profile(args)
     if args.quick:
         args.messages, args.sequential, args.sessions, args.rounds, args.big_mb = (
             200,
@@ -326,6 +333,31 @@ def _run(
         "big_retr": big,
         "big_retr_bytes": int(args.big_mb * 1e6),
     }
+
+
+def _profile(args: argparse.Namespace) -> int:
+    work = Path(tempfile.mkdtemp(prefix="pop3bridge-bench-proxy-"))
+    out = work / "profile.txt"
+    with private_dovecot() as server:
+        user = fill_mailbox(server, generate_messages(args.messages, seed=7, size=5000))
+        ours = BridgeProxy(server.pop3_port, work, profile=out)
+        proc = psutil.Process(ours.proc.pid)
+        cpu0 = sum(proc.cpu_times()[:2])
+        pipelined = sequential = 0
+        for _ in range(5):
+            raw_pipelined(server.host, ours.port, user.name, user.password, args.messages)
+            pipelined += args.messages
+            poplib_sequential(server.host, ours.port, user.name, user.password, args.sequential)
+            sequential += args.sequential
+        cpu = sum(proc.cpu_times()[:2]) - cpu0
+        ours.stop()
+    relayed = pipelined + sequential
+    print(out.read_text() if out.exists() else "(no profile written)")
+    print(
+        f"pop3bridge proxy (under the profiler): {cpu:.2f} CPU s for {relayed} relayed ~5 KB "
+        f"messages = {1000 * cpu / relayed:.3f} ms each"
+    )
+    return 0
 
 
 def _report(data: dict[str, Any], args: argparse.Namespace) -> None:
