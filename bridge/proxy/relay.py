@@ -321,8 +321,16 @@ class Relay:
         self._framer.expect(kind)
         self._pending.append(_Pending(verb, args, self._clock(), kind))
 
+    def _can_stls(self) -> bool:
+        return (
+            self._offer_stls
+            and not self.encrypted
+            and self.state in _AUTH_STATES
+            and not self.policy.refused("STLS")
+        )
+
     def _stls(self, command: Command) -> None:
-        if not self._offer_stls or self.encrypted or self.state not in _AUTH_STATES:
+        if not self._can_stls():
             self._count_error()
             self._local("STLS", (), b"-ERR STLS not available\r\n", "err")
             return
@@ -340,7 +348,7 @@ class Relay:
             body = rewrite_capa(
                 _ROUTING_CAPA,
                 hidden=self.policy.hidden_capabilities(encrypted=self.encrypted),
-                offer_stls=self._offer_stls and not self.encrypted,
+                offer_stls=self._can_stls(),
             )
             self._local(verb, args, b"+OK capability list follows\r\n" + body + b".\r\n", "ok")
             return
@@ -478,7 +486,7 @@ class Relay:
         framer = self._framer
         sep = b"\n" if framer is not None and framer.bare_lf else b"\r\n"
         hidden = self.policy.hidden_capabilities(encrypted=self.encrypted)
-        stls = self._offer_stls and not self.encrypted and self.state in _AUTH_STATES
+        stls = self._can_stls()
         text = rewrite_capa(bytes(body), hidden=hidden, offer_stls=stls)
         if sep == b"\n":
             text = text.replace(b"\r\n", b"\n")
