@@ -335,3 +335,33 @@ async def test_client_is_disconnected_when_the_upstream_dies_mid_response(
     ]
     assert len(closes) == 1
     assert "idle timeout" not in closes[0], closes[0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="proxy bug found here: after the client's QUIT (+OK) and close, the session is "
+    "only ended by the idle timer (default 600 s), holding its slot until then",
+)
+async def test_session_ends_with_the_clients_quit(
+    tmp_path: Path, dovecot: DovecotServer, fake_upstream: FakePOP3Server
+) -> None:
+    user = dovecot.add_user()
+    proc, port, log = start_proxy(tmp_path, dovecot, fake_upstream.port, idle_timeout=4)
+    try:
+        session = await Session.open(port)
+        await session.login(user.name, user.password)
+        assert (await session.commands([Command("QUIT")]))[0].startswith(b"+OK")
+        session.close()
+        deadline = time.monotonic() + 8
+        closes: list[str] = []
+        while not closes and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            closes = [
+                line
+                for line in log.read_text().splitlines()
+                if f'"user":"{user.name}"' in line and '"event":"close"' in line
+            ]
+    finally:
+        stop(proc)
+    assert len(closes) == 1
+    assert "idle timeout" not in closes[0], closes[0]
