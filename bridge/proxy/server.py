@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import socket
 import ssl
 from collections import Counter
@@ -55,18 +54,16 @@ def server_tls_context(listener: ProxyListener) -> ssl.SSLContext:
 
 
 class _Accepted(StreamProtocol):
-    def __init__(self, server: ProxyServer, listener: _Listener) -> None:
+    def __init__(
+        self, server: ProxyServer, listener: _Listener, client: tuple[str, int] | None = None
+    ) -> None:
         super().__init__(None)
         self._server = server
         self._listener = listener
+        self.client = client  # from a PROXY header; else the TCP peer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        cfg = self._listener.config
-        if cfg.proxy_protocol or cfg.tls == "implicit":
-            # Nothing may be read before the PROXY header is taken off the socket byte-exactly
-            # and the TLS layer is in place, or a ClientHello could land in the wrong buffer.
-            self.transport.pause_reading()  # type: ignore[union-attr]
         self._server._spawn(self, self._listener)
 
     def eof_received(self) -> bool:
@@ -81,8 +78,24 @@ class _Listener:
     config: ProxyListener
     tls: ssl.SSLContext | None
     server: asyncio.Server | None = None
+    sock: socket.socket | None = None  # PROXY protocol listeners accept by hand
+    accept_task: asyncio.Task[None] | None = None
     address: tuple[str, int] | None = None
     settings: SessionSettings | None = field(default=None, repr=False)
+
+    @property
+    def serving(self) -> bool:
+        if self.server is not None:
+            return self.server.is_serving()
+        return self.accept_task is not None and not self.accept_task.done()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.accept_task is not None:
+            self.accept_task.cancel()
+        if self.sock is not None:
+            self.sock.close()
 
 
 class ProxyServer:
@@ -122,12 +135,24 @@ class ProxyServer:
                 tap=self._tap,
             )
             try:
-                entry.server = await loop.create_server(
-                    lambda e=entry: _Accepted(self, e),  # type: ignore[misc]
-                    cfg.host,
-                    cfg.port,
-                    reuse_address=True,
-                )
+                if cfg.proxy_protocol:
+                    entry.sock = socket.create_server((cfg.host, cfg.port), backlog=512)
+                    entry.sock.setblocking(False)
+                    bound = entry.sock.getsockname()
+                    entry.accept_task = asyncio.ensure_future(self._accept_loop(entry))
+                else:
+                    entry.server = await loop.create_server(
+                        lambda e=entry: _Accepted(self, e),
+                        cfg.host,
+                        cfg.port,
+                        reuse_address=True,
+                        backlog=512,
+                        ssl=tls if cfg.tls == "implicit" else None,
+                        ssl_handshake_timeout=(
+                            TLS_HANDSHAKE_TIMEOUT if cfg.tls == "implicit" else None
+                        ),
+                    )
+                    bound = entry.server.sockets[0].getsockname()
             except OSError as exc:
                 await self.stop(0)
                 raise ProxyStartError(
@@ -135,8 +160,7 @@ class ProxyServer:
                     f"listener {cfg.name!r} cannot listen on {cfg.host}:{cfg.port} "
                     f"({exc.strerror}); set proxy.listeners[].port",
                 ) from None
-            sock = entry.server.sockets[0].getsockname()
-            entry.address = (str(sock[0]), int(sock[1]))
+            entry.address = (str(bound[0]), int(bound[1]))
             self._listeners.append(entry)
             log.info(
                 "proxy listening",
@@ -160,7 +184,7 @@ class ProxyServer:
         return (
             not self._closing
             and len(self._listeners) == len(self.config.listeners)
-            and all(e.server is not None and e.server.is_serving() for e in self._listeners)
+            and all(e.serving for e in self._listeners)
         )
 
     async def status(self) -> dict[str, Any]:
@@ -180,8 +204,7 @@ class ProxyServer:
         self._closing = True
         grace = self.config.shutdown_grace if grace is None else grace
         for entry in self._listeners:
-            if entry.server is not None:
-                entry.server.close()
+            entry.close()
         sessions = set(self._sessions)
         if sessions and grace > 0:
             log.info("proxy stopping: waiting for sessions", extra={"sessions": len(sessions)})
@@ -227,40 +250,54 @@ class ProxyServer:
             del self._per_user[key]
 
     async def _serve(self, proto: _Accepted, listener: _Listener) -> None:
-        assert proto.transport is not None and listener.settings is not None
+        assert proto.transport is not None
         peer = proto.transport.get_extra_info("peername") or ("?", 0)
-        client = (str(peer[0]), int(peer[1]))
-        try:
-            if listener.config.proxy_protocol:
-                got = await _read_proxy_header(proto.transport)
-                if got is None:
-                    proto.transport.close()
+        client = proto.client or (str(peer[0]), int(peer[1]))
+        await self._session(proto, listener, client)
+
+    async def _accept_loop(self, listener: _Listener) -> None:
+        """Accept by hand so the PROXY header can be taken off each socket before any transport
+        (plain or TLS) reads from it."""
+        loop = asyncio.get_running_loop()
+        assert listener.sock is not None
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener.sock)
+            except OSError as exc:
+                if listener.sock.fileno() < 0:
                     return
-                client = got[0] or client
-            if listener.config.tls == "implicit":
-                assert listener.tls is not None
-                # start_tls resumes reading once the TLS layer is installed.
-                new = await asyncio.get_running_loop().start_tls(
-                    proto.transport,
-                    proto,
-                    listener.tls,
-                    server_side=True,
-                    ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+                log.warning(
+                    "accept failed", extra={"listener": listener.config.name, "error": str(exc)}
                 )
-                if new is None:  # pragma: no cover
-                    return
-                proto.transport = new
-            elif listener.config.proxy_protocol:
-                proto.transport.resume_reading()
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionLost) as exc:
+                await asyncio.sleep(0.1)
+                continue
+            task = asyncio.ensure_future(self._behind_balancer(conn, listener))
+            self._sessions.add(task)
+            task.add_done_callback(self._sessions.discard)
+
+    async def _behind_balancer(self, conn: socket.socket, listener: _Listener) -> None:
+        loop = asyncio.get_running_loop()
+        conn.setblocking(False)
+        got = await _read_proxy_header(conn)
+        if got is None or self._closing:
+            conn.close()
+            return
+        cfg = listener.config
+        peer = conn.getpeername()
+        client = got[0] or (str(peer[0]), int(peer[1]))
+        try:
+            await loop.connect_accepted_socket(
+                lambda: _Accepted(self, listener, client),
+                conn,
+                ssl=listener.tls if cfg.tls == "implicit" else None,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if cfg.tls == "implicit" else None,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
             log.info(
                 "client dropped before the session started",
-                extra={"listener": listener.config.name, "client": client[0], "error": str(exc)},
+                extra={"listener": cfg.name, "client": client[0], "error": str(exc)},
             )
-            if proto.transport is not None:
-                proto.transport.close()
-            return
-        await self._session(proto, listener, client)
+            conn.close()
 
     async def _session(
         self, proto: _Accepted, listener: _Listener, client: tuple[str, int]
@@ -314,39 +351,32 @@ class ProxyServer:
             slog.closed(reason)
 
 
-async def _read_proxy_header(
-    transport: asyncio.BaseTransport,
-) -> tuple[tuple[str, int] | None] | None:
-    """Take the PROXY header, and not one byte more, off the (paused) connection's socket.
+async def _read_proxy_header(conn: socket.socket) -> tuple[tuple[str, int] | None] | None:
+    """Take the PROXY header, and not one byte more, off a freshly accepted socket.
 
     Returns (real client address, or None for LOCAL/UNKNOWN,), or None when the header is bad,
-    missing or late (the caller closes). The header is peeked at with MSG_PEEK on a duplicate of
-    the socket and then consumed by exactly its length, so whatever the client sent after it
-    (a TLS ClientHello, a pipelined command) stays in the kernel for the layer that owns it.
+    missing or late (the caller closes). The header is peeked at with MSG_PEEK and then consumed
+    by exactly its length, so whatever the client sent after it (a TLS ClientHello, a
+    pipelined command) stays in the kernel for the transport that reads the session.
     """
-    sock = transport.get_extra_info("socket")
-    if sock is None:  # pragma: no cover - every TCP transport has one
-        return None
     loop = asyncio.get_running_loop()
-    dup = socket.socket(fileno=os.dup(sock.fileno()))
-    dup.setblocking(False)
     seen = 0
     try:
         async with asyncio.timeout(PROXY_HEADER_TIMEOUT):
             while True:
                 ready = loop.create_future()
-                loop.add_reader(dup.fileno(), ready.set_result, None)
+                loop.add_reader(conn.fileno(), ready.set_result, None)
                 try:
                     await ready
                 finally:
-                    loop.remove_reader(dup.fileno())
-                data = dup.recv(MAX_HEADER + 1, socket.MSG_PEEK)
+                    loop.remove_reader(conn.fileno())
+                data = conn.recv(MAX_HEADER + 1, socket.MSG_PEEK)
                 if not data:
                     return None
                 result = parse_proxy_header(data)
                 if result is not None:
                     info, used = result
-                    dup.recv(used)
+                    conn.recv(used)
                     if info is None:
                         return (None,)
                     return ((str(info.source[0]), int(info.source[1])),)
@@ -361,7 +391,8 @@ async def _read_proxy_header(
     except ProxyProtocolError as exc:
         log.info("bad PROXY protocol header; connection closed", extra={"error": str(exc)})
         with contextlib.suppress(OSError):
-            dup.recv(MAX_HEADER + 1)  # read what was refused, so closing is a FIN, not a reset
+            conn.recv(MAX_HEADER + 1)  # read what was refused, so closing is a FIN, not a reset
         return None
-    finally:
-        dup.close()
+    except OSError as exc:
+        log.info("client dropped before the PROXY header", extra={"error": str(exc)})
+        return None
