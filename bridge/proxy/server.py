@@ -1,10 +1,13 @@
 """The proxy's listeners: accept, read a PROXY header if configured, apply connection limits,
 set up TLS, and run one session per client; graceful shutdown.
 
-Every listener socket is plain TCP; implicit TLS is started by the session code after the
-optional PROXY protocol header (a load balancer sends that header in clear text before the
-client's TLS handshake). Limits count the real client address, from the PROXY header when
-there is one.
+No byte may be read by the wrong layer: an implicit-TLS listener has TLS from the first byte
+(`create_server(ssl=...)`); a PROXY-protocol listener accepts sockets itself, takes the clear-text
+header off with MSG_PEEK and a read of exactly its length, and only then attaches a transport
+(with TLS when the listener is implicit). Pausing a transport in `connection_made` is not enough:
+uvloop starts reading right after that callback, and a ClientHello that arrived with the header
+would land in the plain-text buffer. Limits count the real client address, from the PROXY header
+when there is one.
 """
 
 from __future__ import annotations
