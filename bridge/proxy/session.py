@@ -22,8 +22,9 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from bridge.config import ProxyUpstream
 from bridge.pop3._io import StreamProtocol
@@ -117,6 +118,28 @@ class _Session:
         self.progress = asyncio.Event()
         self.upstream_task: asyncio.Task[None] | None = None
         self.tasks: list[asyncio.Future[None]] = []
+        # Set by the first task to end with a reason. A task started later (the upstream pump
+        # after a routing login) must be able to end the session too, so the session waits on
+        # this rather than on a list of tasks taken before that task existed.
+        self.ended: asyncio.Future[str] = self.loop.create_future()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(self._task_done)
+        self.tasks.append(task)
+        return task
+
+    def _task_done(self, task: asyncio.Future[None]) -> None:
+        if task.cancelled() or self.ended.done():
+            return
+        exc = task.exception()
+        if exc is None:
+            return  # the client pump after a half-close: the relay still decides the end
+        if isinstance(exc, _Closed):
+            self.ended.set_result(exc.reason)
+            return
+        log.error("proxy session failed", extra={"session": self.slog.session}, exc_info=exc)
+        self.ended.set_result(f"internal error: {type(exc).__name__}")
 
     # -- writing -----------------------------------------------------------------------------
     async def _send(self, proto: StreamProtocol, data: bytes) -> None:
@@ -230,8 +253,7 @@ class _Session:
             policy=Policy(route.policy),
             tap=tap,
         )
-        self.upstream_task = asyncio.ensure_future(self._upstream_pump())
-        self.tasks.append(self.upstream_task)
+        self.upstream_task = self._spawn(self._upstream_pump())
 
     def _tap_for(self, route: Route) -> Callable[[str | None, int], CaptureSink | None] | None:
         factory = self.settings.tap
@@ -315,8 +337,7 @@ class _Session:
             except ConnectionLost:
                 return "client connection lost"
             self.slog.sent(downstream=len(greeting.raw))
-            self.upstream_task = asyncio.ensure_future(self._upstream_pump())
-            self.tasks.append(self.upstream_task)
+            self.upstream_task = self._spawn(self._upstream_pump())
         else:
             self.relay = self._relay(None, None)
             hello = b"+OK POP3 proxy ready\r\n"
@@ -325,32 +346,14 @@ class _Session:
             except ConnectionLost:
                 return "client connection lost"
             self.slog.sent(downstream=len(hello))
-        self.tasks += [
-            asyncio.ensure_future(self._client_pump()),
-            asyncio.ensure_future(self._watchdog()),
-        ]
+        self._spawn(self._client_pump())
+        self._spawn(self._watchdog())
         try:
-            return await self._wait()
+            return await self.ended
         finally:
             for task in self.tasks:
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    async def _wait(self) -> str:
-        while True:
-            pending = [t for t in self.tasks if not t.done()]
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                exc = task.exception()
-                if isinstance(exc, _Closed):
-                    return exc.reason
-                if exc is not None:
-                    log.error(
-                        "proxy session failed",
-                        extra={"session": self.slog.session},
-                        exc_info=exc,
-                    )
-                    return f"internal error: {type(exc).__name__}"
 
     def _relay(self, framer: ResponseFramer | None, route: Route | None) -> Relay:
         policy = Policy(route.policy) if route is not None else self.settings.default_policy

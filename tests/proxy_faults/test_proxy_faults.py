@@ -318,11 +318,6 @@ async def test_proxy_survives_hostile_clients_and_a_dying_upstream(
         assert stop(proc) == 0, log.read_text()[-3000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy bug found here: when the upstream dies mid-RETR the client is only "
-    "disconnected by the idle timer (default 600 s), not when the upstream goes",
-)
 async def test_client_is_disconnected_when_the_upstream_dies_mid_response(
     tmp_path: Path, dovecot: DovecotServer, fake_upstream: FakePOP3Server
 ) -> None:
@@ -340,11 +335,6 @@ async def test_client_is_disconnected_when_the_upstream_dies_mid_response(
     assert "idle timeout" not in closes[0], closes[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy bug found here: after the client's QUIT (+OK) and close, the session is "
-    "only ended by the idle timer (default 600 s), holding its slot until then",
-)
 async def test_session_ends_with_the_clients_quit(
     tmp_path: Path, dovecot: DovecotServer, fake_upstream: FakePOP3Server
 ) -> None:
