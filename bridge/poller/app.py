@@ -17,10 +17,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.delivery.worker import DEFAULT_LEASE_SECONDS, DeliveryWorker, Route
 from bridge.poller.scheduler import LeaseHook, LeaseOptions, Scheduler
 from bridge.poller.session import PollReport
 from bridge.poller.spec import AccountSpec
-from bridge.poller.worker import DeliveryWorker, Route
 from bridge.store.base import OutboxItem, Store
 
 __all__ = ["OnceResult", "PollerApp", "PollerOptions"]
@@ -36,7 +36,7 @@ class PollerOptions:
     jitter: float = 0.1
     shutdown_grace: float = 10.0
     delivery_concurrency: int = 16
-    lease_seconds: float = 120.0
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
     replica_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     leases: bool = False
     # A dead replica's accounts are free after one TTL and taken at the next heartbeat of the

@@ -14,28 +14,11 @@ from typing import Any
 from bridge.poller.app import PollerOptions
 from bridge.poller.oauth import TokenProvider
 from bridge.poller.spec import AccountSpec, FetchOptions
+from bridge.runtime import claim_lease, secret_value
 
-__all__ = ["account_spec", "claim_lease", "poller_options", "secret_value"]
+__all__ = ["account_spec", "poller_options"]
 
 log = logging.getLogger(__name__)
-
-
-def secret_value(value: Any) -> str | None:
-    """The plain text of a `SecretStr` (or str); registered with the log redactor."""
-    if value is None:
-        return None
-    text = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
-    _register(text)
-    return str(text)
-
-
-def _register(text: str) -> None:
-    try:
-        from bridge.ops.logging import register_secret
-    except ImportError:  # pragma: no cover - ops not installed in a stripped build
-        return
-    if text:
-        register_secret(text)
 
 
 def fetch_options(webhook: Any) -> FetchOptions:
@@ -90,24 +73,6 @@ def account_spec(account: Any, webhook: Any, providers: dict[str, TokenProvider]
         token=token,
         invalidate_token=invalidate,
     )
-
-
-# Slack on top of the sends a delivery claim must cover: store writes, event-loop stalls.
-CLAIM_MARGIN = 20.0
-
-
-def claim_lease(webhook_timeouts: Iterable[float]) -> float:
-    """How long a delivery claim lasts: as short as is safe, because after a crash the rows
-    the dead process had claimed wait this long before anyone sends them.
-
-    One worker round claims up to twice as many rows as it has send slots, so a row waits for
-    at most one other send before its own, and each send is bounded by its webhook's total
-    timeout. A claim that runs out early costs at worst a duplicate with the same webhook-id.
-    """
-    longest = max(webhook_timeouts, default=None)
-    if longest is None:
-        return PollerOptions().lease_seconds
-    return 2 * longest + CLAIM_MARGIN
 
 
 def poller_options(

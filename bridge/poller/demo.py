@@ -26,9 +26,9 @@ from typing import Any, TextIO
 import orjson
 from aiohttp import web
 
+from bridge.delivery.worker import Route
 from bridge.poller.app import PollerApp, PollerOptions
 from bridge.poller.spec import AccountSpec
-from bridge.poller.worker import Route
 from bridge.store import open_store
 from bridge.testing.fakepop3 import FakePOP3Server
 from bridge.testing.samples import demo_messages, generate_messages

@@ -21,6 +21,7 @@ from bridge.ops.status import StatusRegistry
 from bridge.poller.session import PollReport
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import AuthenticationFailed, ConnectionLost, InsecureAuthRefused, TLSFailure
+from bridge.runtime import record_delivery
 from bridge.store.base import OutboxItem, Store
 
 __all__ = ["Observer", "login_failure_reason"]
@@ -82,13 +83,7 @@ class Observer:
             _safe(lambda: metrics.LIVE_REPLICAS.set(replicas))
 
     def on_delivery(self, item: OutboxItem, outcome: str, result: Any) -> None:
-        klass = metrics.status_class(getattr(result, "status", None))
-        _safe(lambda: metrics.DELIVERIES.labels(outcome=outcome, status_class=klass).inc())
-        latency = getattr(result, "latency", None)
-        if isinstance(latency, int | float):
-            _safe(lambda: metrics.DELIVERY_LATENCY.observe(latency))
-        if outcome == "dead":
-            _safe(metrics.DEAD_LETTERS.inc)
+        record_delivery(item, outcome, result)
 
     # -- ops server ---------------------------------------------------------------------------
     async def refresh(self) -> None:

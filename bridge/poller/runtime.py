@@ -1,8 +1,9 @@
 """What every poller subcommand shares: config loading, the store, the sender, the accounts.
 
 `Runtime` is an async context manager that opens (and on exit closes, in reverse order) the
-store and the pooled webhook sender. Commands stay thin: they parse arguments, enter a runtime
-and call one method of `PollerApp` or the store.
+store and the pooled webhook sender (that part is `bridge.runtime.DeliveryRuntime`, which the
+proxy's tap uses too) and adds the poller's accounts. Commands stay thin: they parse arguments,
+enter a runtime and call one method of `PollerApp` or the store.
 """
 
 from __future__ import annotations
@@ -13,17 +14,13 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
-from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import Any
 
 from bridge.poller.app import PollerApp, PollerOptions
-from bridge.poller.build import account_spec, poller_options, secret_value
+from bridge.poller.build import account_spec, poller_options
 from bridge.poller.oauth import TokenProvider
 from bridge.poller.spec import AccountSpec
-from bridge.poller.worker import Route
-from bridge.store import Store, open_store
+from bridge.runtime import DeliveryRuntime
 
 __all__ = [
     "EXIT_CONFIG",
@@ -101,63 +98,12 @@ def stop_on_signals(logger: logging.Logger, *, what: str, second: str) -> asynci
     return stop
 
 
-class Runtime:
-    """Store + sender + routes + account source for one process, built from settings."""
+class Runtime(DeliveryRuntime):
+    """`DeliveryRuntime` plus the poller's account source and `PollerApp`, built from settings."""
 
     def __init__(self, settings: Any, *, with_sender: bool = True) -> None:
-        self.settings = settings
-        self.with_sender = with_sender
-        self.url = str(settings.state.url)
-        self.store: Store = open_store(self.url)
-        self.sender: Any = None
-        self.routes: dict[str, Route] = {}
-        self._stack = AsyncExitStack()
+        super().__init__(settings, with_sender=with_sender)
         self._providers: dict[str, TokenProvider] = {}
-        self.webhooks: dict[str, Any] = {w.name: w for w in settings.webhooks}
-
-    @property
-    def shared_store(self) -> bool:
-        return self.url.split(":", 1)[0].lower() in ("postgresql", "postgres")
-
-    async def __aenter__(self) -> Runtime:
-        await self._stack.__aenter__()
-        try:
-            self._stack.push_async_callback(self.store.close)
-            await self.store.migrate()
-            if self.with_sender:
-                await self._open_sender()
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._stack.__aexit__(exc_type, exc, tb)
-
-    async def _open_sender(self) -> None:
-        from bridge.delivery.policy import RetryPolicy
-        from bridge.delivery.sender import WebhookSender
-
-        concurrency = int(getattr(self.settings.poller, "delivery_concurrency", 16))
-        self.sender = await self._stack.enter_async_context(WebhookSender(limit=concurrency * 2))
-        for name, hook in self.webhooks.items():
-            policy_kwargs: dict[str, Any] = {}
-            if getattr(hook, "max_attempts", None) is not None:
-                policy_kwargs["max_attempts"] = int(hook.max_attempts)
-            if getattr(hook, "retry_max_delay", None) is not None:
-                max_delay = float(hook.retry_max_delay)
-                policy_kwargs["max_delay"] = max_delay
-                # A cap below the first back-off window (1 s) shrinks that window too, rather
-                # than refusing a configuration the schema accepts.
-                policy_kwargs["initial"] = min(RetryPolicy.initial, max_delay)
-            self.routes[name] = Route(
-                target=webhook_target(hook), policy=RetryPolicy(**policy_kwargs)
-            )
 
     async def accounts(self) -> list[AccountSpec]:
         """Config-file accounts, plus database accounts when `poller.accounts_from_db`.
@@ -187,22 +133,6 @@ class Runtime:
             webhook_timeouts=[float(w.timeout) for w in self.settings.webhooks],
         )
         return PollerApp(self.store, self.sender, self.routes, self.accounts, options, **hooks)
-
-
-def webhook_target(hook: Any) -> Any:
-    from bridge.delivery.sender import WebhookTarget
-
-    raw = hook.secret
-    secrets = raw if isinstance(raw, list | tuple) else [raw]
-    headers: Mapping[str, Any] = getattr(hook, "headers", None) or {}
-    return WebhookTarget(
-        name=hook.name,
-        url=str(hook.url),
-        secrets=tuple(s for s in (secret_value(x) for x in secrets) if s),
-        timeout=float(getattr(hook, "timeout", 10.0)),
-        headers={k: secret_value(v) or "" for k, v in headers.items()},
-        ca_file=getattr(hook, "ca_file", None),
-    )
 
 
 def validate_account(config: dict[str, Any], runtime: Runtime) -> Any:

@@ -41,8 +41,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bridge import mail
+from bridge.delivery.ids import msg_id_for
 from bridge.poller.migration import suspicious
-from bridge.poller.spec import AccountSpec, msg_id_for
+from bridge.poller.spec import AccountSpec
 from bridge.pop3.client import POP3Client
 from bridge.pop3.errors import AuthenticationFailed
 from bridge.store.base import NewMessage, Store

@@ -8,24 +8,17 @@ configuration onto them.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from bridge.pop3.client import TLSMode
 
-__all__ = ["AccountSpec", "FetchOptions", "msg_id_for"]
+__all__ = ["AccountSpec", "FetchOptions"]
 
 OnDelivered = Literal["keep", "delete"]
 Initial = Literal["all", "new"]
 TokenGetter = Callable[[], Awaitable[str]]
-
-
-def msg_id_for(account: str, uidl: str) -> str:
-    """`webhook-id` = `data.id`: stable per account+UIDL, so receivers dedupe across retries."""
-    digest = hashlib.sha256(f"{account}\0{uidl}".encode("utf-8", "surrogateescape")).hexdigest()
-    return "msg_" + digest[:32]
 
 
 @dataclass(frozen=True, slots=True)

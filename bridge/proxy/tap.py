@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge import mail
+from bridge.delivery.ids import msg_id_for
 from bridge.store.base import NewMessage, Store
 from bridge.store.errors import StoreError
 
@@ -354,7 +355,7 @@ class Tap:
             )
             uidl = "sha256:" + hashlib.sha256(content).hexdigest()
         account = tap_account(copy.route, copy.user)
-        msg_id = _msg_id(account, uidl)
+        msg_id = msg_id_for(account, uidl)
         body = mail.envelope(
             data,
             msg_id=msg_id,
@@ -375,12 +376,6 @@ class Tap:
             raw=None if copy.oversize else content,
             delete_after_delivery=False,  # the proxy never deletes: the client owns the mailbox
         )
-
-
-def _msg_id(account: str, uidl: str) -> str:
-    from bridge.poller.spec import msg_id_for
-
-    return msg_id_for(account, uidl)
 
 
 def targets_from_settings(settings: Any) -> dict[str, TapTarget]:
@@ -412,21 +407,19 @@ async def build_tap(settings: Any, *, grace: float | None = None) -> AsyncIterat
     if not targets:
         yield None
         return
-    from bridge.poller.build import claim_lease
-    from bridge.poller.observe import Observer
-    from bridge.poller.runtime import Runtime
-    from bridge.poller.worker import DeliveryWorker
+    from bridge.delivery.worker import DeliveryWorker
+    from bridge.runtime import DeliveryRuntime, record_delivery
 
     wait = float(settings.proxy.shutdown_grace if grace is None else grace)
-    async with Runtime(settings) as runtime:
+    async with DeliveryRuntime(settings) as runtime:
         worker = DeliveryWorker(
             runtime.store,
             runtime.sender,
             runtime.routes,
             holder=f"proxy-{socket.gethostname()}-{os.getpid()}",
-            concurrency=int(getattr(settings.poller, "delivery_concurrency", 16)),
-            lease_seconds=claim_lease(float(w.timeout) for w in settings.webhooks),
-            on_result=Observer(runtime.store).on_delivery,
+            concurrency=runtime.delivery_concurrency,
+            lease_seconds=runtime.claim_lease,
+            on_result=record_delivery,
         )
         tap = Tap(targets, runtime.store, notify=worker.notify)
         stop = asyncio.Event()

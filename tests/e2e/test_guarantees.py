@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from bridge import mail
-from bridge.poller.spec import msg_id_for
+from bridge.delivery.ids import msg_id_for
 from bridge.testing.samples import generate_messages
 from tests.e2e.harness import Receiver, dovecot_account, write_config
 from tests.support.dovecot import DovecotServer, DovecotUser

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from bridge.config import load_settings
 from bridge.poller.app import PollerOptions
-from bridge.poller.build import CLAIM_MARGIN, claim_lease
 from bridge.poller.runtime import Runtime
+from bridge.runtime import CLAIM_MARGIN, claim_lease
 from bridge.store import NewMessage, open_store
 
 

@@ -9,8 +9,9 @@ import orjson
 import pytest
 
 from bridge import mail
+from bridge.delivery.ids import msg_id_for
 from bridge.poller.session import INITIALISED, poll_account
-from bridge.poller.spec import AccountSpec, msg_id_for
+from bridge.poller.spec import AccountSpec
 from bridge.store import OutboxItem, Store
 from bridge.testing.samples import big_message, generate_messages
 from tests.poller.conftest import dovecot_spec

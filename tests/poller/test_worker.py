@@ -7,7 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from bridge.poller.worker import DeliveryWorker, Route
+from bridge.delivery.worker import DeliveryWorker, Route
 from bridge.store import NewMessage, Store
 
 

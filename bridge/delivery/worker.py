@@ -7,8 +7,10 @@ policy's next time) or `mark_dead` (the policy gave up, or the row names a webho
 exists). Duplicates can therefore only come from the window between a 2xx and `mark_delivered`,
 and they carry the same `webhook-id`, so receivers can drop them.
 
-It depends on the delivery package only through the small protocols below, which keeps it
-testable with a scripted sender and keeps `poller` the only place that knows both sides.
+It lives in `delivery` because it is the one piece of delivery that keeps a schedule: it reads
+and writes the store's outbox (delivery may import `store`, never the reverse) and reaches the
+sender and the retry policy only through the small protocols below, so a test can drive it with
+a scripted sender. The poller and the proxy's tap both run it; neither owns it.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ from typing import Any, Protocol
 from bridge.store.base import OutboxItem, Store
 from bridge.store.errors import StoreError
 
-__all__ = ["DeliveryWorker", "Outcome", "Route"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "DeliveryWorker", "Outcome", "Route"]
 
 log = logging.getLogger(__name__)
 
 IDLE_WAIT = 5.0  # longest sleep with nothing due: bounds how late a missed wake-up is noticed
 MIN_WAIT = 0.05
 STORE_ERROR_BACKOFF = 1.0
+# How long a claim lasts when the caller does not size it from its webhooks' timeouts.
+DEFAULT_LEASE_SECONDS = 120.0
 
 
 class Sender(Protocol):
@@ -64,7 +68,7 @@ class DeliveryWorker:
         *,
         holder: str,
         concurrency: int = 16,
-        lease_seconds: float = 120.0,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
         clock: Callable[[], float] = time.time,
         on_result: ResultHook | None = None,
     ) -> None:

@@ -1,0 +1,180 @@
+"""Settings -> the delivery side every feature runs: the store, the pooled sender, the routes.
+
+The poller and the proxy's tap both record messages into the outbox and run a
+`bridge.delivery.worker.DeliveryWorker` over it, so what turns the configuration into those
+parts lives here, between the four lower packages and the two features, rather than in one
+feature that the other would then have to reach into. It reads the settings by attribute only
+(it never imports `bridge.config`), so tests can hand it small stand-ins. Secrets leave their
+`SecretStr` wrappers here on their way into the sender, each registered with the log redactor
+first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Self
+
+from bridge.delivery.worker import DEFAULT_LEASE_SECONDS, Route
+from bridge.ops import metrics
+from bridge.store import Store, open_store
+from bridge.store.base import OutboxItem
+
+__all__ = [
+    "CLAIM_MARGIN",
+    "DeliveryRuntime",
+    "claim_lease",
+    "record_delivery",
+    "retry_policy",
+    "secret_value",
+    "webhook_target",
+]
+
+log = logging.getLogger(__name__)
+
+# Slack on top of the sends a delivery claim must cover: store writes, event-loop stalls.
+CLAIM_MARGIN = 20.0
+
+
+def secret_value(value: Any) -> str | None:
+    """The plain text of a `SecretStr` (or str); registered with the log redactor."""
+    if value is None:
+        return None
+    text = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+    if text:
+        from bridge.ops.logging import register_secret
+
+        register_secret(text)
+    return str(text)
+
+
+def claim_lease(webhook_timeouts: Iterable[float]) -> float:
+    """How long a delivery claim lasts: as short as is safe, because after a crash the rows
+    the dead process had claimed wait this long before anyone sends them.
+
+    One worker round claims up to twice as many rows as it has send slots, so a row waits for
+    at most one other send before its own, and each send is bounded by its webhook's total
+    timeout. A claim that runs out early costs at worst a duplicate with the same webhook-id.
+    """
+    longest = max(webhook_timeouts, default=None)
+    if longest is None:
+        return DEFAULT_LEASE_SECONDS
+    return 2 * longest + CLAIM_MARGIN
+
+
+def webhook_target(hook: Any) -> Any:
+    """The sender's `WebhookTarget` for one configured webhook (secrets unwrapped here)."""
+    from bridge.delivery.sender import WebhookTarget
+
+    raw = hook.secret
+    secrets = raw if isinstance(raw, list | tuple) else [raw]
+    headers: Mapping[str, Any] = getattr(hook, "headers", None) or {}
+    return WebhookTarget(
+        name=hook.name,
+        url=str(hook.url),
+        secrets=tuple(s for s in (secret_value(x) for x in secrets) if s),
+        timeout=float(getattr(hook, "timeout", 10.0)),
+        headers={k: secret_value(v) or "" for k, v in headers.items()},
+        ca_file=getattr(hook, "ca_file", None),
+    )
+
+
+def retry_policy(hook: Any) -> Any:
+    """The webhook's `RetryPolicy`: library defaults unless the config caps attempts or delay."""
+    from bridge.delivery.policy import RetryPolicy
+
+    kwargs: dict[str, Any] = {}
+    if getattr(hook, "max_attempts", None) is not None:
+        kwargs["max_attempts"] = int(hook.max_attempts)
+    if getattr(hook, "retry_max_delay", None) is not None:
+        max_delay = float(hook.retry_max_delay)
+        kwargs["max_delay"] = max_delay
+        # A cap below the first back-off window (1 s) shrinks that window too, rather than
+        # refusing a configuration the schema accepts.
+        kwargs["initial"] = min(RetryPolicy.initial, max_delay)
+    return RetryPolicy(**kwargs)
+
+
+def record_delivery(item: OutboxItem, outcome: str, result: Any) -> None:
+    """The worker's `on_result` hook: delivery metrics. Never raises (metrics never stop mail)."""
+    _safe(
+        lambda: metrics.DELIVERIES.labels(
+            outcome=outcome, status_class=metrics.status_class(getattr(result, "status", None))
+        ).inc()
+    )
+    latency = getattr(result, "latency", None)
+    if isinstance(latency, int | float):
+        _safe(lambda: metrics.DELIVERY_LATENCY.observe(latency))
+    if outcome == "dead":
+        _safe(metrics.DEAD_LETTERS.inc)
+
+
+def _safe(update: Callable[[], object]) -> None:
+    try:
+        update()
+    except Exception:
+        log.debug("metric update failed", exc_info=True)
+
+
+class DeliveryRuntime:
+    """Store + sender + routes for one process, built from settings.
+
+    An async context manager: entering opens and migrates the store and (unless
+    `with_sender=False`, for commands that only read the store) opens the pooled sender and one
+    `Route` per webhook; leaving closes them in reverse order.
+    """
+
+    def __init__(self, settings: Any, *, with_sender: bool = True) -> None:
+        self.settings = settings
+        self.with_sender = with_sender
+        self.url = str(settings.state.url)
+        self.store: Store = open_store(self.url)
+        self.sender: Any = None
+        self.routes: dict[str, Route] = {}
+        self._stack = AsyncExitStack()
+        self.webhooks: dict[str, Any] = {w.name: w for w in settings.webhooks}
+
+    @property
+    def shared_store(self) -> bool:
+        """PostgreSQL: other replicas may share this store."""
+        return self.url.split(":", 1)[0].lower() in ("postgresql", "postgres")
+
+    @property
+    def delivery_concurrency(self) -> int:
+        return int(getattr(self.settings.poller, "delivery_concurrency", 16))
+
+    @property
+    def claim_lease(self) -> float:
+        """Delivery claim length sized from this configuration's webhook timeouts."""
+        return claim_lease(float(w.timeout) for w in self.webhooks.values())
+
+    async def __aenter__(self) -> Self:
+        await self._stack.__aenter__()
+        try:
+            self._stack.push_async_callback(self.store.close)
+            await self.store.migrate()
+            if self.with_sender:
+                await self._open_sender()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.__aexit__(exc_type, exc, tb)
+
+    async def _open_sender(self) -> None:
+        from bridge.delivery.sender import WebhookSender
+
+        self.sender = await self._stack.enter_async_context(
+            WebhookSender(limit=self.delivery_concurrency * 2)
+        )
+        for name, hook in self.webhooks.items():
+            self.routes[name] = Route(target=webhook_target(hook), policy=retry_policy(hook))
