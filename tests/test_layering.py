@@ -1,0 +1,70 @@
+"""The import rules of docs/architecture.md, checked on the source: data flows one way.
+
+Every `import` in `bridge/` counts, including ones inside functions (a lazy import is still a
+dependency). A failure names the module and the import that broke the rule; change the rule only
+together with docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+BRIDGE = Path(__file__).resolve().parents[1] / "bridge"
+
+# Package -> the other parts of `bridge` it may import. Parts not listed here (cli, commands,
+# config, docgen) sit at the top and may import anything below them.
+ALLOWED: dict[str, set[str]] = {
+    "pop3": set(),
+    "mail": set(),
+    "store": set(),
+    "ops": set(),
+    "delivery": {"store"},
+    "testing": {"pop3", "mail"},
+    "runtime": {"delivery", "ops", "store"},
+    "poller": {"pop3", "mail", "store", "delivery", "runtime", "config", "ops", "testing"},
+    "proxy": {"pop3", "mail", "store", "delivery", "runtime", "config", "ops"},
+    "config": {"pop3", "mail", "store", "delivery", "ops"},
+}
+
+
+def _part(path: Path) -> str:
+    rel = path.relative_to(BRIDGE).with_suffix("")
+    return rel.parts[0]
+
+
+def _imported_parts(path: Path) -> list[tuple[int, str]]:
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "bridge":
+                names = [f"bridge.{alias.name}" for alias in node.names]
+            else:
+                names = [node.module]
+        found += [(node.lineno, n.split(".")[1]) for n in names if n.startswith("bridge.")]
+    return found
+
+
+def _sources() -> list[Path]:
+    return sorted(p for p in BRIDGE.rglob("*.py") if _part(p) in ALLOWED)
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: str(p.relative_to(BRIDGE)))
+def test_module_imports_only_what_its_layer_allows(path: Path) -> None:
+    own = _part(path)
+    broken = [
+        f"line {line}: bridge.{part}"
+        for line, part in _imported_parts(path)
+        if part != own and part not in ALLOWED[own]
+    ]
+    assert not broken, f"bridge/{path.relative_to(BRIDGE)} ({own}) may not import: {broken}"
+
+
+def test_the_rules_cover_every_lower_package() -> None:
+    packages = {p.name for p in BRIDGE.iterdir() if (p / "__init__.py").exists()}
+    assert packages - {"commands"} <= set(ALLOWED)
