@@ -102,6 +102,36 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+# Bodies at least this big are written through SQLite's incremental blob I/O instead of being
+# bound: binding copies the value (SQLITE_TRANSIENT) and building the row record copies it
+# again, so a bound 50 MB message briefly costs three times its size. Streamed, the row is
+# inserted with zeroblob() placeholders (SQLite writes those zeros page by page) and then
+# filled in place from the caller's buffer, within the same transaction.
+STREAM_BLOB_BYTES = 1 << 20
+
+
+def _is_big(m: NewMessage) -> bool:
+    return len(m.payload) + len(m.raw or b"") >= STREAM_BLOB_BYTES
+
+
+def _insert_streamed(conn: sqlite3.Connection, m: NewMessage) -> None:
+    raw_expr = "NULL" if m.raw is None else "zeroblob(?)"
+    params: tuple[object, ...] = (m.msg_id, len(m.payload))
+    if m.raw is not None:
+        params += (len(m.raw),)
+    cur = conn.execute(
+        # S608: SQL made of constants and placeholders; values are bound.
+        f"INSERT OR IGNORE INTO bodies (msg_id, payload, raw) VALUES (?, zeroblob(?), {raw_expr})",  # noqa: S608
+        params,
+    )
+    if cur.rowcount != 1 or cur.lastrowid is None:
+        return  # already recorded: INSERT OR IGNORE keeps the first copy, as for small ones
+    for column, value in (("payload", m.payload), ("raw", m.raw)):
+        if value:
+            with conn.blobopen("bodies", column, cur.lastrowid) as blob:
+                blob.write(value)
+
+
 _OUTBOX_COLS = (
     "o.id, o.msg_id, o.account, o.uidl, o.webhook, b.payload, o.attempts, o.created_at, "
     "o.next_attempt_at, o.last_error"
@@ -347,10 +377,14 @@ class SQLiteStore(Store):
                     for m in fresh
                 ],
             )
+            small = [m for m in fresh if not _is_big(m)]
             conn.executemany(
                 "INSERT OR IGNORE INTO bodies (msg_id, payload, raw) VALUES (?, ?, ?)",
-                [(m.msg_id, m.payload, m.raw) for m in fresh],
+                [(m.msg_id, m.payload, m.raw) for m in small],
             )
+            for m in fresh:
+                if _is_big(m):
+                    _insert_streamed(conn, m)
 
         await self._write(tx)
 

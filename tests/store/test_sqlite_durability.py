@@ -179,8 +179,10 @@ async def test_full_disk_raises_store_full_and_keeps_db_usable(tiny_tmpfs: Path)
     assert _integrity(db) == "ok"
 
 
-async def test_size_limit_is_store_full(tmp_path: Path) -> None:
-    """SQLite's own SQLITE_FULL path (page limit reached), independent of mount privileges."""
+@pytest.mark.parametrize("raw_size", [200_000, 3_000_000], ids=["bound", "streamed-blob"])
+async def test_size_limit_is_store_full(tmp_path: Path, raw_size: int) -> None:
+    """SQLite's own SQLITE_FULL path (page limit reached), independent of mount privileges;
+    both for a body bound as a parameter and for one written through incremental blob I/O."""
     db = tmp_path / f"{uuid.uuid4().hex}.db"
     store = open_store(f"sqlite://{db}")
     assert isinstance(store, SQLiteStore)
@@ -190,7 +192,7 @@ async def test_size_limit_is_store_full(tmp_path: Path) -> None:
     await store._run(lambda c: c.execute(f"PRAGMA max_page_count = {pages + 3}"))
     try:
         with pytest.raises(StoreFull, match="full"):
-            await store.record([make_message("a", "big", raw=os.urandom(200_000))], T0)
+            await store.record([make_message("a", "big", raw=os.urandom(raw_size))], T0)
         assert await store.seen_uidls("a") == {"first"}
         assert await store.raw_message(make_message("a", "big").msg_id) is None
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -71,6 +72,27 @@ async def test_record_keeps_payload_and_raw_bytes_exactly(store: Store) -> None:
     [item, _] = await store.claim_due(T0, 10, "w", 30)
     assert item.payload == m.payload
     assert item.msg_id == m.msg_id and item.webhook == "hook" and item.attempts == 0
+
+
+async def test_record_keeps_multi_megabyte_bodies_exactly(store: Store) -> None:
+    """Bodies over a megabyte take SQLite's streamed-blob path; every byte must survive it,
+    a second copy of the same UIDL must not overwrite the first, and a raw-less one too."""
+    raw = bytes(range(256)) * (9 * 1024) + b"\r\n.\r\n\x00"  # 2.25 MiB + tail
+    m = make_message("a", "1", raw=raw)
+    m = dataclasses.replace(m, payload=b'{"p":"' + raw.hex()[:1_500_000].encode() + b'"}')
+    no_raw = dataclasses.replace(make_message("a", "2", raw=None), payload=m.payload[::-1])
+    small = make_message("a", "3")
+    again = dataclasses.replace(m, raw=b"other", payload=b"{}")
+    await store.record([m, no_raw, small, again], T0)
+    await store.record([dataclasses.replace(m, raw=raw[::-1])], T0)
+    assert await store.raw_message(m.msg_id) == raw
+    assert await store.raw_message(no_raw.msg_id) is None
+    assert await store.raw_message(small.msg_id) == b"raw"
+    items = {i.uidl: i for i in await store.claim_due(T0, 10, "w", 30)}
+    assert set(items) == {"1", "2", "3"}
+    assert items["1"].payload == m.payload
+    assert items["2"].payload == no_raw.payload
+    assert items["3"].payload == small.payload
 
 
 async def test_mark_seen_does_not_deliver(store: Store) -> None:
