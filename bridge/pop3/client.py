@@ -26,6 +26,7 @@ import asyncio
 import builtins
 import hashlib
 import inspect
+import io
 import logging
 import re
 import socket
@@ -348,12 +349,24 @@ class POP3Client:
         return status
 
     async def _body(self) -> bytes:
-        parts: builtins.list[bytes] = []
+        # A body that arrives in one chunk (most mail) is returned as is. Longer ones go into a
+        # BytesIO, not a list joined at the end: getvalue() hands over BytesIO's own buffer
+        # without copying, so a 50 MB RETR peaks near 1.1x its size instead of 2x.
+        first = b""
+        rest: io.BytesIO | None = None
         size = 0
         while True:
             event = await self._next()
             if isinstance(event, DataChunk):
-                parts.append(event.data)
+                if rest is not None:
+                    rest.write(event.data)
+                elif size == 0:
+                    first = event.data
+                else:
+                    rest = io.BytesIO(first)
+                    rest.seek(0, io.SEEK_END)
+                    rest.write(event.data)
+                    first = b""
                 size += len(event.data)
                 if self.max_body is not None and size > self.max_body:
                     self.abort()  # the rest of the answer must not be read as the next one
@@ -362,7 +375,7 @@ class POP3Client:
                         "octets, far more than it announced; the connection was dropped"
                     )
             elif isinstance(event, EndOfMultiline):
-                return b"".join(parts)
+                return rest.getvalue() if rest is not None else first
             else:  # pragma: no cover - the framer only yields these inside a body
                 raise RemoteProtocolError(f"unexpected {type(event).__name__} inside a body")
 

@@ -89,6 +89,21 @@ async def test_fetch_hundreds(dovecot, dovecot_user, pipelining: bool) -> None:
     assert dovecot.message_count(dovecot_user) == 150
 
 
+async def test_multi_megabyte_bodies_between_small_ones(dovecot, dovecot_user) -> None:
+    """Bodies that arrive over many reads are assembled byte-exact (dot-unstuffed across read
+    boundaries), and a one-read body right after one is not mixed into it."""
+    messages = [message(1, 3_000_000), message(2), message(3, 1_500_001), message(4, 100)]
+    dovecot.deliver_many(dovecot_user, messages)
+    client = await POP3Client.connect(dovecot.host, dovecot.pop3_port, tls="none", window=4)
+    async with client:
+        await client.login(dovecot_user.name, dovecot_user.password, allow_plaintext=True)
+        got = [body async for _, body in client.retrieve_many(range(1, 5))]
+        assert [type(b) for b in got] == [bytes] * 4
+        assert got == messages
+        assert await client.retrieve(3) == messages[2]
+        await client.quit()
+
+
 async def test_abort_commits_nothing(dovecot, dovecot_user) -> None:
     dovecot.deliver_many(dovecot_user, [message(1), message(2)])
     client = await POP3Client.connect(dovecot.host, dovecot.pop3_port, tls="none")
