@@ -107,6 +107,10 @@ class ResponseFramer:
     upstream leg, calling `expect(kind)` for every command it forwards (`response_kind` in
     `bridge.pop3.commands` tells the kind). The first expectation is the greeting unless
     `expect_greeting=False`.
+
+    `unstuff` may be set to False by a caller that forwards bodies as they are (a proxy with no
+    tap on this response): body chunks then carry the wire bytes as `data` too, and the only
+    work left per chunk is the terminator search. Where a body ends does not depend on it.
     """
 
     def __init__(
@@ -125,6 +129,7 @@ class ResponseFramer:
         self._in_body = False
         self._line_start = True
         self._search_from = 0  # resumable search offset for the current status line
+        self.unstuff = True
         if expect_greeting:
             self._queue.append(_Expectation(ResponseKind.GREETING))
 
@@ -272,9 +277,12 @@ class ResponseFramer:
             return self._need_body_data()
         raw = bytes(buf[:end])
         del buf[:end]
-        data = raw.replace(term, sep)
-        if self._line_start and data[:1] == b".":
-            data = data[1:]
+        if self.unstuff:
+            data = raw.replace(term, sep)
+            if self._line_start and data[:1] == b".":
+                data = data[1:]
+        else:
+            data = raw
         self._line_start = raw.endswith(sep)
         return DataChunk(data, raw)
 

@@ -14,6 +14,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from prometheus_client import Counter
+
 from bridge.ops import metrics
 from bridge.proxy.relay import Exchange
 
@@ -22,6 +24,19 @@ __all__ = ["SessionLog"]
 log = logging.getLogger("bridge.proxy")
 
 _METRIC_OUTCOME = {"ok": "ok", "err": "err", "denied": "denied"}
+_BYTES_DOWN = metrics.PROXY_BYTES.labels("downstream")
+_BYTES_UP = metrics.PROXY_BYTES.labels("upstream")
+# `labels()` builds a key and takes a lock on every call; a command costs one dict hit instead.
+# Bounded: keyed by the verb label (a known POP3 verb or OTHER) and the outcome.
+_COUNTERS: dict[tuple[str, str], Counter] = {}
+
+
+def _command_counter(label: str, outcome: str) -> Counter:
+    child = _COUNTERS.get((label, outcome))
+    if child is None:
+        child = metrics.PROXY_COMMANDS.labels(label, _METRIC_OUTCOME.get(outcome, "error"))
+        _COUNTERS[label, outcome] = child
+    return child
 
 
 @dataclass(slots=True)
@@ -54,15 +69,15 @@ class SessionLog:
     def sent(self, *, downstream: int = 0, upstream: int = 0) -> None:
         if downstream:
             self.bytes_down += downstream
-            metrics.PROXY_BYTES.labels("downstream").inc(downstream)
+            _BYTES_DOWN.inc(downstream)
         if upstream:
             self.bytes_up += upstream
-            metrics.PROXY_BYTES.labels("upstream").inc(upstream)
+            _BYTES_UP.inc(upstream)
 
     def exchange(self, ex: Exchange) -> None:
         self.commands += 1
         verb = metrics.verb_label(ex.verb) if ex.verb != "-" else "OTHER"
-        metrics.PROXY_COMMANDS.labels(verb, _METRIC_OUTCOME.get(ex.outcome, "error")).inc()
+        _command_counter(verb, ex.outcome).inc()
         if ex.outcome == "denied":
             metrics.PROXY_DENIED.labels(verb).inc()
         level = logging.INFO if self.log_commands else logging.DEBUG

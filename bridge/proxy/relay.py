@@ -470,14 +470,19 @@ class Relay:
                 self._close("per-user connection limit")
                 return
         if status.ok and head.kind is ResponseKind.MULTI:
+            framer = self._framer
+            assert framer is not None
             if head.verb == "CAPA":
                 head.capa = bytearray()
+                framer.unstuff = True
                 return
             self._emit(head, status.raw)
             if head.verb == "RETR" and self._tap is not None and head.args:
                 number = head.args[0]
                 if number.isdigit():
                     head.capture = self._tap(self.user, int(number))
+            # Bodies nobody reads are relayed as they are: only their end is looked for.
+            framer.unstuff = head.capture is not None
             return
         self._emit(head, status.raw)
         self._complete(head)
