@@ -10,7 +10,6 @@ resolved each time the account is loaded; `list` never prints a secret value.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -18,17 +17,14 @@ from typing import Any
 
 import yaml
 
-from bridge.poller.runtime import (
+from bridge.commands._common import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
-    ConfigProblem,
-    Runtime,
     add_config_argument,
-    load,
-    report_config_problem,
-    validate_account,
+    run_with_settings,
 )
+from bridge.poller.runtime import Runtime, validate_account
 from bridge.store.errors import StoreError
 
 HELP = "add, list or remove accounts kept in the state database"
@@ -127,12 +123,10 @@ async def _accounts(settings: Any, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load(args)
-    except ConfigProblem as exc:
-        return report_config_problem(exc)
-    try:
-        return asyncio.run(_accounts(settings, args))
-    except StoreError as exc:
-        print(f"pop3bridge accounts: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    return run_with_settings(
+        args,
+        lambda settings: _accounts(settings, args),
+        command="accounts",
+        failures=(StoreError,),
+        configure_logs=False,
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import types
 import typing
@@ -20,9 +19,15 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-HELP = "validate the configuration or print its reference"
+from bridge.commands._common import (
+    EXIT_OK,
+    ConfigProblem,
+    add_config_argument,
+    load,
+    report_config_problem,
+)
 
-EXIT_OK, EXIT_CONFIG = 0, 2
+HELP = "validate the configuration or print its reference"
 
 __all__ = ["HELP", "add_arguments", "reference_markdown", "run", "summary"]
 
@@ -30,12 +35,7 @@ __all__ = ["HELP", "add_arguments", "reference_markdown", "run", "summary"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     check = sub.add_parser("check", help="validate the configuration and print a summary")
-    check.add_argument(
-        "--config",
-        metavar="FILE",
-        default=None,
-        help="YAML configuration file (default: $POP3BRIDGE_CONFIG)",
-    )
+    add_config_argument(check)
     sub.add_parser("reference", help="print the Markdown reference of every configuration key")
 
 
@@ -43,13 +43,10 @@ def run(args: argparse.Namespace) -> int:
     if args.config_command == "reference":
         sys.stdout.write(reference_markdown())
         return EXIT_OK
-    from bridge.config import ConfigError, load_settings
-
     try:
-        settings = load_settings(args.config, os.environ)
-    except ConfigError as exc:
-        print(f"pop3bridge: invalid configuration:\n{exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        settings = load(args)
+    except ConfigProblem as exc:
+        return report_config_problem(exc)
     print(summary(settings))
     return EXIT_OK
 

@@ -8,22 +8,14 @@ due now with attempts reset, and a running poller (or the next `once`) delivers 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import sys
 import time
 from typing import Any
 
-from bridge.poller.runtime import (
-    EXIT_FAILED,
-    EXIT_OK,
-    ConfigProblem,
-    Runtime,
-    add_config_argument,
-    load,
-    report_config_problem,
-)
+from bridge.commands._common import EXIT_FAILED, EXIT_OK, add_config_argument, run_with_settings
+from bridge.poller.runtime import Runtime
 from bridge.store.errors import StoreError
 
 HELP = "list or replay dead-lettered deliveries"
@@ -82,12 +74,10 @@ async def _dlq(settings: Any, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load(args)
-    except ConfigProblem as exc:
-        return report_config_problem(exc)
-    try:
-        return asyncio.run(_dlq(settings, args))
-    except StoreError as exc:
-        print(f"pop3bridge dlq: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    return run_with_settings(
+        args,
+        lambda settings: _dlq(settings, args),
+        command="dlq",
+        failures=(StoreError,),
+        configure_logs=False,
+    )

@@ -8,20 +8,11 @@ invalid configuration. Cron jobs and tests rely on that.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 
-from bridge.poller.runtime import (
-    EXIT_FAILED,
-    EXIT_OK,
-    ConfigProblem,
-    Runtime,
-    add_config_argument,
-    configure_logging,
-    load,
-    report_config_problem,
-)
+from bridge.commands._common import EXIT_FAILED, EXIT_OK, add_config_argument, run_with_settings
+from bridge.poller.runtime import Runtime
 from bridge.store.errors import StoreError
 
 HELP = "poll every account once, deliver what is due, exit (non-zero if anything failed)"
@@ -54,13 +45,4 @@ async def _once(settings: object) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load(args)
-    except ConfigProblem as exc:
-        return report_config_problem(exc)
-    configure_logging(settings)
-    try:
-        return asyncio.run(_once(settings))
-    except StoreError as exc:
-        print(f"pop3bridge once: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    return run_with_settings(args, _once, command="once", failures=(StoreError,))

@@ -14,9 +14,7 @@ import sys
 import time
 from typing import Any
 
-from bridge.poller.build import account_spec
-from bridge.poller.oauth import OAuthError
-from bridge.poller.runtime import (
+from bridge.commands._common import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
@@ -25,6 +23,8 @@ from bridge.poller.runtime import (
     load,
     report_config_problem,
 )
+from bridge.poller.build import account_spec
+from bridge.poller.oauth import OAuthError
 from bridge.poller.session import build_payload, connect_and_login
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import POP3Error

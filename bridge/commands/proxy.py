@@ -10,25 +10,20 @@ committed on a client's behalf: closing without QUIT leaves every mailbox as it 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from bridge.ops.server import OpsEndpointError
-from bridge.poller.runtime import (
+from bridge.commands._common import (
     EXIT_CONFIG,
-    EXIT_FAILED,
     EXIT_OK,
-    ConfigProblem,
     add_config_argument,
-    configure_logging,
-    load,
-    report_config_problem,
+    run_with_settings,
     stop_on_signals,
 )
+from bridge.ops.server import OpsEndpointError
 
 HELP = "run the transparent POP3 proxy"
 
@@ -84,21 +79,20 @@ async def _ops(settings: Any, server: Any) -> AsyncIterator[None]:
         await endpoint.stop()
 
 
+def _has_listeners(settings: Any) -> int | None:
+    if settings.proxy.listeners:
+        return None
+    print("pop3bridge proxy: no proxy.listeners configured", file=sys.stderr)
+    return EXIT_CONFIG
+
+
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load(args)
-    except ConfigProblem as exc:
-        return report_config_problem(exc)
-    if not settings.proxy.listeners:
-        print("pop3bridge proxy: no proxy.listeners configured", file=sys.stderr)
-        return EXIT_CONFIG
-    configure_logging(settings)
     from bridge.proxy.server import ProxyStartError
 
-    try:
-        return asyncio.run(_run(settings))
-    except (ProxyStartError, OpsEndpointError) as exc:
-        print(f"pop3bridge proxy: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except asyncio.CancelledError:
-        return EXIT_FAILED
+    return run_with_settings(
+        args,
+        _run,
+        command="proxy",
+        failures=(ProxyStartError, OpsEndpointError),
+        check=_has_listeners,
+    )

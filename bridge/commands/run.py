@@ -9,23 +9,17 @@ keeps everything) and unfinished deliveries come back after the restart.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import sys
 from typing import Any
 
-from bridge.ops.server import OpsEndpointError
-from bridge.poller.runtime import (
-    EXIT_FAILED,
+from bridge.commands._common import (
     EXIT_OK,
-    ConfigProblem,
-    Runtime,
     add_config_argument,
-    configure_logging,
-    load,
-    report_config_problem,
+    run_with_settings,
     stop_on_signals,
 )
+from bridge.ops.server import OpsEndpointError
+from bridge.poller.runtime import Runtime
 from bridge.store.errors import StoreError
 
 HELP = "poll every account and deliver until SIGTERM/SIGINT"
@@ -56,15 +50,4 @@ async def _run(settings: Any) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load(args)
-    except ConfigProblem as exc:
-        return report_config_problem(exc)
-    configure_logging(settings)
-    try:
-        return asyncio.run(_run(settings))
-    except (StoreError, OpsEndpointError) as exc:
-        print(f"pop3bridge run: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except asyncio.CancelledError:
-        return EXIT_FAILED
+    return run_with_settings(args, _run, command="run", failures=(StoreError, OpsEndpointError))

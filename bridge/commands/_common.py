@@ -1,0 +1,126 @@
+"""What the subcommands share: `--config`, loading it, exit codes, logging, signals, and the
+load -> configure -> `asyncio.run` -> report sequence most of them are.
+
+Kept in the commands package (not the poller) because it is about being a command line program:
+argparse, exit statuses, stderr and signals. Nothing here imports aiohttp or a database driver,
+so `pop3bridge probe` stays quick to start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "ConfigProblem",
+    "add_config_argument",
+    "configure_logging",
+    "load",
+    "report_config_problem",
+    "run_with_settings",
+    "stop_on_signals",
+]
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+class ConfigProblem(Exception):
+    """The configuration is invalid; the message says which key and why (exit code 2)."""
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=os.environ.get("POP3BRIDGE_CONFIG"),
+        help="YAML configuration file (default: $POP3BRIDGE_CONFIG)",
+    )
+
+
+def load(args: argparse.Namespace) -> Any:
+    """Validated settings, or `ConfigProblem` with the loader's key-by-key message."""
+    from bridge.config import ConfigError, load_settings
+
+    try:
+        return load_settings(getattr(args, "config", None), os.environ)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+
+
+def configure_logging(settings: Any) -> None:
+    from bridge.ops.logging import configure_logging as configure
+
+    section = getattr(settings, "logging", None)
+    configure(getattr(section, "format", "json"), getattr(section, "level", "INFO"))
+
+
+def report_config_problem(exc: ConfigProblem) -> int:
+    print(f"pop3bridge: invalid configuration:\n{exc}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def run_with_settings(
+    args: argparse.Namespace,
+    main: Callable[[Any], Coroutine[Any, Any, int]],
+    *,
+    command: str,
+    failures: tuple[type[BaseException], ...] = (),
+    configure_logs: bool = True,
+    check: Callable[[Any], int | None] | None = None,
+) -> int:
+    """Load the settings, then run `main(settings)` on a fresh event loop; its int is the exit.
+
+    An invalid configuration exits 2 with the loader's message; `check(settings)` may refuse
+    to start with its own exit status before logging is configured; an exception in `failures`
+    exits 1 with `pop3bridge COMMAND: message` on stderr (the store or a listener is the usual
+    cause, and the message says which); so does cancellation, which is how a second signal
+    ends a long-running command (see `stop_on_signals`).
+    """
+    try:
+        settings = load(args)
+    except ConfigProblem as exc:
+        return report_config_problem(exc)
+    if check is not None and (refused := check(settings)) is not None:
+        return refused
+    if configure_logs:
+        configure_logging(settings)
+    try:
+        return asyncio.run(main(settings))
+    except failures as exc:
+        print(f"pop3bridge {command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except asyncio.CancelledError:
+        return EXIT_FAILED
+
+
+def stop_on_signals(logger: logging.Logger, *, what: str, second: str) -> asyncio.Event:
+    """An event set by the first SIGTERM/SIGINT; a second one cancels the calling task.
+
+    Long-running commands (`run`, `proxy`) wind down gracefully on the event; the second signal
+    is the operator saying not to wait (`second` says what that means, for the log).
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            logger.warning("second signal: %s", second)
+            if main is not None:
+                main.cancel()
+            return
+        logger.info("signal %s received: %s", signal.Signals(signum).name, what)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return stop
