@@ -223,17 +223,24 @@ def _read_secret_file(name: str, base: Path | None) -> str:
 
 
 def _resolve_secret(
-    data: dict[str, Any], key: str, info: ValidationInfo, *, many: bool = False
+    data: dict[str, Any],
+    key: str,
+    info: ValidationInfo,
+    *,
+    many: bool = False,
+    required: bool = False,
 ) -> list[tuple[str, str]]:
     """Fold ``key_file`` / ``key_env`` into ``key``; returns problems instead of raising.
 
     The ``*_file``/``*_env`` keys stay in the data (they are model fields) so a summary can say
-    where a secret came from.
+    where a secret came from. `required`: giving none of the three forms is a problem too.
     """
     sources = [k for k in (key, f"{key}_file", f"{key}_env") if data.get(k) is not None]
     if len(sources) > 1:
         return [(key, f"give only one of {', '.join(sources)}")]
-    if not sources or sources[0] == key:
+    if not sources:
+        return [(key, f"required: give {key}, {key}_file or {key}_env")] if required else []
+    if sources[0] == key:
         return []
     source = sources[0]
     raw = data[source]
@@ -269,6 +276,14 @@ def _resolve_secret(
     if not problems:
         data[key] = values if names is raw else values[0]
     return problems
+
+
+def _http_url(value: str, message: str) -> str:
+    """`value` when it is an http(s) URL with a host, else `ValueError(message)`."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(message)
+    return value
 
 
 # --------------------------------------------------------------------------- sections
@@ -343,9 +358,7 @@ class WebhookConfig(_Model):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        problems = _resolve_secret(data, "secret", info, many=True)
-        if not problems and all(data.get(k) is None for k in ("secret",)):
-            problems.append(("secret", "required: give secret, secret_file or secret_env"))
+        problems = _resolve_secret(data, "secret", info, many=True, required=True)
         if problems:
             raise _KeyedProblem(problems)
         return data
@@ -353,10 +366,7 @@ class WebhookConfig(_Model):
     @field_validator("url")
     @classmethod
     def _http(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected an http:// or https:// URL with a host")
-        return value
+        return _http_url(value, "expected an http:// or https:// URL with a host")
 
     @field_validator("secret")
     @classmethod
@@ -397,16 +407,7 @@ class OAuth2Config(_Model):
             return data
         data = dict(data)
         problems = _resolve_secret(data, "client_secret", info)
-        problems += _resolve_secret(data, "refresh_token", info)
-        if not any(k.startswith("refresh_token") for k, _ in problems) and (
-            data.get("refresh_token") is None
-        ):
-            problems.append(
-                (
-                    "refresh_token",
-                    "required: give refresh_token, refresh_token_file or refresh_token_env",
-                )
-            )
+        problems += _resolve_secret(data, "refresh_token", info, required=True)
         if problems:
             raise _KeyedProblem(problems)
         return data
@@ -414,10 +415,7 @@ class OAuth2Config(_Model):
     @field_validator("token_url")
     @classmethod
     def _http(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected an http:// or https:// URL")
-        return value
+        return _http_url(value, "expected an http:// or https:// URL")
 
 
 AuthMethod = Literal["auto", "user", "apop", "plain", "login", "cram-md5", "xoauth2", "oauthbearer"]
