@@ -151,15 +151,4 @@ def write_config(
 
 
 def dovecot_account(dovecot: Any, user: Any, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": f"acct-{user.name}",
-        "host": dovecot.host,
-        "port": dovecot.pop3s_port,
-        "tls": "implicit",
-        "username": user.name,
-        "password": user.password,
-        "ca_file": str(dovecot.ca_file),
-        "webhook": "main",
-        "poll_interval": 1,
-        **extra,
-    }
+    return {**dovecot.pop3s_account(user), "poll_interval": 1, **extra}

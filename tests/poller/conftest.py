@@ -24,16 +24,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 def dovecot_spec(dovecot: DovecotServer, user: DovecotUser, **overrides: object) -> AccountSpec:
     values: dict[str, object] = {
-        "name": f"acct-{user.name}",
-        "host": dovecot.host,
-        "port": dovecot.pop3s_port,
-        "tls": "implicit",
-        "username": user.name,
-        "password": user.password,
-        "ca_file": str(dovecot.ca_file),
-        "webhook": "main",
+        **dovecot.pop3s_account(user),
         "connect_timeout": 10.0,
         "read_timeout": 10.0,
+        **overrides,
     }
-    values.update(overrides)
     return AccountSpec(**values)  # type: ignore[arg-type]

@@ -199,6 +199,21 @@ class DovecotServer:
     def user(self, name: str) -> DovecotUser:
         return self._users[name]
 
+    def pop3s_account(self, user: DovecotUser) -> dict[str, str | int]:
+        """Account keys for logging in as `user` over POP3S, trusting the test CA, delivering
+        to webhook `main`. The config file and `AccountSpec` spell these keys the same, so the
+        e2e harness (YAML) and the poller tests (specs) build on one definition."""
+        return {
+            "name": f"acct-{user.name}",
+            "host": self.host,
+            "port": self.pop3s_port,
+            "tls": "implicit",
+            "username": user.name,
+            "password": user.password,
+            "ca_file": str(self.ca_file),
+            "webhook": "main",
+        }
+
     def deliver(self, user: DovecotUser | str, raw: bytes) -> Path:
         """Drop one message into the user's Maildir/new (written to tmp/, then renamed)."""
         u = self._resolve(user)
