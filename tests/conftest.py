@@ -9,7 +9,7 @@ import asyncio
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ if str(_ROOT) not in sys.path:
     # `tests.support` must import the same way under `pytest` and `python -m pytest`.
     sys.path.insert(0, str(_ROOT))
 
+from bridge.store import Store, open_store  # noqa: E402
 from tests.support import require_service  # noqa: E402
 from tests.support.certs import TestCerts, make_test_certs  # noqa: E402
 from tests.support.dovecot import (  # noqa: E402
@@ -50,6 +51,17 @@ def dovecot(tls_certs: TestCerts) -> Iterator[DovecotServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A migrated SQLite store in the test's temp dir (tests/store overrides it per backend)."""
+    s = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    await s.migrate()
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 @pytest.fixture
