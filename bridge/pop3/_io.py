@@ -75,8 +75,11 @@ class StreamProtocol(asyncio.Protocol):
         if not self._buf and not self._eof:
             self._reader = self._loop.create_future()
             try:
-                async with asyncio.timeout(timeout):
+                if timeout is None:  # a proxy leg: no timer to arm and cancel per read
                     await self._reader
+                else:
+                    async with asyncio.timeout(timeout):
+                        await self._reader
             except TimeoutError:
                 raise ReadTimeout(f"server sent nothing for {timeout:g} s") from None
             finally:
@@ -98,6 +101,11 @@ class StreamProtocol(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             raise ConnectionLost("connection is closed")
         self.transport.write(data)
+
+    @property
+    def writing_paused(self) -> bool:
+        """The transport's send buffer is over its high-water mark: `drain()` would wait."""
+        return self._drain is not None and not self._drain.done()
 
     async def drain(self) -> None:
         timeout = self.read_timeout

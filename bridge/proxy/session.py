@@ -144,7 +144,8 @@ class _Session:
     # -- writing -----------------------------------------------------------------------------
     async def _send(self, proto: StreamProtocol, data: bytes) -> None:
         proto.write(data)
-        await proto.drain()
+        if proto.writing_paused:  # skip a coroutine per write when there is nothing to wait for
+            await proto.drain()
         self.last = self.loop.time()
 
     async def apply(self, actions: Actions) -> None:
