@@ -78,6 +78,24 @@ def test_address_header_with_nothing_usable_is_reported(build: Build) -> None:
     assert any("From header" in e for e in data["parse_errors"])
 
 
+def test_repeated_address_headers_parse_and_report_the_same_every_time(build: Build) -> None:
+    """Address lists are remembered between messages (one mailbox's To: repeats); a repeat
+    must give the same addresses and the same parse errors as the first sight, long values
+    included (those are not remembered)."""
+    long_to = "To: " + ", ".join(f"=?utf-8?q?N=C3=BC{i}?= <u{i}@example.com>" for i in range(60))
+    raws = [
+        msg("From: <<<>>>", "To: =?utf-8?B?####?= <x@example.com>", long_to, body=f"{i}\r\n")
+        for i in range(3)
+    ]
+    first, *repeats = (build(r) for r in raws)
+    assert len(first["to"]) == 61 and first["to"][-1]["name"] == "Nü59"
+    assert any("From header" in e for e in first["parse_errors"])
+    assert len(first["parse_errors"]) >= 2  # the broken B word is reported too
+    for data in repeats:
+        for key in ("from", "to", "parse_errors"):
+            assert data[key] == first[key]
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
