@@ -11,14 +11,14 @@ first.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self
 
 from bridge.delivery.worker import DEFAULT_LEASE_SECONDS, Route
 from bridge.ops import metrics
+from bridge.ops.metrics import best_effort as _safe
 from bridge.store import Store, open_store
 from bridge.store.base import OutboxItem
 
@@ -31,8 +31,6 @@ __all__ = [
     "secret_value",
     "webhook_target",
 ]
-
-log = logging.getLogger(__name__)
 
 # Slack on top of the sends a delivery claim must cover: store writes, event-loop stalls.
 CLAIM_MARGIN = 20.0
@@ -99,23 +97,13 @@ def retry_policy(hook: Any) -> Any:
 
 def record_delivery(item: OutboxItem, outcome: str, result: Any) -> None:
     """The worker's `on_result` hook: delivery metrics. Never raises (metrics never stop mail)."""
-    _safe(
-        lambda: metrics.DELIVERIES.labels(
-            outcome=outcome, status_class=metrics.status_class(getattr(result, "status", None))
-        ).inc()
-    )
+    klass = metrics.status_class(getattr(result, "status", None))
+    _safe(lambda: metrics.DELIVERIES.labels(outcome=outcome, status_class=klass).inc())
     latency = getattr(result, "latency", None)
     if isinstance(latency, int | float):
         _safe(lambda: metrics.DELIVERY_LATENCY.observe(latency))
     if outcome == "dead":
         _safe(metrics.DEAD_LETTERS.inc)
-
-
-def _safe(update: Callable[[], object]) -> None:
-    try:
-        update()
-    except Exception:
-        log.debug("metric update failed", exc_info=True)
 
 
 class DeliveryRuntime:

@@ -12,6 +12,8 @@ cannot create unbounded series.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -42,6 +44,7 @@ __all__ = [
     "PROXY_TAP",
     "REGISTRY",
     "MetricDoc",
+    "best_effort",
     "metrics_markdown",
     "status_class",
     "verb_label",
@@ -165,6 +168,15 @@ def verb_label(verb: str | bytes) -> str:
     text = verb.decode("ascii", "replace") if isinstance(verb, bytes) else verb
     upper = text.upper()
     return upper if upper in _KNOWN_VERBS else "OTHER"
+
+
+def best_effort(update: Callable[[], object]) -> None:
+    """Run one metric update; a failure is logged at debug level and goes no further, because
+    observing the bridge must never stop polling, a delivery or a proxy session."""
+    try:
+        update()
+    except Exception:
+        logging.getLogger(__name__).debug("metric update failed", exc_info=True)
 
 
 def status_class(status: int | None) -> str:

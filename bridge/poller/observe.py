@@ -10,13 +10,13 @@ error in observation is logged and never stops polling or delivery.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from bridge.ops import metrics
+from bridge.ops.metrics import best_effort as _safe
 from bridge.ops.status import StatusRegistry
 from bridge.poller.session import PollReport
 from bridge.poller.spec import AccountSpec
@@ -25,8 +25,6 @@ from bridge.runtime import record_delivery
 from bridge.store.base import OutboxItem, Store
 
 __all__ = ["Observer", "login_failure_reason"]
-
-log = logging.getLogger(__name__)
 
 
 def login_failure_reason(exc: BaseException) -> str | None:
@@ -40,13 +38,6 @@ def login_failure_reason(exc: BaseException) -> str | None:
     if isinstance(exc, ConnectionLost):
         return "connect"
     return None
-
-
-def _safe(update: Callable[[], object]) -> None:
-    try:
-        update()
-    except Exception:
-        log.debug("metric update failed", exc_info=True)
 
 
 class Observer:

@@ -95,12 +95,9 @@ class _Copy:
 
 
 def _metric(listener: str, outcome: str) -> None:
-    try:
-        from bridge.ops.metrics import PROXY_TAP
+    from bridge.ops.metrics import PROXY_TAP, best_effort
 
-        PROXY_TAP.labels(listener=listener, outcome=outcome).inc()
-    except Exception:  # metrics never stop the tap
-        log.debug("tap metric update failed", exc_info=True)
+    best_effort(lambda: PROXY_TAP.labels(listener=listener, outcome=outcome).inc())
 
 
 class TapCapture:
