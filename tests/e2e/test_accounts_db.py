@@ -14,9 +14,8 @@ import pytest
 import yaml
 
 from bridge.cli import main
-from bridge.store import open_store
-from bridge.store.postgres import PostgresStore
 from tests.e2e.harness import new_secret
+from tests.support.pgschema import drop_schema, schema_url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -24,19 +23,9 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 's.db'}"
         return
-    dsn = request.getfixturevalue("postgres_dsn")
-    url = f"{dsn}?schema=t_acctcli_{uuid.uuid4().hex[:10]}"
+    url = schema_url(request.getfixturevalue("postgres_dsn"), "t_acctcli")
     yield url
-
-    async def drop() -> None:
-        store = open_store(url)
-        assert isinstance(store, PostgresStore)
-        try:
-            await store.drop_schema()
-        finally:
-            await store.close()
-
-    asyncio.run(drop())
+    asyncio.run(drop_schema(url))
 
 
 def test_add_list_remove(

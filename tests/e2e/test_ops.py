@@ -24,11 +24,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.store import open_store
-from bridge.store.postgres import PostgresStore
 from bridge.testing.samples import generate_messages
 from tests.e2e.harness import Receiver, dovecot_account, write_config
 from tests.support.dovecot import DovecotServer, DovecotUser, free_port
+from tests.support.pgschema import drop_schema
 
 pytestmark = pytest.mark.dovecot
 
@@ -337,13 +336,4 @@ def test_readyz_fails_while_the_store_is_unreachable_and_recovers(
     finally:
         bridge.stop()
         relay.cut()
-        cleaner = open_store(f"{postgres_dsn}?schema={schema}")
-        assert isinstance(cleaner, PostgresStore)
-        asyncio.run(_drop(cleaner))
-
-
-async def _drop(store: PostgresStore) -> None:
-    try:
-        await store.drop_schema()
-    finally:
-        await store.close()
+        asyncio.run(drop_schema(f"{postgres_dsn}?schema={schema}"))

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,12 +34,12 @@ import pytest
 import yaml
 
 from bridge.poller.sharing import capacity
-from bridge.store.postgres import PostgresStore
 from bridge.testing.samples import generate_messages
 from tests.e2e.harness import Receiver
 from tests.support import require_service
 from tests.support.certs import TestCerts
 from tests.support.dovecot import DovecotServer, DovecotUser, dovecot_available
+from tests.support.pgschema import drop_schema, schema_url
 
 pytestmark = pytest.mark.dovecot
 
@@ -65,17 +64,9 @@ def locking_dovecot(tls_certs: TestCerts) -> Iterator[DovecotServer]:
 
 @pytest.fixture
 def pg_url(postgres_dsn: str) -> Iterator[str]:
-    url = f"{postgres_dsn}?schema=t_replicas_{uuid.uuid4().hex[:10]}"
+    url = schema_url(postgres_dsn, "t_replicas")
     yield url
-
-    async def drop() -> None:
-        store = PostgresStore(postgres_dsn, schema=url.rsplit("=", 1)[1])
-        try:
-            await store.drop_schema()
-        finally:
-            await store.close()
-
-    asyncio.run(drop())
+    asyncio.run(drop_schema(url))
 
 
 def account(dovecot: DovecotServer, user: DovecotUser) -> dict[str, Any]:

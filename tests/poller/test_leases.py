@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,10 @@ from bridge.poller.sharing import assign
 from bridge.poller.spec import AccountSpec
 from bridge.store import Store, open_store
 from bridge.store.errors import StoreUnavailable
-from bridge.store.postgres import PostgresStore
 from bridge.testing.samples import generate_messages
 from tests.poller.conftest import dovecot_spec
 from tests.support.dovecot import DovecotServer, DovecotUser
+from tests.support.pgschema import drop_schema, schema_url
 
 TTL = 30.0
 
@@ -32,15 +31,9 @@ async def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'state.db'}"
         return
-    dsn = request.getfixturevalue("postgres_dsn")
-    url = f"{dsn}?schema=t_lease_{uuid.uuid4().hex[:12]}"
+    url = schema_url(request.getfixturevalue("postgres_dsn"), "t_lease")
     yield url
-    cleaner = open_store(url)
-    assert isinstance(cleaner, PostgresStore)
-    try:
-        await cleaner.drop_schema()
-    finally:
-        await cleaner.close()
+    await drop_schema(url)
 
 
 class Clocks:

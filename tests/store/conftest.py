@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from bridge.store import Store, open_store
-from bridge.store.postgres import PostgresStore
+from tests.support.pgschema import drop_schema, schema_url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -22,9 +21,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     if backend == "sqlite":
         return f"sqlite://{tmp_path / 'state.db'}"
-    dsn = request.getfixturevalue("postgres_dsn")
-    schema = f"t_store_{uuid.uuid4().hex[:12]}"
-    return f"{dsn}?schema={schema}"
+    return schema_url(request.getfixturevalue("postgres_dsn"), "t_store")
 
 
 @pytest.fixture
@@ -40,13 +37,7 @@ async def store_factory(store_url: str) -> AsyncIterator[Callable[[], Store]]:
     yield make
     for s in opened:
         await s.close()
-    if store_url.startswith("postgresql"):
-        cleaner = open_store(store_url)
-        assert isinstance(cleaner, PostgresStore)
-        try:
-            await cleaner.drop_schema()
-        finally:
-            await cleaner.close()
+    await drop_schema(store_url)
 
 
 @pytest.fixture

@@ -29,7 +29,8 @@ Fixtures (defined in tests/conftest.py, available to every test)
 
 ``postgres_dsn`` (session) -> str
     ``postgresql://postgres@127.0.0.1:5432/test`` (override with POP3BRIDGE_TEST_PG_DSN), checked
-    with asyncpg. Creating schemas/databases per test is the store suite's business.
+    with asyncpg. A private schema per test: `tests.support.pgschema.schema_url(dsn, prefix)`
+    and, afterwards, `await tests.support.pgschema.drop_schema(url)`.
 
 Missing services
 ----------------
