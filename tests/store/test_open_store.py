@@ -103,26 +103,22 @@ def test_postgres_suite_fails_in_ci_when_postgres_is_missing(tmp_path: Path) -> 
         POP3BRIDGE_TEST_PG_DSN=f"postgresql://postgres@127.0.0.1:{_closed_port()}/test",
     )
     test_id = "tests/store/test_store_contract.py::test_accounts_crud"
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_id],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+
+    def pytest_run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_id],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    run = pytest_run()
     assert run.returncode == 1, run.stdout
     assert "1 passed" in run.stdout and ("1 failed" in run.stdout or "1 error" in run.stdout)
     env.pop("CI")
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_id],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    run = pytest_run()
     assert run.returncode == 0, run.stdout
     assert "1 passed" in run.stdout and "1 skipped" in run.stdout
