@@ -6,7 +6,9 @@ import random
 from collections.abc import Iterator
 from typing import Protocol
 
-from bridge.pop3.events import NeedData
+from bridge.pop3.connection import ClientConnection
+from bridge.pop3.events import Command, NeedData
+from bridge.pop3.state import State
 
 
 class Feedable(Protocol):
@@ -38,6 +40,18 @@ def feed(target: Feedable, parts: list[bytes], *, eof: bool = False) -> list[obj
             if type(event).__name__ == "ConnectionClosed":
                 return events
     return events
+
+
+def logged_in() -> ClientConnection:
+    """A client connection past the greeting and USER/PASS, in the TRANSACTION state."""
+    c = ClientConnection()
+    feed(c, [b"+OK hi\r\n"])
+    c.send(Command("USER", ("u",)))
+    feed(c, [b"+OK\r\n"])
+    c.send(Command("PASS", ("p",)))
+    feed(c, [b"+OK\r\n"])
+    assert c.state is State.TRANSACTION
+    return c
 
 
 def merge_chunks(events: list[object]) -> list[object]:

@@ -10,18 +10,7 @@ from bridge.pop3.events import Command, Continuation, DataChunk, EndOfMultiline,
 from bridge.pop3.state import State
 from bridge.pop3.wire import dot_stuff
 
-from .helpers import chunkings, feed
-
-
-def logged_in() -> ClientConnection:
-    c = ClientConnection()
-    feed(c, [b"+OK hi\r\n"])
-    c.send(Command("USER", ("u",)))
-    feed(c, [b"+OK\r\n"])
-    c.send(Command("PASS", ("p",)))
-    feed(c, [b"+OK\r\n"])
-    assert c.state is State.TRANSACTION
-    return c
+from .helpers import chunkings, feed, logged_in
 
 
 def test_misuse_raises_before_anything_is_sent() -> None:

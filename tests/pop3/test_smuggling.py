@@ -14,7 +14,7 @@ from bridge.pop3.errors import LocalProtocolError, RemoteProtocolError
 from bridge.pop3.events import Command, DataChunk, EndOfMultiline, StatusResponse
 from bridge.pop3.wire import dot_stuff
 
-from .helpers import chunkings, feed
+from .helpers import chunkings, feed, logged_in
 
 TRICKS = [
     b"a\n.\r\n+OK fake\r\n",
@@ -50,12 +50,7 @@ def test_fake_reply_inside_body_does_not_answer_next_command() -> None:
     message = b"Subject: x\r\n\r\n+OK 0 0\r\n.\r\n-ERR\r\n"  # a message quoting a session
     wire = b"+OK\r\n" + dot_stuff(message) + b"+OK 2 300\r\n"
     for parts in chunkings(wire):
-        c = ClientConnection()
-        feed(c, [b"+OK hi\r\n"])
-        c.send(Command("USER", ("u",)))
-        feed(c, [b"+OK\r\n"])
-        c.send(Command("PASS", ("p",)))
-        feed(c, [b"+OK\r\n"])
+        c = logged_in()
         c.send(Command("RETR", ("1",)))
         c.send(Command("STAT"))
         events = feed(c, parts)
