@@ -1,8 +1,10 @@
-"""Settings -> the poller's own records (`AccountSpec`, routes, options).
+"""Settings -> the poller's own records (`AccountSpec`, `PollerOptions`).
 
-This is the only module of the poller that reads the configuration models, so a renamed key
-breaks one place. Secrets leave their `SecretStr` wrappers only here, on their way into the
-objects that use them, and each one is registered with the log redactor first.
+This is the only module of the poller that reads the account and poller sections of the
+configuration, so a renamed key breaks one place (webhooks and the store are read by
+`bridge.runtime`, which the proxy's tap shares). Secrets leave their `SecretStr` wrappers only
+through `bridge.runtime.secret_value`, on their way into the objects that use them, and each one
+is registered with the log redactor first.
 """
 
 from __future__ import annotations
