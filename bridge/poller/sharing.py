@@ -10,7 +10,7 @@ the accounts it now ranks first for move (about M/(N+1)); when one leaves, only 
 accounts move, spread over the rest. Plain rendezvous is only balanced on average, so a
 capacity bounds it: accounts are placed in a fixed order (by their best weight, strongest
 claim first) and an account whose first choice is full goes to its next choice. With capacity
-`ceil(M/N) + slack` (slack: a tenth of the share, at least 1) no replica ever gets more than
+`ceil(M/N) + slack` (slack: a tenth of the share, at least 2) no replica ever gets more than
 that, and the slack keeps the overflow - hence the extra movement on a membership change -
 small (measured: a join moves at most 1.7 x M/(N+1) accounts, 1.2 x on average).
 
@@ -45,9 +45,14 @@ def ranking(account: str, replicas: Iterable[str]) -> list[str]:
 
 
 def default_slack(accounts: int, replicas: int) -> int:
-    """A tenth of the fair share, at least one: enough room that a membership change moves
-    little more than the accounts that must move, small enough to keep the spread even."""
-    return max(1, math.ceil(math.ceil(accounts / max(1, replicas)) / 10))
+    """A tenth of the fair share, at least two: enough room that a membership change moves
+    little more than the accounts that must move, small enough to keep the spread even.
+
+    At least two, not one: with small shares a join lowers the capacity by one for everybody
+    (ceil(23/11) + 1 = 4 -> ceil(23/12) + 1 = 3), and with one spare place the overflow then
+    cascades through the ranking (hypothesis found 7 moves where ~2 were due); two spare places
+    absorb it."""
+    return max(2, math.ceil(math.ceil(accounts / max(1, replicas)) / 10))
 
 
 def capacity(accounts: int, replicas: int, slack: int | None = None) -> int:
