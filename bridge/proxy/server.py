@@ -28,7 +28,7 @@ from bridge.pop3.errors import ConnectionLost
 from bridge.proxy.log import SessionLog
 from bridge.proxy.policy import Policy
 from bridge.proxy.proxy_protocol import MAX_HEADER, ProxyProtocolError, parse_proxy_header
-from bridge.proxy.routing import RoutingTable
+from bridge.proxy.routing import RoutingTable, UnknownUser
 from bridge.proxy.session import SessionSettings, TapFactory, new_session_id, run_session
 
 __all__ = ["ProxyServer", "ProxyStartError", "server_tls_context"]
@@ -239,8 +239,16 @@ class ProxyServer:
         task.add_done_callback(self._sessions.discard)
 
     def claim_user(self, user: str) -> bool:
-        """Count a login for per-user limits; False (nothing counted) when over the limit."""
-        limit = self.config.policy.max_connections_per_user
+        """Count a login for per-user limits; False (nothing counted) when over the limit.
+
+        The limit is the user's route policy's (routes may set their own), falling back to the
+        top-level policy for a name no route matches. The per-IP limit can only be the top-level
+        one: it is checked at accept, before any user name is known.
+        """
+        try:
+            limit = self.routes.lookup(user).policy.max_connections_per_user
+        except UnknownUser:
+            limit = self.config.policy.max_connections_per_user
         key = user.lower()
         if limit is not None and self._per_user[key] >= limit:
             return False

@@ -183,3 +183,39 @@ async def test_per_user_limit_refuses_a_second_login_and_frees_on_close(
         await asyncio.sleep(0.1)
         again = await in_thread(login)
         await in_thread(again.quit)
+
+
+async def test_per_user_limit_comes_from_the_users_route(dovecot, dovecot_user) -> None:
+    """Routes carry their own policy: the user's route sets the per-user limit, and a route
+    without a policy inherits the top-level one."""
+    plain = {"host": dovecot.host, "port": dovecot.pop3_port, "tls": "none"}
+    config = {
+        "listeners": [{"name": "plain", "port": 0}],
+        "policy": {"max_connections_per_user": 1},
+        "routes": [
+            {
+                "match": dovecot_user.name,
+                "upstream": plain,
+                "policy": {"max_connections_per_user": 2},
+            },
+            {"match": "*", "upstream": plain},
+        ],
+    }
+    other = dovecot.add_user()
+    async with running_proxy(config) as proxy:
+        host, port = proxy.addresses["plain"]
+
+        def login(name: str, password: str) -> poplib.POP3:
+            conn = poplib.POP3(host, port, timeout=10)
+            conn.user(name)
+            conn.pass_(password)
+            return conn
+
+        mine = [await in_thread(login, dovecot_user.name, dovecot_user.password) for _ in "ab"]
+        with pytest.raises(poplib.error_proto, match=r"IN-USE"):
+            await in_thread(login, dovecot_user.name, dovecot_user.password)
+        theirs = await in_thread(login, other.name, other.password)
+        with pytest.raises(poplib.error_proto, match=r"IN-USE"):
+            await in_thread(login, other.name, other.password)
+        for conn in [*mine, theirs]:
+            await in_thread(conn.quit)
