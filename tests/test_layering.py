@@ -24,8 +24,19 @@ ALLOWED: dict[str, set[str]] = {
     "delivery": {"store"},
     "testing": {"pop3", "mail"},
     "runtime": {"delivery", "ops", "store"},
-    "poller": {"pop3", "mail", "store", "delivery", "runtime", "config", "ops", "testing"},
-    "proxy": {"pop3", "mail", "store", "delivery", "runtime", "config", "ops"},
+    "outbox": {"mail", "store", "delivery"},
+    "poller": {
+        "pop3",
+        "mail",
+        "store",
+        "delivery",
+        "runtime",
+        "outbox",
+        "config",
+        "ops",
+        "testing",
+    },
+    "proxy": {"pop3", "mail", "store", "delivery", "runtime", "outbox", "config", "ops"},
     "config": {"pop3", "mail", "store", "delivery", "ops"},
 }
 

@@ -34,14 +34,13 @@ idempotent per UIDL, so the new owner's copy of the same message is a no-op).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bridge import mail
-from bridge.delivery.ids import msg_id_for
+from bridge.outbox import outbox_row
 from bridge.poller.migration import suspicious
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.client import POP3Client
@@ -164,42 +163,23 @@ def build_payload(
     spec: AccountSpec, uidl: str, size: int, raw: bytes, *, oversize: bool, now: float
 ) -> NewMessage:
     """The outbox row for one fetched message (for an oversize one `raw` holds only headers)."""
-    if oversize:
-        data = mail.metadata_only(
-            raw,
-            reason=(
-                f"message of {size} bytes exceeds max_message_size "
-                f"({spec.max_message_size} bytes); only its headers were fetched"
-            ),
-        )
-        fingerprint = mail.fingerprint(raw)
-    else:
-        # One parse for both: parsing is most of the poller's CPU time.
-        data, fingerprint = mail.build_message_data_and_fingerprint(
-            raw,
-            attachment_inline_limit=spec.fetch.attachment_inline_limit,
-            include_raw=spec.fetch.include_raw,
-        )
-    msg_id = msg_id_for(spec.name, uidl)
-    body = mail.envelope(
-        data,
-        msg_id=msg_id,
-        account=spec.name,
-        uidl=uidl,
-        size=size,
-        timestamp=dt.datetime.fromtimestamp(now, dt.UTC),
+    reason = (
+        f"message of {size} bytes exceeds max_message_size "
+        f"({spec.max_message_size} bytes); only its headers were fetched"
+        if oversize
+        else None
     )
-    return NewMessage(
+    return outbox_row(
+        raw,
         account=spec.name,
         uidl=uidl,
-        msg_id=msg_id,
-        webhook=spec.webhook,
         size=size,
-        fingerprint=fingerprint,
-        payload=mail.encode(body),
-        raw=None if oversize else raw,
-        # Never delete what we could not keep a copy of: an oversize message stays on the server.
-        delete_after_delivery=spec.on_delivered == "delete" and not oversize,
+        webhook=spec.webhook,
+        now=now,
+        attachment_inline_limit=spec.fetch.attachment_inline_limit,
+        include_raw=spec.fetch.include_raw,
+        oversize_reason=reason,
+        delete_after_delivery=spec.on_delivered == "delete",
     )
 
 

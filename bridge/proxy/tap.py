@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import datetime as dt
 import hashlib
 import logging
 import os
@@ -38,8 +37,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bridge import mail
-from bridge.delivery.ids import msg_id_for
+from bridge.outbox import outbox_row
 from bridge.store.base import NewMessage, Store
 from bridge.store.errors import StoreError
 
@@ -333,45 +331,28 @@ class Tap:
         """The outbox row for one copy; pure CPU (runs in a thread for large messages)."""
         target = copy.target
         content = copy.content()
+        reason = None
         if copy.oversize:
-            data = mail.metadata_only(
-                content,
-                reason=(
-                    f"message of {copy.size} bytes exceeds the tap's max_message_size "
-                    f"({target.max_message_size} bytes); only its headers were kept"
-                ),
+            reason = (
+                f"message of {copy.size} bytes exceeds the tap's max_message_size "
+                f"({target.max_message_size} bytes); only its headers were kept"
             )
-            fingerprint = mail.fingerprint(content)
             digest = hashlib.sha256(content + b"\0" + str(copy.size).encode())
             uidl = "sha256-headers:" + digest.hexdigest()
         else:
-            data, fingerprint = mail.build_message_data_and_fingerprint(
-                content,
-                attachment_inline_limit=target.attachment_inline_limit,
-                include_raw=target.include_raw,
-            )
             uidl = "sha256:" + hashlib.sha256(content).hexdigest()
-        account = tap_account(copy.route, copy.user)
-        msg_id = msg_id_for(account, uidl)
-        body = mail.envelope(
-            data,
-            msg_id=msg_id,
-            account=account,
+        # The proxy never deletes (the default): the client owns the mailbox.
+        return outbox_row(
+            content,
+            account=tap_account(copy.route, copy.user),
             uidl=uidl,
             size=copy.size,
-            timestamp=dt.datetime.fromtimestamp(self.clock(), dt.UTC),
-            source="proxy",
-        )
-        return NewMessage(
-            account=account,
-            uidl=uidl,
-            msg_id=msg_id,
             webhook=target.webhook,
-            size=copy.size,
-            fingerprint=fingerprint,
-            payload=mail.encode(body),
-            raw=None if copy.oversize else content,
-            delete_after_delivery=False,  # the proxy never deletes: the client owns the mailbox
+            now=self.clock(),
+            attachment_inline_limit=target.attachment_inline_limit,
+            include_raw=target.include_raw,
+            oversize_reason=reason,
+            source="proxy",
         )
 
 
