@@ -68,17 +68,7 @@ def run_once(
             }
         ],
         "accounts": [
-            {
-                "name": "big",
-                "host": server.host,
-                "port": server.pop3_port,
-                "tls": "none",
-                "allow_plaintext": True,
-                "username": user.name,
-                "password": user.password,
-                "webhook": "main",
-                "max_message_size": "200MB",
-            }
+            {**server.plain_account(user, "big"), "max_message_size": "200MB"},
         ],
         "ops": {"enabled": False},
         "logging": {"format": "json", "level": "WARNING"},

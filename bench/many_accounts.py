@@ -56,17 +56,7 @@ def main() -> int:
             msgs = [pool[(i + k) % len(pool)] for k in range(args.per_account)]
             user = fill_mailbox(server, msgs)
             accounts.append(
-                {
-                    "name": f"a{i:04d}",
-                    "host": server.host,
-                    "port": server.pop3_port,
-                    "tls": "none",
-                    "allow_plaintext": True,
-                    "username": user.name,
-                    "password": user.password,
-                    "webhook": "main",
-                    "poll_interval": args.interval,
-                }
+                {**server.plain_account(user, f"a{i:04d}"), "poll_interval": args.interval}
             )
         print(
             f"{args.accounts} accounts x {args.per_account} messages set up in "

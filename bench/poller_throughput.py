@@ -71,18 +71,7 @@ class Bench:
             "webhooks": [
                 {"name": "main", "url": self.receiver.url, "secret": self.receiver.secret}
             ],
-            "accounts": [
-                {
-                    "name": "bench",
-                    "host": self.host,
-                    "port": self.port,
-                    "tls": "none",
-                    "allow_plaintext": True,
-                    "username": self.user.name,
-                    "password": self.user.password,
-                    "webhook": "main",
-                }
-            ],
+            "accounts": [self.server.plain_account(self.user, "bench")],
             "ops": {"enabled": False},
             "logging": {"format": "json", "level": "WARNING"},
         }

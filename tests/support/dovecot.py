@@ -199,6 +199,21 @@ class DovecotServer:
     def user(self, name: str) -> DovecotUser:
         return self._users[name]
 
+    def plain_account(self, user: DovecotUser, name: str) -> dict[str, str | int | bool]:
+        """Account keys for logging in as `user` over plain POP3 on loopback (USER/PASS
+        explicitly allowed), delivering to webhook `main`: what the benchmarks use, so that
+        TLS costs no contender anything."""
+        return {
+            "name": name,
+            "host": self.host,
+            "port": self.pop3_port,
+            "tls": "none",
+            "allow_plaintext": True,
+            "username": user.name,
+            "password": user.password,
+            "webhook": "main",
+        }
+
     def pop3s_account(self, user: DovecotUser) -> dict[str, str | int]:
         """Account keys for logging in as `user` over POP3S, trusting the test CA, delivering
         to webhook `main`. The config file and `AccountSpec` spell these keys the same, so the
