@@ -100,7 +100,26 @@ class _Expectation:
         self.kind = kind
 
 
-class ResponseFramer:
+class _ReceiveBuffer:
+    """Bytes received but not yet framed, shared by both framers: how much is waiting, and a
+    way to take it all back (STLS must not carry plaintext bytes into the TLS session)."""
+
+    _buf: bytearray
+    _search_from: int  # resumable search offset into `_buf`
+
+    def buffered(self) -> int:
+        """Bytes received but not yet turned into events (e.g. to refuse data sent before TLS)."""
+        return len(self._buf)
+
+    def discard_buffer(self) -> bytes:
+        """Drop and return everything buffered, e.g. when the transport switches to TLS."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        self._search_from = 0
+        return data
+
+
+class ResponseFramer(_ReceiveBuffer):
     """Frames a server's responses, given (in order) what kind of response each command gets.
 
     Role-agnostic: the client uses it through `ClientConnection`; a proxy uses it directly on its
@@ -160,17 +179,6 @@ class ResponseFramer:
     @property
     def in_body(self) -> bool:
         return self._in_body
-
-    def buffered(self) -> int:
-        """Bytes received but not yet turned into events (e.g. to refuse data sent before TLS)."""
-        return len(self._buf)
-
-    def discard_buffer(self) -> bytes:
-        """Drop and return everything buffered, e.g. when the transport switches to TLS."""
-        data = bytes(self._buf)
-        self._buf.clear()
-        self._search_from = 0
-        return data
 
     # -- events ----------------------------------------------------------------------------
     def next_event(self) -> Event | NeedData:
@@ -292,7 +300,7 @@ class ResponseFramer:
         return NEED_DATA
 
 
-class CommandReader:
+class CommandReader(_ReceiveBuffer):
     """Reads command lines a POP3 client sends (for a proxy's client leg or a test server).
 
     Lines are limited to `max_line` octets including the line end (RFC 2449 §4: 255). A line with
@@ -323,15 +331,6 @@ class CommandReader:
 
     def expect_auth_response(self) -> None:
         self._auth_expected = True
-
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    def discard_buffer(self) -> bytes:
-        data = bytes(self._buf)
-        self._buf.clear()
-        self._search_from = 0
-        return data
 
     def next_event(self) -> Command | AuthResponseLine | ConnectionClosed | NeedData:
         buf = self._buf
