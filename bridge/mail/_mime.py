@@ -36,7 +36,7 @@ from typing import Any
 from bridge.mail._headers import decode_header_value, decode_words, raw_to_str, unfold
 from bridge.mail._text import clean, decode_bytes, recover_bytes
 
-__all__ = ["MAX_DEPTH", "Body", "parse", "parse_headers", "walk"]
+__all__ = ["MAX_DEPTH", "Body", "header_end", "parse", "parse_headers", "walk"]
 
 MAX_DEPTH = 100
 _CHUNK = 1 << 16
@@ -153,11 +153,12 @@ def _put_back(msg: Message, raw: bytes, runs: dict[str, tuple[int, int]]) -> Non
 
 def parse_headers(raw: bytes) -> Message:
     """Parse only the header block (the rest, if any, is ignored)."""
-    end = _header_end(raw)
+    end = header_end(raw)
     return parse(raw[:end])
 
 
-def _header_end(raw: bytes) -> int:
+def header_end(raw: bytes) -> int:
+    """Where the header block ends: just after the first line break of its blank line."""
     ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
     return min(ends) + 2 if ends else len(raw)
 

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 from email.message import Message
 from functools import cache
 from importlib import resources
@@ -29,6 +30,7 @@ from bridge.mail._headers import (
     raw_to_str,
     unfold,
 )
+from bridge.mail._mime import header_end as _header_end
 from bridge.mail._mime import parse, parse_headers, walk
 from bridge.mail._text import clean
 from bridge.mail.errors import PayloadEncodingError
@@ -171,11 +173,60 @@ def fingerprint(raw_or_headers: bytes) -> str:
     Values are taken undecoded and whitespace-normalised, so the same message gives the same
     fingerprint from RETR and from `TOP n 0` even if a server refolds headers.
     """
-    try:
-        fields = _fingerprint_fields(parse_headers(raw_or_headers))
-    except Exception:  # never let a hostile header block stop a migration check
-        fields = [raw_or_headers[: raw_or_headers.find(b"\n\n")].hex()]
+    fields = _plain_fingerprint_fields(raw_or_headers)
+    if fields is None:
+        try:
+            fields = _fingerprint_fields(parse_headers(raw_or_headers))
+        except Exception:  # never let a hostile header block stop a migration check
+            fields = [raw_or_headers[: raw_or_headers.find(b"\n\n")].hex()]
     return _fingerprint_digest(fields)
+
+
+# What the feed parser would see as more than one line or as the end of the header block,
+# besides LF: `str.splitlines` also breaks at CR, VT, FF and FS/GS/RS.
+_ODD_BREAKS = re.compile(rb"\r(?!\n)|[\x0b\x0c\x1c-\x1e]")
+_FIELD_LINE = re.compile(r"[\x21-\x39\x3b-\x7e]+:")
+_FINGERPRINT_NAMES = ("message-id", "date", "from", "subject")
+
+
+def _plain_fingerprint_fields(raw: bytes) -> list[str] | None:
+    """`_fingerprint_fields(parse_headers(raw))` without the parser, for ordinary headers.
+
+    The fetch stage computes a fingerprint for every message it records and the full parse
+    of the header block cost about 85 us of the ~120 us a message took there. The scan gives
+    the parser's values exactly (the tests compare the two on generated and hostile header
+    blocks), and returns None, leaving it to the parser, for anything unusual: a line that
+    is neither a field nor a continuation (the parser's header block would end there), a
+    leading continuation, an mbox "From " line, or a line break other than LF/CRLF.
+    """
+    block = raw[: _header_end(raw)]
+    if _ODD_BREAKS.search(block):
+        return None
+    values: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    any_field = False
+    for line in block.decode("ascii", "surrogateescape").splitlines(keepends=True):
+        if line in ("\n", "\r\n"):
+            break
+        if line[0] in " \t":
+            if not any_field:
+                return None
+            if current is not None:
+                current.append(line)
+            continue
+        if _FIELD_LINE.match(line) is None:
+            return None
+        any_field = True
+        name, _, value = line.partition(":")
+        key = name.lower()
+        current = None
+        if key in _FINGERPRINT_NAMES and key not in values:
+            current = values[key] = [value.lstrip(" \t")]
+    out = []
+    for key in _FINGERPRINT_NAMES:
+        parts = values.get(key)
+        out.append("" if parts is None else _normalised("".join(parts).rstrip("\r\n")))
+    return out
 
 
 def _fingerprint_fields(msg: Message) -> list[str]:
