@@ -19,12 +19,14 @@ from typing import Any, Self
 from bridge.delivery.worker import DEFAULT_LEASE_SECONDS, Route
 from bridge.ops import metrics
 from bridge.ops.metrics import best_effort as _safe
+from bridge.outbox import DeferredPayload
 from bridge.store import Store, open_store
 from bridge.store.base import OutboxItem
 
 __all__ = [
     "CLAIM_MARGIN",
     "DeliveryRuntime",
+    "body_builder",
     "claim_lease",
     "record_delivery",
     "retry_policy",
@@ -76,6 +78,14 @@ def webhook_target(hook: Any) -> Any:
         timeout=float(getattr(hook, "timeout", 10.0)),
         headers={k: secret_value(v) or "" for k, v in headers.items()},
         ca_file=getattr(hook, "ca_file", None),
+    )
+
+
+def body_builder(hook: Any) -> DeferredPayload:
+    """Builds the bodies of rows the poller recorded raw, with this webhook's payload options."""
+    return DeferredPayload(
+        attachment_inline_limit=int(getattr(hook, "attachment_inline_limit", 1024 * 1024)),
+        include_raw=bool(getattr(hook, "include_raw", False)),
     )
 
 
@@ -165,4 +175,6 @@ class DeliveryRuntime:
             WebhookSender(limit=self.delivery_concurrency * 2)
         )
         for name, hook in self.webhooks.items():
-            self.routes[name] = Route(target=webhook_target(hook), policy=retry_policy(hook))
+            self.routes[name] = Route(
+                target=webhook_target(hook), policy=retry_policy(hook), prepare=body_builder(hook)
+            )

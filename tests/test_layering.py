@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "ops": set(),
     "delivery": {"store"},
     "testing": {"pop3", "mail"},
-    "runtime": {"delivery", "ops", "store"},
+    "runtime": {"delivery", "ops", "store", "outbox", "mail"},
     "outbox": {"mail", "store", "delivery"},
     "poller": {
         "pop3",

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bridge.store.base import OutboxItem, Store
+from bridge.store.base import OutboxItem, Store, deferred_source
 from bridge.store.errors import StoreError
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "DeliveryWorker", "Outcome", "Route"]
@@ -51,6 +51,8 @@ class Route:
 
     target: Any  # bridge.delivery.sender.WebhookTarget
     policy: Policy
+    # Builds the body of a row recorded with a deferred payload (bridge.outbox.DeferredPayload).
+    prepare: Callable[[OutboxItem], bytes] | None = None
 
 
 Outcome = str  # "delivered" | "retry" | "dead"
@@ -177,7 +179,10 @@ class DeliveryWorker:
                 log.error(error, extra={"msg_id": item.msg_id, "account": item.account})
                 self._report(item, "dead", None)
                 return
-            result = await self.sender.send(route.target, item.msg_id, item.payload)
+            body = await self._body(item, route)
+            if body is None:
+                return
+            result = await self.sender.send(route.target, item.msg_id, body)
             now = self.clock()
             if result.ok:
                 await self.store.mark_delivered(item.id, result.status, now)
@@ -202,6 +207,27 @@ class DeliveryWorker:
                     "delivery failed, retry in %.1fs: %s", max(0.0, when - now), error, extra=extra
                 )
                 self._report(item, "retry", result)
+
+    async def _body(self, item: OutboxItem, route: Route) -> bytes | None:
+        """The body to sign and send; None when it cannot be built (the row is then marked).
+
+        A deferred row's body is built here from its raw message. Building never fails on any
+        message bytes, so a failure is a bug or a missing builder, not a bad message: the row
+        becomes a dead letter (kept with its raw message, replayable) instead of being retried
+        in a loop.
+        """
+        if deferred_source(item.payload) is None:
+            return item.payload
+        try:
+            if route.prepare is None:
+                raise LookupError(f"webhook {item.webhook!r} has no builder for deferred bodies")
+            return route.prepare(item)
+        except Exception as exc:
+            error = f"the webhook body could not be built ({type(exc).__name__}: {exc})"
+            await self.store.mark_dead(item.id, error, None, self.clock())
+            log.error(error, extra={"msg_id": item.msg_id, "account": item.account})
+            self._report(item, "dead", None)
+            return None
 
     def _report(self, item: OutboxItem, outcome: Outcome, result: Any) -> None:
         if self.on_result is not None:

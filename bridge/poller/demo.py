@@ -27,6 +27,7 @@ import orjson
 from aiohttp import web
 
 from bridge.delivery.worker import Route
+from bridge.outbox import DeferredPayload
 from bridge.poller.app import PollerApp, PollerOptions
 from bridge.poller.spec import AccountSpec
 from bridge.store import open_store
@@ -153,7 +154,11 @@ async def run_demo(
             target = WebhookTarget(
                 name="demo", url=receiver.url, secrets=(secret,), timeout=5.0, headers={}
             )
-            routes = {"demo": Route(target=target, policy=RetryPolicy())}
+            build = DeferredPayload(
+                attachment_inline_limit=spec.fetch.attachment_inline_limit,
+                include_raw=spec.fetch.include_raw,
+            )
+            routes = {"demo": Route(target=target, policy=RetryPolicy(), prepare=build)}
 
             async def accounts() -> list[AccountSpec]:
                 return [spec]

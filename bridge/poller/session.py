@@ -160,9 +160,19 @@ async def connect_and_login(spec: AccountSpec) -> POP3Client:
 
 
 def build_payload(
-    spec: AccountSpec, uidl: str, size: int, raw: bytes, *, oversize: bool, now: float
+    spec: AccountSpec,
+    uidl: str,
+    size: int,
+    raw: bytes,
+    *,
+    oversize: bool,
+    now: float,
+    defer: bool = False,
 ) -> NewMessage:
-    """The outbox row for one fetched message (for an oversize one `raw` holds only headers)."""
+    """The outbox row for one fetched message (for an oversize one `raw` holds only headers).
+
+    The poll defers building the body to delivery (`bridge.outbox`); `peek` does not.
+    """
     reason = (
         f"message of {size} bytes exceeds max_message_size "
         f"({spec.max_message_size} bytes); only its headers were fetched"
@@ -180,6 +190,7 @@ def build_payload(
         include_raw=spec.fetch.include_raw,
         oversize_reason=reason,
         delete_after_delivery=spec.on_delivered == "delete",
+        defer=defer,
     )
 
 
@@ -401,12 +412,14 @@ async def _fetch_and_record(
             async for rn, raw in client.retrieve_many([rn for rn, _ in run]):
                 report.bytes_fetched += len(raw)
                 batch.append(
-                    build_payload(spec, uidl_of[rn], len(raw), raw, oversize=False, now=clock())
+                    build_payload(
+                        spec, uidl_of[rn], len(raw), raw, oversize=False, now=clock(), defer=True
+                    )
                 )
                 batch_bytes += len(raw)
         if len(batch) >= BATCH_MESSAGES or batch_bytes >= BATCH_BYTES:
             await flush()
-        # Parsing is CPU-bound; give the delivery worker and other sessions a turn.
+        # Give the delivery worker (which parses) and other sessions a turn.
         await asyncio.sleep(0)
     await flush()
     return recorded

@@ -38,12 +38,31 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "DEFERRED",
     "AccountStats",
     "DeadLetter",
     "NewMessage",
     "OutboxItem",
     "Store",
+    "deferred_payload",
+    "deferred_source",
 ]
+
+# A payload that starts with this byte is not a webhook body yet but a note to build one from
+# the row's raw message at delivery (`bridge.outbox.deferred_row`); the rest names the source.
+# A JSON body never starts with NUL. The stores return `raw` with a claimed item only then.
+DEFERRED = b"\x00"
+
+
+def deferred_payload(source: str) -> bytes:
+    return DEFERRED + source.encode("ascii")
+
+
+def deferred_source(payload: bytes) -> str | None:
+    """The source named by a deferred payload, or None for a finished webhook body."""
+    if payload[:1] != DEFERRED:
+        return None
+    return payload[1:].decode("ascii", "replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +75,7 @@ class NewMessage:
     webhook: str  # delivery target name (or URL) the worker resolves
     size: int
     fingerprint: str
-    payload: bytes  # encoded JSON webhook body; signed byte-for-byte at delivery
+    payload: bytes  # encoded JSON webhook body, signed byte-for-byte; or `deferred_payload`
     raw: bytes | None  # raw message for replay; None when over max_message_size
     delete_after_delivery: bool
 
@@ -73,6 +92,8 @@ class OutboxItem:
     created_at: float
     next_attempt_at: float
     last_error: str | None
+    size: int = 0
+    raw: bytes | None = None  # only for a deferred payload: what its body is built from
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,7 +115,8 @@ MIGRATIONS: tuple[str, ...] = (
 
 _OUTBOX_RETURNING = (
     "o.id, o.msg_id, o.account, o.uidl, o.webhook, b.payload, o.attempts, o.created_at, "
-    "o.next_attempt_at, o.last_error"
+    "o.next_attempt_at, o.last_error, o.size, "
+    "CASE WHEN substring(b.payload FROM 1 FOR 1) = '\\x00'::bytea THEN b.raw END"
 )
 _DEAD_COLS = (
     "id, msg_id, account, uidl, webhook, attempts, created_at, finished_at, last_error, last_status"

@@ -134,7 +134,8 @@ def _insert_streamed(conn: sqlite3.Connection, m: NewMessage) -> None:
 
 _OUTBOX_COLS = (
     "o.id, o.msg_id, o.account, o.uidl, o.webhook, b.payload, o.attempts, o.created_at, "
-    "o.next_attempt_at, o.last_error"
+    "o.next_attempt_at, o.last_error, o.size, "
+    "CASE WHEN substr(b.payload, 1, 1) = x'00' THEN b.raw END"
 )
 _DEAD_COLS = (
     "id, msg_id, account, uidl, webhook, attempts, created_at, finished_at, last_error, last_status"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jsonschema
@@ -10,6 +11,7 @@ import pytest
 
 from bridge import mail
 from bridge.delivery.ids import msg_id_for
+from bridge.outbox import DeferredPayload
 from bridge.poller.session import INITIALISED, poll_account
 from bridge.poller.spec import AccountSpec
 from bridge.store import OutboxItem, Store
@@ -20,8 +22,11 @@ from tests.support.dovecot import DovecotServer, DovecotUser
 pytestmark = pytest.mark.dovecot
 
 
-async def claim_all(store: Store) -> list[OutboxItem]:
-    return await store.claim_due(time.time() + 1, 10_000, "test", 60)
+async def claim_all(store: Store, *, include_raw: bool = False) -> list[OutboxItem]:
+    """Claimed rows with their webhook bodies, built as the worker builds deferred ones."""
+    items = await store.claim_due(time.time() + 1, 10_000, "test", 60)
+    build = DeferredPayload(attachment_inline_limit=1 << 20, include_raw=include_raw)
+    return [dataclasses.replace(item, payload=build(item)) for item in items]
 
 
 async def deliver_all(store: Store) -> list[OutboxItem]:
