@@ -159,8 +159,13 @@ def parse_headers(raw: bytes) -> Message:
 
 def header_end(raw: bytes) -> int:
     """Where the header block ends: just after the first line break of its blank line."""
-    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
-    return min(ends) + 2 if ends else len(raw)
+    crlf = raw.find(b"\r\n\r\n")
+    # Only a blank LF line before the first CRLF one can end the block sooner; not searching
+    # the rest keeps this from reading the whole message.
+    lf = raw.find(b"\n\n", 0, len(raw) if crlf < 0 else crlf + 1)
+    if lf >= 0:
+        return lf + 2
+    return crlf + 2 if crlf >= 0 else len(raw)
 
 
 @dataclass

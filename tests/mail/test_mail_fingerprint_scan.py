@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from bridge import mail
 from bridge.mail import _payload
-from bridge.mail._mime import parse_headers
+from bridge.mail._mime import header_end, parse_headers
 from bridge.testing.samples import generate_messages
 
 CORPUS = sorted((Path(__file__).resolve().parent.parent / "corpus" / "eml").glob("*.eml"))
@@ -117,3 +117,11 @@ def _header_blocks(draw: st.DrawFn) -> bytes:
 def test_scan_equals_parser_on_generated_blocks(block: bytes) -> None:
     _check(block)
     assert mail.fingerprint(block) == _payload._fingerprint_digest(_parser_fields(block))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"\r\n", b"\n", b"\r", b"a", b" ", b"\r\n\r\n", b"\n\n"])))
+def test_header_end_is_the_first_blank_line_of_either_kind(pieces: list[bytes]) -> None:
+    raw = b"".join(pieces)
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    assert header_end(raw) == (min(ends) + 2 if ends else len(raw))
