@@ -608,12 +608,29 @@ class POP3Client:
                     await self._simple(command)
                     yield n, b""
             return
-        window = asyncio.Semaphore(self._window)
+        # At most `_window` commands are unanswered. The writer sends whatever the window
+        # allows in one write and then sleeps until a quarter of the window is free again, so
+        # a long batch costs a write and a wake-up per dozen messages, not per message.
+        credit = self._window
+        refill = max(1, self._window // 4)
+        room = asyncio.Event()
 
         async def writer() -> None:
-            for command in commands:
-                await window.acquire()
-                await self._send(command)
+            nonlocal credit
+            sent = 0
+            while sent < len(commands):
+                while credit <= 0:
+                    room.clear()
+                    await room.wait()
+                take = min(credit, len(commands) - sent)
+                credit -= take
+                if self._closed:
+                    raise LocalProtocolError(
+                        f"cannot send {commands[sent].verb}: the session is closed"
+                    )
+                data = b"".join(self._conn.send(c) for c in commands[sent : sent + take])
+                sent += take
+                await self._write(data)
 
         task = asyncio.create_task(writer())
         # The reader may fail first (the link died under both): the writer's own error must
@@ -626,7 +643,9 @@ class POP3Client:
                 if not status.ok:
                     raise self._error(command.verb, status)
                 body = await self._body() if multi else b""
-                window.release()
+                credit += 1
+                if credit >= refill:
+                    room.set()
                 yield n, body
             done = True
             await task

@@ -22,18 +22,19 @@ async def test_dead_link_during_pipelined_writes_leaves_no_unretrieved_task(
         client = await POP3Client.connect("127.0.0.1", server.port, tls="none")
         await client.login("user", "password", allow_plaintext=True)
         assert client.pipelining
-        real_send = client._send
-        sent = 0
+        client._window = 2  # the writer sends in several bursts of 2 commands
+        real_write = client._write
+        writes = 0
 
-        async def dying_send(command: object) -> None:
+        async def dying_write(data: bytes) -> None:
             # The link dies while the writer is a few commands ahead of the reader.
-            nonlocal sent
-            sent += 1
-            if sent == 4:
+            nonlocal writes
+            writes += 1
+            if writes == 3:
                 client.abort()
-            await real_send(command)  # type: ignore[arg-type]
+            await real_write(data)
 
-        client._send = dying_send  # type: ignore[method-assign]
+        client._write = dying_write  # type: ignore[method-assign]
         with caplog.at_level(logging.ERROR, logger="asyncio"), pytest.raises(POP3Error):
             async for _ in client.retrieve_many(list(range(1, 21))):
                 pass
