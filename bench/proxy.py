@@ -82,7 +82,15 @@ class _Target:
 class BridgeProxy:
     """`pop3bridge proxy` from a generated config, if this checkout has the command."""
 
-    def __init__(self, upstream_port: int, work: Path, profile: Path | None = None) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        work: Path,
+        profile: Path | None = None,
+        *,
+        source: Path | None = None,
+        name: str = "proxy",
+    ) -> None:
         self.port = free_port()
         cfg = {
             "proxy": {
@@ -92,17 +100,21 @@ class BridgeProxy:
             "ops": {"enabled": False},
             "logging": {"format": "json", "level": "WARNING"},
         }
-        self.config = work / "proxy.yaml"
+        self.config = work / f"{name}.yaml"
         self.config.write_text(yaml.safe_dump(cfg))
-        self.log = open(work / "proxy.log", "wb")  # noqa: SIM115
+        self.log = open(work / f"{name}.log", "wb")  # noqa: SIM115
         cmd = [str(VENV_BIN / "pop3bridge"), "proxy", "--config", str(self.config)]
         if profile is not None:
             cmd = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(profile), *cmd]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        env = dict(os.environ)
+        if source is not None:
+            # Another tree's `bridge` package comes first on the path (a before/after pair).
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"pop3bridge proxy exited: {(work / 'proxy.log').read_text()}")
+                raise RuntimeError(f"pop3bridge proxy exited: {(work / f'{name}.log').read_text()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     if s.recv(100).startswith(b"+OK"):
@@ -186,6 +198,19 @@ def main() -> int:
     ap.add_argument("--big-mb", type=float, default=50)
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, 1 round")
     ap.add_argument(
+        "--no-nginx",
+        action="store_true",
+        help="leave nginx out (its poplib rounds take ~13 s each): for quick proxy-vs-direct steps",
+    )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also run `pop3bridge proxy` with DIR (holding another version's `bridge` package, "
+        "e.g. from `git archive`) first on PYTHONPATH, as contender 'proxy (baseline)', "
+        "alternated with the others in the same rounds",
+    )
+    ap.add_argument(
         "--profile",
         action="store_true",
         help="run pop3bridge proxy under pyinstrument (pipelined + poplib RETRs), print the "
@@ -213,10 +238,9 @@ def main() -> int:
         auth.start()
         nginx = NginxMailProxy(auth.port)
         nginx.start()
-        targets = [
-            _Target("direct", server.pop3_port, None),
-            _Target("nginx", nginx.port, nginx.rss),
-        ]
+        targets = [_Target("direct", server.pop3_port, None)]
+        if not args.no_nginx:
+            targets.append(_Target("nginx", nginx.port, nginx.rss))
         ours: BridgeProxy | None = None
         ours_note = "not measured: `pop3bridge proxy` is not in this checkout yet"
         if bridge_proxy_available():
@@ -226,9 +250,15 @@ def main() -> int:
                 ours_note = ""
             except RuntimeError as exc:
                 ours_note = f"not measured: {exc}"
+        base: BridgeProxy | None = None
+        if args.baseline is not None:
+            base = BridgeProxy(server.pop3_port, work, source=args.baseline, name="baseline")
+            targets.append(_Target("proxy (baseline)", base.port, base.rss))
         try:
             results = _run(args, server, user, big_user, targets)
         finally:
+            if base is not None:
+                base.stop()
             if ours is not None:
                 ours.stop()
             nginx.stop()

@@ -24,6 +24,24 @@ buffered.
 Only CAPA responses are held back, and only their small body: they are rewritten to what both
 the upstream and the proxy support, minus what policy hides.
 
+Pass-through in TRANSACTION
+---------------------------
+Most of a mailbox session is RETR, TOP, LIST, UIDL, STAT, NOOP, DELE: verbs that change no
+state, in TRANSACTION, whose responses nobody reads but the client. For those (when no tap can
+capture and the upstream uses CRLF) the relay frames straight from its upstream buffer: one
+search for the status line's LF, a check that the line is a plain ``+OK``/``-ERR`` line (no
+response code, no CR or NUL, at most `_FAST_LINE` octets), and for a multi-line +OK one
+search for CRLF "." CRLF. A run of such responses goes to the client as one slice of the
+buffer, with no event objects and no copy per piece. Anything else — another verb, another
+state, a tapped RETR, a status line that is not plain, the connection ending mid-response — is
+handed to the core's `ResponseFramer`, which is told each response's kind only when that
+response is the next to arrive (`_to_framer`), and gives the bytes after it back when the
+response after it can take the fast path again. Where each response ends, what the client
+gets, the FIFO, the log records and the policy are the same either way; a hypothesis property
+(tests/proxy/test_relay_fast_path.py) feeds arbitrary pipelines, replies and chunkings to a
+relay with and without the fast path and compares every step. The relay expects a framer
+whose line ending is decided (`line_ending="crlf"` or ``"lf"``; the session passes one).
+
 The relay never writes a byte that did not come from the upstream framer or from a complete
 local answer: on upstream failure in the middle of a body the client connection is just
 closed (a truncated response, never a fake end), and an upstream that fails before a status
@@ -65,6 +83,12 @@ CLIENT_BACKLOG_LIMIT = 64 * 1024
 _BARRIERS = STATE_CHANGING | {"STLS"}
 _AUTH_STATES = (State.AUTHORIZATION, State.AUTHORIZATION_USER)
 _LOGIN_VERBS = frozenset({"PASS", "APOP", "AUTH"})
+# Verbs whose responses may take the pass-through path (in TRANSACTION only): they change no
+# state and nothing but the client reads their response (RETR only when no tap is configured).
+_FAST_VERBS = frozenset({"RETR", "TOP", "LIST", "UIDL", "STAT", "NOOP", "DELE", "RSET", "LAST"})
+# Longest status line the fast path checks itself (CRLF included); longer ones go to the framer,
+# which applies its own limit.
+_FAST_LINE = 512
 
 UPSTREAM_LOST = b"-ERR [SYS/TEMP] upstream server connection lost\r\n"
 _ROUTING_CAPA = b"USER\r\nSASL " + " ".join(ROUTABLE_MECHANISMS).encode() + b"\r\nRESP-CODES\r\n"
@@ -122,6 +146,9 @@ class _Pending:
     response_bytes: int = 0
     capa: bytearray | None = None
     capture: CaptureSink | None = None
+    expected: bool = False  # the framer was told to expect this response
+    in_body: bool = False  # fast path: status line relayed, body not yet ended
+    line_start: bool = True  # fast path: the body's next byte starts a line
 
 
 def loggable_args(command: Command) -> tuple[str, ...]:
@@ -157,9 +184,15 @@ class Relay:
         tap: Callable[[str | None, int], CaptureSink | None] | None = None,
         claim_user: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fast_path: bool = True,
     ) -> None:
         self.policy = policy
         self._framer = upstream
+        self._fast_path = fast_path
+        # Upstream bytes not yet framed, while the framer owns no response (`_framer_busy`).
+        self._up = bytearray()
+        self._up_eof = False
+        self._framer_busy = False
         self._login = LocalLogin() if upstream is None else None  # routing mode until login
         self._reader = CommandReader()
         self._state = SessionState(State.AUTHORIZATION)
@@ -205,7 +238,12 @@ class Relay:
 
     def upstream_data(self, data: bytes) -> None:
         assert self._framer is not None
-        self._framer.receive_data(data)
+        if not data:
+            self._up_eof = True
+        if self._framer_busy:
+            self._framer.receive_data(data)
+        else:
+            self._up += data
         self._read_upstream()
 
     def tls_started(self) -> None:
@@ -318,7 +356,6 @@ class Relay:
             self._user_candidate = None
         assert self._framer is not None
         self._out.to_upstream.append(command.raw)
-        self._framer.expect(kind)
         self._pending.append(_Pending(verb, args, self._clock(), kind))
 
     def _can_stls(self) -> bool:
@@ -414,6 +451,10 @@ class Relay:
         framer = self._framer
         assert framer is not None
         while self.closing is None:
+            if not self._framer_busy:
+                if not self._read_fast():
+                    break
+                self._to_framer()
             try:
                 event = framer.next_event()
             except (RemoteProtocolError, ConnectionLost) as exc:
@@ -454,7 +495,175 @@ class Relay:
             elif isinstance(event, Greeting):  # pragma: no cover - the session reads it
                 self._upstream_failed("unexpected greeting")
                 return
+            if not self._pending or self._pending[0] is not head:
+                self._framer_done()
         self._read_client()
+
+    # -- upstream: the pass-through path ---------------------------------------------------------
+    def _fast_ok(self, head: _Pending) -> bool:
+        """Whether `head`'s response may be framed by `_read_fast` (see the module docstring)."""
+        framer = self._framer
+        return (
+            self._fast_path
+            and not head.expected
+            and head.kind is not None
+            and head.verb in _FAST_VERBS
+            and self._state.state is State.TRANSACTION
+            and (self._tap is None or head.verb != "RETR")
+            and framer is not None
+            and not framer.bare_lf
+        )
+
+    def _to_framer(self) -> None:
+        """Hand the upstream bytes to the framer, which frames the head response from now on."""
+        framer = self._framer
+        assert framer is not None
+        if self._pending:
+            head = self._pending[0]
+            if head.kind is not None and not head.expected:
+                framer.expect(head.kind)
+                head.expected = True
+        if self._up:
+            framer.receive_data(bytes(self._up))
+            self._up.clear()
+        if self._up_eof:
+            framer.receive_data(b"")
+        self._framer_busy = True
+
+    def _framer_done(self) -> None:
+        """The framer ended the head response: keep it for the next one, or take the bytes back."""
+        framer = self._framer
+        assert framer is not None
+        head = self._pending[0] if self._pending else None
+        if (head is not None and not self._fast_ok(head)) or self._up_eof:
+            if head is not None and head.kind is not None and not head.expected:
+                framer.expect(head.kind)
+                head.expected = True
+            return
+        self._framer_busy = False
+        self._up = bytearray(framer.discard_buffer())
+
+    def _read_fast(self) -> bool:
+        """Relay the responses at the head of the FIFO that may pass through.
+
+        Returns True when the head response needs the framer, False to wait for more bytes.
+        """
+        buf = self._up
+        pending = self._pending
+        pos = start = 0  # next byte to frame; first byte not yet given to the client
+        now = 0.0
+        slow = False
+        while pending and self.closing is None:
+            head = pending[0]
+            if not head.in_body:
+                if not self._fast_ok(head):
+                    slow = True
+                    break
+                nl = buf.find(b"\n", pos)
+                if nl < 0:
+                    slow = len(buf) - pos > _FAST_LINE or self._up_eof
+                    break
+                end = nl - 1  # where the line's CR should be
+                if (
+                    nl - pos >= _FAST_LINE
+                    or end < pos
+                    or buf[end] != 0x0D
+                    or buf.find(b"\r", pos, end) >= 0
+                    or buf.find(b"\x00", pos, end) >= 0
+                ):
+                    slow = True
+                    break
+                if buf.startswith(b"+OK", pos):
+                    ok, rest = True, pos + 3
+                elif buf.startswith(b"-ERR", pos):
+                    ok, rest = False, pos + 4
+                else:
+                    slow = True
+                    break
+                # A token, then nothing or a space and text that is not a [response code].
+                if rest != end and (buf[rest] != 0x20 or buf.startswith(b"[", rest + 1)):
+                    slow = True
+                    break
+                head.status = _PLAIN_OK if ok else _PLAIN_ERR
+                self._sasl_answer = False
+                head.response_bytes += nl + 1 - pos
+                pos = nl + 1
+                if not ok or head.kind is not ResponseKind.MULTI:
+                    now = now or self._clock()
+                    start = self._fast_complete(head, buf, start, pos, now)
+                    continue
+                head.in_body = True
+                head.line_start = True
+            # In a body: only its end is looked for, exactly as the framer's terminator-only mode.
+            body = pos
+            if head.line_start and buf.startswith(b".", pos):
+                if buf.startswith(b".\r\n", pos):
+                    pos += 3
+                elif len(buf) - pos == 1 or (len(buf) - pos == 2 and buf[pos + 1] == 0x0D):
+                    break  # "." or ".\r": cannot tell yet
+            if pos == body:
+                end = buf.find(b"\r\n.\r\n", pos)
+                if end >= 0:
+                    pos = end + 5
+                else:
+                    # Keep back a tail that may be the start of a terminator split across reads.
+                    end = len(buf)
+                    if buf.endswith(b"\r\n.", pos):
+                        end -= 1
+                    elif buf.endswith(b"\r\n.\r", pos):
+                        end -= 2
+                    elif buf.endswith(b"\r", pos):
+                        end -= 1
+                    if end > pos:
+                        head.line_start = end - pos >= 2 and buf.startswith(b"\r\n", end - 2)
+                        head.response_bytes += end - pos
+                        pos = end
+                    break
+            head.response_bytes += pos - body
+            head.in_body = False
+            now = now or self._clock()
+            start = self._fast_complete(head, buf, start, pos, now)
+        if pos > start:
+            self._out.to_client.append(bytes(buf[start:pos]))
+        if pos:
+            del buf[:pos]
+        if not slow and self._up_eof and self.closing is None:
+            if pending and pending[0].in_body:
+                self._upstream_failed("connection closed in the middle of a multi-line response")
+                return False
+            slow = True  # the framer tells what the end of input means here
+        if not slow and not pending and buf and self.closing is None:
+            slow = True  # bytes nobody asked for: the framer says so
+        return slow and self.closing is None
+
+    def _fast_complete(
+        self, head: _Pending, buf: bytearray, start: int, pos: int, now: float
+    ) -> int:
+        """`_complete` for a pass-through response; returns the first byte not yet sent."""
+        pending = self._pending
+        pending.popleft()
+        status = head.status
+        assert status is not None
+        head.outcome = "ok" if status.ok else "err"
+        self._out.exchanges.append(
+            Exchange(
+                head.verb,
+                head.args,
+                head.outcome,
+                None,
+                head.response_bytes,
+                now - head.started,
+                False,
+                None,
+            )
+        )
+        if pending and pending[0].kind is None:
+            # A local answer is next in line: what came before it goes out first.
+            if pos > start:
+                self._out.to_client.append(bytes(buf[start:pos]))
+            self._flush_local()
+            return pos
+        return start
 
     def _status(self, head: _Pending, status: StatusResponse) -> None:
         head.status = status
@@ -599,6 +808,11 @@ class Relay:
                 if item.capture is not None:
                     item.capture.abort()
                     item.capture = None
+
+
+# What a pass-through response's status line said, for the FIFO entry (no code, by construction).
+_PLAIN_OK = StatusResponse(True, None, "", b"")
+_PLAIN_ERR = StatusResponse(False, None, "", b"")
 
 
 def _err(text: str) -> bytes:
