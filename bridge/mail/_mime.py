@@ -33,6 +33,7 @@ from email.message import Message
 from email.policy import Compat32
 from typing import Any
 
+from bridge.mail import _boundary
 from bridge.mail._headers import decode_header_value, decode_words, raw_to_str, unfold
 from bridge.mail._text import clean, decode_bytes, recover_bytes
 
@@ -59,6 +60,7 @@ class _RawHeaders(Compat32):
 
 
 _POLICY = _RawHeaders()
+_boundary.install()  # the feed parser's boundary regexes, without a compile per message
 
 
 def parse(raw: bytes, *, set_aside: bool = True) -> Message:
