@@ -126,27 +126,31 @@ def _headers_only(raw: bytes, errors: list[str]) -> dict[str, Any]:
     return data
 
 
-def _first(msg: Message, name: str) -> str | None:
-    value = msg.get(name)
-    return None if value is None else str(value)
-
-
 def _header_fields(msg: Message, errors: list[str]) -> dict[str, Any]:
     headers: list[dict[str, str]] = []
+    # One pass over the fields, as `Message.get`/`get_all` would see them (first value, all
+    # values; names compared lower-cased): eleven lookups each rescanned every field.
+    every: dict[str, list[str]] = {}
     for name, value in msg.raw_items():
+        text = str(value)
+        every.setdefault(str(name).lower(), []).append(text)
         label = clean(raw_to_str(str(name), "header name", errors)).strip()
         where = f"{label[:60]} header"
-        headers.append({"name": label, "value": decode_header_value(str(value), where, errors)})
+        headers.append({"name": label, "value": decode_header_value(text, where, errors)})
+
+    def first(name: str) -> str | None:
+        values = every.get(name)
+        return values[0] if values else None
+
     data: dict[str, Any] = {}
-    message_id = _first(msg, "message-id")
-    data["message_id"] = _optional(message_id, "Message-ID header", errors)
-    data["subject"] = _optional(_first(msg, "subject"), "Subject header", errors)
-    data["date"] = decode_date(_first(msg, "date"), "Date header", errors)
+    data["message_id"] = _optional(first("message-id"), "Message-ID header", errors)
+    data["subject"] = _optional(first("subject"), "Subject header", errors)
+    data["date"] = decode_date(first("date"), "Date header", errors)
     for key, header in _ADDRESS_FIELDS:
-        values = [str(v) for v in msg.get_all(header, [])]
+        values = every.get(header, [])
         data[key] = decode_addresses(values, f"{header.title()} header", errors)
-    data["in_reply_to"] = _optional(_first(msg, "in-reply-to"), "In-Reply-To header", errors)
-    data["references"] = decode_msgid_list(_first(msg, "references"), "References header", errors)
+    data["in_reply_to"] = _optional(first("in-reply-to"), "In-Reply-To header", errors)
+    data["references"] = decode_msgid_list(first("references"), "References header", errors)
     data["headers"] = headers
     return data
 
