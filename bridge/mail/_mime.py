@@ -205,13 +205,16 @@ def _defects(part: Message, where: str, body: Body) -> None:
 
 
 def _walk(part: Message, path: str, depth: int, body: Body) -> tuple[list[str], list[str]]:
-    ctype = clean(part.get_content_type())
+    # One content-type read per part (the parser re-parses the header on every call).
+    raw_ctype = part.get_content_type()
+    maintype, _, subtype = raw_ctype.partition("/")
+    ctype = clean(raw_ctype)
     where = _label(path, ctype)
     _defects(part, where, body)
     # Read the stored payload directly: get_payload() already decodes 8-bit text with the
     # declared charset (and "replace"), which would hide the bytes we need for our own decode.
     payload = getattr(part, "_payload", None)
-    if isinstance(payload, list) and part.get_content_maintype() != "message":
+    if isinstance(payload, list) and maintype != "message":
         if depth >= MAX_DEPTH:
             body.errors.append(
                 f"{where}: MIME parts nested deeper than {MAX_DEPTH} levels were ignored"
@@ -223,7 +226,7 @@ def _walk(part: Message, path: str, depth: int, body: Body) -> tuple[list[str], 
             for i, child in enumerate(payload, 1)
             if isinstance(child, Message)
         ]
-        if part.get_content_subtype() == "alternative":
+        if subtype == "alternative":
             texts = next((t for t, _ in reversed(results) if t), [])
             htmls = next((h for _, h in reversed(results) if h), [])
             return texts, htmls
@@ -244,7 +247,7 @@ def _walk(part: Message, path: str, depth: int, body: Body) -> tuple[list[str], 
         isinstance(payload, str)
         and len(payload) > _STREAM_MIN_CHARS
         and ctype not in ("text/plain", "text/html")
-        and part.get_content_maintype() != "multipart"
+        and maintype != "multipart"
         and _cte(part) == "base64"
     ):
         # Certainly an attachment: when too big to inline, only its size and hash are needed.
@@ -257,7 +260,7 @@ def _walk(part: Message, path: str, depth: int, body: Body) -> tuple[list[str], 
     data = _decode_payload(part, payload if isinstance(payload, str) else "", where, body)
     disposition = _disposition(part)
     filename = _filename(part, where, body)
-    if part.get_content_maintype() == "multipart":
+    if maintype == "multipart":
         # No boundary (or it never occurs): the parser left the body as one string. Keep it
         # readable as text rather than losing it.
         text, problem = decode_bytes(data, None, where)
