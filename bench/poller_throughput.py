@@ -25,6 +25,7 @@ import asyncio
 import os
 import pwd
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,7 @@ class Bench:
         cfg = self._config(run / "state.db")
         env = {**os.environ, "POP3BRIDGE_EVENT_LOOP": "uvloop" if uvloop else "asyncio"}
         before = len(self.receiver.requests)
+        started_at = time.time()  # the receiver stamps arrivals with time.time()
         start = time.perf_counter()
         proc = subprocess.run(
             [str(VENV_BIN / "pop3bridge"), "once", "--config", str(cfg)],
@@ -92,6 +94,7 @@ class Bench:
             check=False,
         )
         elapsed = time.perf_counter() - start
+        ended_at = time.time()
         got = self.receiver.requests[before:]
         verified = {r.msg_id for r in got if r.verified and r.status == 200}
         if proc.returncode != 0 or len(verified) != self.n or self.receiver.invalid:
@@ -100,7 +103,13 @@ class Bench:
                 f"verified, {self.receiver.invalid} invalid\n{proc.stderr.decode()[-2000:]}"
             )
         shutil.rmtree(run)
-        return Sample(elapsed, self.n, {"exit": proc.returncode})
+        # Start-up (exec, imports, config, migrate, POP3 login, first parse) and wind-down
+        # (last mark_delivered, closing, exit) as the receiver saw them.
+        phases = {
+            "to_first_post_s": min(r.at for r in got) - started_at,
+            "after_last_post_s": ended_at - max(r.at for r in got),
+        }
+        return Sample(elapsed, self.n, {"exit": proc.returncode, **phases})
 
     def spec(self) -> AccountSpec:
         return AccountSpec(
@@ -370,6 +379,21 @@ def _report(
             for t in targets
         ],
     )
+    phases = [
+        [
+            name,
+            1000 * statistics.median(e["to_first_post_s"] for e in r["extra"]),
+            1000 * statistics.median(e["after_last_post_s"] for e in r["extra"]),
+        ]
+        for name, r in results.items()
+        if r["extra"] and "to_first_post_s" in r["extra"][0]
+    ]
+    if phases:
+        print_table(
+            "pop3bridge once: start and end (ms, medians; receiver arrival times)",
+            ["contender", "exec -> first POST", "last POST -> exit"],
+            phases,
+        )
     print(
         f"\nmachine: {before['nproc']} x {before['cpu']}; load average before "
         f"{before['loadavg']}, after {after['loadavg']}"

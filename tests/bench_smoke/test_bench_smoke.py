@@ -51,6 +51,10 @@ def test_poller_throughput_quick(tmp_path: Path) -> None:
     } <= set(data["results"])
     for name, result in data["results"].items():
         assert result["median_rate"] > 0, name
+    # Start-up and wind-down of the process, from the receiver's arrival times.
+    phases = data["results"]["pop3bridge once (end to end)"]["extra"][0]
+    assert phases["to_first_post_s"] > 0
+    assert phases["after_last_post_s"] > 0
 
 
 @pytest.mark.parametrize("script", ["big_message.py", "many_accounts.py", "proxy.py"])
