@@ -17,8 +17,6 @@ from types import TracebackType
 from typing import Any, Self
 
 from bridge.delivery.worker import DEFAULT_LEASE_SECONDS, Route
-from bridge.ops import metrics
-from bridge.ops.metrics import best_effort as _safe
 from bridge.outbox import DeferredPayload
 from bridge.store import Store, open_store
 from bridge.store.base import OutboxItem
@@ -107,6 +105,11 @@ def retry_policy(hook: Any) -> Any:
 
 def record_delivery(item: OutboxItem, outcome: str, result: Any) -> None:
     """The worker's `on_result` hook: delivery metrics. Never raises (metrics never stop mail)."""
+    # Imported here: `pop3bridge once` exposes no metrics and so skips prometheus_client
+    # (11 ms of its start-up).
+    from bridge.ops import metrics
+    from bridge.ops.metrics import best_effort as _safe
+
     klass = metrics.status_class(getattr(result, "status", None))
     _safe(lambda: metrics.DELIVERIES.labels(outcome=outcome, status_class=klass).inc())
     latency = getattr(result, "latency", None)
