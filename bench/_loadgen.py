@@ -6,6 +6,12 @@ Runs in its own process (so it never shares a GIL with what it measures) and pri
 object: commands, seconds (the command phase only: every session has logged in before the
 first command), commands_per_s, latency percentiles in ms, errors. Commands cycle through
 STAT, UIDL 1, NOOP and RETR 1, so both single-line and multi-line replies are timed.
+
+By default every session sends its next command as soon as the reply is in (a closed loop:
+the machine is saturated and latency is mostly queueing, N in flight / throughput). With
+`--interval S` each session sends one command every S seconds instead, from a random offset,
+so the offered load is fixed (sessions / S commands per second) and, while the machine keeps
+up, latency is the time a command takes rather than its place in a queue.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import sys
 import time
@@ -41,7 +48,12 @@ async def _session(
             await _reply(reader, False)
         ready.set()
         await go.wait()
+        loop = asyncio.get_running_loop()
+        due = loop.time() + random.uniform(0, args.interval)
         for i in range(args.commands):
+            if args.interval:
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                due += args.interval
             cmd = _CYCLE[i % len(_CYCLE)]
             t = time.perf_counter()
             writer.write(cmd + b"\r\n")
@@ -86,6 +98,7 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
 
     return {
         "sessions": args.sessions,
+        "interval": args.interval,
         "commands": len(lat),
         "seconds": seconds,
         "commands_per_s": len(lat) / seconds if seconds else 0.0,
@@ -106,7 +119,11 @@ def main() -> int:
     ap.add_argument("password")
     ap.add_argument("--sessions", type=int, default=500)
     ap.add_argument("--commands", type=int, default=20)
+    ap.add_argument(
+        "--interval", type=float, default=0.0, help="seconds between a session's commands"
+    )
     args = ap.parse_args()
+    random.seed(0)  # the same offsets every run
     print(json.dumps(asyncio.run(_main(args))))
     return 0
 

@@ -90,6 +90,7 @@ class BridgeProxy:
         *,
         source: Path | None = None,
         name: str = "proxy",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         cfg = {
@@ -106,7 +107,7 @@ class BridgeProxy:
         cmd = [str(VENV_BIN / "pop3bridge"), "proxy", "--config", str(self.config)]
         if profile is not None:
             cmd = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(profile), *cmd]
-        env = dict(os.environ)
+        env = {**os.environ, **(env or {})}
         if source is not None:
             # Another tree's `bridge` package comes first on the path (a before/after pair).
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
@@ -139,7 +140,9 @@ def bridge_proxy_available() -> bool:
     return importlib.util.find_spec("bridge.commands.proxy") is not None
 
 
-def _loadgen(port: int, user: DovecotUser, sessions: int, commands: int) -> dict[str, Any]:
+def _loadgen(
+    port: int, user: DovecotUser, sessions: int, commands: int, interval: float = 0.0
+) -> dict[str, Any]:
     out = subprocess.run(
         [
             sys.executable,
@@ -152,6 +155,8 @@ def _loadgen(port: int, user: DovecotUser, sessions: int, commands: int) -> dict
             str(sessions),
             "--commands",
             str(commands),
+            "--interval",
+            str(interval),
         ],
         capture_output=True,
         check=False,
@@ -194,6 +199,13 @@ def main() -> int:
     ap.add_argument("--sequential", type=int, default=300)
     ap.add_argument("--sessions", type=int, default=500)
     ap.add_argument("--commands", type=int, default=20)
+    ap.add_argument(
+        "--interval",
+        type=float,
+        default=0.0,
+        help="seconds between one session's commands in the concurrent test (0: back to back, "
+        "saturating the machine; e.g. 0.2 offers sessions/0.2 commands/s)",
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--big-mb", type=float, default=50)
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, 1 round")
@@ -215,6 +227,12 @@ def main() -> int:
         action="store_true",
         help="run pop3bridge proxy under pyinstrument (pipelined + poplib RETRs), print the "
         "profile and its CPU time per relayed message",
+    )
+    ap.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="also run `pop3bridge proxy` with POP3BRIDGE_EVENT_LOOP=uvloop, as contender "
+        "'proxy (uvloop)', alternated with the others in the same rounds",
     )
     args = ap.parse_args()
     if args.profile:
@@ -250,15 +268,22 @@ def main() -> int:
                 ours_note = ""
             except RuntimeError as exc:
                 ours_note = f"not measured: {exc}"
-        base: BridgeProxy | None = None
+        extra: list[BridgeProxy] = []
+        if args.uvloop:
+            uv = BridgeProxy(
+                server.pop3_port, work, name="uvloop", env={"POP3BRIDGE_EVENT_LOOP": "uvloop"}
+            )
+            extra.append(uv)
+            targets.append(_Target("proxy (uvloop)", uv.port, uv.rss))
         if args.baseline is not None:
             base = BridgeProxy(server.pop3_port, work, source=args.baseline, name="baseline")
+            extra.append(base)
             targets.append(_Target("proxy (baseline)", base.port, base.rss))
         try:
             results = _run(args, server, user, big_user, targets)
         finally:
-            if base is not None:
-                base.stop()
+            for proc in extra:
+                proc.stop()
             if ours is not None:
                 ours.stop()
             nginx.stop()
@@ -305,7 +330,7 @@ def _run(
 
     def sessions(t: _Target) -> Callable[[], Sample]:
         def run() -> Sample:
-            r = _loadgen(t.port, user, args.sessions, args.commands)
+            r = _loadgen(t.port, user, args.sessions, args.commands, args.interval)
             if t.rss is not None:
                 r["rss_after"] = t.rss()
             return Sample(r["seconds"], r["commands"], r)
@@ -316,7 +341,8 @@ def _run(
     pipe = alternate([Contender(t.name, pipelined(t)) for t in targets], args.rounds)
     print(f"poplib, RETR of {args.sequential} messages one at a time")
     seq = alternate([Contender(t.name, sequential(t)) for t in targets], args.rounds)
-    print(f"{args.sessions} concurrent sessions x {args.commands} commands")
+    paced = f", one every {args.interval:g} s" if args.interval else ", back to back"
+    print(f"{args.sessions} concurrent sessions x {args.commands} commands{paced}")
     conc = alternate([Contender(t.name, sessions(t)) for t in targets], args.rounds)
 
     big: dict[str, Any] = {}
@@ -357,6 +383,7 @@ def _run(
         "sequential_messages": args.sequential,
         "sessions": args.sessions,
         "commands_per_session": args.commands,
+        "interval": args.interval,
         "pipelined": {k: summarize(v) for k, v in pipe.items()},
         "sequential": {k: summarize(v) for k, v in seq.items()},
         "concurrent": concurrent,
