@@ -84,6 +84,7 @@ class DeliveryWorker:
         self.on_result = on_result
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(self.concurrency)
+        self._delivered = _GroupCommit(store)
 
     def notify(self) -> None:
         """New rows were recorded: look for due work now instead of at the next timer."""
@@ -185,7 +186,7 @@ class DeliveryWorker:
             result = await self.sender.send(route.target, item.msg_id, body)
             now = self.clock()
             if result.ok:
-                await self.store.mark_delivered(item.id, result.status, now)
+                await self._delivered.mark(item.id, result.status, now)
                 self._report(item, "delivered", result)
                 return
             error = result.error or f"HTTP {result.status}"
@@ -235,6 +236,56 @@ class DeliveryWorker:
                 self.on_result(item, outcome, result)
             except Exception:  # metrics must never stop deliveries
                 log.exception("delivery result hook failed")
+
+
+class _GroupCommit:
+    """`mark_delivered` for deliveries that finish close together, in one transaction.
+
+    A caller's `mark` returns only once its own row is committed (or raises what the commit
+    raised), exactly like a `mark_delivered` of its own, so "marked before reported" still
+    holds. Marks that arrive while a commit runs wait for the next one, so under load a commit
+    carries everything that finished meanwhile, and with one delivery at a time it is one
+    row per commit as before.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._queued: list[tuple[int, int, float, asyncio.Future[None]]] = []
+        self._committing: asyncio.Task[None] | None = None
+
+    async def mark(self, item_id: int, status: int, now: float) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.append((item_id, status, now, done))
+        if self._committing is None:
+            self._committing = asyncio.ensure_future(self._commit_all())
+        await done
+
+    async def _commit_all(self) -> None:
+        try:
+            while self._queued:
+                group, self._queued = self._queued, []
+                try:
+                    # The latest finish time stands for the group: they differ by a commit.
+                    await self.store.mark_delivered_many(
+                        [(item_id, status) for item_id, status, _, _ in group],
+                        max(now for _, _, now, _ in group),
+                    )
+                except BaseException as exc:
+                    for *_, done in group:
+                        if not done.done():
+                            done.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    for *_, done in group:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self._committing = None
+            for *_, done in self._queued:  # only left when cancelled mid-commit
+                if not done.done():
+                    done.cancel()
+            self._queued = []
 
 
 async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:

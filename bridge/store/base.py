@@ -179,6 +179,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def mark_delivered(self, item_id: int, status: int, now: float) -> None: ...
 
+    async def mark_delivered_many(self, marks: Sequence[tuple[int, int]], now: float) -> None:
+        """`mark_delivered` for each (item_id, status), in ONE transaction.
+
+        The worker commits the deliveries that finish together as a group: one commit per
+        message was a fifth of the delivery stage's CPU. Backends override this default.
+        """
+        for item_id, status in marks:
+            await self.mark_delivered(item_id, status, now)
+
     @abc.abstractmethod
     async def mark_retry(
         self, item_id: int, next_attempt_at: float, error: str, status: int | None, now: float

@@ -417,17 +417,21 @@ class PostgresStore(Store):
         return await self._call(run)
 
     async def mark_delivered(self, item_id: int, status: int, now: float) -> None:
+        await self.mark_delivered_many([(item_id, status)], now)
+
+    async def mark_delivered_many(self, marks: Sequence[tuple[int, int]], now: float) -> None:
+        if not marks:
+            return
+
         async def run(conn: asyncpg.Connection) -> None:
-            await conn.execute(
+            await conn.executemany(
                 "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, "
                 "last_status = $1, finished_at = $2, claimed_by = NULL, claim_until = NULL "
                 "WHERE id = $3 AND state <> 'delivered'",
-                status,
-                now,
-                item_id,
+                [(status, now, item_id) for item_id, status in marks],
             )
 
-        await self._call(run)
+        await self._call(run, tx=True)
 
     async def mark_retry(
         self, item_id: int, next_attempt_at: float, error: str, status: int | None, now: float

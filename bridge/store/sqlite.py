@@ -484,12 +484,18 @@ class SQLiteStore(Store):
         return await self._write(tx)
 
     async def mark_delivered(self, item_id: int, status: int, now: float) -> None:
+        await self.mark_delivered_many([(item_id, status)], now)
+
+    async def mark_delivered_many(self, marks: Sequence[tuple[int, int]], now: float) -> None:
+        if not marks:
+            return
+
         def tx(conn: sqlite3.Connection) -> None:
-            conn.execute(
+            conn.executemany(
                 "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, "
                 "last_status = ?, finished_at = ?, claimed_by = NULL, claim_until = NULL "
                 "WHERE id = ? AND state != 'delivered'",
-                (status, now, item_id),
+                [(status, now, item_id) for item_id, status in marks],
             )
 
         await self._write(tx)

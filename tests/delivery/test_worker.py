@@ -7,8 +7,10 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+import pytest
+
 from bridge.delivery.worker import DeliveryWorker, Route
-from bridge.store import NewMessage, Store
+from bridge.store import NewMessage, Store, StoreError
 
 
 @dataclass(frozen=True)
@@ -154,3 +156,61 @@ async def test_shutdown_waits_for_in_flight_sends_within_grace(store: Store) -> 
     stop.set()
     await asyncio.wait_for(task, 5)
     assert await store.pending_count() == 0  # the round in flight finished and was marked
+
+
+async def test_deliveries_finishing_together_share_a_commit(store: Store) -> None:
+    """Group commit: fewer transactions than deliveries, and each delivery is committed before
+    it is reported delivered."""
+    await store.record(msgs(40), time.time())
+    groups: list[int] = []
+    real = store.mark_delivered_many
+
+    async def counting(marks: list[tuple[int, int]], now: float) -> None:
+        groups.append(len(marks))
+        await real(marks, now)
+
+    store.mark_delivered_many = counting  # type: ignore[assignment,method-assign]
+    reported: list[int] = []
+
+    def on_result(item: object, outcome: str, result: object) -> None:
+        # Reported only after the row left the outbox's pending set for good.
+        reported.append(item.id)  # type: ignore[attr-defined]
+        assert sum(groups) >= len(reported)
+
+    w = worker(store, ScriptedSender(), concurrency=8, on_result=on_result)
+    assert await w.deliver_due() == 40
+    assert sum(groups) == 40 and len(groups) < 40
+    assert await store.pending_count() == 0
+
+
+async def test_a_failed_group_commit_fails_each_delivery_in_it(store: Store) -> None:
+    await store.record(msgs(6), time.time())
+
+    async def broken(marks: list[tuple[int, int]], now: float) -> None:
+        raise StoreError("disk on fire")
+
+    store.mark_delivered_many = broken  # type: ignore[assignment,method-assign]
+    outcomes: list[str] = []
+    w = worker(store, ScriptedSender(), concurrency=3, on_result=lambda i, o, r: outcomes.append(o))
+    with pytest.raises(StoreError):
+        await w.deliver_due()
+    assert outcomes == []  # nothing reported delivered
+    # The rows stay claimed, then come back when the claim (30 s here) runs out.
+    assert await store.pending_count() == 6
+    assert await store.claim_due(time.time() + 1, 10, "other", 30) == []
+    assert len(await store.claim_due(time.time() + 31, 10, "other", 30)) == 6
+
+
+async def test_group_commit_recovers_after_a_failed_commit(store: Store) -> None:
+    from bridge.delivery.worker import _GroupCommit
+
+    await store.record(msgs(2), time.time())
+    a, b = await store.claim_due(time.time() + 1, 10, "t", 30)
+    group = _GroupCommit(store)
+    real = store.mark_delivered_many
+    store.mark_delivered_many = None  # type: ignore[assignment,method-assign]  # -> TypeError
+    with pytest.raises(TypeError):
+        await group.mark(a.id, 200, time.time())
+    store.mark_delivered_many = real  # type: ignore[method-assign]
+    await asyncio.gather(group.mark(a.id, 200, time.time()), group.mark(b.id, 204, time.time()))
+    assert await store.pending_count() == 0

@@ -167,6 +167,21 @@ async def test_forgotten_uidl_that_returns_is_new_again(store: Store) -> None:
     assert await store.pending_count() == 1
 
 
+async def test_mark_delivered_many_marks_a_group_in_one_go(store: Store) -> None:
+    await store.record([make_message("a", str(i)) for i in range(5)], T0)
+    items = await store.claim_due(T0, 10, "w", 30)
+    await store.mark_delivered(items[0].id, 200, T0)
+    await store.mark_delivered_many([], T0)  # nothing to do
+    # The already delivered row is left as it was (its attempt count does not move).
+    await store.mark_delivered_many([(i.id, 200 + n) for n, i in enumerate(items[:4])], T0 + 1)
+    assert await store.pending_count() == 1
+    [last] = await store.claim_due(T0 + 100, 10, "w", 30)  # the unmarked claim expired
+    assert last.id == items[4].id
+    await store.mark_delivered_many([(last.id, 204)], T0 + 2)
+    assert await store.pending_count() == 0
+    assert await store.claim_due(T0 + 1000, 10, "w", 30) == []
+
+
 # -- claims -------------------------------------------------------------------------------------
 async def test_claim_respects_due_time_order_and_limit(store: Store) -> None:
     await store.record([make_message("a", str(i)) for i in range(5)], T0)
