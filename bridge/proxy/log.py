@@ -39,6 +39,21 @@ def _command_counter(label: str, outcome: str) -> Counter:
     return child
 
 
+# (verb as the relay saw it, outcome) -> (its label, its counter), for known verbs only (so
+# bounded like the labels): one dict hit per command instead of a label and a counter lookup.
+_BY_VERB: dict[tuple[str, str], tuple[str, Counter]] = {}
+
+
+def _verb_counter(verb: str, outcome: str) -> tuple[str, Counter]:
+    hit = _BY_VERB.get((verb, outcome))
+    if hit is None:
+        label = metrics.verb_label(verb) if verb != "-" else "OTHER"
+        hit = (label, _command_counter(label, outcome))
+        if label != "OTHER":
+            _BY_VERB[verb, outcome] = hit
+    return hit
+
+
 @dataclass(slots=True)
 class SessionLog:
     session: str
@@ -76,8 +91,8 @@ class SessionLog:
 
     def exchange(self, ex: Exchange) -> None:
         self.commands += 1
-        verb = metrics.verb_label(ex.verb) if ex.verb != "-" else "OTHER"
-        _command_counter(verb, ex.outcome).inc()
+        verb, counter = _verb_counter(ex.verb, ex.outcome)
+        counter.inc()
         if ex.outcome == "denied":
             metrics.PROXY_DENIED.labels(verb).inc()
         level = logging.INFO if self.log_commands else logging.DEBUG

@@ -83,6 +83,8 @@ CLIENT_BACKLOG_LIMIT = 64 * 1024
 _BARRIERS = STATE_CHANGING | {"STLS"}
 _AUTH_STATES = (State.AUTHORIZATION, State.AUTHORIZATION_USER)
 _LOGIN_VERBS = frozenset({"PASS", "APOP", "AUTH"})
+_SECRET_ARGS = frozenset({"PASS", "APOP", "AUTH"})  # arguments that `loggable_args` hides
+_USER_VERBS = frozenset({"USER", "APOP", "AUTH"})
 # Verbs whose responses may take the pass-through path (in TRANSACTION only): they change no
 # state and nothing but the client reads their response (RETR only when no tap is configured).
 _FAST_VERBS = frozenset({"RETR", "TOP", "LIST", "UIDL", "STAT", "NOOP", "DELE", "RSET", "LAST"})
@@ -154,6 +156,10 @@ class _Pending:
 def loggable_args(command: Command) -> tuple[str, ...]:
     """Arguments safe to log: secrets replaced, the rest shortened."""
     args = command.args
+    if not args:
+        return args
+    if command.verb not in _SECRET_ARGS and len(args) <= 3 and all(len(a) <= 64 for a in args):
+        return args  # the common case (RETR 12, TOP 3 0): nothing to hide or shorten
     if command.verb == "PASS":
         return ("***",) if args else ()
     if command.verb == "APOP":
@@ -348,15 +354,21 @@ class Relay:
         if self._login is not None:
             self._routing_command(command, args)
             return
-        if verb in ("USER", "APOP") and command.args:
-            self._user_candidate = command.args[0]
-        elif verb == "AUTH" and len(command.args) == 2 and command.args[0].upper() == "PLAIN":
-            self._user_candidate = _plain_user(command.args[1])
-        elif verb == "AUTH":
-            self._user_candidate = None
+        if verb in _USER_VERBS:
+            self._note_user(command)
         assert self._framer is not None
         self._out.to_upstream.append(command.raw)
         self._pending.append(_Pending(verb, args, self._clock(), kind))
+
+    def _note_user(self, command: Command) -> None:
+        """Remember who a USER/APOP/AUTH command logs in as (for the per-user limit)."""
+        verb, args = command.verb, command.args
+        if verb in ("USER", "APOP") and args:
+            self._user_candidate = args[0]
+        elif verb == "AUTH" and len(args) == 2 and args[0].upper() == "PLAIN":
+            self._user_candidate = _plain_user(args[1])
+        elif verb == "AUTH":
+            self._user_candidate = None
 
     def _can_stls(self) -> bool:
         return (

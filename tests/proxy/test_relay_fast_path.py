@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.config import ProxyPolicy
+from bridge.pop3.events import Command
 from bridge.pop3.state import State
 from bridge.pop3.wire import ResponseFramer, dot_stuff
 from bridge.proxy.policy import Policy
-from bridge.proxy.relay import Actions, Relay
+from bridge.proxy.relay import Actions, Relay, loggable_args
 
 
 def make_relay(*, fast: bool, read_only: bool, state: State) -> Relay:
@@ -181,3 +182,21 @@ def test_read_only_dele_is_still_refused_in_its_place_between_passed_through_res
         ("DELE", "denied", True),
         ("STAT", "ok", False),
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["RETR", "TOP", "USER", "PASS", "APOP", "AUTH", "LIST", "XTND"]),
+    st.lists(st.text(max_size=80), max_size=5),
+)
+def test_logged_arguments_hide_secrets_and_shorten_whatever_the_shortcut(
+    verb: str, args: list[str]
+) -> None:
+    got = loggable_args(Command(verb, tuple(args)))
+    if verb == "PASS":
+        assert got == (("***",) if args else ())
+    elif verb in ("APOP", "AUTH") and len(args) > 1:
+        assert got[1:] == ("***",) and got[0] == args[0][: 64 if verb == "APOP" else 32]
+    else:
+        limit = 32 if verb == "AUTH" else 64
+        assert got == tuple(a[:limit] for a in args[: 3 if verb not in ("APOP", "AUTH") else 1])
