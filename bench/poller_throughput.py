@@ -66,7 +66,7 @@ class Bench:
         self.getmail_failures: list[str] = []  # runs that hung or failed, rerun
 
     # -- pop3bridge ---------------------------------------------------------------------------
-    def _config(self, db: Path) -> Path:
+    def _config(self, db: Path, *, parse_workers: int = 0) -> Path:
         cfg = {
             "state": {"url": f"sqlite:///{db}"},
             "webhooks": [
@@ -75,14 +75,15 @@ class Bench:
             "accounts": [self.server.plain_account(self.user, "bench")],
             "ops": {"enabled": False},
             "logging": {"format": "json", "level": "WARNING"},
+            "poller": {"parse_workers": parse_workers},
         }
         path = db.with_suffix(".yaml")
         path.write_text(yaml.safe_dump(cfg))
         return path
 
-    def bridge_once(self, *, uvloop: bool) -> Sample:
+    def bridge_once(self, *, uvloop: bool, parse_workers: int = 0) -> Sample:
         run = Path(tempfile.mkdtemp(dir=self.work))
-        cfg = self._config(run / "state.db")
+        cfg = self._config(run / "state.db", parse_workers=parse_workers)
         env = {**os.environ, "POP3BRIDGE_EVENT_LOOP": "uvloop" if uvloop else "asyncio"}
         before = len(self.receiver.requests)
         started_at = time.time()  # the receiver stamps arrivals with time.time()
@@ -291,6 +292,12 @@ def main() -> int:
             contenders.append(
                 Contender("pop3bridge once + uvloop", lambda: bench.bridge_once(uvloop=True))
             )
+        contenders.append(
+            Contender(
+                "pop3bridge once + 1 parse worker",
+                lambda: bench.bridge_once(uvloop=False, parse_workers=1),
+            )
+        )
         contenders += [
             Contender("pop3bridge fetch stage", bench.fetch_stage, cpu="self"),
             Contender("fetchmail -> BSMTP", bench.fetchmail),

@@ -577,6 +577,14 @@ class PollerConfig(_Model):
         default=10.0, description="On SIGTERM, seconds to finish polls and deliveries in flight."
     )
     delivery_concurrency: int = Field(default=16, ge=1, description="Webhook requests in flight.")
+    parse_workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Processes that parse MIME into webhook bodies beside the main one; 0 parses "
+        "in the main process. 1 roughly halves the main process's CPU per message on a machine "
+        "with a core to spare (see BENCHMARKS.md).",
+    )
     replica_id: str | None = Field(
         default=None, description="This replica's lease holder id (default: hostname-pid)."
     )

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from bridge.delivery.worker import DEFAULT_LEASE_SECONDS, Route
-from bridge.outbox import DeferredPayload
+from bridge.outbox import DeferredPayload, ParsePool
 from bridge.store import Store, open_store
 from bridge.store.base import OutboxItem
 
@@ -79,11 +79,12 @@ def webhook_target(hook: Any) -> Any:
     )
 
 
-def body_builder(hook: Any) -> DeferredPayload:
+def body_builder(hook: Any, pool: ParsePool | None = None) -> DeferredPayload:
     """Builds the bodies of rows the poller recorded raw, with this webhook's payload options."""
     return DeferredPayload(
         attachment_inline_limit=int(getattr(hook, "attachment_inline_limit", 1024 * 1024)),
         include_raw=bool(getattr(hook, "include_raw", False)),
+        pool=pool,
     )
 
 
@@ -177,7 +178,14 @@ class DeliveryRuntime:
         self.sender = await self._stack.enter_async_context(
             WebhookSender(limit=self.delivery_concurrency * 2)
         )
+        pool = None
+        workers = int(getattr(self.settings.poller, "parse_workers", 0) or 0)
+        if workers > 0:
+            pool = ParsePool(workers)
+            self._stack.callback(pool.close)
         for name, hook in self.webhooks.items():
             self.routes[name] = Route(
-                target=webhook_target(hook), policy=retry_policy(hook), prepare=body_builder(hook)
+                target=webhook_target(hook),
+                policy=retry_policy(hook),
+                prepare=body_builder(hook, pool),
             )

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,7 +52,7 @@ class Route:
     target: Any  # bridge.delivery.sender.WebhookTarget
     policy: Policy
     # Builds the body of a row recorded with a deferred payload (bridge.outbox.DeferredPayload).
-    prepare: Callable[[OutboxItem], bytes] | None = None
+    prepare: Callable[[OutboxItem], Awaitable[bytes]] | None = None
 
 
 Outcome = str  # "delivered" | "retry" | "dead"
@@ -222,7 +222,7 @@ class DeliveryWorker:
         try:
             if route.prepare is None:
                 raise LookupError(f"webhook {item.webhook!r} has no builder for deferred bodies")
-            return route.prepare(item)
+            return await route.prepare(item)
         except Exception as exc:
             error = f"the webhook body could not be built ({type(exc).__name__}: {exc})"
             await self.store.mark_dead(item.id, error, None, self.clock())

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import psutil
 import pytest
 
 from bridge import mail
@@ -23,6 +24,11 @@ pytestmark = pytest.mark.dovecot
 
 
 def once(config: Path, timeout: float = 60) -> tuple[int, dict[str, Any]]:
+    rc, summary, _ = once_logged(config, timeout)
+    return rc, summary
+
+
+def once_logged(config: Path, timeout: float = 60) -> tuple[int, dict[str, Any], str]:
     proc = subprocess.run(
         [sys.executable, "-m", "bridge", "once", "--config", str(config)],
         capture_output=True,
@@ -32,7 +38,7 @@ def once(config: Path, timeout: float = 60) -> tuple[int, dict[str, Any]]:
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     assert lines, f"no summary; rc={proc.returncode} stderr={proc.stderr[-2000:]}"
-    return proc.returncode, json.loads(lines[-1])
+    return proc.returncode, json.loads(lines[-1]), proc.stderr
 
 
 def once_until_ok(config: Path, deadline: float = 40) -> int:
@@ -48,7 +54,12 @@ def once_until_ok(config: Path, deadline: float = 40) -> int:
 
 
 def setup(
-    tmp_path: Path, dovecot: DovecotServer, user: DovecotUser, receiver: Receiver, **account: Any
+    tmp_path: Path,
+    dovecot: DovecotServer,
+    user: DovecotUser,
+    receiver: Receiver,
+    poller: dict[str, Any] | None = None,
+    **account: Any,
 ) -> tuple[Path, str]:
     acct = dovecot_account(dovecot, user, **account)
     cfg = write_config(
@@ -57,8 +68,17 @@ def setup(
         receiver=receiver,
         accounts=[acct],
         webhook={"max_attempts": 50},
+        poller=poller,
     )
     return cfg, acct["name"]
+
+
+def _forkservers() -> set[int]:
+    return {
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if "multiprocessing.forkserver" in " ".join(p.info["cmdline"] or [])
+    }
 
 
 def test_every_message_once_then_only_new_mail(
@@ -118,16 +138,41 @@ def test_failing_then_down_receiver_loses_nothing_and_deletes_nothing_early(
     assert receiver.invalid == 0
 
 
+@pytest.mark.parametrize("parse_workers", [0, 1])
 def test_hostile_corpus_reaches_the_receiver_schema_valid(
-    tmp_path: Path, dovecot: DovecotServer, dovecot_user: DovecotUser, receiver: Receiver
+    tmp_path: Path,
+    dovecot: DovecotServer,
+    dovecot_user: DovecotUser,
+    receiver: Receiver,
+    parse_workers: int,
 ) -> None:
     corpus = sorted((Path(__file__).parent.parent / "corpus" / "eml").glob("*.eml"))
     assert len(corpus) >= 20
     dovecot.deliver_many(dovecot_user, [p.read_bytes() for p in corpus])
-    cfg, _ = setup(tmp_path, dovecot, dovecot_user, receiver)
-    rc, summary = once(cfg, timeout=120)
+    before = _forkservers()
+    cfg, _ = setup(
+        tmp_path, dovecot, dovecot_user, receiver, poller={"parse_workers": parse_workers}
+    )
+    rc, summary, log = once_logged(cfg, timeout=120)
     assert rc == 0, summary
+    assert ("parsed in 1 worker process" in log) == (parse_workers == 1), log[-2000:]
     got = receiver.delivered()
     assert len({r.msg_id for r in got}) == len(corpus)
     for r in got:
         jsonschema.validate(r.body, mail.schema())
+    # The same bodies with and without worker processes (the two runs differ only in the
+    # mailbox's account name, ids and UIDLs).
+    mine = ("account", "id", "uidl")
+    bodies = sorted(
+        json.dumps({k: v for k, v in r.body["data"].items() if k not in mine}, sort_keys=True)
+        for r in got
+    )
+    baseline = tmp_path.parent / "corpus-bodies.json"
+    if baseline.exists():
+        assert bodies == json.loads(baseline.read_text())
+    baseline.write_text(json.dumps(bodies))
+    # No parse worker or forkserver outlives `once`.
+    deadline = time.monotonic() + 10
+    while _forkservers() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _forkservers() - before

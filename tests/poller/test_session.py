@@ -26,7 +26,7 @@ async def claim_all(store: Store, *, include_raw: bool = False) -> list[OutboxIt
     """Claimed rows with their webhook bodies, built as the worker builds deferred ones."""
     items = await store.claim_due(time.time() + 1, 10_000, "test", 60)
     build = DeferredPayload(attachment_inline_limit=1 << 20, include_raw=include_raw)
-    return [dataclasses.replace(item, payload=build(item)) for item in items]
+    return [dataclasses.replace(item, payload=build.body(item)) for item in items]
 
 
 async def deliver_all(store: Store) -> list[OutboxItem]:

@@ -18,7 +18,7 @@ import pytest
 
 from bridge import mail
 from bridge.delivery.worker import DeliveryWorker, Route
-from bridge.outbox import DEFER_MAX, DeferredPayload, outbox_row
+from bridge.outbox import DEFER_MAX, DeferredPayload, ParsePool, outbox_row
 from bridge.store import Store
 from bridge.store.base import deferred_source
 from bridge.testing.samples import big_message, generate_messages
@@ -43,7 +43,7 @@ def _rows(raw: bytes, uidl: str, *, include_raw: bool = False, limit: int = 1 <<
 
 async def _claim_built(store: Store, build: DeferredPayload) -> dict[str, bytes]:
     items = await store.claim_due(T0 + 1, 10_000, "t", 60)
-    return {i.uidl: build(i) for i in items}
+    return {i.uidl: build.body(i) for i in items}
 
 
 @pytest.mark.parametrize("include_raw", [False, True])
@@ -127,7 +127,7 @@ async def test_unbuildable_row_becomes_a_dead_letter_with_its_raw_kept(
     _, deferred = _rows(raw, "u1")
     await store.record([deferred], time.time())
 
-    def broken(item: object) -> bytes:
+    async def broken(item: object) -> bytes:
         raise RuntimeError("parser bug")
 
     sender = ScriptedSender()
@@ -147,3 +147,44 @@ async def test_unbuildable_row_becomes_a_dead_letter_with_its_raw_kept(
     assert await fixed.deliver_due() == 1
     assert [c[1] for c in sender.calls] == [deferred.msg_id]
     assert orjson.loads(sender.calls[0][2])["data"]["uidl"] == "u1"
+
+
+async def test_parse_pool_builds_the_bodies_built_in_process(store: Store) -> None:
+    raws = [p.read_bytes() for p in CORPUS] + list(generate_messages(40))
+    rows = [_rows(raw, f"u{n}", limit=4096)[1] for n, raw in enumerate(raws)]
+    await store.record(rows, T0)
+    items = await store.claim_due(T0 + 1, 10_000, "t", 60)
+    here = DeferredPayload(attachment_inline_limit=4096, include_raw=False)
+    pool = ParsePool(1)
+    try:
+        there = DeferredPayload(attachment_inline_limit=4096, include_raw=False, pool=pool)
+        inline = DeferredPayload(attachment_inline_limit=1 << 20, include_raw=True, pool=pool)
+        # Concurrent requests, two option sets: batched per option set, answered per item.
+        got = await asyncio.gather(*(there(i) for i in items), *(inline(i) for i in items[:5]))
+    finally:
+        pool.close()
+    assert got[: len(items)] == [here.body(i) for i in items]
+    wide = DeferredPayload(attachment_inline_limit=1 << 20, include_raw=True)
+    assert got[len(items) :] == [wide.body(i) for i in items[:5]]
+
+
+async def test_a_broken_parse_pool_falls_back_to_parsing_here(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    raws = list(generate_messages(6))
+    await store.record([_rows(raw, f"u{n}")[1] for n, raw in enumerate(raws)], T0)
+    items = await store.claim_due(T0 + 1, 100, "t", 60)
+    here = DeferredPayload(attachment_inline_limit=1 << 20, include_raw=False)
+    pool = ParsePool(1)
+    try:
+        there = DeferredPayload(attachment_inline_limit=1 << 20, include_raw=False, pool=pool)
+        assert await there(items[0]) == here.body(items[0])  # the workers are up
+        for process in list(pool._executor._processes.values()):  # type: ignore[union-attr]
+            process.kill()
+            process.join(10)
+        got = await asyncio.gather(*(there(i) for i in items))
+        assert got == [here.body(i) for i in items]
+        assert any("parsing in the main process" in r.getMessage() for r in caplog.records)
+        assert await there(items[1]) == here.body(items[1])  # and it stays that way
+    finally:
+        pool.close()
