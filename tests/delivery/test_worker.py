@@ -214,3 +214,19 @@ async def test_group_commit_recovers_after_a_failed_commit(store: Store) -> None
     store.mark_delivered_many = real  # type: ignore[method-assign]
     await asyncio.gather(group.mark(a.id, 200, time.time()), group.mark(b.id, 204, time.time()))
     assert await store.pending_count() == 0
+
+
+async def test_stop_ends_claiming_and_leaves_the_rest_pending(store: Store) -> None:
+    await store.record(msgs(60), time.time())
+    sender = ScriptedSender(delay=0.05)
+    w = worker(store, sender, concurrency=2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop, grace=5))
+    await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    sent = len(sender.calls)
+    assert 0 < sent < 60
+    # What was claimed was finished and marked; nothing else was claimed or sent.
+    assert await store.pending_count() == 60 - sent
+    assert len(await store.claim_due(time.time() + 1, 100, "other", 30)) == 60 - sent
