@@ -97,7 +97,10 @@ class Policy:
         return verb in self.deny
 
     def decide(self, command: Command, state: State, *, encrypted: bool) -> Verdict:
-        verb = command.verb
+        return self.decide_verb(command.verb, state, encrypted=encrypted)
+
+    def decide_verb(self, verb: str, state: State, *, encrypted: bool) -> Verdict:
+        """`decide` for a verb alone (no argument changes a decision)."""
         if self.refused(verb):
             return _DENIED
         if self.require_tls and not encrypted and verb in AUTH_VERBS:

@@ -42,6 +42,13 @@ gets, the FIFO, the log records and the policy are the same either way; a hypoth
 relay with and without the fast path and compares every step. The relay expects a framer
 whose line ending is decided (`line_ending="crlf"` or ``"lf"``; the session passes one).
 
+Client lines get the same treatment: in TRANSACTION, with no SASL answer due and no over-long
+line ever seen (the reader may be skipping one), a line that is one of those verbs with up to
+two short printable arguments and CRLF is matched by one regular expression
+(`_PLAIN_COMMAND`) instead of the core's `CommandReader`; any other line, and everything after
+it, goes to the reader, and the relay parses again once the reader holds nothing. A second
+property compares both ways over arbitrary client bytes and chunkings.
+
 The relay never writes a byte that did not come from the upstream framer or from a complete
 local answer: on upstream failure in the middle of a body the client connection is just
 closed (a truncated response, never a fake end), and an upstream that fails before a status
@@ -50,13 +57,14 @@ line is answered ``-ERR [SYS/TEMP]``.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bridge.pop3.commands import ResponseKind, response_kind
+from bridge.pop3.commands import MAX_COMMAND_LINE, RESPONSE_KINDS, ResponseKind, response_kind
 from bridge.pop3.errors import BadCommandLine, ConnectionLost, RemoteProtocolError
 from bridge.pop3.events import (
     NEED_DATA,
@@ -88,6 +96,9 @@ _USER_VERBS = frozenset({"USER", "APOP", "AUTH"})
 # Verbs whose responses may take the pass-through path (in TRANSACTION only): they change no
 # state and nothing but the client reads their response (RETR only when no tap is configured).
 _FAST_VERBS = frozenset({"RETR", "TOP", "LIST", "UIDL", "STAT", "NOOP", "DELE", "RSET", "LAST"})
+# A command line the fast path reads itself: 1-4 letters, up to two printable arguments of at
+# most 64 characters (so logged as they are), CRLF. What the reader would make of it is clear.
+_PLAIN_COMMAND = re.compile(rb"([A-Za-z]{1,4})(?: ([!-~]{1,64}))?(?: ([!-~]{1,64}))?\r\n")
 # Longest status line the fast path checks itself (CRLF included); longer ones go to the framer,
 # which applies its own limit.
 _FAST_LINE = 512
@@ -199,6 +210,13 @@ class Relay:
         self._up = bytearray()
         self._up_eof = False
         self._framer_busy = False
+        # Client bytes not yet read, while commands are parsed here (`_read_client_fast`)
+        # rather than by the reader; and what the reader's state would be for the slow path.
+        self._cbuf = bytearray()
+        self._client_fast = False
+        self._client_eof = False
+        self._auth_line_expected = False  # the reader takes the next line as a SASL answer
+        self._too_long_seen = False  # the reader may be skipping the rest of a long line
         self._login = LocalLogin() if upstream is None else None  # routing mode until login
         self._reader = CommandReader()
         self._state = SessionState(State.AUTHORIZATION)
@@ -233,13 +251,20 @@ class Relay:
 
     def client_backlog(self) -> int:
         """Bytes the client sent that the relay has not read yet (to pause reading the client)."""
-        return self._reader.buffered()
+        return self._reader.buffered() + len(self._cbuf)
 
     def wants_client_data(self) -> bool:
-        return self.closing is None and self._reader.buffered() < CLIENT_BACKLOG_LIMIT
+        return self.closing is None and self.client_backlog() < CLIENT_BACKLOG_LIMIT
 
     def client_data(self, data: bytes) -> None:
-        self._reader.receive_data(data)
+        if not data:
+            self._client_eof = True
+            self._client_to_reader()
+            self._reader.receive_data(b"")
+        elif self._client_fast or self._can_read_fast():
+            self._cbuf += data
+        else:
+            self._reader.receive_data(data)
         self._read_client()
 
     def upstream_data(self, data: bytes) -> None:
@@ -256,6 +281,8 @@ class Relay:
         """The client leg is now TLS: forget what came before (RFC 2595 §4)."""
         self.encrypted = True
         self._reader = CommandReader()
+        self._cbuf.clear()
+        self._auth_line_expected = False
         if self._login is not None:
             self._login = LocalLogin()
         self._read_client()
@@ -309,9 +336,15 @@ class Relay:
                 command, self._held = self._held, None
                 self._command(command)
                 continue
+            if self._client_fast or self._can_read_fast():
+                if self._read_client_fast():
+                    return
+                continue
             try:
                 event = self._reader.next_event()
             except BadCommandLine as exc:
+                if exc.reason == "too-long":
+                    self._too_long_seen = True
                 self.errors += 1
                 self._local("-", (), _err(f"bad command line: {exc}"), "bad", note=exc.reason)
                 continue
@@ -323,6 +356,7 @@ class Relay:
                     self._close("client closed the connection")
                 return
             if isinstance(event, AuthResponseLine):
+                self._auth_line_expected = False
                 self._auth_line(event)
                 continue
             assert isinstance(event, Command)
@@ -331,6 +365,70 @@ class Relay:
                 self._held = event
                 return
             self._command(event)
+
+    # -- client side: the pass-through path ------------------------------------------------------
+    def _fast_client_ok(self) -> bool:
+        """Whether command lines may be parsed by `_read_client_fast` (TRANSACTION, nothing the
+        reader would read differently: no SASL answer due, no long line being skipped)."""
+        return (
+            self._fast_path
+            and self._state.state is State.TRANSACTION
+            and self._login is None
+            and not self._sasl_answer
+            and not self._auth_line_expected
+            and not self._too_long_seen
+            and not self._client_eof
+        )
+
+    def _can_read_fast(self) -> bool:
+        """Switch to parsing here once the reader holds nothing and the session allows it."""
+        if self._reader.buffered() or not self._fast_client_ok():
+            return False
+        self._client_fast = True
+        return True
+
+    def _client_to_reader(self) -> None:
+        """Give the unread client bytes back to the reader, which reads from here on."""
+        self._client_fast = False
+        if self._cbuf:
+            self._reader.receive_data(bytes(self._cbuf))
+            self._cbuf.clear()
+
+    def _read_client_fast(self) -> bool:
+        """Read one plain command line (a pass-through verb, short printable arguments, CRLF).
+
+        Returns True to wait for more bytes; anything else goes back to the reader.
+        """
+        if not self._fast_client_ok():
+            self._client_to_reader()
+            return False
+        buf = self._cbuf
+        match = _PLAIN_COMMAND.match(buf)
+        if match is None:
+            if not buf or (buf.find(b"\n") < 0 and len(buf) <= MAX_COMMAND_LINE):
+                return True  # nothing yet, or the start of a line: wait for the rest
+            self._client_to_reader()
+            return False
+        verb = match[1].decode("ascii").upper()
+        if verb not in _FAST_VERBS:
+            self._client_to_reader()
+            return False
+        raw = bytes(match[0])
+        args = tuple(a.decode("ascii") for a in match.groups()[1:] if a is not None)
+        del buf[: match.end()]
+        self.commands += 1
+        kind = RESPONSE_KINDS.get((verb, bool(args)))
+        if kind is None:
+            self._count_error()
+            self._local(verb, args, b"-ERR unknown command\r\n", "unknown")
+            return False
+        verdict = self.policy.decide_verb(verb, State.TRANSACTION, encrypted=self.encrypted)
+        if verdict.decision is not Decision.FORWARD:
+            self._local(verb, args, verdict.reply, "denied")
+            return False
+        self._out.to_upstream.append(raw)
+        self._pending.append(_Pending(verb, args, self._clock(), kind))
+        return False
 
     def _command(self, command: Command) -> None:
         verb, args = command.verb, loggable_args(command)
@@ -416,6 +514,7 @@ class Relay:
     ) -> None:
         if isinstance(result, Challenge):
             self._sasl_answer = True
+            self._auth_line_expected = True
             self._reader.expect_auth_response()
             self._out.to_client.append(result.line)
             if not self._pending or self._pending[-1].verb != "AUTH":
@@ -503,6 +602,7 @@ class Relay:
             elif isinstance(event, Continuation):
                 self._emit(head, event.raw)
                 self._sasl_answer = True
+                self._auth_line_expected = True
                 self._reader.expect_auth_response()
             elif isinstance(event, Greeting):  # pragma: no cover - the session reads it
                 self._upstream_failed("unexpected greeting")

@@ -200,3 +200,84 @@ def test_logged_arguments_hide_secrets_and_shorten_whatever_the_shortcut(
     else:
         limit = 32 if verb == "AUTH" else 64
         assert got == tuple(a[:limit] for a in args[: 3 if verb not in ("APOP", "AUTH") else 1])
+
+
+client_lines = st.one_of(
+    st.sampled_from(
+        [
+            b"RETR 1\r\n",
+            b"retr 2\r\n",
+            b"TOP 1 0\r\n",
+            b"LIST\r\n",
+            b"UIDL 3\r\n",
+            b"STAT\r\n",
+            b"STAT 1\r\n",  # no such form: unknown
+            b"DELE 1\r\n",
+            b"NOOP\r\n",
+            b"RETR 1 2 3\r\n",
+            b"RETR  1\r\n",
+            b"RETR 1 \r\n",
+            b"RETR 1\n",
+            b"RETR\t1\r\n",
+            b"RETR 1\x00\r\n",
+            b"RETR \r1\r\n",
+            b"RETR " + b"9" * 70 + b"\r\n",
+            b"RETR " + b"9" * 300 + b"\r\n",
+            b"X" * 300,  # no line end yet: the reader must refuse it after 255 octets
+            b"CAPA\r\n",
+            b"QUIT\r\n",
+            b"PASS a b\r\n",
+            b"AUTH PLAIN\r\n",
+            b"\r\n",
+            b"RETRX 1\r\n",
+            b"R\xc3\xa9TR 1\r\n",
+        ]
+    ),
+    st.binary(max_size=20),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.lists(client_lines, min_size=1, max_size=20),
+    st.lists(st.integers(1, 30), max_size=30),
+    st.lists(st.integers(1, 30), max_size=30),
+    st.booleans(),
+    st.booleans(),
+)
+def test_fast_command_reading_reads_what_the_reader_reads(
+    lines: list[bytes], client_cuts: list[int], reply_cuts: list[int], read_only: bool, eof: bool
+) -> None:
+    fast = make_relay(fast=True, read_only=read_only, state=State.TRANSACTION)
+    slow = make_relay(fast=False, read_only=read_only, state=State.TRANSACTION)
+    client = b"".join(lines)
+    pos = 0
+    for size in [*client_cuts, len(client)]:
+        chunk = client[pos : pos + size]
+        pos += size
+        if not chunk or slow.closing is not None:
+            break
+        fast.client_data(chunk)
+        slow.client_data(chunk)
+        got = summary(fast.take())
+        assert got == summary(slow.take())
+        assert fast.client_backlog() == slow.client_backlog()
+        # Answer what went upstream (-ERR is one line whatever the command), in pieces.
+        sent = got[1]
+        assert isinstance(sent, bytes)
+        replies = b"-ERR x\r\n" * sent.count(b"\n")
+        rpos = 0
+        for rsize in [*reply_cuts, len(replies)]:
+            piece = replies[rpos : rpos + rsize]
+            rpos += rsize
+            if not piece:
+                break
+            fast.upstream_data(piece)
+            slow.upstream_data(piece)
+            assert summary(fast.take()) == summary(slow.take())
+    if eof and slow.closing is None:
+        fast.client_data(b"")
+        slow.client_data(b"")
+        assert summary(fast.take()) == summary(slow.take())
+    assert fast.closing == slow.closing
+    assert fast.commands == slow.commands and fast.errors == slow.errors
