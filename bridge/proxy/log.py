@@ -89,15 +89,36 @@ class SessionLog:
             self.bytes_up += upstream
             _BYTES_UP.inc(upstream)
 
+    def exchanges(self, batch: list[Exchange]) -> None:
+        """`exchange` for each record, the command counters bumped once per (verb, outcome)."""
+        if len(batch) == 1:
+            self.exchange(batch[0])
+            return
+        counts: dict[Counter, int] = {}
+        for ex in batch:
+            counter = self._count(ex)
+            counts[counter] = counts.get(counter, 0) + 1
+            self._line(ex)
+        for counter, n in counts.items():
+            counter.inc(n)
+
     def exchange(self, ex: Exchange) -> None:
+        self._count(ex).inc()
+        self._line(ex)
+
+    def _count(self, ex: Exchange) -> Counter:
+        """Count one command; returns its (verb, outcome) counter, not yet increased."""
         self.commands += 1
         verb, counter = _verb_counter(ex.verb, ex.outcome)
-        counter.inc()
         if ex.outcome == "denied":
             metrics.PROXY_DENIED.labels(verb).inc()
+        return counter
+
+    def _line(self, ex: Exchange) -> None:
         level = logging.INFO if self.log_commands else logging.DEBUG
         if not log.isEnabledFor(level):
             return
+        verb = _verb_counter(ex.verb, ex.outcome)[0]
         extra = {
             **self._base(),
             "event": "command",

@@ -118,9 +118,11 @@ class CaptureSink(Protocol):
     def abort(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per command, and frozen fields cost a call each
 class Exchange:
-    """One command and its response, for the log line and the metrics (never content)."""
+    """One command and its response, for the log line and the metrics (never content).
+
+    Read-only by convention: the relay builds it, the log reads it."""
 
     verb: str
     args: tuple[str, ...]

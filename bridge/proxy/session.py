@@ -152,9 +152,9 @@ class _Session:
         relay = self.relay
         assert relay is not None
         while True:
-            for ex in actions.exchanges:
+            if actions.exchanges:
                 self.slog.user = relay.user or self.slog.user
-                self.slog.exchange(ex)
+                self.slog.exchanges(actions.exchanges)
             if actions.to_upstream and self.upstream is not None:
                 data = b"".join(actions.to_upstream)
                 self.slog.sent(upstream=len(data))
