@@ -75,8 +75,24 @@ service pop3-login {
 class _Target:
     """Something a POP3 client can connect to, with an RSS reading for the proxy's process."""
 
-    def __init__(self, name: str, port: int, rss: Callable[[], int] | None) -> None:
-        self.name, self.port, self.rss = name, port, rss
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        rss: Callable[[], int] | None,
+        cpu: Callable[[], float] | None = None,
+    ) -> None:
+        self.name, self.port, self.rss, self.cpu = name, port, rss, cpu
+
+
+def _timed(t: _Target, work: Callable[[], float], count: int) -> Sample:
+    """Run `work` (returns seconds) as one sample; with the proxy's CPU time per item if known."""
+    cpu0 = t.cpu() if t.cpu is not None else 0.0
+    seconds = work()
+    extra = {}
+    if t.cpu is not None:
+        extra["proxy_cpu_us_per_item"] = 1e6 * (t.cpu() - cpu0) / count
+    return Sample(seconds, count, extra)
 
 
 class BridgeProxy:
@@ -126,6 +142,14 @@ class BridgeProxy:
 
     def rss(self) -> int:
         return int(psutil.Process(self.proc.pid).memory_info().rss)
+
+    def cpu(self) -> float:
+        """CPU seconds the proxy has run, in ns resolution (schedstat), not 10 ms ticks."""
+        try:
+            return int(Path(f"/proc/{self.proc.pid}/schedstat").read_text().split()[0]) / 1e9
+        except OSError:  # pragma: no cover - not Linux
+            times = psutil.Process(self.proc.pid).cpu_times()
+            return float(times.user + times.system)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -218,9 +242,10 @@ def main() -> int:
         "--baseline",
         type=Path,
         metavar="DIR",
+        action="append",
         help="also run `pop3bridge proxy` with DIR (holding another version's `bridge` package, "
-        "e.g. from `git archive`) first on PYTHONPATH, as contender 'proxy (baseline)', "
-        "alternated with the others in the same rounds",
+        "e.g. `git archive COMMIT bridge | tar -x -C DIR`) first on PYTHONPATH, as contender "
+        "'proxy (DIR's name)', alternated with the others in the same rounds; repeatable",
     )
     ap.add_argument(
         "--profile",
@@ -264,7 +289,7 @@ def main() -> int:
         if bridge_proxy_available():
             try:
                 ours = BridgeProxy(server.pop3_port, work)
-                targets.append(_Target("pop3bridge proxy", ours.port, ours.rss))
+                targets.append(_Target("pop3bridge proxy", ours.port, ours.rss, ours.cpu))
                 ours_note = ""
             except RuntimeError as exc:
                 ours_note = f"not measured: {exc}"
@@ -274,11 +299,11 @@ def main() -> int:
                 server.pop3_port, work, name="uvloop", env={"POP3BRIDGE_EVENT_LOOP": "uvloop"}
             )
             extra.append(uv)
-            targets.append(_Target("proxy (uvloop)", uv.port, uv.rss))
-        if args.baseline is not None:
-            base = BridgeProxy(server.pop3_port, work, source=args.baseline, name="baseline")
+            targets.append(_Target("proxy (uvloop)", uv.port, uv.rss, uv.cpu))
+        for i, source in enumerate(args.baseline or []):
+            base = BridgeProxy(server.pop3_port, work, source=source, name=f"baseline{i}")
             extra.append(base)
-            targets.append(_Target("proxy (baseline)", base.port, base.rss))
+            targets.append(_Target(f"proxy ({source.name})", base.port, base.rss, base.cpu))
         try:
             results = _run(args, server, user, big_user, targets)
         finally:
@@ -317,14 +342,16 @@ def _run(
     host = server.host
 
     def pipelined(t: _Target) -> Callable[[], Sample]:
-        return lambda: Sample(
-            raw_pipelined(host, t.port, user.name, user.password, args.messages)[0],
+        return lambda: _timed(
+            t,
+            lambda: raw_pipelined(host, t.port, user.name, user.password, args.messages)[0],
             args.messages,
         )
 
     def sequential(t: _Target) -> Callable[[], Sample]:
-        return lambda: Sample(
-            poplib_sequential(host, t.port, user.name, user.password, args.sequential)[0],
+        return lambda: _timed(
+            t,
+            lambda: poplib_sequential(host, t.port, user.name, user.password, args.sequential)[0],
             args.sequential,
         )
 
@@ -420,14 +447,22 @@ def _profile(args: argparse.Namespace) -> int:
 def _report(data: dict[str, Any], args: argparse.Namespace) -> None:
     pipe, seq, conc = data["pipelined"], data["sequential"], data["concurrent"]
     rows = []
+
+    def cpu(block: dict[str, Any]) -> str:
+        key = "proxy_cpu_us_per_item"
+        values = [e[key] for e in block["extra"] if key in e]
+        return f"{statistics.median(values):.1f}" if values else "-"
+
     for name in pipe:
         rows.append(
             [
                 name,
                 pipe[name]["median_rate"],
                 f"{pipe[name]['median_rate'] / pipe['direct']['median_rate']:.2f}",
+                cpu(pipe[name]),
                 seq[name]["median_rate"],
                 f"{seq[name]['median_rate'] / seq['direct']['median_rate']:.2f}",
+                cpu(seq[name]),
                 conc[name]["median_rate"],
                 conc[name]["p50_ms"],
                 conc[name]["p99_ms"],
@@ -443,8 +478,10 @@ def _report(data: dict[str, Any], args: argparse.Namespace) -> None:
             "target",
             "pipelined msg/s",
             "x direct",
+            "proxy CPU us/msg",
             "poplib msg/s",
             "x direct",
+            "proxy CPU us/msg",
             f"{args.sessions} sess cmd/s",
             "p50 ms",
             "p99 ms",
