@@ -241,7 +241,6 @@ async def _session(
         # the copies wait for a later poll once the first is gone.
         number_of.setdefault(uidl, n)
     report.on_server = len(number_of)
-    sizes = dict(await client.list()) if number_of else {}
 
     seen = await store.seen_uidls(account)
     first_sight = INITIALISED not in seen
@@ -271,6 +270,8 @@ async def _session(
         new = await _rekey(client, store, spec, new, report, clock)
 
     report.new = len(new)
+    # Sizes matter only for what is fetched: an idle poll skips LIST (one round trip fewer).
+    sizes = dict(await client.list()) if new else {}
 
     def halt() -> bool:
         # Stop fetching on shutdown, or once the lease is gone (QUIT is then refused below).
@@ -294,7 +295,10 @@ async def _session(
         log.info("deleted %d delivered messages", len(to_delete), extra={"account": account})
     present = [u for u in number_of if u not in to_delete]
     present.append(INITIALISED)
-    report.pruned = await store.forget_missing(account, present)
+    # Only UIDLs seen before this poll can have left the server (what this poll recorded is
+    # on it), so when all of those are still listed there is nothing to prune: skip the write.
+    if not seen.issubset(present) or to_delete:
+        report.pruned = await store.forget_missing(account, present)
 
 
 async def _delete_delivered(

@@ -253,3 +253,38 @@ async def test_hostile_corpus_through_dovecot_gives_schema_valid_payloads(
     assert len({i.msg_id for i in items}) == len(corpus)
     for item in items:
         jsonschema.validate(orjson.loads(item.payload), mail.schema())
+
+
+async def test_idle_poll_sends_no_list_and_writes_nothing_until_mail_leaves(
+    store: Store,
+) -> None:
+    """An idle poll is UIDL and QUIT: no LIST (sizes only matter for new mail) and no prune
+    transaction while every seen UIDL is still on the server; a message that leaves is still
+    forgotten."""
+    from bridge.testing.fakepop3 import FakePOP3Server
+
+    box = generate_messages(3, seed=91)
+    async with FakePOP3Server(box, user="u", password="pw") as server:
+        spec = migrating_spec(server)
+        assert (await poll_account(spec, store)).recorded == 3
+        await deliver_all(store)
+        server.commands_seen.clear()
+        writes: list[str] = []
+        real_forget = store.forget_missing
+
+        async def counting(account: str, present: object) -> int:
+            writes.append(account)
+            return await real_forget(account, present)  # type: ignore[arg-type]
+
+        store.forget_missing = counting  # type: ignore[method-assign]
+        idle = await poll_account(spec, store)
+        assert (idle.new, idle.recorded, idle.pruned) == (0, 0, 0)
+        verbs = [verb for verb, _ in server.commands_seen]
+        assert "LIST" not in verbs and "RETR" not in verbs and "UIDL" in verbs
+        assert writes == []
+        # Someone else deletes a message: the next poll prunes its UIDL.
+        gone = server.uidls[0]
+        del server.mailbox[0]
+        after = await poll_account(spec, store)
+    assert after.pruned == 1 and writes == [spec.name]
+    assert gone not in await store.seen_uidls(spec.name)
