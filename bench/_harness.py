@@ -16,6 +16,7 @@ import platform
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -203,3 +204,41 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
     return str(v)
+
+
+@dataclass
+class OnceRun:
+    """One `pop3bridge once` whose webhooks all arrived verified (see `run_once`)."""
+
+    seconds: float  # exec to exit
+    to_first_post_s: float  # exec until the receiver saw the first POST
+    after_last_post_s: float  # the last POST until the process had exited
+    first_post_at: float
+    last_post_at: float
+
+
+def run_once(config: Path, receiver: Any, expected: int, *, loop: str = "asyncio") -> OnceRun:
+    """Run `pop3bridge once --config CONFIG` and check that `expected` distinct webhooks
+    arrived at `receiver` (a `tests.support.receiver.ThreadedReceiver`) verified, with exit
+    0; anything else ends the benchmark, since a slow wrong answer is no result."""
+    env = {**os.environ, "POP3BRIDGE_EVENT_LOOP": loop}
+    before = len(receiver.requests)
+    started_at = time.time()  # the receiver stamps arrivals with time.time()
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "pop3bridge"), "once", "--config", str(config)],
+        capture_output=True,
+        env=env,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    ended_at = time.time()
+    got = receiver.requests[before:]
+    verified = {r.msg_id for r in got if r.verified and r.status == 200}
+    if proc.returncode != 0 or len(verified) != expected or receiver.invalid:
+        raise SystemExit(
+            f"pop3bridge once failed: exit {proc.returncode}, {len(verified)} of {expected} "
+            f"verified, {receiver.invalid} invalid\n{proc.stderr.decode()[-2000:]}"
+        )
+    first, last = min(r.at for r in got), max(r.at for r in got)
+    return OnceRun(elapsed, first - started_at, ended_at - last, first, last)

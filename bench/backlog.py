@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,7 @@ from _harness import (
     machine,
     print_table,
     private_dovecot,
+    run_once,
     summarize,
     write_results,
 )
@@ -48,7 +47,6 @@ from bridge.testing.samples import generate_messages
 from tests.support.dovecot import DovecotServer, DovecotUser
 from tests.support.receiver import ThreadedReceiver
 
-VENV_BIN = Path(sys.executable).parent
 ACCOUNT = "bench"
 
 
@@ -97,26 +95,10 @@ class Backlog:
         }
         path = run / "state.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        before = len(self.receiver.requests)
-        start = time.perf_counter()
-        proc = subprocess.run(
-            [str(VENV_BIN / "pop3bridge"), "once", "--config", str(path)],
-            capture_output=True,
-            env={**os.environ, "POP3BRIDGE_EVENT_LOOP": "asyncio"},
-            check=False,
-        )
-        elapsed = time.perf_counter() - start
-        got = self.receiver.requests[before:]
-        verified = {r.msg_id for r in got if r.verified and r.status == 200}
-        if proc.returncode != 0 or len(verified) != self.n or self.receiver.invalid:
-            raise SystemExit(
-                f"pop3bridge once failed: exit {proc.returncode}, {len(verified)} of {self.n} "
-                f"verified\n{proc.stderr.decode()[-2000:]}"
-            )
+        done = run_once(path, self.receiver, self.n)
         shutil.rmtree(run)
-        arrivals = sorted(r.at for r in got)
-        drain = arrivals[-1] - arrivals[0]
-        return Sample(elapsed, self.n, {"drain_s": drain, "drain_rate": (self.n - 1) / drain})
+        drain = done.last_post_at - done.first_post_at
+        return Sample(done.seconds, self.n, {"drain_s": drain, "drain_rate": (self.n - 1) / drain})
 
 
 def main() -> int:
