@@ -22,7 +22,6 @@ import asyncio
 import functools
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
