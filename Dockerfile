@@ -18,9 +18,10 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 
+# The `speed` extra (uvloop) is what `pop3bridge proxy` runs on when it is installed.
 # The root fs is read-only at run time, so bytecode must exist before then. "unchecked-hash"
 # pycs stay valid no matter what mtimes COPY --from gives the files.
-RUN /opt/venv/bin/pip install --no-cache-dir . \
+RUN /opt/venv/bin/pip install --no-cache-dir ".[speed]" \
  && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv
 
 # ---- runtime: the interpreter, the venv and nothing else ---------------------------------------

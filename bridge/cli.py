@@ -28,12 +28,15 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 EXIT_USAGE = 2
-# `uvloop` runs every command on uvloop (install the `speed` extra). Opt-in, so the event loop
-# the test suite exercises stays the default, and because it no longer clearly pays: 2,000 bench
-# messages through `pop3bridge once`, 5 alternated rounds each, gave 1,150 vs 1,159 msg/s
-# (asyncio vs uvloop, load ~2), and after the parse moved into the delivery worker 1,103 vs
-# 1,030 msg/s at 0.72 vs 0.70 ms CPU per message (load ~1.8). A webhook POST alone costs 84-106
-# us of CPU on asyncio, 75-84 us on uvloop; parsing the message is most of the rest.
+# `POP3BRIDGE_EVENT_LOOP=uvloop` runs any command on uvloop (the `speed` extra), `asyncio` on
+# the standard loop. Without it, `proxy` runs on uvloop whenever uvloop is installed and every
+# other command on asyncio. The proxy is a loop of small socket reads and writes, which is what
+# uvloop speeds up: 7-38 % less proxy CPU per sequential command, poplib through the proxy
+# 0.58 -> 0.62x direct, pipelined 0.96 -> 1.01x (bench/proxy.py, 7 alternated rounds, 29 Nov
+# 2026). For the poller it no longer clearly pays: 2,000 bench messages through `pop3bridge
+# once`, 5 alternated rounds each, gave 1,150 vs 1,159 msg/s (asyncio vs uvloop, load ~2), and
+# after the parse moved into the delivery worker 1,103 vs 1,030 msg/s at 0.72 vs 0.70 ms CPU per
+# message (load ~1.8): parsing the message is most of its time.
 EVENT_LOOP_ENV = "POP3BRIDGE_EVENT_LOOP"
 
 
@@ -41,9 +44,14 @@ class EventLoopUnavailable(ValueError):
     """`POP3BRIDGE_EVENT_LOOP` names an unknown loop, or uvloop is not installed."""
 
 
-def use_event_loop(env: Mapping[str, str]) -> str:
-    """Install the event loop policy `env` asks for; returns the loop in use."""
-    choice = env.get(EVENT_LOOP_ENV, "asyncio").strip().lower() or "asyncio"
+UVLOOP_BY_DEFAULT = frozenset({"proxy"})
+
+
+def use_event_loop(env: Mapping[str, str], command: str | None = None) -> str:
+    """Install the event loop policy `env` asks for (or `command`'s default); returns it."""
+    choice = env.get(EVENT_LOOP_ENV, "").strip().lower()
+    if not choice:
+        choice = "uvloop" if command in UVLOOP_BY_DEFAULT and _has_uvloop() else "asyncio"
     if choice == "asyncio":
         return choice
     if choice != "uvloop":
@@ -60,6 +68,12 @@ def use_event_loop(env: Mapping[str, str]) -> str:
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return choice
+
+
+def _has_uvloop() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def _load(name: str) -> object:
@@ -137,7 +151,7 @@ def _main(argv: Sequence[str]) -> int:
 
     configure_logging("text", "WARNING")
     try:
-        use_event_loop(os.environ)
+        use_event_loop(os.environ, args.command)
     except EventLoopUnavailable as exc:
         print(f"pop3bridge: {exc}", file=sys.stderr)
         return EXIT_USAGE

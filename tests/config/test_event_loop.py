@@ -1,4 +1,5 @@
-"""`POP3BRIDGE_EVENT_LOOP`: asyncio by default, uvloop on request, a clear exit 2 otherwise."""
+"""`POP3BRIDGE_EVENT_LOOP`: asyncio by default (uvloop for `proxy` when installed), either on
+request, a clear exit 2 otherwise."""
 
 from __future__ import annotations
 
@@ -75,3 +76,26 @@ def test_probe_on_uvloop_against_dovecot(
     report = json.loads(out.stdout)
     assert report["ok"] and report["message_count"] == 3, report
     assert report["tls_version"], report
+
+
+def test_proxy_defaults_to_uvloop_when_installed(restore_policy: None) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    assert use_event_loop({}, "proxy") == "uvloop"
+    assert isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
+    # ...every other command stays on asyncio, and the variable overrides either default.
+    asyncio.set_event_loop_policy(None)
+    before = asyncio.get_event_loop_policy()
+    assert use_event_loop({}, "run") == "asyncio"
+    assert use_event_loop({EVENT_LOOP_ENV: "asyncio"}, "proxy") == "asyncio"
+    assert asyncio.get_event_loop_policy() is before
+
+
+def test_proxy_without_uvloop_installed_runs_on_asyncio(
+    monkeypatch: pytest.MonkeyPatch, restore_policy: None
+) -> None:
+    import bridge.cli
+
+    monkeypatch.setattr(bridge.cli, "_has_uvloop", lambda: False)
+    before = asyncio.get_event_loop_policy()
+    assert use_event_loop({}, "proxy") == "asyncio"
+    assert asyncio.get_event_loop_policy() is before
