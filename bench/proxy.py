@@ -254,10 +254,11 @@ def main() -> int:
         "profile and its CPU time per relayed message",
     )
     ap.add_argument(
-        "--uvloop",
+        "--asyncio",
         action="store_true",
-        help="also run `pop3bridge proxy` with POP3BRIDGE_EVENT_LOOP=uvloop, as contender "
-        "'proxy (uvloop)', alternated with the others in the same rounds",
+        help="also run `pop3bridge proxy` with POP3BRIDGE_EVENT_LOOP=asyncio (the proxy runs on "
+        "uvloop by default when it is installed), as contender 'proxy (asyncio)', alternated "
+        "with the others in the same rounds",
     )
     args = ap.parse_args()
     if args.profile:
@@ -294,12 +295,12 @@ def main() -> int:
             except RuntimeError as exc:
                 ours_note = f"not measured: {exc}"
         extra: list[BridgeProxy] = []
-        if args.uvloop:
-            uv = BridgeProxy(
-                server.pop3_port, work, name="uvloop", env={"POP3BRIDGE_EVENT_LOOP": "uvloop"}
+        if args.asyncio:
+            std = BridgeProxy(
+                server.pop3_port, work, name="asyncio", env={"POP3BRIDGE_EVENT_LOOP": "asyncio"}
             )
-            extra.append(uv)
-            targets.append(_Target("proxy (uvloop)", uv.port, uv.rss, uv.cpu))
+            extra.append(std)
+            targets.append(_Target("proxy (asyncio)", std.port, std.rss, std.cpu))
         for i, source in enumerate(args.baseline or []):
             base = BridgeProxy(server.pop3_port, work, source=source, name=f"baseline{i}")
             extra.append(base)
