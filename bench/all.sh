@@ -14,6 +14,7 @@ run() {
     timeout 900 "$PY" "$@" $QUICK || FAILED="$FAILED $1"
 }
 run bench/poller_throughput.py
+run bench/backlog.py
 run bench/big_message.py
 run bench/many_accounts.py
 run bench/proxy.py

@@ -1,6 +1,6 @@
 """Backlog drain: the webhook was down, N messages wait in the outbox; how fast do they go out?
 
-    python bench/backlog.py [--messages 6000] [--rounds 3] [--workers 0,1]
+    python bench/backlog.py [--messages 6000] [--rounds 3] [--workers 0,1] [--quick]
 
 This is the delivery stage alone, the part of the poller that parses MIME into webhook bodies,
 signs them and POSTs them, after an outage, when it has more work than one core can do. Each
@@ -105,7 +105,10 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=6000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", default="0,1", help="parse_workers values, comma-separated")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 200 messages, 1 round")
     args = ap.parse_args()
+    if args.quick:
+        args.messages, args.rounds = 200, 1
     work = Path(tempfile.mkdtemp(prefix="pop3bridge-bench-backlog-"))
     before = machine()
     with private_dovecot() as server:
