@@ -9,19 +9,18 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import yaml
 
 from bridge.testing.samples import big_message, generate_messages
 from tests.support import require_service
+from tests.support.rss import RssPeak
 
 pytestmark = pytest.mark.dovecot
 
@@ -245,19 +244,7 @@ def test_graceful_shutdown_lets_a_running_session_finish(dovecot, dovecot_user, 
 def test_100mb_message_relayed_with_bounded_memory(dovecot, dovecot_user, proxy) -> None:
     size = 100 * 1024 * 1024
     dovecot.deliver(dovecot_user, big_message(size))
-    ps = psutil.Process(proxy.proc.pid)
-    baseline = ps.memory_info().rss
-    peak = [baseline]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], ps.memory_info().rss)
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    with RssPeak(proxy.proc.pid, interval=0.02) as rss:
         sock = socket.create_connection(("127.0.0.1", proxy.ports["plain"]), timeout=30)
         sock.sendall(
             f"USER {dovecot_user.name}\r\nPASS {dovecot_user.password}\r\nRETR 1\r\n".encode()
@@ -271,13 +258,10 @@ def test_100mb_message_relayed_with_bounded_memory(dovecot, dovecot_user, proxy)
             tail = (tail + chunk)[-5:]
         sock.sendall(b"QUIT\r\n")
         sock.close()
-    finally:
-        done.set()
-        sampler.join()
     assert received > size
-    growth = peak[0] - baseline
+    growth = rss.growth
     print(
-        f"proxy RSS baseline {baseline >> 20} MiB, peak {peak[0] >> 20} MiB, "
+        f"proxy RSS baseline {rss.baseline >> 20} MiB, peak {rss.peak >> 20} MiB, "
         f"growth {growth >> 20} MiB"
     )
     assert growth < 16 * 1024 * 1024

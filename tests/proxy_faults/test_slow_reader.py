@@ -13,17 +13,16 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]
 import pytest
 import yaml
 
 from bridge.pop3.wire import dot_stuff
 from bridge.testing.samples import big_message
 from tests.support.dovecot import DovecotServer, DovecotUser, free_port
+from tests.support.rss import RssPeak
 
 pytestmark = pytest.mark.dovecot
 
@@ -77,7 +76,6 @@ def test_a_client_that_stops_reading_stops_the_upstream_read(
     dovecot.deliver(dovecot_user, message)
     proc, port = _start(tmp_path, dovecot)
     try:
-        ps = psutil.Process(proc.pid)
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         buf = bytearray()
@@ -85,18 +83,7 @@ def test_a_client_that_stops_reading_stops_the_upstream_read(
         for line in (f"USER {dovecot_user.name}", f"PASS {dovecot_user.password}"):
             sock.sendall(line.encode() + b"\r\n")
             assert _line(sock, buf).startswith(b"+OK")
-        baseline = ps.memory_info().rss
-        peak = [baseline]
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], ps.memory_info().rss)
-                time.sleep(0.01)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        try:
+        with RssPeak(proc.pid) as rss:
             sock.sendall(b"RETR 1\r\n")
             time.sleep(2.0)  # read nothing: everything the proxy takes in now, it must hold
             received = bytearray(buf)
@@ -104,15 +91,12 @@ def test_a_client_that_stops_reading_stops_the_upstream_read(
                 chunk = sock.recv(1 << 20)
                 assert chunk, "proxy closed the connection mid-message"
                 received += chunk
-        finally:
-            done.set()
-            sampler.join()
         status, _, body = bytes(received).partition(b"\r\n")
         assert status.startswith(b"+OK")
         assert body == dot_stuff(message)
         sock.sendall(b"QUIT\r\n")
         sock.close()
-        assert peak[0] - baseline < MAX_GROWTH, f"RSS grew {(peak[0] - baseline) >> 20} MiB"
+        assert rss.growth < MAX_GROWTH, f"RSS grew {rss.growth >> 20} MiB"
     finally:
         proc.terminate()
         proc.wait(20)
