@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 # POP3BRIDGE_BENCH_RESULTS redirects results (the smoke test keeps the repository clean).
 RESULTS = Path(os.environ.get("POP3BRIDGE_BENCH_RESULTS") or ROOT / "bench" / "results")
@@ -242,3 +244,30 @@ def run_once(config: Path, receiver: Any, expected: int, *, loop: str = "asyncio
         )
     first, last = min(r.at for r in got), max(r.at for r in got)
     return OnceRun(elapsed, first - started_at, ended_at - last, first, last)
+
+
+def poller_config(
+    path: Path,
+    db: Path,
+    receiver: Any,
+    accounts: Sequence[dict[str, Any]],
+    *,
+    webhook: dict[str, Any] | None = None,
+    poller: dict[str, Any] | None = None,
+) -> Path:
+    """Write the configuration every poller benchmark runs with to `path`: one SQLite state
+    file, one webhook "main" pointing at `receiver` (plus `webhook` keys), no ops endpoint,
+    warnings only. Returns `path`."""
+    cfg: dict[str, Any] = {
+        "state": {"url": f"sqlite:///{db}"},
+        "webhooks": [
+            {"name": "main", "url": receiver.url, "secret": receiver.secret, **(webhook or {})}
+        ],
+        "accounts": list(accounts),
+        "ops": {"enabled": False},
+        "logging": {"format": "json", "level": "WARNING"},
+    }
+    if poller:
+        cfg["poller"] = poller
+    path.write_text(yaml.safe_dump(cfg))
+    return path

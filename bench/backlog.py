@@ -27,12 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from _harness import (
     Contender,
     Sample,
     alternate,
     machine,
+    poller_config,
     print_table,
     private_dovecot,
     run_once,
@@ -82,18 +82,13 @@ class Backlog:
         run = Path(tempfile.mkdtemp(dir=self.work))
         db = run / "state.db"
         asyncio.run(self._fill(db))
-        cfg = {
-            "state": {"url": f"sqlite:///{db}"},
-            "webhooks": [
-                {"name": "main", "url": self.receiver.url, "secret": self.receiver.secret}
-            ],
-            "accounts": [self.server.plain_account(self.user, ACCOUNT)],
-            "ops": {"enabled": False},
-            "logging": {"format": "json", "level": "WARNING"},
-            "poller": {"parse_workers": workers},
-        }
-        path = run / "state.yaml"
-        path.write_text(yaml.safe_dump(cfg))
+        path = poller_config(
+            run / "state.yaml",
+            db,
+            self.receiver,
+            [self.server.plain_account(self.user, ACCOUNT)],
+            poller={"parse_workers": workers},
+        )
         done = run_once(path, self.receiver, self.n)
         shutil.rmtree(run)
         drain = done.last_post_at - done.first_post_at

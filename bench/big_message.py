@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from _harness import (
     fill_mailbox,
     machine,
+    poller_config,
     print_table,
     private_dovecot,
     write_results,
@@ -56,25 +56,13 @@ def run_once(
 ) -> tuple[float, int, Any]:
     """(seconds, peak RSS in bytes, the delivered request) for one `pop3bridge once`."""
     run = Path(tempfile.mkdtemp(dir=work))
-    cfg = {
-        "state": {"url": f"sqlite:///{run / 'state.db'}"},
-        "webhooks": [
-            {
-                "name": "main",
-                "url": rx.url,
-                "secret": rx.secret,
-                "attachment_inline_limit": inline,
-                "timeout": 120,
-            }
-        ],
-        "accounts": [
-            {**server.plain_account(user, "big"), "max_message_size": "200MB"},
-        ],
-        "ops": {"enabled": False},
-        "logging": {"format": "json", "level": "WARNING"},
-    }
-    path = run / "c.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = poller_config(
+        run / "c.yaml",
+        run / "state.db",
+        rx,
+        [{**server.plain_account(user, "big"), "max_message_size": "200MB"}],
+        webhook={"attachment_inline_limit": inline, "timeout": 120},
+    )
     before = len(rx.requests)
     start = time.perf_counter()
     proc = subprocess.Popen(

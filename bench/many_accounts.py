@@ -26,8 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
-from _harness import fill_mailbox, machine, print_table, private_dovecot, write_results
+from _harness import (
+    fill_mailbox,
+    machine,
+    poller_config,
+    print_table,
+    private_dovecot,
+    write_results,
+)
 
 from bridge.testing.samples import generate_messages
 from tests.support.receiver import ThreadedReceiver
@@ -62,18 +68,7 @@ def main() -> int:
             f"{args.accounts} accounts x {args.per_account} messages set up in "
             f"{time.perf_counter() - t:.1f} s"
         )
-        cfg = work / "c.yaml"
-        cfg.write_text(
-            yaml.safe_dump(
-                {
-                    "state": {"url": f"sqlite:///{work / 'state.db'}"},
-                    "webhooks": [{"name": "main", "url": rx.url, "secret": rx.secret}],
-                    "accounts": accounts,
-                    "ops": {"enabled": False},
-                    "logging": {"format": "json", "level": "WARNING"},
-                }
-            )
-        )
+        cfg = poller_config(work / "c.yaml", work / "state.db", rx, accounts)
         log = open(work / "bridge.log", "wb")  # noqa: SIM115
         start = time.perf_counter()
         proc = subprocess.Popen(

@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from _clients import poplib_sequential, raw_pipelined
 from _harness import (
     Contender,
@@ -41,6 +40,7 @@ from _harness import (
     alternate,
     fill_mailbox,
     machine,
+    poller_config,
     print_table,
     private_dovecot,
     run_once,
@@ -68,19 +68,13 @@ class Bench:
 
     # -- pop3bridge ---------------------------------------------------------------------------
     def _config(self, db: Path, *, parse_workers: int = 0) -> Path:
-        cfg = {
-            "state": {"url": f"sqlite:///{db}"},
-            "webhooks": [
-                {"name": "main", "url": self.receiver.url, "secret": self.receiver.secret}
-            ],
-            "accounts": [self.server.plain_account(self.user, "bench")],
-            "ops": {"enabled": False},
-            "logging": {"format": "json", "level": "WARNING"},
-            "poller": {"parse_workers": parse_workers},
-        }
-        path = db.with_suffix(".yaml")
-        path.write_text(yaml.safe_dump(cfg))
-        return path
+        return poller_config(
+            db.with_suffix(".yaml"),
+            db,
+            self.receiver,
+            [self.server.plain_account(self.user, "bench")],
+            poller={"parse_workers": parse_workers},
+        )
 
     def bridge_once(self, *, uvloop: bool, parse_workers: int = 0) -> Sample:
         run = Path(tempfile.mkdtemp(dir=self.work))
