@@ -49,7 +49,8 @@ __all__ = [
 ]
 
 # A payload that starts with this byte is not a webhook body yet but a note to build one from
-# the row's raw message at delivery (`bridge.outbox.deferred_row`); the rest names the source.
+# the row's raw message at delivery (`bridge.outbox.outbox_row(defer=True)`, built back by
+# `bridge.outbox.DeferredPayload`); the rest names the source.
 # A JSON body never starts with NUL. The stores return `raw` with a claimed item only then.
 DEFERRED = b"\x00"
 
@@ -176,17 +177,16 @@ class Store(abc.ABC):
         `now + lease_seconds` has passed.
         """
 
-    @abc.abstractmethod
-    async def mark_delivered(self, item_id: int, status: int, now: float) -> None: ...
+    async def mark_delivered(self, item_id: int, status: int, now: float) -> None:
+        await self.mark_delivered_many([(item_id, status)], now)
 
+    @abc.abstractmethod
     async def mark_delivered_many(self, marks: Sequence[tuple[int, int]], now: float) -> None:
-        """`mark_delivered` for each (item_id, status), in ONE transaction.
+        """Mark each (item_id, status) delivered, in ONE transaction; a no-op when empty.
 
         The worker commits the deliveries that finish together as a group: one commit per
-        message was a fifth of the delivery stage's CPU. Backends override this default.
+        message was a fifth of the delivery stage's CPU.
         """
-        for item_id, status in marks:
-            await self.mark_delivered(item_id, status, now)
 
     @abc.abstractmethod
     async def mark_retry(

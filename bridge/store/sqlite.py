@@ -483,9 +483,6 @@ class SQLiteStore(Store):
 
         return await self._write(tx)
 
-    async def mark_delivered(self, item_id: int, status: int, now: float) -> None:
-        await self.mark_delivered_many([(item_id, status)], now)
-
     async def mark_delivered_many(self, marks: Sequence[tuple[int, int]], now: float) -> None:
         if not marks:
             return
