@@ -20,7 +20,6 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import logging
-import multiprocessing
 import threading
 from collections.abc import Sequence
 
@@ -185,6 +184,8 @@ class ParsePool:
     """
 
     def __init__(self, workers: int) -> None:
+        import multiprocessing  # only here: most runs have no parse workers
+
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["bridge.outbox"])
         self._executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)

@@ -179,7 +179,7 @@ def fingerprint(raw_or_headers: bytes) -> str:
     """
     plain = _plain_fingerprint_fields(raw_or_headers)
     if plain is not None:
-        return hashlib.sha256(b"\x00".join(plain)).hexdigest()
+        return _digest(plain)
     try:
         fields = _fingerprint_fields(parse_headers(raw_or_headers))
     except Exception:  # never let a hostile header block stop a migration check
@@ -187,10 +187,9 @@ def fingerprint(raw_or_headers: bytes) -> str:
     return _fingerprint_digest(fields)
 
 
-# What the feed parser would see as more than one line or as the end of the header block,
-# besides LF: `str.splitlines` also breaks at CR, VT, FF and FS/GS/RS.
-# Breaks a line for the parser (and a CR that does not start CRLF), or is whitespace to
-# `str.split` but not to `bytes.split` (US).
+# Bytes the scan leaves to the parser: VT, FF and FS/GS/RS break lines for it (its
+# `str.splitlines`), and US is whitespace to `str.split` but not to `bytes.split`. (A CR that
+# does not start CRLF, which also breaks a line, is counted separately.)
 _ODD_BREAKS = re.compile(rb"[\x0b\x0c\x1c-\x1f]")
 # A header block made only of field lines, each with its continuation lines, then at most the
 # blank line: exactly the blocks the feed parser reads to the end as header fields.
@@ -236,7 +235,12 @@ def _fingerprint_fields(msg: Message) -> list[str]:
 
 
 def _fingerprint_digest(fields: list[str]) -> str:
-    return hashlib.sha256("\x00".join(fields).encode("utf-8", "surrogateescape")).hexdigest()
+    return _digest([f.encode("utf-8", "surrogateescape") for f in fields])
+
+
+def _digest(fields: list[bytes]) -> str:
+    """sha256 hex of the fields joined by NUL: the scan hands over bytes, the parser str."""
+    return hashlib.sha256(b"\x00".join(fields)).hexdigest()
 
 
 def _normalised(value: object) -> str:
