@@ -96,29 +96,30 @@ class SessionLog:
             return
         counts: dict[Counter, int] = {}
         for ex in batch:
-            counter = self._count(ex)
+            label, counter = self._count(ex)
             counts[counter] = counts.get(counter, 0) + 1
-            self._line(ex)
+            self._line(ex, label)
         for counter, n in counts.items():
             counter.inc(n)
 
     def exchange(self, ex: Exchange) -> None:
-        self._count(ex).inc()
-        self._line(ex)
+        label, counter = self._count(ex)
+        counter.inc()
+        self._line(ex, label)
 
-    def _count(self, ex: Exchange) -> Counter:
-        """Count one command; returns its (verb, outcome) counter, not yet increased."""
+    def _count(self, ex: Exchange) -> tuple[str, Counter]:
+        """Count one command; returns its verb label and its (verb, outcome) counter, the
+        counter not yet increased."""
         self.commands += 1
         verb, counter = _verb_counter(ex.verb, ex.outcome)
         if ex.outcome == "denied":
             metrics.PROXY_DENIED.labels(verb).inc()
-        return counter
+        return verb, counter
 
-    def _line(self, ex: Exchange) -> None:
+    def _line(self, ex: Exchange, verb: str) -> None:
         level = logging.INFO if self.log_commands else logging.DEBUG
         if not log.isEnabledFor(level):
             return
-        verb = _verb_counter(ex.verb, ex.outcome)[0]
         extra = {
             **self._base(),
             "event": "command",
