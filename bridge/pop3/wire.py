@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_MAX_STATUS_LINE",
     "CommandReader",
     "ResponseFramer",
+    "body_end",
     "dot_stuff",
     "dot_unstuff",
 ]
@@ -59,6 +60,33 @@ DEFAULT_MAX_STATUS_LINE = 8192
 _TERMINATOR = b".\r\n"
 
 LineEnding = Literal["auto", "crlf", "lf"]
+
+
+def body_end(buf: bytes | bytearray, start: int, *, lf: bool) -> tuple[int, int]:
+    """Find the end of a multi-line body in `buf[start:]`, which begins mid-body.
+
+    Returns `(terminator, safe)`. `terminator` is where the line break before the "." line
+    starts (CRLF "." CRLF, or with `lf` LF "." LF / LF "." CRLF), or -1 when it is not there
+    yet; then `safe` is how far the bytes are certainly body: a tail that may be the start of
+    a terminator split across reads is held back. One C-speed search; dot-stuffed lines cost
+    nothing extra. The framer and the proxy's pass-through path both end bodies with this.
+    """
+    if lf:
+        found = [i for i in (buf.find(b"\n.\n", start), buf.find(b"\n.\r\n", start)) if i >= 0]
+        terminator = min(found) if found else -1
+    else:
+        terminator = buf.find(b"\r\n.\r\n", start)
+    if terminator >= 0:
+        return terminator, terminator
+    term = b"\n." if lf else b"\r\n."
+    safe = len(buf)
+    if buf.endswith(term, start):
+        safe -= 1
+    elif buf.endswith(term + b"\r", start):
+        safe -= 2
+    elif not lf and buf.endswith(b"\r", start):
+        safe -= 1
+    return -1, safe
 
 
 def dot_stuff(data: bytes) -> bytes:
@@ -264,23 +292,9 @@ class ResponseFramer(_ReceiveBuffer):
             if len(buf) == 1 or (len(buf) == 2 and buf[1] == 0x0D):
                 return self._need_body_data()  # "." or ".\r": cannot tell yet
         term = sep + b"."
-        # One C-speed search for the terminator; stuffed lines cost nothing extra here.
-        if lf:
-            found = [i for i in (buf.find(b"\n.\n"), buf.find(b"\n.\r\n")) if i >= 0]
-            end = min(found) if found else -1
-        else:
-            end = buf.find(b"\r\n.\r\n")
-        if end >= 0:
-            end += len(sep)  # keep the line break; the "." line is handled at line start
-        else:
-            # Hold back a tail that may be the start of a terminator split across reads.
-            end = len(buf)
-            if buf.endswith(term):
-                end -= 1
-            elif buf.endswith(term + b"\r"):
-                end -= 2
-            elif not lf and buf.endswith(b"\r"):
-                end -= 1
+        terminator, end = body_end(buf, 0, lf=lf)
+        if terminator >= 0:
+            end = terminator + len(sep)  # keep the line break; the "." line: at line start
         if end <= 0:
             return self._need_body_data()
         raw = bytes(buf[:end])

@@ -79,7 +79,7 @@ from bridge.pop3.events import (
 )
 from bridge.pop3.sasl import decode_challenge
 from bridge.pop3.state import STATE_CHANGING, SessionState, State
-from bridge.pop3.wire import CommandReader, ResponseFramer
+from bridge.pop3.wire import CommandReader, ResponseFramer, body_end
 from bridge.proxy.auth import ROUTABLE_MECHANISMS, Challenge, Credentials, LocalLogin, Refusal
 from bridge.proxy.policy import Decision, Policy, rewrite_capa
 
@@ -716,18 +716,10 @@ class Relay:
                 elif len(buf) - pos == 1 or (len(buf) - pos == 2 and buf[pos + 1] == 0x0D):
                     break  # "." or ".\r": cannot tell yet
             if pos == body:
-                end = buf.find(b"\r\n.\r\n", pos)
-                if end >= 0:
-                    pos = end + 5
+                terminator, end = body_end(buf, pos, lf=False)
+                if terminator >= 0:
+                    pos = terminator + 5
                 else:
-                    # Keep back a tail that may be the start of a terminator split across reads.
-                    end = len(buf)
-                    if buf.endswith(b"\r\n.", pos):
-                        end -= 1
-                    elif buf.endswith(b"\r\n.\r", pos):
-                        end -= 2
-                    elif buf.endswith(b"\r", pos):
-                        end -= 1
                     if end > pos:
                         head.line_start = end - pos >= 2 and buf.startswith(b"\r\n", end - 2)
                         head.response_bytes += end - pos
