@@ -29,6 +29,7 @@ from deploy_support import (
     load_yaml,
 )
 
+from bridge.cli import EVENT_LOOP_ENV
 from bridge.config import CONFIG_ENV, ENV_PREFIX, Settings, load_settings
 from tests.support.secretfiles import swap_secret_files
 
@@ -246,8 +247,10 @@ def test_every_pop3bridge_env_name_in_the_deployment_files_is_a_real_key() -> No
     assert found
     for where, name in sorted(found):
         rest = name[len(ENV_PREFIX) :]
-        if name == CONFIG_ENV or not rest:
-            continue  # the config path, or the prefix itself as prose writes it
+        if name in (CONFIG_ENV, EVENT_LOOP_ENV) or not rest:
+            # The config path and the event loop (read by the program itself, not settings),
+            # or the prefix itself as prose writes it.
+            continue
         parts = [p.lower() for p in rest.split("__")]
         assert settings_path_exists(parts), f"{where}: {name} is not a configuration key"
 
