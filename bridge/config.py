@@ -368,6 +368,24 @@ class WebhookConfig(_Model):
     def _http(cls, value: str) -> str:
         return _http_url(value, "expected an http:// or https:// URL with a host")
 
+    @model_validator(mode="after")
+    def _one_authorization(self) -> WebhookConfig:
+        # aiohttp turns URL userinfo into an Authorization header and refuses a request that
+        # has both, so every delivery would fail: refuse the combination here instead.
+        if urlsplit(self.url).username is not None and any(
+            key.lower() == "authorization" for key in self.headers
+        ):
+            raise _KeyedProblem(
+                [
+                    (
+                        "headers",
+                        "an Authorization header cannot be combined with credentials in the "
+                        "URL (user:password@); keep only one of them",
+                    )
+                ]
+            )
+        return self
+
     @field_validator("secret")
     @classmethod
     def _format(cls, value: SecretStr | list[SecretStr] | None) -> Any:

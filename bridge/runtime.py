@@ -64,11 +64,14 @@ def claim_lease(webhook_timeouts: Iterable[float]) -> float:
 
 def webhook_target(hook: Any) -> Any:
     """The sender's `WebhookTarget` for one configured webhook (secrets unwrapped here)."""
-    from bridge.delivery.sender import WebhookTarget
+    from bridge.delivery.sender import WebhookTarget, basic_auth_forms
+    from bridge.ops.logging import register_secret
 
     raw = hook.secret
     secrets = raw if isinstance(raw, list | tuple) else [raw]
     headers: Mapping[str, Any] = getattr(hook, "headers", None) or {}
+    for form in basic_auth_forms(str(hook.url)):
+        register_secret(form)  # the Authorization: Basic value aiohttp derives from the URL
     return WebhookTarget(
         name=hook.name,
         url=str(hook.url),

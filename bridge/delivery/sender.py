@@ -16,6 +16,7 @@ messages are cut to scheme://host:port, since paths and query strings often carr
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import random
 import re
@@ -33,7 +34,13 @@ from yarl import URL
 from bridge.delivery.policy import is_permanent_status, parse_retry_after
 from bridge.delivery.signing import SigningKeys
 
-__all__ = ["DeliveryError", "DeliveryResult", "WebhookSender", "WebhookTarget"]
+__all__ = [
+    "DeliveryError",
+    "DeliveryResult",
+    "WebhookSender",
+    "WebhookTarget",
+    "basic_auth_forms",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +102,12 @@ class WebhookTarget:
                 f"webhook {self.name!r}: URL must be http:// or https:// with a host, "
                 f"got {_safe_url(url)}"
             )
+        if url.user is not None and any(k.lower() == "authorization" for k in self.headers):
+            # aiohttp refuses the request (ValueError) on every attempt: catch it here.
+            raise ValueError(
+                f"webhook {self.name!r}: the URL carries credentials (user:password@) and "
+                "an Authorization header is configured too; keep only one of them"
+            )
         object.__setattr__(self, "_url", url)
         object.__setattr__(self, "_ssl", self._ssl_context())
         static = {"content-type": "application/json", "user-agent": USER_AGENT}
@@ -116,6 +129,7 @@ class WebhookTarget:
         sensitive += [s.split("_", 1)[1] for s in self.secrets if s.startswith("whsec_")]
         if url.password:
             sensitive.append(url.password)
+        sensitive += basic_auth_forms(url)
         if url.query_string:
             sensitive.append(url.query_string)
             sensitive += [v for v in url.query.values() if v]
@@ -336,6 +350,16 @@ class WebhookSender:
             return self._failed(
                 target, started, f"HTTP error talking to {target.safe_url} ({_reason(exc)})"
             )
+        except (ValueError, TypeError) as exc:
+            # The request could not even be built (aiohttp refuses some header and URL
+            # combinations): the same error comes back on every attempt, so it is final.
+            return self._failed(
+                target,
+                started,
+                f"the request to {target.safe_url} could not be built "
+                f"({type(exc).__name__}: {exc}); fix the webhook's configuration",
+                permanent=True,
+            )
         latency = time.monotonic() - started
         if 200 <= status < 300:
             return DeliveryResult(True, status, retry_after, False, None, latency)
@@ -364,6 +388,21 @@ class WebhookSender:
         if timeout is None:
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return timeout
+
+
+def basic_auth_forms(url: URL | str) -> list[str]:
+    """The credentials of a `user:password@` URL as they travel: aiohttp sends them as
+    `Authorization: Basic base64(user:password)`, and a receiver may echo that header back.
+    """
+    try:
+        url = URL(url)
+    except (TypeError, ValueError):
+        return []
+    if url.user is None:
+        return []
+    pair = f"{url.user}:{url.password or ''}"
+    forms = {base64.b64encode(pair.encode(enc, "replace")).decode() for enc in ("latin-1", "utf-8")}
+    return sorted(forms)
 
 
 def _safe_url(url: URL) -> str:

@@ -183,7 +183,21 @@ class DeliveryWorker:
             body = await self._body(item, route)
             if body is None:
                 return
-            result = await self.sender.send(route.target, item.msg_id, body)
+            try:
+                result = await self.sender.send(route.target, item.msg_id, body)
+            except Exception as exc:
+                # The sender reports every network and receiver outcome as a result, so an
+                # exception is a fault that would recur on every attempt: dead-letter the
+                # row with the reason (replayable once fixed) instead of looping on it.
+                error = f"the delivery attempt failed ({type(exc).__name__}: {exc})"
+                await self.store.mark_dead(item.id, error, None, self.clock())
+                log.error(
+                    "delivery failed for good, dead-lettered: %s",
+                    error,
+                    extra={"msg_id": item.msg_id, "account": item.account},
+                )
+                self._report(item, "dead", None)
+                return
             now = self.clock()
             if result.ok:
                 await self._delivered.mark(item.id, result.status, now)
