@@ -17,6 +17,7 @@ __all__ = [
     "Command",
     "ResponseKind",
     "encode_command",
+    "is_keyword",
     "response_kind",
 ]
 
@@ -63,6 +64,18 @@ SECRET_VERBS = frozenset({"PASS", "APOP", "AUTH"})
 _FORBIDDEN = (b"\r", b"\n", b"\x00")
 
 
+def is_keyword(keyword: bytes | str) -> bool:
+    """Whether `keyword` is non-empty printable ASCII (RFC 2449 §3: keyword = 3*4VCHAR).
+
+    Letters alone are too narrow: RFC 6856's `UTF8` has a digit, and a reader that refused it
+    would answer a verb the proxy's own CAPA advertises with "no valid keyword". The length
+    rule is left to the callers: the encoder insists on 3-4, the reader accepts shorter ones
+    and lets "unknown command" answer them.
+    """
+    codes = keyword if isinstance(keyword, bytes) else [ord(c) for c in keyword]
+    return len(codes) > 0 and all(0x21 <= c <= 0x7E for c in codes)
+
+
 def response_kind(command: Command) -> ResponseKind | None:
     """How the reply to `command` is framed, or None if POP3 does not tell us."""
     return RESPONSE_KINDS.get((command.verb, bool(command.args)))
@@ -76,8 +89,10 @@ def encode_command(command: Command) -> bytes:
     lets servers read as the rest of the line.
     """
     verb = command.verb
-    if not (3 <= len(verb) <= 4 and verb.isascii() and verb.isalpha() and verb.isupper()):
-        raise LocalProtocolError(f"invalid POP3 keyword {verb!r}: must be 3-4 upper-case letters")
+    if not (3 <= len(verb) <= 4 and is_keyword(verb) and verb == verb.upper()):
+        raise LocalProtocolError(
+            f"invalid POP3 keyword {verb!r}: must be 3-4 printable ASCII characters, upper case"
+        )
     parts = [verb.encode("ascii")]
     for arg in command.args:
         encoded = arg.encode("utf-8", "surrogateescape")

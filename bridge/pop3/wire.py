@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Literal
 
-from bridge.pop3.commands import ResponseKind
+from bridge.pop3.commands import ResponseKind, is_keyword
 from bridge.pop3.errors import BadCommandLine, ConnectionLost, RemoteProtocolError
 from bridge.pop3.events import (
     NEED_DATA,
@@ -383,7 +383,10 @@ class CommandReader(_ReceiveBuffer):
             self._auth_expected = False
             return AuthResponseLine(line.decode("ascii", "replace"), raw)
         keyword, _, rest = line.partition(b" ")
-        if not keyword or not keyword.isalpha() or not keyword.isascii() or len(keyword) > 4:
+        # RFC 2449 §3: keyword = 3*4VCHAR. Digits are legal (RFC 6856's UTF8), so is any
+        # printable ASCII; a keyword nobody defined is the caller's "unknown command", not a
+        # malformed line. Shorter keywords are read too and left to the same verdict.
+        if not keyword or len(keyword) > 4 or not is_keyword(keyword):
             raise BadCommandLine("command line has no valid keyword", reason="bad-keyword")
         verb = keyword.decode("ascii").upper()
         text = rest.decode("utf-8", "surrogateescape")

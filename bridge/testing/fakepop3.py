@@ -107,7 +107,8 @@ class FakePOP3Server:
 
     Credentials: `user`/`password` (USER/PASS, APOP, AUTH PLAIN, AUTH LOGIN). With
     `ssl_context`, STLS is offered; with `implicit_tls=True` as well, the listener speaks TLS
-    from the first byte instead (POP3S) and STLS is not offered.
+    from the first byte instead (POP3S) and STLS is not offered. With `utf8=True` it offers
+    and accepts RFC 6856's UTF8 command (in AUTHORIZATION only, as §2 says).
     """
 
     def __init__(
@@ -122,6 +123,7 @@ class FakePOP3Server:
         host: str = "127.0.0.1",
         port: int = 0,
         hostname: str = "fakepop3.test",
+        utf8: bool = False,
     ) -> None:
         if implicit_tls and ssl_context is None:
             raise ValueError("implicit_tls=True needs an ssl_context")
@@ -134,6 +136,7 @@ class FakePOP3Server:
         self.host = host
         self.port = port
         self.hostname = hostname
+        self.utf8 = utf8
         self.deleted_uidls: list[str] = []
         self.commands_seen: list[tuple[str, tuple[str, ...]]] = []
         self.connections: list[ConnectionInfo] = []
@@ -361,6 +364,8 @@ class _Session:
         caps += ["PIPELINING", "RESP-CODES", "AUTH-RESP-CODE"]
         if self.entries is None:
             caps += ["USER", "SASL PLAIN LOGIN"]
+            if self.server.utf8:
+                caps.append("UTF8")
             if self.stls_offered():
                 caps.append("STLS")
         caps.append("IMPLEMENTATION pop3bridge-fake")
@@ -368,9 +373,7 @@ class _Session:
 
     def stls_offered(self) -> bool:
         return (
-            self.server.ssl_context is not None
-            and not self.info.tls
-            and not self.faults.strip_stls
+            self.server.ssl_context is not None and not self.info.tls and not self.faults.strip_stls
         )
 
     # -- AUTHORIZATION ----------------------------------------------------------------------
@@ -391,6 +394,8 @@ class _Session:
             await self.auth(args)
         elif verb == "STLS" and not args:
             await self.stls()
+        elif verb == "UTF8" and not args and self.server.utf8:
+            await self.send(self.status("+OK UTF8 enabled"))
         elif verb in {"USER", "PASS", "APOP", "AUTH", "STLS"}:
             await self.send(self.status("-ERR invalid arguments or command order"))
         elif verb in {"STAT", "LIST", "UIDL", "RETR", "TOP", "DELE", "RSET", "NOOP"}:

@@ -29,10 +29,16 @@ def test_secret_never_in_error_message() -> None:
     assert "hunter2" not in repr(Command("PASS", ("hunter2",)))
 
 
-@pytest.mark.parametrize("verb", ["RE", "RETRR", "retr", "R3TR", ""])
+@pytest.mark.parametrize("verb", ["RE", "RETRR", "retr", "Utf8", "RE T", "RÉTR", "NO\tP", ""])
 def test_bad_keywords(verb: str) -> None:
     with pytest.raises(LocalProtocolError, match="keyword"):
         encode_command(Command(verb))
+
+
+@pytest.mark.parametrize("verb", ["UTF8", "X-AB", "R3TR"])
+def test_keywords_are_printable_ascii_not_only_letters(verb: str) -> None:
+    # RFC 2449 §3: keyword = 3*4VCHAR; RFC 6856's UTF8 has a digit.
+    assert encode_command(Command(verb)) == verb.encode() + b"\r\n"
 
 
 def test_space_inside_argument_refused_except_pass() -> None:

@@ -241,7 +241,7 @@ def test_command_reader_parses_and_keeps_raw() -> None:
 
 
 def test_command_reader_rejects_without_losing_sync() -> None:
-    wire = b"NO\x00OP\r\nRE\rTR 1\r\n" + b"X" * 300 + b"\r\nSTAT\r\n \r\n1234\r\nQUIT\r\n"
+    wire = b"NO\x00OP\r\nRE\rTR 1\r\n" + b"X" * 300 + b"\r\nSTAT\r\n \r\nNOOPS\r\nQUIT\r\n"
     out = read_all(CommandReader(), wire)
     assert out == [
         "nul",
@@ -251,6 +251,20 @@ def test_command_reader_rejects_without_losing_sync() -> None:
         "bad-keyword",
         "bad-keyword",
         Command("QUIT"),
+    ]
+
+
+def test_command_reader_keywords_are_printable_ascii() -> None:
+    # RFC 2449 §3 (keyword = 3*4VCHAR): RFC 6856's UTF8 has a digit and is a command, not a
+    # malformed line; a control character or a non-ASCII octet still is one.
+    wire = b"UTF8\r\nutf8\r\nX-1 a\r\nUT\x7fF\r\nUT\xc3\x9c\r\n"
+    out = read_all(CommandReader(), wire)
+    assert out == [
+        Command("UTF8"),
+        Command("UTF8"),
+        Command("X-1", ("a",)),
+        "bad-keyword",
+        "bad-keyword",
     ]
 
 

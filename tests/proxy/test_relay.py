@@ -258,3 +258,17 @@ def test_half_closed_client_still_gets_its_replies() -> None:
     out = relay.take()
     assert out.to_client == [b"+OK 0 0\r\n", b"+OK\r\n"]
     assert out.close == "client closed the connection"
+
+
+def test_utf8_is_relayed_not_refused_as_a_bad_keyword() -> None:
+    # RFC 6856 UTF8 (a digit in the keyword) is in the proxy's CAPA; it must reach the server,
+    # and its reply the client, without counting as a client error (max_errors=1 would close).
+    relay = fixed_relay(max_errors=1)
+    relay.client_data(b"UTF8\r\n")
+    out = relay.take()
+    assert out.to_upstream == [b"UTF8\r\n"] and out.to_client == [] and out.close is None
+    relay.upstream_data(b"+OK UTF8 enabled\r\n")
+    assert relay.take().to_client == [b"+OK UTF8 enabled\r\n"]
+    assert relay.errors == 0
+    relay.client_data(b"USER bob\r\n")
+    assert relay.take().to_upstream == [b"USER bob\r\n"]
