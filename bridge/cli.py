@@ -80,19 +80,56 @@ def _load(name: str) -> object:
     return importlib.import_module(f"bridge.commands.{name}")
 
 
+# Commands that read no configuration still accept `--config` (a wrapper script or an alias
+# may put it on every invocation), and say in their help that they ignore it.
+READS_NO_CONFIG = frozenset({"probe", "demo"})
+
+
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The subcommand named in `argv`, skipping the value of a `--config` before it."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--config":
+            skip = True
+        elif arg in SUBCOMMANDS:
+            return arg
+    return None
+
+
+def _config_everywhere(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """`--config` on `parser` and on every parser below it (`dlq list`, `accounts add`...),
+    so that it works before or after any (sub)subcommand and shows in every `--help`."""
+    from bridge.commands._common import add_config_argument
+
+    add_config_argument(parser, help_text)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _config_everywhere(child, help_text)
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    from bridge import __version__
+    from bridge.commands._common import CONFIG_HELP, add_config_argument
+
     parser = argparse.ArgumentParser(
         prog="pop3bridge",
         description="POP3 mailboxes to signed webhooks, and a transparent POP3 proxy.",
     )
+    parser.add_argument("--version", action="version", version=f"pop3bridge {__version__}")
+    add_config_argument(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # Only the chosen subcommand's module is imported to build its arguments.
-    chosen = next((a for a in argv if a in SUBCOMMANDS), None)
+    chosen = _chosen(argv)
     for name, help_text in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
             module = _load(name)
             module.add_arguments(p)  # type: ignore[attr-defined]
+        unused = f"accepted for uniformity; `{name}` reads no configuration"
+        _config_everywhere(p, unused if name in READS_NO_CONFIG else CONFIG_HELP)
     return parser
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 __all__ = [
+    "CONFIG_HELP",
     "EXIT_CONFIG",
     "EXIT_FAILED",
     "EXIT_OK",
@@ -37,13 +38,20 @@ class ConfigProblem(Exception):
     """The configuration is invalid; the message says which key and why (exit code 2)."""
 
 
-def add_config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        default=os.environ.get("POP3BRIDGE_CONFIG"),
-        help="YAML configuration file (default: $POP3BRIDGE_CONFIG)",
-    )
+CONFIG_HELP = "YAML configuration file (default: $POP3BRIDGE_CONFIG)"
+
+
+def add_config_argument(parser: argparse.ArgumentParser, help: str = CONFIG_HELP) -> None:
+    """`--config FILE` on `parser`, unless it has one already.
+
+    The default is SUPPRESS, not the environment: argparse copies a subparser's defaults over
+    what the parent parsed, so a default here would erase `pop3bridge --config F dlq list`'s
+    F. An absent option leaves `args.config` unset and `load` falls back to
+    `$POP3BRIDGE_CONFIG` (the loader reads it).
+    """
+    if any("--config" in action.option_strings for action in parser._actions):
+        return
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=help)
 
 
 def load(args: argparse.Namespace) -> Any:

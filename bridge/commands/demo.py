@@ -25,7 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PORT",
         help="serve the ops endpoint on 127.0.0.1:PORT (default: any free port)",
     )
-    parser.add_argument("--config", help=argparse.SUPPRESS)  # accepted for uniformity, unused
 
 
 def run(args: argparse.Namespace) -> int:
