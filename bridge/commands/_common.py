@@ -104,7 +104,14 @@ def run_with_settings(
     try:
         return asyncio.run(main(settings))
     except failures as exc:
-        print(f"pop3bridge {command}: {exc}", file=sys.stderr)
+        from bridge.ops.logging import console
+
+        console(
+            f"pop3bridge {command}: {exc}",
+            logger=f"bridge.commands.{command}",
+            level=logging.ERROR,
+            stream=sys.stderr,
+        )
         return EXIT_FAILED
     except asyncio.CancelledError:
         return EXIT_FAILED

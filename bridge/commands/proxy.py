@@ -1,7 +1,9 @@
 """`pop3bridge proxy`: run the transparent POP3 proxy until SIGTERM/SIGINT.
 
 Bound addresses are printed on stdout, one line per listener (``listening NAME HOST PORT``),
-as soon as every listener is up, so a script that configured port 0 can read where to connect.
+as soon as every listener is up, so a script that configured port 0 can read where to connect;
+with `logging.format: json` each such line is a JSON object with ``event``, ``listener``,
+``host`` and ``port`` fields instead, so everything the process writes is JSON.
 On the first signal the proxy stops accepting and gives running sessions
 `proxy.shutdown_grace` seconds; a second signal closes them at once (no session is ever
 committed on a client's behalf: closing without QUIT leaves every mailbox as it was).
@@ -23,6 +25,7 @@ from bridge.commands._common import (
     run_with_settings,
     stop_on_signals,
 )
+from bridge.ops.logging import console
 from bridge.ops.server import OpsEndpointError
 
 HELP = "run the transparent POP3 proxy"
@@ -51,7 +54,14 @@ async def _run(settings: Any) -> int:
         await server.start()
         try:
             for name, (host, port) in server.addresses.items():
-                print(f"listening {name} {host} {port}", flush=True)
+                console(
+                    f"listening {name} {host} {port}",
+                    logger=log.name,
+                    event="listening",
+                    listener=name,
+                    host=host,
+                    port=port,
+                )
             async with _ops(settings, server):
                 await stop.wait()
         finally:
@@ -72,7 +82,7 @@ async def _ops(settings: Any, server: Any) -> AsyncIterator[None]:
         ops.host, int(ops.port), readiness_checks=[server.ready], status_provider=server.status
     )
     await endpoint.start()
-    print(f"ops {endpoint.url}", flush=True)
+    console(f"ops {endpoint.url}", logger=log.name, event="ops", url=endpoint.url)
     try:
         yield
     finally:

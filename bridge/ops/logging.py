@@ -34,6 +34,7 @@ __all__ = [
     "TextFormatter",
     "clear_secrets",
     "configure_logging",
+    "console",
     "redact",
     "redact_value",
     "register_secret",
@@ -230,6 +231,7 @@ class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 _handler: logging.Handler | None = None
+_format: str | None = None  # of the installed handler; None until configure_logging runs
 
 
 def configure_logging(
@@ -245,7 +247,7 @@ def configure_logging(
     tests and the CLI can reconfigure freely. `quiet` loggers are raised to WARNING: aiohttp's
     per-request access log would otherwise log every Prometheus scrape.
     """
-    global _handler
+    global _handler, _format
     if format not in ("json", "text"):
         raise ValueError(f"logging format must be 'json' or 'text', not {format!r}")
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
@@ -264,4 +266,32 @@ def configure_logging(
     for name in quiet:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     _handler = handler
+    _format = format
     return handler
+
+
+def console(
+    message: str,
+    *,
+    logger: str,
+    level: int = logging.INFO,
+    stream: IO[str] | None = None,
+    **fields: Any,
+) -> None:
+    """Write one line a command owes its caller (stdout unless `stream` says otherwise).
+
+    With text logs (or before logging is configured) the line is `message` exactly, which is
+    what people and shell scripts read. With JSON logs it is a JSON object shaped like every
+    log record (timestamp, level, logger, message) plus `fields`, so everything a container
+    writes parses as JSON line by line and scripts still find what they need in the fields
+    (e.g. a listener's bound `port`). Redacted like any record.
+    """
+    out = sys.stdout if stream is None else stream
+    if _format == "json":
+        record = logging.LogRecord(logger, level, "", 0, message, None, None)
+        record.__dict__.update(fields)
+        RedactingFilter().filter(record)
+        line = JSONFormatter().format(record)
+    else:
+        line = redact(message)
+    print(line, file=out, flush=True)

@@ -20,6 +20,7 @@ import yaml
 
 from bridge.testing.samples import big_message, generate_messages
 from tests.support import require_service
+from tests.support.announce import parse_announcement
 from tests.support.rss import RssPeak
 
 pytestmark = pytest.mark.dovecot
@@ -39,6 +40,7 @@ class ProxyProcess:
         )
         self.ports: dict[str, int] = {}
         self.ops_url = ""
+        self.stdout_lines: list[str] = []
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 20
         wanted = len(config["proxy"]["listeners"])
@@ -46,11 +48,12 @@ class ProxyProcess:
             line = self.proc.stdout.readline().decode()
             if not line:
                 break
-            words = line.split()
-            if words[:1] == ["listening"]:
-                self.ports[words[1]] = int(words[3])
-            elif words[:1] == ["ops"]:
-                self.ops_url = words[1]
+            self.stdout_lines.append(line)
+            said = parse_announcement(line)
+            if said and said["event"] == "listening":
+                self.ports[said["listener"]] = int(said["port"])
+            elif said and said["event"] == "ops":
+                self.ops_url = said["url"]
                 break
         if len(self.ports) != wanted or not self.ops_url:
             self.stop()
@@ -265,3 +268,49 @@ def test_100mb_message_relayed_with_bounded_memory(dovecot, dovecot_user, proxy)
         f"growth {growth >> 20} MiB"
     )
     assert growth < 16 * 1024 * 1024
+
+
+def test_with_json_logs_every_line_the_proxy_writes_is_json(dovecot, dovecot_user, proxy):
+    """`docker logs` interleaves stdout and stderr: both must parse line by line, and the bound
+    ports must still be there for scripts (issue 13)."""
+    import poplib
+
+    conn = poplib.POP3("127.0.0.1", proxy.ports["plain"], timeout=10)
+    conn.user(dovecot_user.name)
+    conn.pass_(dovecot_user.password)
+    conn.quit()
+    assert proxy.stop() == 0
+    assert proxy.proc.stdout is not None
+    out = proxy.stdout_lines + proxy.proc.stdout.read().decode().splitlines(keepends=True)
+    err = proxy.stderr_path.read_text(errors="replace").splitlines()
+    lines = [ln for ln in out + err if ln.strip()]
+    assert len(lines) > 5
+    for line in lines:
+        doc = json.loads(line)
+        assert {"timestamp", "level", "logger", "message"} <= doc.keys(), line
+    said = [json.loads(ln) for ln in proxy.stdout_lines]
+    listening = {d["listener"]: d["port"] for d in said if d.get("event") == "listening"}
+    assert listening == proxy.ports and set(listening) == {"plain", "pop3s"}
+    assert [d["url"] for d in said if d.get("event") == "ops"] == [proxy.ops_url]
+
+
+def test_a_listener_that_cannot_bind_is_reported_as_json(dovecot, tls_certs, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = proxy_config(dovecot, tls_certs)
+        config["proxy"]["listeners"] = [
+            {"name": "plain", "host": "127.0.0.1", "port": taken.getsockname()[1]}
+        ]
+        path = tmp_path / "proxy.yaml"
+        path.write_text(yaml.safe_dump(config))
+        done = subprocess.run(
+            [sys.executable, "-m", "bridge", "proxy", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    docs = [json.loads(line) for line in done.stderr.splitlines()]
+    assert docs and docs[-1]["level"] == "ERROR" and "plain" in docs[-1]["message"]

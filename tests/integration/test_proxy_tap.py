@@ -19,6 +19,7 @@ import yaml
 from bridge.proxy.tap import tap_account
 from bridge.testing.samples import generate_messages
 from tests.mail.mail_schema_check import VALIDATOR
+from tests.support.announce import parse_announcement
 from tests.support.receiver import ThreadedReceiver
 
 pytestmark = pytest.mark.dovecot
@@ -42,11 +43,12 @@ def start_proxy(config: dict[str, Any], tmp: Path) -> tuple[subprocess.Popen[byt
     assert proc.stdout is not None
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        words = proc.stdout.readline().decode().split()
-        if not words:
+        line = proc.stdout.readline().decode()
+        if not line:
             break
-        if words[0] == "listening":
-            return proc, int(words[3])
+        said = parse_announcement(line)
+        if said and said["event"] == "listening":
+            return proc, int(said["port"])
     proc.kill()
     proc.wait()
     raise AssertionError("proxy did not start: " + (tmp / "proxy.log").read_text())

@@ -111,3 +111,39 @@ def test_short_registered_values_are_ignored() -> None:
 def test_prose_about_auth_keeps_its_words(prose: str) -> None:
     # A server's refusal is what a person needs to read; only SASL payloads are secrets.
     assert redact(prose) == prose
+
+
+# --- lines a command writes for its caller ---------------------------------------------------
+
+
+def test_console_with_json_logs_is_a_json_record_carrying_the_fields(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bridge.ops.logging import console
+
+    configure_logging("json", "WARNING")  # the level filters logs, not what a command owes
+    register_secret(REGISTERED)
+    console(
+        f"listening pop3s 127.0.0.1 1995 {REGISTERED}",
+        logger="bridge.commands.proxy",
+        event="listening",
+        listener="pop3s",
+        port=1995,
+    )
+    out = capsys.readouterr().out
+    assert out.endswith("\n") and out.count("\n") == 1
+    doc = orjson.loads(out)
+    assert doc["event"] == "listening" and doc["listener"] == "pop3s" and doc["port"] == 1995
+    assert doc["level"] == "INFO" and doc["logger"] == "bridge.commands.proxy"
+    assert doc["message"] == "listening pop3s 127.0.0.1 1995 ***" and doc["timestamp"]
+
+
+def test_console_with_text_logs_is_the_plain_message(capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.ops.logging import console
+
+    configure_logging("text", "INFO")
+    console("ops http://127.0.0.1:8080", logger="x", event="ops", url="http://127.0.0.1:8080")
+    console("pop3bridge proxy: PASS hunter2", logger="x", stream=__import__("sys").stderr)
+    got = capsys.readouterr()
+    assert got.out == "ops http://127.0.0.1:8080\n"
+    assert got.err == "pop3bridge proxy: PASS ***\n"
