@@ -417,6 +417,12 @@ class OAuth2Config(_Model):
     scope: str | None = Field(
         default=None, description="Scope to request, e.g. `https://mail.google.com/`."
     )
+    warn_before: Duration = Field(
+        default=2 * 86400.0,
+        gt=0,
+        description="Warn (log, `/status`) this long before the refresh token expires, when the "
+        "provider announces its expiry (`refresh_token_expires_in`).",
+    )
 
     @model_validator(mode="before")
     @classmethod

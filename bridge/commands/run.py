@@ -36,7 +36,7 @@ async def _run(settings: Any) -> int:
     async with Runtime(settings) as rt:
         from bridge.poller.observe import Observer
 
-        observer = Observer(rt.store)
+        observer = Observer(rt.store, oauth=rt.oauth_states)
         app = rt.app(
             on_poll=observer.on_poll,
             on_delivery=observer.on_delivery,

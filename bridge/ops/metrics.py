@@ -103,6 +103,19 @@ LOGIN_FAILURES = _counter(
     ("account", "reason"),
 )
 
+ACCOUNT_NEEDS_REAUTH = _gauge(
+    "account_needs_reauth",
+    "1 while an OAuth account's refresh token was refused (invalid_grant) and a person must "
+    "re-authorise it; the account is not polled meanwhile.",
+    ("account",),
+)
+OAUTH_REFRESH_TOKEN_EXPIRY = _gauge(
+    "oauth_refresh_token_expiry_seconds",
+    "Seconds until an OAuth account's refresh token expires, where the provider announced it "
+    "(refresh_token_expires_in).",
+    ("account",),
+)
+
 # -- leases (several replicas on PostgreSQL) ---------------------------------------------------
 ACCOUNT_LEASES_HELD = _gauge(
     "account_leases_held", "Account leases this replica holds and may poll under now."

@@ -24,6 +24,10 @@ class AccountStatus:
     pending: int = 0
     dead: int = 0
     oldest_pending_age: float | None = None
+    # OAuth accounts: what a person must do after `invalid_grant`, and when the refresh token
+    # expires (when the provider said).
+    needs_reauth: str | None = None
+    refresh_token_expires_at: float | None = None
 
 
 class StatusRegistry:
@@ -55,6 +59,14 @@ class StatusRegistry:
         with self._lock:
             st = self._accounts.setdefault(account, AccountStatus())
             st.pending, st.dead, st.oldest_pending_age = pending, dead, oldest_pending_age
+
+    def set_oauth(
+        self, account: str, *, needs_reauth: str | None, refresh_token_expires_at: float | None
+    ) -> None:
+        with self._lock:
+            st = self._accounts.setdefault(account, AccountStatus())
+            st.needs_reauth = needs_reauth
+            st.refresh_token_expires_at = refresh_token_expires_at
 
     def names(self) -> list[str]:
         with self._lock:

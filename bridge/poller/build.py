@@ -9,12 +9,13 @@ is registered with the log redactor first.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from typing import Any
 
 from bridge.poller.app import PollerOptions
-from bridge.poller.oauth import TokenProvider
+from bridge.poller.oauth import DEFAULT_WARN_BEFORE, TokenProvider
 from bridge.poller.spec import AccountSpec, FetchOptions
 from bridge.runtime import claim_lease, secret_value
 
@@ -35,19 +36,31 @@ def fetch_options(webhook: Any) -> FetchOptions:
 def account_spec(account: Any, webhook: Any, providers: dict[str, TokenProvider]) -> AccountSpec:
     """An `AccountSpec` from one validated account model and its webhook model.
 
-    `providers` caches one `TokenProvider` per account name so a token outlives one poll.
+    `providers` caches one `TokenProvider` per account name, so a token outlives one poll; it is
+    replaced when the account's OAuth settings change (a new refresh token after a revoked grant).
     """
     token = invalidate = None
+    oauth_key = ""
     oauth = getattr(account, "oauth2", None)
     if oauth is not None:
+        refresh = secret_value(oauth.refresh_token) or ""
+        client_secret = secret_value(getattr(oauth, "client_secret", None))
+        scope = getattr(oauth, "scope", None)
+        material = "\0".join(
+            (str(oauth.token_url), str(oauth.client_id), refresh, client_secret or "", scope or "")
+        )
+        oauth_key = hashlib.sha256(material.encode()).hexdigest()[:16]
         provider = providers.get(account.name)
-        if provider is None:
+        if provider is None or provider.key != oauth_key:
             provider = TokenProvider(
                 str(oauth.token_url),
                 str(oauth.client_id),
-                secret_value(oauth.refresh_token) or "",
-                client_secret=secret_value(getattr(oauth, "client_secret", None)),
-                scope=getattr(oauth, "scope", None),
+                refresh,
+                client_secret=client_secret,
+                scope=scope,
+                account=account.name,
+                warn_before=float(getattr(oauth, "warn_before", DEFAULT_WARN_BEFORE)),
+                key=oauth_key,
             )
             providers[account.name] = provider
         token, invalidate = provider.token, provider.invalidate
@@ -74,6 +87,7 @@ def account_spec(account: Any, webhook: Any, providers: dict[str, TokenProvider]
         fetch=fetch_options(webhook),
         token=token,
         invalidate_token=invalidate,
+        oauth_key=oauth_key,
     )
 
 

@@ -40,10 +40,24 @@ def login_failure_reason(exc: BaseException) -> str | None:
     return None
 
 
+OAuthStates = Callable[[], dict[str, tuple[str | None, float | None]]]
+
+
+def _setter(gauge: Any, account: str, value: float) -> Callable[[], None]:
+    return lambda: gauge.labels(account=account).set(value)
+
+
 class Observer:
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        oauth: OAuthStates | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.oauth = oauth
         self.registry = StatusRegistry()
         self.started_at = clock()
 
@@ -94,6 +108,14 @@ class Observer:
                 dead=stat.dead if stat else 0,
                 oldest_pending_age=age,
             )
+        if self.oauth is not None:
+            for name, (action, expires_at) in self.oauth().items():
+                self.registry.set_oauth(
+                    name, needs_reauth=action, refresh_token_expires_at=expires_at
+                )
+                _safe(_setter(metrics.ACCOUNT_NEEDS_REAUTH, name, 1.0 if action else 0.0))
+                if expires_at is not None:
+                    _safe(_setter(metrics.OAUTH_REFRESH_TOKEN_EXPIRY, name, expires_at - now))
         depth = sum(s.pending for s in stats.values())
         dead = sum(s.dead for s in stats.values())
         _safe(lambda: metrics.OUTBOX_DEPTH.set(depth))

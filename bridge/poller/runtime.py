@@ -47,6 +47,13 @@ class Runtime(DeliveryRuntime):
                     log.error("database account %r is invalid, skipped: %s", name, exc)
         return list(specs.values())
 
+    def oauth_states(self) -> dict[str, tuple[str | None, float | None]]:
+        """account -> (what to do to re-authorise, or None; refresh token expiry, or None)."""
+        return {
+            name: (p.needs_reauth, p.refresh_token_expires_at)
+            for name, p in self._providers.items()
+        }
+
     def _spec(self, account: Any) -> AccountSpec:
         return account_spec(account, self.webhooks.get(account.webhook), self._providers)
 

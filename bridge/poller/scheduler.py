@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bridge.poller.oauth import OAuthGrantRevoked
 from bridge.poller.session import LeaseLost, PollReport, poll_account
 from bridge.poller.sharing import plan
 from bridge.poller.spec import AccountSpec
@@ -269,6 +270,18 @@ class Scheduler:
                 log.warning("%s", exc, extra={"account": spec.name})
                 delay = 0.0  # the loop now waits for the lease to come back
                 continue
+            except OAuthGrantRevoked as exc:
+                # No backoff fixes a revoked grant, and asking the token endpoint again every
+                # hour only adds noise: park until the account's settings change (`_reconcile`
+                # then starts a new loop) or the process restarts.
+                log.error(
+                    "account needs re-authorisation; not polled until its OAuth settings "
+                    "change: %s",
+                    exc,
+                    extra={"account": spec.name},
+                )
+                await self._parked()
+                return
             except TemporaryFailure as exc:
                 failures += 1
                 delay = backoff_delay(spec.poll_interval, failures, exc.retry_after)
@@ -292,6 +305,10 @@ class Scheduler:
                 continue
             failures = 0
             delay = jittered(spec.poll_interval, self.jitter)
+
+    async def _parked(self) -> None:
+        """Wait to be cancelled: `_reconcile` (the account changed) or `run`'s shutdown does."""
+        await asyncio.Event().wait()
 
     async def _poll(self, spec: AccountSpec) -> PollReport:
         async with self._sessions:

@@ -56,4 +56,7 @@ class AccountSpec:
     # OAuth2: an async callable returning a fresh access token, plus one that forgets the cached
     # token so a refused login can be retried once with a new one.
     token: TokenGetter | None = field(default=None, repr=False, compare=False)
+    # A digest of the OAuth settings (refresh token included), so that a changed grant makes a
+    # different spec: the scheduler restarts a loop parked on `invalid_grant` when it changes.
+    oauth_key: str = field(default="", repr=False)
     invalidate_token: Callable[[], None] | None = field(default=None, repr=False, compare=False)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from bridge.poller.oauth import OAuthError, TokenProvider
+from bridge.poller.oauth import OAuthError, OAuthGrantRevoked, TokenProvider
 from bridge.poller.session import poll_account
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import AuthenticationFailed
@@ -30,6 +30,7 @@ class TokenEndpoint:
     expires_in: int = 3600
     refuse: bool = False
     rotate_to: str | None = None
+    rt_expires_in: int | None = None
     counter: itertools.count[int] = field(default_factory=itertools.count)
 
 
@@ -51,6 +52,8 @@ async def endpoint() -> AsyncIterator[TokenEndpoint]:
         }
         if state.rotate_to:
             body["refresh_token"] = state.rotate_to
+        if state.rt_expires_in is not None:
+            body["refresh_token_expires_in"] = state.rt_expires_in
         return web.json_response(body)
 
     app = web.Application()
@@ -218,3 +221,127 @@ async def test_oauth_login_refused_twice_is_an_authentication_failure(
         with pytest.raises(AuthenticationFailed):
             await poll_account(oauth_spec(server.port, p, "xoauth2"), store)
     assert len(server.logins) == 2  # one retry, not a loop
+
+
+# -- lifecycle: a revoked grant, an announced refresh-token expiry ---------------------------
+
+
+async def test_invalid_grant_says_what_to_do_and_clears_after_a_good_refresh(
+    endpoint: TokenEndpoint,
+) -> None:
+    endpoint.refuse = True
+    p = TokenProvider(endpoint.url, "cid", REFRESH, account="gmail")
+    with pytest.raises(OAuthGrantRevoked) as info:
+        await p.token()
+    assert p.needs_reauth is not None and "consent flow" in p.needs_reauth
+    assert info.value.action == p.needs_reauth
+    assert REFRESH not in str(info.value)
+    endpoint.refuse = False
+    assert await p.token() == "at-0"
+    assert p.needs_reauth is None
+
+
+async def test_other_refusals_are_not_taken_for_a_revoked_grant() -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response({"error": "temporarily_unavailable"}, status=503)
+
+    app = web.Application()
+    app.router.add_post("/token", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        p = TokenProvider(f"http://127.0.0.1:{runner.addresses[0][1]}/token", "cid", REFRESH)
+        with pytest.raises(OAuthError) as info:
+            await p.token()
+        assert not isinstance(info.value, OAuthGrantRevoked)
+        assert p.needs_reauth is None
+    finally:
+        await runner.cleanup()
+
+
+async def test_announced_refresh_token_expiry_warns_inside_the_window(
+    endpoint: TokenEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    wall = Clock()
+    endpoint.rt_expires_in = 7 * 86400  # Google, app in testing mode
+    p = TokenProvider(endpoint.url, "cid", REFRESH, wall=wall, warn_before=2 * 86400)
+    with caplog.at_level("WARNING", logger="bridge.poller.oauth"):
+        await p.token()
+    assert p.refresh_token_expires_at == wall.now + 7 * 86400
+    assert p.refresh_token_left() == 7 * 86400
+    assert not [r for r in caplog.records if "expires in" in r.getMessage()]
+    # Six days later the provider still counts from the original grant.
+    wall.now += 6 * 86400
+    endpoint.rt_expires_in = 86400
+    p.invalidate()
+    with caplog.at_level("WARNING", logger="bridge.poller.oauth"):
+        await p.token()
+    warnings = [r.getMessage() for r in caplog.records if "expires in" in r.getMessage()]
+    assert warnings and "1.0 days" in warnings[0]
+    assert REFRESH not in " ".join(warnings)
+
+
+async def test_scheduler_parks_a_revoked_account_and_resumes_on_a_new_grant(
+    endpoint: TokenEndpoint, store: Store
+) -> None:
+    from types import SimpleNamespace
+
+    from bridge.ops import metrics
+    from bridge.poller.build import account_spec
+    from bridge.poller.observe import Observer
+    from bridge.poller.scheduler import Scheduler
+
+    endpoint.refuse = True
+    providers: dict[str, TokenProvider] = {}
+
+    def model(refresh: str) -> SimpleNamespace:
+        oauth = SimpleNamespace(
+            token_url=endpoint.url, client_id="cid", refresh_token=refresh, scope=None
+        )
+        return SimpleNamespace(
+            name="revoked", host="127.0.0.1", port=server.port, tls="none",
+            username="me@example.com", auth="xoauth2", allow_plaintext=True,
+            poll_interval=0.05, on_delivered="keep", initial="all",
+            max_message_size=1 << 20, webhook="main", oauth2=oauth,
+        )  # fmt: skip
+
+    current = {"refresh": REFRESH}
+
+    async def accounts() -> list[AccountSpec]:
+        return [account_spec(model(current["refresh"]), None, providers)]
+
+    def states() -> dict[str, tuple[str | None, float | None]]:
+        return {n: (p.needs_reauth, p.refresh_token_expires_at) for n, p in providers.items()}
+
+    observer = Observer(store, oauth=states)
+    async with OAuthPOP3(valid={"at-0"}) as server:
+        sched = Scheduler(store, accounts, jitter=0.0, refresh=0.05, on_report=observer.on_poll)
+        stop = asyncio.Event()
+        task = asyncio.create_task(sched.run(stop, grace=1.0))
+        try:
+            async with asyncio.timeout(10):
+                while not endpoint.forms:
+                    await asyncio.sleep(0.01)
+            # Many poll intervals later the token endpoint has still been asked only once.
+            await asyncio.sleep(0.5)
+            assert len(endpoint.forms) == 1
+            status = await observer.status()
+            assert "consent flow" in (status["accounts"]["revoked"]["needs_reauth"] or "")
+            gauge = metrics.ACCOUNT_NEEDS_REAUTH.labels(account="revoked")._value.get()
+            assert gauge == 1
+            # The operator puts a new refresh token in place: the account comes back.
+            endpoint.refuse = False
+            endpoint.rotate_to = "rt-new"
+            current["refresh"] = "rt-new"
+            async with asyncio.timeout(10):
+                while not server.logins:
+                    await asyncio.sleep(0.01)
+            assert server.logins[0] == ("XOAUTH2", "at-0", True)
+            status = await observer.status()
+            assert status["accounts"]["revoked"]["needs_reauth"] is None
+            assert metrics.ACCOUNT_NEEDS_REAUTH.labels(account="revoked")._value.get() == 0
+        finally:
+            stop.set()
+            await task
