@@ -20,7 +20,10 @@ elsewhere).
 Bounds
 ------
 Status lines may exceed RFC 1939's 512 octets (real servers do) up to `max_status_line`
-(8 KiB by default); beyond that the server is broken and `RemoteProtocolError` is raised. Body
+(8 KiB by default); beyond that the server is broken and `RemoteProtocolError` is raised. A
+CRLF server may send a stray empty LF line before a status line (seen in the field); up to
+`MAX_STRAY_LF` of them in a row are skipped, more mean the server is broken
+(`RemoteProtocolError`), so a flood of LFs costs one bounded loop, never a deep stack. Body
 lines have no length limit: bodies stream out as `DataChunk`s as soon as bytes arrive, so the
 framer holds at most one read plus four bytes of a possible split terminator. Sizes from LIST
 are never used to find the end of a message.
@@ -49,6 +52,7 @@ from bridge.pop3.responses import apop_timestamp, parse_status_line
 
 __all__ = [
     "DEFAULT_MAX_STATUS_LINE",
+    "MAX_STRAY_LF",
     "CommandReader",
     "ResponseFramer",
     "body_end",
@@ -57,6 +61,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_STATUS_LINE = 8192
+# Stray LFs skipped before one status line; a few are a quirk, thousands are a broken server.
+MAX_STRAY_LF = 8
 _TERMINATOR = b".\r\n"
 
 LineEnding = Literal["auto", "crlf", "lf"]
@@ -176,6 +182,7 @@ class ResponseFramer(_ReceiveBuffer):
         self._in_body = False
         self._line_start = True
         self._search_from = 0  # resumable search offset for the current status line
+        self._stray = 0  # stray LFs skipped before the current status line
         self.unstuff = True
         if expect_greeting:
             self._queue.append(_Expectation(ResponseKind.GREETING))
@@ -244,34 +251,41 @@ class ResponseFramer(_ReceiveBuffer):
 
     def _take_line(self) -> tuple[bytes, bytes] | None:
         buf = self._buf
-        nl = buf.find(b"\n", self._search_from)
-        if nl < 0:
-            if len(buf) > self._max_status:
-                raise RemoteProtocolError(
-                    f"status line longer than {self._max_status} octets without a line end"
-                )
-            if self._eof:
-                raise ConnectionLost(self._lost_message())
-            self._search_from = len(buf)
-            return None
-        self._search_from = 0
-        if nl + 1 > self._max_status:
-            raise RemoteProtocolError(f"status line longer than {self._max_status} octets")
-        crlf = nl > 0 and buf[nl - 1] == 0x0D
-        if self._line_ending == "auto":
-            # Decided once, from the first line the server sends.
-            self._line_ending = "crlf" if crlf else "lf"
-        raw = bytes(buf[: nl + 1])
-        del buf[: nl + 1]
-        content = raw[:-2] if crlf else raw[:-1]
-        if not crlf and self._line_ending == "crlf":
-            if not content:
-                # A stray LF before a status line (seen in the field): skip it.
-                return self._take_line()
-            raise RemoteProtocolError(f"status line ended by a bare LF: {content[:60]!r}")
-        if b"\r" in content or b"\x00" in content:
-            raise RemoteProtocolError(f"status line contains CR or NUL: {content[:60]!r}")
-        return content, raw
+        while True:
+            nl = buf.find(b"\n", self._search_from)
+            if nl < 0:
+                if len(buf) > self._max_status:
+                    raise RemoteProtocolError(
+                        f"status line longer than {self._max_status} octets without a line end"
+                    )
+                if self._eof:
+                    raise ConnectionLost(self._lost_message())
+                self._search_from = len(buf)
+                return None
+            self._search_from = 0
+            if nl + 1 > self._max_status:
+                raise RemoteProtocolError(f"status line longer than {self._max_status} octets")
+            crlf = nl > 0 and buf[nl - 1] == 0x0D
+            if self._line_ending == "auto":
+                # Decided once, from the first line the server sends.
+                self._line_ending = "crlf" if crlf else "lf"
+            raw = bytes(buf[: nl + 1])
+            del buf[: nl + 1]
+            content = raw[:-2] if crlf else raw[:-1]
+            if not crlf and self._line_ending == "crlf":
+                if content:
+                    raise RemoteProtocolError(f"status line ended by a bare LF: {content[:60]!r}")
+                # A stray LF before a status line (seen in the field): skip a few.
+                self._stray += 1
+                if self._stray > MAX_STRAY_LF:
+                    raise RemoteProtocolError(
+                        f"more than {MAX_STRAY_LF} stray line feeds before a status line"
+                    )
+                continue
+            if b"\r" in content or b"\x00" in content:
+                raise RemoteProtocolError(f"status line contains CR or NUL: {content[:60]!r}")
+            self._stray = 0
+            return content, raw
 
     def _lost_message(self) -> str:
         if self._queue and self._queue[0].kind is ResponseKind.GREETING:

@@ -226,6 +226,23 @@ async def test_huge_status_line_is_a_protocol_error() -> None:
         client.abort()
 
 
+async def test_flood_of_stray_lfs_is_a_protocol_error() -> None:
+    # Was RecursionError: the framer recursed once per stray LF before a status line.
+    flood = b"\n" * 5000 + b"+OK 1 10\r\n"
+    async with server(basic({b"STAT": flood})) as (port, _):
+        client = await login(port)
+        with pytest.raises(RemoteProtocolError, match="stray line feeds"):
+            await client.stat()
+        client.abort()
+
+
+async def test_a_few_stray_lfs_are_skipped() -> None:
+    async with server(basic({b"STAT": b"\n\n+OK 1 10\r\n"})) as (port, _):
+        client = await login(port)
+        assert await client.stat() == (1, 10)
+        client.abort()
+
+
 async def test_stls_stripped_from_capa_fails_closed() -> None:
     async with server(basic()) as (port, received):
         with pytest.raises(TLSFailure, match="does not offer STLS"):

@@ -191,6 +191,18 @@ def test_upstream_dies_before_status_gives_sys_temp_and_mid_body_just_closes() -
     assert out.close is not None and out.close.startswith("upstream failed")
 
 
+def test_upstream_flood_of_stray_lfs_ends_the_session_cleanly() -> None:
+    # Was RecursionError inside the relay, logged as an internal failure of the proxy.
+    for verb in (b"STAT", b"CAPA"):  # the pass-through path and the framer's
+        relay = fixed_relay()
+        relay.client_data(verb + b"\r\n")
+        relay.take()
+        relay.upstream_data(b"\n" * 5000 + b"+OK 1 10\r\n")
+        out = relay.take()
+        assert out.to_client == [b"-ERR [SYS/TEMP] upstream server connection lost\r\n"]
+        assert out.close is not None and "stray line feeds" in out.close
+
+
 def test_fixed_sasl_continuations_are_relayed() -> None:
     relay = fixed_relay()
     relay.client_data(b"AUTH LOGIN\r\n")
