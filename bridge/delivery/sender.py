@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import aiohttp
 import tenacity
@@ -33,6 +32,7 @@ from yarl import URL
 
 from bridge.delivery.policy import is_permanent_status, parse_retry_after
 from bridge.delivery.signing import SigningKeys
+from bridge.lifecycle import Service
 
 __all__ = [
     "DeliveryError",
@@ -191,7 +191,7 @@ class _ConnectionFailure(Exception):
         self.error = error
 
 
-class WebhookSender:
+class WebhookSender(Service):
     """`async with WebhookSender(limit=...) as sender: await sender.send(target, id, body)`.
 
     One `aiohttp.ClientSession` for the sender's lifetime; its connector keeps up to `limit`
@@ -210,6 +210,7 @@ class WebhookSender:
     ) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
+        super().__init__()
         self.limit = limit
         self.limit_per_host = limit_per_host
         self.connect_retries = max(0, connect_retries)
@@ -218,21 +219,8 @@ class WebhookSender:
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
-    async def __aenter__(self) -> WebhookSender:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        if self._session is not None:
-            return
+    # -- lifecycle (bridge.lifecycle.Service: start / ready / stop) ---------------------------
+    async def _start(self) -> None:
         connector = aiohttp.TCPConnector(
             limit=self.limit, limit_per_host=self.limit_per_host, enable_cleanup_closed=True
         )
@@ -245,10 +233,14 @@ class WebhookSender:
             trust_env=False,
         )
 
-    async def close(self) -> None:
+    async def _stop(self, grace: float | None) -> None:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+    async def close(self) -> None:
+        """The sender's name for `stop()`."""
+        await self.stop()
 
     @property
     def session(self) -> aiohttp.ClientSession:

@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from bridge.lifecycle import Service
 from bridge.ops import metrics
 from bridge.ops.logging import redact, redact_value
 
@@ -41,7 +42,7 @@ def _check_name(check: ReadinessCheck) -> str:
     return str(name or type(check).__name__)
 
 
-class OpsServer:
+class OpsServer(Service):
     def __init__(
         self,
         host: str,
@@ -53,6 +54,7 @@ class OpsServer:
         check_timeout: float = 5.0,
         refreshers: Sequence[Refresher] = (),
     ) -> None:
+        super().__init__()
         self.host = host
         self._port = port
         self.readiness_checks = list(readiness_checks)
@@ -82,7 +84,8 @@ class OpsServer:
         app.router.add_get("/", self._index)
         return app
 
-    async def start(self) -> None:
+    # -- lifecycle (bridge.lifecycle.Service: start / ready / stop) ---------------------------
+    async def _start(self) -> None:
         runner = web.AppRunner(self.app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._port)
@@ -101,17 +104,10 @@ class OpsServer:
         self._bound_port = int(sockets[0].getsockname()[1]) if sockets else self._port
         log.info("ops endpoint listening on %s", self.url)
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> OpsServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    async def _stop(self, grace: float | None) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     # -- handlers -----------------------------------------------------------------------------
     async def _healthz(self, request: web.Request) -> web.Response:

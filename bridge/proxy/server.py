@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.config import ProxyConfig, ProxyListener
+from bridge.lifecycle import Service
 from bridge.pop3._io import StreamProtocol
 from bridge.pop3.errors import ConnectionLost
 from bridge.proxy.log import SessionLog
@@ -101,10 +102,11 @@ class _Listener:
             self.sock.close()
 
 
-class ProxyServer:
-    """All listeners of one `proxy:` section. `start()`, then `stop(grace)`."""
+class ProxyServer(Service):
+    """All listeners of one `proxy:` section. `start()`, then `stop(grace)` (bridge.lifecycle)."""
 
     def __init__(self, config: ProxyConfig, *, tap: TapFactory | None = None) -> None:
+        super().__init__()
         self.config = config
         self.policy = Policy(config.policy)
         fixed = config.upstream is not None
@@ -116,13 +118,11 @@ class ProxyServer:
         self._fixed = fixed
         self._tap = tap
         self._listeners: list[_Listener] = []
-        self._sessions: set[asyncio.Task[None]] = set()
         self._per_ip: Counter[str] = Counter()
         self._per_user: Counter[str] = Counter()
-        self._closing = False
 
-    # -- lifecycle -----------------------------------------------------------------------------
-    async def start(self) -> None:
+    # -- lifecycle (bridge.lifecycle.Service: start / ready / stop) ----------------------------
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         for cfg in self.config.listeners:
             tls = server_tls_context(cfg) if cfg.cert_file and cfg.key_file else None
@@ -157,7 +157,7 @@ class ProxyServer:
                     )
                     bound = entry.server.sockets[0].getsockname()
             except OSError as exc:
-                await self.stop(0)
+                # The base stops what was set up (with no grace) when _start raises.
                 raise ProxyStartError(
                     exc.errno,
                     f"listener {cfg.name!r} cannot listen on {cfg.host}:{cfg.port} "
@@ -185,7 +185,7 @@ class ProxyServer:
     async def ready(self) -> bool:
         """Readiness: every configured listener is bound and serving."""
         return (
-            not self._closing
+            self.running
             and len(self._listeners) == len(self.config.listeners)
             and all(e.serving for e in self._listeners)
         )
@@ -195,48 +195,36 @@ class ProxyServer:
             "listeners": {
                 name: {"host": host, "port": port} for name, (host, port) in self.addresses.items()
             },
-            "sessions": len(self._sessions),
+            "sessions": self.task_count,
         }
 
     @property
     def session_count(self) -> int:
-        return len(self._sessions)
+        return self.task_count
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, give running sessions `grace` seconds, then close what is left."""
-        self._closing = True
-        grace = self.config.shutdown_grace if grace is None else grace
+    def _grace(self, grace: float | None) -> float:
+        return self.config.shutdown_grace if grace is None else grace
+
+    async def _stop(self, grace: float | None) -> None:
+        """Stop accepting; the base gives running sessions the grace, then closes the rest."""
         for entry in self._listeners:
             entry.close()
-        sessions = set(self._sessions)
-        if sessions and grace > 0:
-            log.info("proxy stopping: waiting for sessions", extra={"sessions": len(sessions)})
-            await asyncio.wait(sessions, timeout=grace)
-        for task in self._sessions:
-            task.cancel()
-        if self._sessions:
-            await asyncio.gather(*self._sessions, return_exceptions=True)
+        if self.task_count and self._grace(grace) > 0:
+            log.info("proxy stopping: waiting for sessions", extra={"sessions": self.task_count})
+
+    async def _finish(self) -> None:
         for entry in self._listeners:
             if entry.server is not None:
                 with contextlib.suppress(Exception):
                     await entry.server.wait_closed()
 
-    async def __aenter__(self) -> ProxyServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     # -- sessions ------------------------------------------------------------------------------
     def _spawn(self, proto: _Accepted, listener: _Listener) -> None:
-        if self._closing:
+        if self.stopping:
             if proto.transport is not None:
                 proto.transport.close()
             return
-        task = asyncio.ensure_future(self._serve(proto, listener))
-        self._sessions.add(task)
-        task.add_done_callback(self._sessions.discard)
+        self.track(asyncio.ensure_future(self._serve(proto, listener)))
 
     def claim_user(self, user: str) -> bool:
         """Count a login for per-user limits; False (nothing counted) when over the limit.
@@ -282,15 +270,13 @@ class ProxyServer:
                 )
                 await asyncio.sleep(0.1)
                 continue
-            task = asyncio.ensure_future(self._behind_balancer(conn, listener))
-            self._sessions.add(task)
-            task.add_done_callback(self._sessions.discard)
+            self.track(asyncio.ensure_future(self._behind_balancer(conn, listener)))
 
     async def _behind_balancer(self, conn: socket.socket, listener: _Listener) -> None:
         loop = asyncio.get_running_loop()
         conn.setblocking(False)
         got = await _read_proxy_header(conn)
-        if got is None or self._closing:
+        if got is None or self.stopping:
             conn.close()
             return
         cfg = listener.config

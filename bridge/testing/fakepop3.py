@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bridge.lifecycle import Service
 from bridge.pop3.wire import dot_stuff
 
 __all__ = ["ConnectionInfo", "FakePOP3Server", "Faults"]
@@ -102,7 +103,7 @@ class _Entry:
     uidl: str
 
 
-class FakePOP3Server:
+class FakePOP3Server(Service):
     """``async with FakePOP3Server(mailbox) as server:`` serves POP3 on 127.0.0.1:`server.port`.
 
     Credentials: `user`/`password` (USER/PASS, APOP, AUTH PLAIN, AUTH LOGIN). With
@@ -127,6 +128,7 @@ class FakePOP3Server:
     ) -> None:
         if implicit_tls and ssl_context is None:
             raise ValueError("implicit_tls=True needs an ssl_context")
+        super().__init__()
         self.mailbox: list[bytes] = mailbox if mailbox is not None else []
         self.user = user
         self.password = password
@@ -146,10 +148,9 @@ class FakePOP3Server:
         self._uid_prefix = hashlib.sha256(os.urandom(8)).hexdigest()[:8]
         self._locked = False
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    # -- lifecycle --------------------------------------------------------------------------
-    async def start(self) -> None:
+    # -- lifecycle (bridge.lifecycle.Service: start / ready / stop) -------------------------
+    async def _start(self) -> None:
         self._server = await asyncio.start_server(
             self._serve,
             self.host,
@@ -159,24 +160,15 @@ class FakePOP3Server:
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
 
-    async def stop(self) -> None:
-        """Stop listening and cut every open session (without committing deletions)."""
+    async def _stop(self, grace: float | None) -> None:
+        """Stop listening; the base then cuts every open session (deletions not committed)."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
 
-    async def __aenter__(self) -> FakePOP3Server:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    async def _finish(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            await server.wait_closed()
 
     # -- test helpers -----------------------------------------------------------------------
     def queue_faults(self, *faults: Faults) -> None:
@@ -220,7 +212,7 @@ class FakePOP3Server:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)
+        self.track(task)
         faults = self._queued.popleft() if self._queued else self.faults
         info = ConnectionInfo(len(self.connections), faults, tls=self.implicit_tls)
         self.connections.append(info)
@@ -239,7 +231,6 @@ class FakePOP3Server:
         finally:
             session.release()
             info.closed = True
-            self._tasks.discard(task)
         if graceful:
             # close() flushes what is still buffered (a partial RETR must reach the client);
             # a client that never reads would block that forever, hence the bound.

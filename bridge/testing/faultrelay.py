@@ -30,8 +30,9 @@ import contextlib
 import logging
 from collections import Counter, deque
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Literal
+
+from bridge.lifecycle import Service
 
 __all__ = ["FaultRelay", "RelayFault"]
 
@@ -70,7 +71,7 @@ class _Session:
         self.fired = False
 
 
-class FaultRelay:
+class FaultRelay(Service):
     """``async with FaultRelay(host, port) as relay:`` listens on 127.0.0.1:`relay.port`.
 
     `queue(fault, ...)` hands faults to the next connections, first queued first used;
@@ -81,6 +82,7 @@ class FaultRelay:
     def __init__(
         self, upstream_host: str, upstream_port: int, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
+        super().__init__()
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.host = host
@@ -90,7 +92,6 @@ class FaultRelay:
         self.sessions: list[list[str]] = []  # per connection: the client's command verbs
         self._queued: deque[RelayFault] = deque()
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- control ----------------------------------------------------------------------------
     def queue(self, *faults: RelayFault) -> None:
@@ -103,39 +104,25 @@ class FaultRelay:
     def pending(self) -> int:
         return len(self._queued)
 
-    # -- lifecycle --------------------------------------------------------------------------
-    async def start(self) -> None:
+    # -- lifecycle (bridge.lifecycle.Service: start / ready / stop) -------------------------
+    async def _start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    async def stop(self) -> None:
+    async def _stop(self, grace: float | None) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _finish(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if server is not None:
             await server.wait_closed()
-
-    async def __aenter__(self) -> FaultRelay:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- one connection ---------------------------------------------------------------------
     async def _serve(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)
+        self.track(task)
         self.connections += 1
         session = _Session(self._queued.popleft() if self._queued else None)
         self.sessions.append(session.verbs)
@@ -163,7 +150,6 @@ class FaultRelay:
             for writer in (c_writer, u_writer):
                 if writer is not None:
                     writer.close()
-            self._tasks.discard(task)
 
     async def _client_leg(
         self,
