@@ -31,6 +31,19 @@ from tests.support.dovecot import (  # noqa: E402
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+# A test that uses one of these fixtures needs that server: it gets the marker even when its
+# module forgot it, so `-m "dovecot or postgres"` selects every such test
+# (tests/support_tests/test_missing_services.py relies on that).
+_SERVICE_FIXTURES = {"dovecot": "dovecot", "dovecot_user": "dovecot", "postgres_dsn": "postgres"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        for marker in {m for f, m in _SERVICE_FIXTURES.items() if f in names}:
+            item.add_marker(marker)
+
+
 @pytest.fixture(scope="session")
 def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> TestCerts:
     return make_test_certs(tmp_path_factory.mktemp("certs"))

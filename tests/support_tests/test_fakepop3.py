@@ -407,8 +407,25 @@ async def test_close_after_commands_and_per_connection_faults() -> None:
     assert len(server.connections) == 2
 
 
-_VERBS = ["USER", "PASS", "APOP", "AUTH", "STLS", "STAT", "LIST", "UIDL", "RETR", "TOP", "DELE",
-          "RSET", "NOOP", "CAPA", "XYZ", "user", "Retr"]
+_VERBS = [
+    "USER",
+    "PASS",
+    "APOP",
+    "AUTH",
+    "STLS",
+    "STAT",
+    "LIST",
+    "UIDL",
+    "RETR",
+    "TOP",
+    "DELE",
+    "RSET",
+    "NOOP",
+    "CAPA",
+    "XYZ",
+    "user",
+    "Retr",
+]
 _ARGS = st.lists(
     st.one_of(
         st.sampled_from(["1", "2", "0", "-1", "99", "user", "password", "PLAIN", "LOGIN", "*"]),
