@@ -40,6 +40,7 @@ from pydantic import (
 __all__ = [
     "ENV_PREFIX",
     "AccountConfig",
+    "CanaryConfig",
     "ConfigError",
     "Duration",
     "LoggingConfig",
@@ -442,6 +443,38 @@ class OAuth2Config(_Model):
         return _http_url(value, "expected an http:// or https:// URL")
 
 
+class CanaryConfig(_Model):
+    smtp: str = Field(
+        description="Where to submit the canary: `smtp://host:port` or `lmtp://host:port` (a "
+        "server that delivers into this account's mailbox)."
+    )
+    every: Duration = Field(default=900.0, gt=0, description="Seconds between canaries.")
+    max_age: Duration = Field(
+        default=300.0,
+        gt=0,
+        description="A canary not fetched this long after submission makes the account "
+        "'canary stale'.",
+    )
+    to: str | None = Field(
+        default=None, description="Recipient address; default: the account's username."
+    )
+    sender: str = Field(
+        default="pop3bridge-canary@localhost", description="Envelope and From address."
+    )
+
+    @field_validator("smtp")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError("not a valid URL (is the port a number?)") from None
+        if parts.scheme.lower() not in ("smtp", "lmtp") or not parts.hostname:
+            raise ValueError("expected smtp://host[:port] or lmtp://host[:port]")
+        return value
+
+
 AuthMethod = Literal["auto", "user", "apop", "plain", "login", "cram-md5", "xoauth2", "oauthbearer"]
 _OAUTH_METHODS = ("xoauth2", "oauthbearer")
 
@@ -553,6 +586,11 @@ class AccountConfig(_Model):
     )
     enabled: bool = Field(
         default=True, description="`false` keeps the account configured but unpolled."
+    )
+    canary: CanaryConfig | None = Field(
+        default=None,
+        description="Freshness canary: a small message submitted to this mailbox every `every` "
+        "and timed until it is fetched (never delivered to the webhook, always deleted).",
     )
 
     @model_validator(mode="before")

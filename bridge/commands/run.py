@@ -42,6 +42,7 @@ async def _run(settings: Any) -> int:
             on_delivery=observer.on_delivery,
             on_leases=observer.on_leases,
         )
+        observer.canaries = app.scheduler.canaries
         async with observer.serving(settings):
             log.info("pop3bridge running", extra={"replica": app.options.replica_id})
             await app.run(stop)

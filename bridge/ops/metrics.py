@@ -116,6 +116,23 @@ OAUTH_REFRESH_TOKEN_EXPIRY = _gauge(
     ("account",),
 )
 
+CANARY_AGE = _gauge(
+    "canary_age_seconds",
+    "How long the oldest freshness canary not yet fetched has been travelling (0 when every "
+    "canary sent was fetched); above the account's canary.max_age the mailbox path is stale.",
+    ("account",),
+)
+CANARY_MAX_AGE = _gauge(
+    "canary_max_age_seconds",
+    "The account's canary.max_age: alert when pop3bridge_canary_age_seconds exceeds it.",
+    ("account",),
+)
+CANARY_ROUND_TRIP = _gauge(
+    "canary_round_trip_seconds",
+    "Submission-to-fetch time of the last freshness canary fetched.",
+    ("account",),
+)
+
 # -- leases (several replicas on PostgreSQL) ---------------------------------------------------
 ACCOUNT_LEASES_HELD = _gauge(
     "account_leases_held", "Account leases this replica holds and may poll under now."

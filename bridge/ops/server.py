@@ -194,7 +194,20 @@ _COLUMNS = (
     ("last_error", "Last error"),
     ("pending", "Pending"),
     ("dead", "Dead letters"),
+    ("canary", "Canary"),
 )
+
+
+def _canary_text(value: object) -> str:
+    if not isinstance(value, dict):
+        return ""
+    trip = value.get("last_round_trip")
+    text = str(value.get("state", ""))
+    if isinstance(trip, int | float):
+        text += f" (last round trip {trip:.1f}s)"
+    if value.get("last_error"):
+        text += f": {value['last_error']}"
+    return text
 
 
 def render_page(
@@ -208,8 +221,14 @@ def render_page(
         cells = [f"<th>{esc(str(name))}</th>"]
         for key, _title in _COLUMNS:
             value = entry.get(key) if isinstance(entry, dict) else None
-            text = _when(value) if key.endswith("_at") else ("" if value is None else str(value))
-            cls = ' class="err"' if key == "last_error" and value else ""
+            if key == "canary":
+                text = _canary_text(value)
+            elif key.endswith("_at"):
+                text = _when(value)
+            else:
+                text = "" if value is None else str(value)
+            bad = key == "canary" and isinstance(value, dict) and value.get("state") != "ok"
+            cls = ' class="err"' if (key == "last_error" and value) or bad else ""
             cells.append(f"<td{cls}>{esc(redact(text))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     head = "".join(f"<th>{esc(t)}</th>" for _, t in _COLUMNS)

@@ -28,6 +28,9 @@ class AccountStatus:
     # expires (when the provider said).
     needs_reauth: str | None = None
     refresh_token_expires_at: float | None = None
+    # Freshness canary, when configured: state (ok|stale|failing|waiting), age of the oldest
+    # canary in flight, last round trip, when the last one was fetched, the last submit error.
+    canary: dict[str, Any] | None = None
 
 
 class StatusRegistry:
@@ -67,6 +70,10 @@ class StatusRegistry:
             st = self._accounts.setdefault(account, AccountStatus())
             st.needs_reauth = needs_reauth
             st.refresh_token_expires_at = refresh_token_expires_at
+
+    def set_canary(self, account: str, canary: dict[str, Any]) -> None:
+        with self._lock:
+            self._accounts.setdefault(account, AccountStatus()).canary = canary
 
     def names(self) -> list[str]:
         with self._lock:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from bridge.poller.app import PollerOptions
+from bridge.poller.canary import CanaryKey, CanaryOptions
 from bridge.poller.oauth import DEFAULT_WARN_BEFORE, TokenProvider
 from bridge.poller.spec import AccountSpec, FetchOptions
 from bridge.runtime import claim_lease, secret_value
@@ -88,7 +89,30 @@ def account_spec(account: Any, webhook: Any, providers: dict[str, TokenProvider]
         token=token,
         invalidate_token=invalidate,
         oauth_key=oauth_key,
+        canary=_canary(account),
+        canary_key=_canary_key(webhook),
     )
+
+
+def _canary(account: Any) -> CanaryOptions | None:
+    config = getattr(account, "canary", None)
+    if config is None:
+        return None
+    return CanaryOptions(
+        url=str(config.smtp),
+        every=float(config.every),
+        max_age=float(config.max_age),
+        to=str(config.to or account.username),
+        sender=str(config.sender),
+    )
+
+
+def _canary_key(webhook: Any) -> CanaryKey | None:
+    """Keyed with the account's webhook secrets (every one of a rotation list verifies)."""
+    raw = getattr(webhook, "secret", None) if webhook is not None else None
+    items = raw if isinstance(raw, list | tuple) else [raw]
+    values = [v for v in (secret_value(x) for x in items if x is not None) if v]
+    return CanaryKey.derive(values) if values else None
 
 
 def poller_options(

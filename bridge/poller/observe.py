@@ -18,6 +18,7 @@ from typing import Any
 from bridge.ops import metrics
 from bridge.ops.metrics import best_effort as _safe
 from bridge.ops.status import StatusRegistry
+from bridge.poller.canary import Tracker
 from bridge.poller.session import PollReport
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import AuthenticationFailed, ConnectionLost, InsecureAuthRefused, TLSFailure
@@ -54,10 +55,13 @@ class Observer:
         *,
         clock: Callable[[], float] = time.time,
         oauth: OAuthStates | None = None,
+        canaries: Tracker | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.oauth = oauth
+        self.canaries = canaries
+        self._canary_max_age: dict[str, float] = {}
         self.registry = StatusRegistry()
         self.started_at = clock()
 
@@ -66,6 +70,8 @@ class Observer:
         self, spec: AccountSpec, report: PollReport | None, exc: BaseException | None
     ) -> None:
         name = spec.name
+        if spec.canary is not None:
+            self._canary_max_age[name] = spec.canary.max_age
         if report is not None:
             self.registry.poll_succeeded(name, report.recorded, self.clock())
             _safe(lambda: metrics.POLLS.labels(account=name, outcome="ok").inc())
@@ -116,11 +122,44 @@ class Observer:
                 _safe(_setter(metrics.ACCOUNT_NEEDS_REAUTH, name, 1.0 if action else 0.0))
                 if expires_at is not None:
                     _safe(_setter(metrics.OAUTH_REFRESH_TOKEN_EXPIRY, name, expires_at - now))
+        self._refresh_canaries(now)
         depth = sum(s.pending for s in stats.values())
         dead = sum(s.dead for s in stats.values())
         _safe(lambda: metrics.OUTBOX_DEPTH.set(depth))
         _safe(lambda: metrics.DEAD_LETTERS_STORED.set(dead))
         _safe(lambda: metrics.OLDEST_PENDING_AGE.set(oldest))
+
+    def _refresh_canaries(self, now: float) -> None:
+        if self.canaries is None:
+            return
+        for name, st in list(self.canaries.states.items()):
+            age = st.age(now)
+            limit = self._canary_max_age.get(name)
+            if st.last_error is not None:
+                state = "failing"
+            elif limit is not None and age > limit:
+                state = "stale"
+            elif st.last_fetched_at is None:
+                state = "waiting"
+            else:
+                state = "ok"
+            self.registry.set_canary(
+                name,
+                {
+                    "state": state,
+                    "age": round(age, 3),
+                    "max_age": limit,
+                    "last_round_trip": st.last_round_trip,
+                    "last_fetched_at": st.last_fetched_at,
+                    "last_submitted_at": st.last_submitted_at,
+                    "last_error": st.last_error,
+                },
+            )
+            _safe(_setter(metrics.CANARY_AGE, name, age))
+            if limit is not None:
+                _safe(_setter(metrics.CANARY_MAX_AGE, name, limit))
+            if st.last_round_trip is not None:
+                _safe(_setter(metrics.CANARY_ROUND_TRIP, name, st.last_round_trip))
 
     async def status(self) -> dict[str, Any]:
         await self.refresh()

@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bridge.poller import canary
 from bridge.poller.oauth import OAuthGrantRevoked
 from bridge.poller.session import LeaseLost, PollReport, poll_account
 from bridge.poller.sharing import plan
@@ -128,6 +129,7 @@ class Scheduler:
         self._free_seen: collections.deque[set[str]] = collections.deque(maxlen=2)
         self._rounds = 0
         self._polling: set[asyncio.Task[PollReport]] = set()
+        self.canaries = canary.Tracker(clock)
 
     def owns(self, account: str) -> bool:
         """Whether this replica may poll `account` now (always, without leases)."""
@@ -262,6 +264,8 @@ class Scheduler:
                 # Spread the first logins after a takeover over one heartbeat.
                 delay = random.uniform(0, min(spec.poll_interval, self.leases.interval))
                 continue
+            if spec.canary is not None:
+                await self._send_canary(spec, spec.canary)
             try:
                 await self._poll(spec)
             except asyncio.CancelledError:
@@ -306,6 +310,21 @@ class Scheduler:
             failures = 0
             delay = jittered(spec.poll_interval, self.jitter)
 
+    async def _send_canary(self, spec: AccountSpec, options: canary.CanaryOptions) -> None:
+        """Submit a canary when one is due; a failure is recorded and never stops the poll."""
+        now = self.clock()
+        if spec.canary_key is None or not self.canaries.due(spec.name, options.every, now):
+            return
+        message, nonce = canary.canary_message(spec.name, spec.canary_key, options, now)
+        try:
+            await canary.submit(options, message, options.to or spec.username)
+        except canary.CanaryError as exc:
+            self.canaries.failed(spec.name, str(exc))
+            log.warning("%s", exc, extra={"account": spec.name})
+            return
+        self.canaries.submitted(spec.name, nonce, now)
+        log.debug("canary submitted", extra={"account": spec.name})
+
     async def _parked(self) -> None:
         """Wait to be cancelled: `_reconcile` (the account changed) or `run`'s shutdown does."""
         await asyncio.Event().wait()
@@ -339,6 +358,14 @@ class Scheduler:
                 self._polling.discard(task)
                 self._busy.discard(spec.name)
                 log.debug("session end", extra={"account": spec.name})
+        for found, at in report.canaries:
+            trip = self.canaries.fetched(spec.name, found, at)
+            if trip is not None:
+                log.info(
+                    "canary fetched %.1fs after submission",
+                    trip,
+                    extra={"account": spec.name, "round_trip": round(trip, 3)},
+                )
         self._report(spec, report, None)
         if report.recorded or report.deleted or report.rekeyed:
             log.info(

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 from bridge import mail
 from bridge.outbox import outbox_row
+from bridge.poller.canary import FoundCanary, find_canary
 from bridge.poller.migration import suspicious
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.client import POP3Client
@@ -107,6 +108,10 @@ class PollReport:
     rekeyed: int = 0
     deleted: int = 0
     pruned: int = 0
+    # Our own freshness canaries fetched (never recorded or delivered; DELE'd in this session),
+    # with when each was fetched and its message number.
+    canaries: list[tuple[FoundCanary, float]] = field(default_factory=list)
+    canary_numbers: list[int] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     duration: float = 0.0
 
@@ -278,6 +283,11 @@ async def _session(
         return (stopping is not None and stopping()) or (owned is not None and not owned())
 
     recorded = await _fetch_and_record(client, spec, store, new, sizes, report, clock, notify, halt)
+    if report.canary_numbers:
+        # Canaries are ours: removed even with `on_delivered: keep`. Not recorded anywhere, so a
+        # QUIT that does not commit just means the next poll fetches and deletes them again.
+        _check(owned, account)
+        await client.delete_many(sorted(report.canary_numbers))
 
     if spec.on_delivered == "delete" and recorded and delete_wait > 0:
         more = await _wait_delivered(store, spec, recorded, number_of, to_delete, delete_wait)
@@ -378,6 +388,7 @@ async def _fetch_and_record(
     recorded: list[str] = []
     batch: list[NewMessage] = []
     batch_bytes = 0
+    key = spec.canary_key
     # One batch is recorded while the next is fetched: the store's commit would otherwise
     # leave the POP3 link idle (it was about a third of the fetch). Batches commit in order,
     # and none is pending when this returns (QUIT, deletion and `recorded` come after).
@@ -431,6 +442,10 @@ async def _fetch_and_record(
                 uidl_of = dict(run)
                 async for rn, raw in client.retrieve_many([rn for rn, _ in run]):
                     report.bytes_fetched += len(raw)
+                    if key is not None and (found := find_canary(raw, spec.name, key)):
+                        report.canaries.append((found, clock()))
+                        report.canary_numbers.append(rn)
+                        continue
                     batch.append(
                         build_payload(
                             spec,

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bridge.poller.canary import CanaryKey, CanaryOptions
 from bridge.pop3.client import TLSMode
 
 __all__ = ["AccountSpec", "FetchOptions"]
@@ -59,4 +60,8 @@ class AccountSpec:
     # A digest of the OAuth settings (refresh token included), so that a changed grant makes a
     # different spec: the scheduler restarts a loop parked on `invalid_grant` when it changes.
     oauth_key: str = field(default="", repr=False)
+    # Freshness canary (see `bridge.poller.canary`); the key recognises canaries even when
+    # `canary` is unset, so ones sent before a config change are still swallowed.
+    canary: CanaryOptions | None = None
+    canary_key: CanaryKey | None = field(default=None, repr=False, compare=False)
     invalidate_token: Callable[[], None] | None = field(default=None, repr=False, compare=False)

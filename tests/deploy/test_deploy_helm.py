@@ -67,6 +67,7 @@ def test_the_chart_has_its_parts() -> None:
         "templates/pvc.yaml",
         "templates/pdb.yaml",
         "templates/servicemonitor.yaml",
+        "templates/prometheusrule.yaml",
         "templates/serviceaccount.yaml",
     }
     present = {p.relative_to(CHART).as_posix() for p in CHART.rglob("*") if p.is_file()}

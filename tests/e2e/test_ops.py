@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,14 +128,6 @@ def run_config(path: Path, db_url: str, receiver: Receiver, accounts: list[dict[
     config["logging"] = {"format": "json", "level": "DEBUG"}
     path.write_text(yaml.safe_dump(config))
     return port
-
-
-@pytest.fixture
-def bridges() -> Iterator[list[Bridge]]:
-    started: list[Bridge] = []
-    yield started
-    for b in started:
-        b.stop()
 
 
 # --- the poller's metrics, status and page --------------------------------------------------
