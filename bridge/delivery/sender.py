@@ -49,6 +49,7 @@ _RESERVED = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature", "
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field-name
 _ERROR_BODY_LIMIT = 200  # characters of a failing response body kept in `error`
 _READ_LIMIT = 64 * 1024  # bytes of a response we read; the rest is dropped with the connection
+RESPONSE_HEAD = 200
 USER_AGENT = "pop3bridge-webhooks/0.1"
 
 
@@ -64,6 +65,9 @@ class DeliveryResult:
     permanent: bool  # retrying cannot help (4xx other than 408/409/425/429, bad URL)
     error: str | None  # what went wrong, in words a user can act on; no secrets
     latency: float  # seconds spent in send(), including in-process retries
+    # The first RESPONSE_HEAD bytes of the answer's body (decoded, secrets scrubbed), for the
+    # custody trail: what the receiver said when it accepted or refused the message.
+    response_head: str | None = None
 
 
 @dataclass(frozen=True)
@@ -303,12 +307,8 @@ class WebhookSender(Service):
             ) as resp:
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._clock())
-                text = ""
-                if not 200 <= status < 300:
-                    raw = await resp.content.read(_READ_LIMIT)
-                    text = _snippet(raw)
-                else:
-                    await resp.content.read(_READ_LIMIT)
+                raw = await resp.content.read(_READ_LIMIT)
+                text = "" if 200 <= status < 300 else _snippet(raw)
         except TimeoutError:
             return self._failed(target, started, f"no response within {target.timeout:g}s")
         except aiohttp.ClientConnectorCertificateError as exc:
@@ -353,15 +353,18 @@ class WebhookSender(Service):
                 permanent=True,
             )
         latency = time.monotonic() - started
+        head = target.scrub(raw[:RESPONSE_HEAD].decode("utf-8", "replace")) if raw else None
         if 200 <= status < 300:
-            return DeliveryResult(True, status, retry_after, False, None, latency)
+            return DeliveryResult(True, status, retry_after, False, None, latency, head)
         permanent = is_permanent_status(status)
         error = f"{target.safe_url} answered HTTP {status}"
         if 300 <= status < 400:
             error += " (redirects are not followed; point the webhook URL at the final address)"
         if text:
             error += f": {text}"
-        return DeliveryResult(False, status, retry_after, permanent, target.scrub(error), latency)
+        return DeliveryResult(
+            False, status, retry_after, permanent, target.scrub(error), latency, head
+        )
 
     def _failed(
         self, target: WebhookTarget, started: float, error: str, *, permanent: bool = False

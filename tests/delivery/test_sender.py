@@ -246,3 +246,18 @@ async def test_send_outside_context_is_a_usage_error(receiver: WebhookReceiver) 
 def test_header_injection_is_a_config_error(headers: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="extra header"):
         WebhookTarget("w", "https://example.test/x", (new_secret(),), headers=headers)
+
+
+async def test_the_first_200_bytes_of_every_answer_are_kept_for_the_custody_trail(
+    receiver: WebhookReceiver, sender: WebhookSender
+) -> None:
+    receiver.script(Reply(200, body=b'{"ticket": 4711}' + b"x" * 500))
+    ok = await sender.send(target_for(receiver), "msg_1", BODY)
+    assert ok.ok and ok.response_head is not None
+    assert ok.response_head.startswith('{"ticket": 4711}') and len(ok.response_head) == 200
+    receiver.script(Reply(503, body=b"busy"))
+    busy = await sender.send(target_for(receiver), "msg_2", BODY)
+    assert busy.response_head == "busy"
+    receiver.script(204)
+    empty = await sender.send(target_for(receiver), "msg_3", BODY)
+    assert empty.response_head is None
