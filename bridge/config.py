@@ -316,8 +316,48 @@ def _check_secret_format(value: SecretStr) -> None:
         raise ValueError(str(exc)) from None
 
 
+class MailgunFormat(_Model):
+    mime: bool = Field(
+        default=False,
+        description="Post the whole message as `body-mime` (Mailgun's raw MIME form, for "
+        "receivers on a `.../inbound_mime/` URL) instead of the parsed fields.",
+    )
+
+
+class SendGridFormat(_Model):
+    raw: bool = Field(
+        default=False,
+        description='Post the whole message in `email` (Inbound Parse\'s "raw" setting) '
+        "instead of the parsed fields.",
+    )
+
+
 class WebhookConfig(_Model):
     name: str = Field(description="Referenced by `accounts[].webhook` and `proxy` taps.")
+    format: Literal["standard", "postmark", "mailgun", "sendgrid"] = Field(
+        default="standard",
+        description="Request shape: `standard` (the signed JSON payload) or the inbound "
+        "request of `postmark`, `mailgun` or `sendgrid`, for receivers written for those "
+        "services (docs/formats.md). Credentials in the URL (`https://user:pass@host/...`) "
+        "go out as HTTP Basic auth.",
+    )
+    mailgun: MailgunFormat = Field(
+        default_factory=MailgunFormat, description="Options of `format: mailgun`."
+    )
+    sendgrid: SendGridFormat = Field(
+        default_factory=SendGridFormat, description="Options of `format: sendgrid`."
+    )
+    mailgun_signing_key: SecretStr | None = Field(
+        default=None,
+        description="`format: mailgun`: the webhook signing key `signature` is an HMAC-SHA256 "
+        "under (the receiver's MAILGUN_WEBHOOK_SIGNING_KEY). Required with that format.",
+    )
+    mailgun_signing_key_file: str | None = Field(
+        default=None, description="File holding the Mailgun signing key."
+    )
+    mailgun_signing_key_env: str | None = Field(
+        default=None, description="Environment variable holding the Mailgun signing key."
+    )
     url: str = Field(description="http(s) URL the signed POST goes to.")
     secret: SecretStr | list[SecretStr] | None = Field(
         default=None,
@@ -359,7 +399,12 @@ class WebhookConfig(_Model):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        problems = _resolve_secret(data, "secret", info, many=True, required=True)
+        # A receiver written for another service has no Standard Webhooks secret to check.
+        standard = data.get("format", "standard") == "standard"
+        problems = _resolve_secret(data, "secret", info, many=True, required=standard)
+        problems += _resolve_secret(
+            data, "mailgun_signing_key", info, required=data.get("format") == "mailgun"
+        )
         if problems:
             raise _KeyedProblem(problems)
         return data
@@ -571,6 +616,24 @@ class AccountConfig(_Model):
         default=120.0, gt=0, description="Timeout for one server response."
     )
     webhook: str = Field(description="Name of the webhook this account delivers to.")
+    mailbox_hash_separator: str = Field(
+        default="+",
+        min_length=1,
+        max_length=8,
+        description="What starts the mailbox hash in a recipient's local part "
+        "(`support+1234@...` gives `1234`), for the payload's `mailbox_hash` fields.",
+    )
+    trusted_authserv_id: str | list[str] | None = Field(
+        default=None,
+        description="Authentication-Results authserv-id(s) of this mailbox's own provider "
+        "(e.g. `mx.google.com`); only its results, at the top of the header block, fill the "
+        "payload's `auth`. Unset: `auth` is null.",
+    )
+    trust_spam_headers: bool = Field(
+        default=False,
+        description="The provider's X-Spam-Status/-Score/-Flag headers (at the top of the "
+        "header block) fill the payload's `spam`. Off: `spam` is null.",
+    )
     poll_interval: Duration = Field(default=60.0, gt=0, description="Seconds between polls.")
     on_delivered: Literal["keep", "delete"] = Field(
         default="keep", description="`delete` removes a message from the server only after a 2xx."

@@ -19,15 +19,29 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime as dt
+import json
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from bridge import mail
 from bridge.delivery.ids import msg_id_for
+from bridge.mail.formats import FormatOptions, render
 from bridge.store.base import NewMessage, OutboxItem, deferred_payload, deferred_source
 
-__all__ = ["DEFER_MAX", "DeferredPayload", "ParsePool", "build_bodies", "outbox_row"]
+__all__ = [
+    "DEFER_MAX",
+    "BodySpec",
+    "DeferredPayload",
+    "ParsePool",
+    "build_bodies",
+    "outbox_row",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +62,20 @@ def outbox_row(
     delete_after_delivery: bool = False,
     source: str = "poller",
     defer: bool = False,
+    defer_any_size: bool = False,
+    options: mail.MailOptions = mail.DEFAULT_OPTIONS,
 ) -> NewMessage:
     """The outbox row for one message; with `oversize_reason`, `raw` holds only its headers.
 
     An oversize message is never marked for deletion: we could not keep a copy of it. With
     `defer`, a message under `DEFER_MAX` gets its body built at delivery (module docstring);
     its envelope timestamp is then the row's `created_at`, which `Store.record` sets to the
-    same `now`.
+    same `now`. `defer_any_size` defers bigger ones too: a webhook with a delivery format
+    needs every attachment's bytes, which only the raw message has. `options` are the
+    account's (mailbox hash separator, trusted provider headers).
     """
     oversize = oversize_reason is not None
-    if defer and not oversize and len(raw) < DEFER_MAX:
+    if defer and not oversize and (len(raw) < DEFER_MAX or defer_any_size):
         return NewMessage(
             account=account,
             uidl=uidl,
@@ -65,17 +83,20 @@ def outbox_row(
             webhook=webhook,
             size=size,
             fingerprint=mail.fingerprint(raw),
-            payload=deferred_payload(source),
+            payload=deferred_payload(_note(source, options)),
             raw=raw,
             delete_after_delivery=delete_after_delivery,
         )
     if oversize_reason is not None:
-        data = mail.metadata_only(raw, reason=oversize_reason)
+        data = mail.metadata_only(raw, reason=oversize_reason, options=options)
         fingerprint = mail.fingerprint(raw)
     else:
         # One parse for both: parsing is most of the poller's CPU time.
         data, fingerprint = mail.build_message_data_and_fingerprint(
-            raw, attachment_inline_limit=attachment_inline_limit, include_raw=include_raw
+            raw,
+            attachment_inline_limit=attachment_inline_limit,
+            include_raw=include_raw,
+            options=options,
         )
     msg_id = msg_id_for(account, uidl)
     body = _body(data, msg_id=msg_id, account=account, uidl=uidl, size=size, now=now, source=source)
@@ -102,7 +123,23 @@ def _body(
     now: float,
     source: str,
 ) -> bytes:
-    envelope = mail.envelope(
+    envelope = _envelope(
+        data, msg_id=msg_id, account=account, uidl=uidl, size=size, now=now, source=source
+    )
+    return mail.encode(envelope)
+
+
+def _envelope(
+    data: dict[str, object],
+    *,
+    msg_id: str,
+    account: str,
+    uidl: str,
+    size: int,
+    now: float,
+    source: str,
+) -> dict[str, Any]:
+    return mail.envelope(
         data,
         msg_id=msg_id,
         account=account,
@@ -111,62 +148,129 @@ def _body(
         timestamp=dt.datetime.fromtimestamp(now, dt.UTC),
         source=source,
     )
-    return mail.encode(envelope)
+
+
+def _note(source: str, options: mail.MailOptions) -> str:
+    """A deferred row's note: its source, and the account's payload options when they are not
+    the defaults (so the body built at delivery is the one the fetch would have built, for
+    accounts from the database as much as from the file)."""
+    if options == mail.DEFAULT_OPTIONS:
+        return source
+    fields = {
+        "mailbox_hash_separator": options.mailbox_hash_separator,
+        "trusted_authserv_ids": list(options.trusted_authserv_ids),
+        "trust_spam_headers": options.trust_spam_headers,
+    }
+    return source + "\n" + json.dumps(fields, ensure_ascii=True, sort_keys=True)
+
+
+def _from_note(note: str) -> tuple[str, mail.MailOptions]:
+    source, _, rest = note.partition("\n")
+    if not rest:
+        return source, mail.DEFAULT_OPTIONS
+    fields = json.loads(rest)
+    return source, mail.MailOptions(
+        mailbox_hash_separator=str(fields["mailbox_hash_separator"]),
+        trusted_authserv_ids=tuple(str(i) for i in fields["trusted_authserv_ids"]),
+        trust_spam_headers=bool(fields["trust_spam_headers"]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BodySpec:
+    """Everything a route's bodies depend on besides the row: picklable, so a parse worker
+    process builds with exactly the options the route has."""
+
+    attachment_inline_limit: int
+    include_raw: bool
+    format: FormatOptions = field(default_factory=FormatOptions)
+
+
+# A delivery format carries every attachment's bytes, as the service it imitates does.
+_ALL_CONTENT = 1 << 62
 
 
 class DeferredPayload:
-    """A route's builder of deferred bodies: `await builder(item) -> bytes`, the body
-    `outbox_row` would have built at fetch time with this webhook's options.
+    """A route's builder of bodies: `await builder(item) -> bytes`.
 
-    Building is deterministic (same raw, options and `created_at` give the same bytes), so a
-    retried delivery signs the same body under the same webhook-id. With a `ParsePool` the
-    parsing happens in its worker processes; `body(item)` always builds in this process.
+    For the standard format: the body `outbox_row` would have built at fetch time with this
+    webhook's options, for rows recorded deferred; other rows' bodies as stored. Building is
+    deterministic (same raw, options and `created_at` give the same bytes), so a retried
+    delivery signs the same body under the same webhook-id. For a delivery format
+    (`bridge.mail.formats`): every row reshaped, from its raw message when the store has it
+    (deferred rows) or from its stored standard body. With a `ParsePool` the parsing happens
+    in its worker processes; `body(item)` always builds in this process.
     """
 
     def __init__(
-        self, *, attachment_inline_limit: int, include_raw: bool, pool: ParsePool | None = None
+        self,
+        *,
+        attachment_inline_limit: int,
+        include_raw: bool,
+        pool: ParsePool | None = None,
+        format: FormatOptions | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.attachment_inline_limit = attachment_inline_limit
-        self.include_raw = include_raw
+        self.spec = BodySpec(
+            attachment_inline_limit=attachment_inline_limit,
+            include_raw=include_raw,
+            format=format or FormatOptions(),
+        )
         self.pool = pool
+        self.clock = clock
+
+    @property
+    def attachment_inline_limit(self) -> int:
+        return self.spec.attachment_inline_limit
+
+    @property
+    def include_raw(self) -> bool:
+        return self.spec.include_raw
 
     async def __call__(self, item: OutboxItem) -> bytes:
-        if deferred_source(item.payload) is None:
+        if deferred_source(item.payload) is None and self.spec.format.standard:
             return item.payload
         if self.pool is not None:
             return await self.pool.build(item, self)
         return self.body(item)
 
-    def body(self, item: OutboxItem) -> bytes:
-        source = deferred_source(item.payload)
-        if source is None:
+    def body(self, item: OutboxItem, now: float | None = None) -> bytes:
+        """The body for `item`; `now` is the attempt's time (a format's timestamp)."""
+        return _build(self.spec, item, self.clock() if now is None else now)
+
+
+def _build(spec: BodySpec, item: OutboxItem, now: float) -> bytes:
+    note = deferred_source(item.payload)
+    reshape = not spec.format.standard
+    if note is None:
+        if not reshape:
             return item.payload
-        if item.raw is None:
-            raise ValueError(f"outbox row {item.id} has a deferred payload but no raw message")
-        data = mail.build_message_data(
-            item.raw,
-            attachment_inline_limit=self.attachment_inline_limit,
-            include_raw=self.include_raw,
-        )
-        return _body(
-            data,
-            msg_id=item.msg_id,
-            account=item.account,
-            uidl=item.uidl,
-            size=item.size,
-            now=item.created_at,
-            source=source,
-        )
-
-
-def build_bodies(
-    items: Sequence[OutboxItem], attachment_inline_limit: int, include_raw: bool
-) -> list[bytes]:
-    """`DeferredPayload.body` for each item: what a parse worker process runs."""
-    builder = DeferredPayload(
-        attachment_inline_limit=attachment_inline_limit, include_raw=include_raw
+        return render(spec.format, orjson.loads(item.payload), raw=None, now=now)
+    if item.raw is None:
+        raise ValueError(f"outbox row {item.id} has a deferred payload but no raw message")
+    source, options = _from_note(note)
+    data = mail.build_message_data(
+        item.raw,
+        attachment_inline_limit=_ALL_CONTENT if reshape else spec.attachment_inline_limit,
+        include_raw=spec.include_raw and not reshape,
+        options=options,
     )
-    return [builder.body(item) for item in items]
+    kwargs: dict[str, Any] = {
+        "msg_id": item.msg_id,
+        "account": item.account,
+        "uidl": item.uidl,
+        "size": item.size,
+        "now": item.created_at,
+        "source": source,
+    }
+    if not reshape:
+        return _body(data, **kwargs)
+    return render(spec.format, _envelope(data, **kwargs), raw=item.raw, now=now)
+
+
+def build_bodies(items: Sequence[OutboxItem], spec: BodySpec, now: float) -> list[bytes]:
+    """The body of each item under `spec`: what a parse worker process runs."""
+    return [_build(spec, item, now) for item in items]
 
 
 class ParsePool:
@@ -200,7 +304,9 @@ class ParsePool:
 
     def _warm_up(self) -> None:
         with contextlib.suppress(Exception):  # a failed start shows up on the first batch
-            self._executor.submit(build_bodies, [], 0, False).add_done_callback(_ignore_result)
+            self._executor.submit(build_bodies, [], BodySpec(0, False), 0.0).add_done_callback(
+                _ignore_result
+            )
 
     async def build(self, item: OutboxItem, builder: DeferredPayload) -> bytes:
         if self._broken:
@@ -215,25 +321,30 @@ class ParsePool:
         try:
             while self._queued:
                 group, self._queued = self._queued, []
-                by_options: dict[tuple[int, bool], list[tuple[OutboxItem, asyncio.Future[bytes]]]]
+                by_options: dict[BodySpec, list[tuple[OutboxItem, asyncio.Future[bytes]]]]
                 by_options = {}
+                clocks: dict[BodySpec, Callable[[], float]] = {}
                 for item, builder, done in group:
-                    key = (builder.attachment_inline_limit, builder.include_raw)
-                    by_options.setdefault(key, []).append((item, done))
-                await asyncio.gather(*(self._batch(k, v) for k, v in by_options.items()))
+                    by_options.setdefault(builder.spec, []).append((item, done))
+                    clocks[builder.spec] = builder.clock
+                await asyncio.gather(
+                    *(self._batch(k, v, clocks[k]()) for k, v in by_options.items())
+                )
         finally:
             self._running = None
 
     async def _batch(
-        self, options: tuple[int, bool], batch: list[tuple[OutboxItem, asyncio.Future[bytes]]]
+        self,
+        spec: BodySpec,
+        batch: list[tuple[OutboxItem, asyncio.Future[bytes]]],
+        now: float,
     ) -> None:
-        limit, include_raw = options
         loop = asyncio.get_running_loop()
         try:
             if self._broken:
                 raise concurrent.futures.BrokenExecutor("parse workers are gone")
             bodies = await loop.run_in_executor(
-                self._executor, build_bodies, [item for item, _ in batch], limit, include_raw
+                self._executor, build_bodies, [item for item, _ in batch], spec, now
             )
         except Exception as exc:
             if isinstance(exc, concurrent.futures.BrokenExecutor) and not self._broken:
@@ -243,12 +354,11 @@ class ParsePool:
                     exc,
                 )
             # Build here, one by one, so each item gets its own result or its own error.
-            builder = DeferredPayload(attachment_inline_limit=limit, include_raw=include_raw)
             for item, done in batch:
                 if done.done():
                     continue
                 try:
-                    done.set_result(builder.body(item))
+                    done.set_result(_build(spec, item, now))
                 except Exception as error:
                     done.set_exception(error)
             return

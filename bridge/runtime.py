@@ -17,6 +17,8 @@ from types import TracebackType
 from typing import Any, Self
 
 from bridge.delivery.worker import DEFAULT_LEASE_SECONDS, Route
+from bridge.mail import MailOptions
+from bridge.mail.formats import FormatOptions
 from bridge.outbox import DeferredPayload, ParsePool
 from bridge.store import Store, open_store
 from bridge.store.base import OutboxItem
@@ -26,6 +28,8 @@ __all__ = [
     "DeliveryRuntime",
     "body_builder",
     "claim_lease",
+    "format_options",
+    "mail_options",
     "record_delivery",
     "retry_policy",
     "secret_value",
@@ -83,11 +87,42 @@ def webhook_target(hook: Any) -> Any:
 
 
 def body_builder(hook: Any, pool: ParsePool | None = None) -> DeferredPayload:
-    """Builds the bodies of rows the poller recorded raw, with this webhook's payload options."""
+    """Builds the bodies of rows the poller recorded raw, with this webhook's payload options
+    (its delivery format among them; the account's options travel in the row)."""
     return DeferredPayload(
         attachment_inline_limit=int(getattr(hook, "attachment_inline_limit", 1024 * 1024)),
         include_raw=bool(getattr(hook, "include_raw", False)),
         pool=pool,
+        format=format_options(hook),
+    )
+
+
+def format_options(hook: Any) -> FormatOptions:
+    """The webhook's delivery format (`bridge.mail.formats`); the signing key unwrapped here."""
+    name = str(getattr(hook, "format", "standard") or "standard")
+    if name == "standard":
+        return FormatOptions()
+    mime = False
+    if name == "mailgun":
+        mime = bool(getattr(getattr(hook, "mailgun", None), "mime", False))
+    elif name == "sendgrid":
+        mime = bool(getattr(getattr(hook, "sendgrid", None), "raw", False))
+    return FormatOptions(
+        name=name,  # type: ignore[arg-type]  # the config's Literal
+        mime=mime,
+        include_raw=bool(getattr(hook, "include_raw", False)),
+        signing_key=secret_value(getattr(hook, "mailgun_signing_key", None)) or "",
+    )
+
+
+def mail_options(account: Any) -> MailOptions:
+    """An account's payload options: plus-address separator, trusted provider headers."""
+    trusted = getattr(account, "trusted_authserv_id", None)
+    ids = (trusted,) if isinstance(trusted, str) else tuple(trusted or ())
+    return MailOptions(
+        mailbox_hash_separator=str(getattr(account, "mailbox_hash_separator", "+") or "+"),
+        trusted_authserv_ids=tuple(str(i) for i in ids),
+        trust_spam_headers=bool(getattr(account, "trust_spam_headers", False)),
     )
 
 

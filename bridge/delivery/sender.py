@@ -85,7 +85,7 @@ class WebhookTarget:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
     ca_file: str | Path | None = None
     verify_tls: bool = True
-    _keys: SigningKeys = field(init=False, repr=False, compare=False, hash=False)
+    _keys: SigningKeys | None = field(init=False, repr=False, compare=False, hash=False)
     _static_headers: dict[str, str] = field(init=False, repr=False, compare=False, hash=False)
     _sensitive: tuple[str, ...] = field(init=False, repr=False, compare=False, hash=False)
     _url: URL = field(init=False, repr=False, compare=False, hash=False)
@@ -94,7 +94,9 @@ class WebhookTarget:
     def __post_init__(self) -> None:
         object.__setattr__(self, "secrets", tuple(self.secrets))
         object.__setattr__(self, "headers", dict(self.headers))
-        object.__setattr__(self, "_keys", SigningKeys(self.secrets))
+        # No secrets: a webhook in a delivery format whose receiver checks Basic auth or its
+        # own signature (Mailgun's) instead; webhook-id still goes out for deduplication.
+        object.__setattr__(self, "_keys", SigningKeys(self.secrets) if self.secrets else None)
         if not self.timeout > 0:
             raise ValueError(f"webhook {self.name!r}: timeout must be positive")
         try:
@@ -176,9 +178,16 @@ class WebhookTarget:
 
     def signed_headers(self, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
         headers = dict(self._static_headers)
+        if body.startswith(b"--"):
+            # A Mailgun- or SendGrid-shaped form (bridge.mail.formats): RFC 7578 bodies start
+            # with their delimiter, so the boundary is the first line and needs no side channel.
+            end = body.find(b"\r\n")
+            boundary = body[2:end].decode("ascii", "replace")
+            headers["content-type"] = f"multipart/form-data; boundary={boundary}"
         headers["webhook-id"] = msg_id
         headers["webhook-timestamp"] = str(timestamp)
-        headers["webhook-signature"] = self._keys.sign(msg_id, timestamp, body)
+        if self._keys is not None:
+            headers["webhook-signature"] = self._keys.sign(msg_id, timestamp, body)
         return headers
 
     def scrub(self, text: str) -> str:

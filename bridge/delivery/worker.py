@@ -51,7 +51,8 @@ class Route:
 
     target: Any  # bridge.delivery.sender.WebhookTarget
     policy: Policy
-    # Builds the body of a row recorded with a deferred payload (bridge.outbox.DeferredPayload).
+    # Builds the body of a row recorded with a deferred payload (bridge.outbox.DeferredPayload),
+    # and gives every other row its final shape (the webhook's format); called for every row.
     prepare: Callable[[OutboxItem], Awaitable[bytes]] | None = None
 
 
@@ -231,9 +232,10 @@ class DeliveryWorker:
         becomes a dead letter (kept with its raw message, replayable) instead of being retried
         in a loop.
         """
-        if deferred_source(item.payload) is None:
+        if route.prepare is None and deferred_source(item.payload) is None:
             return item.payload
         try:
+            # A route's builder also reshapes bodies built at fetch (a delivery format).
             if route.prepare is None:
                 raise LookupError(f"webhook {item.webhook!r} has no builder for deferred bodies")
             return await route.prepare(item)

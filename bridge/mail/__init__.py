@@ -1,6 +1,8 @@
 """RFC 5322/MIME bytes -> the `message.received` webhook payload (pure, no I/O)."""
 
+from bridge.mail._helpdesk import DEFAULT_OPTIONS, MailOptions
 from bridge.mail._payload import (
+    HELPDESK_FIELDS,
     MAX_PARSE_ERRORS,
     build_message_data,
     build_message_data_and_fingerprint,
@@ -13,8 +15,11 @@ from bridge.mail._payload import (
 from bridge.mail.errors import MailError, PayloadEncodingError
 
 __all__ = [
+    "DEFAULT_OPTIONS",
+    "HELPDESK_FIELDS",
     "MAX_PARSE_ERRORS",
     "MailError",
+    "MailOptions",
     "PayloadEncodingError",
     "build_message_data",
     "build_message_data_and_fingerprint",

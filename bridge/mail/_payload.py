@@ -30,13 +30,26 @@ from bridge.mail._headers import (
     raw_to_str,
     unfold,
 )
+from bridge.mail._helpdesk import (
+    DEFAULT_OPTIONS,
+    MailOptions,
+    auth_results,
+    auto_submitted,
+    mailbox_hash,
+    original_recipient,
+    spam_verdict,
+)
 from bridge.mail._mime import header_end as _header_end
 from bridge.mail._mime import parse, parse_headers, walk
+from bridge.mail._reply import reply_text
 from bridge.mail._text import clean
 from bridge.mail.errors import PayloadEncodingError
 
 __all__ = [
+    "DEFAULT_OPTIONS",
+    "HELPDESK_FIELDS",
     "MAX_PARSE_ERRORS",
+    "MailOptions",
     "build_message_data",
     "build_message_data_and_fingerprint",
     "encode",
@@ -60,7 +73,11 @@ _ADDRESS_FIELDS = (
 
 
 def build_message_data(
-    raw: bytes, *, attachment_inline_limit: int, include_raw: bool
+    raw: bytes,
+    *,
+    attachment_inline_limit: int,
+    include_raw: bool,
+    options: MailOptions = DEFAULT_OPTIONS,
 ) -> dict[str, Any]:
     """Every field of the payload's `data` except id/account/uidl/size (and source).
 
@@ -68,13 +85,20 @@ def build_message_data(
     `content`, larger ones only metadata. Never raises on any input bytes.
     """
     data, _ = build_message_data_and_fingerprint(
-        raw, attachment_inline_limit=attachment_inline_limit, include_raw=include_raw
+        raw,
+        attachment_inline_limit=attachment_inline_limit,
+        include_raw=include_raw,
+        options=options,
     )
     return data
 
 
 def build_message_data_and_fingerprint(
-    raw: bytes, *, attachment_inline_limit: int, include_raw: bool
+    raw: bytes,
+    *,
+    attachment_inline_limit: int,
+    include_raw: bool,
+    options: MailOptions = DEFAULT_OPTIONS,
 ) -> tuple[dict[str, Any], str]:
     """`build_message_data(raw, ...)` and `fingerprint(raw)` from a single parse.
 
@@ -91,13 +115,17 @@ def build_message_data_and_fingerprint(
         text, html, body = walk(msg, attachment_inline_limit)
         errors.extend(body.errors)
         data["text"], data["html"], data["attachments"] = text, html, body.attachments
+        content_type: str | None = msg.get_content_type()
     except Exception as exc:  # the parser gave up; fall back to the header block
         log.warning("message could not be parsed: %s", type(exc).__name__)
         errors = [f"the message could not be parsed ({type(exc).__name__}); raw message attached"]
         data = _headers_only(raw, errors)
         include_raw = True
+        content_type = None
     data["raw"] = base64.b64encode(raw).decode("ascii") if include_raw else None
+    helpdesk = _helpdesk_fields(data, options, content_type, errors)
     data["parse_errors"] = _tidy(errors)
+    data.update(helpdesk)
     digest = None
     if msg is not None:
         try:
@@ -107,13 +135,75 @@ def build_message_data_and_fingerprint(
     return data, digest if digest is not None else fingerprint(raw)
 
 
-def metadata_only(header_bytes: bytes, *, reason: str) -> dict[str, Any]:
+def metadata_only(
+    header_bytes: bytes, *, reason: str, options: MailOptions = DEFAULT_OPTIONS
+) -> dict[str, Any]:
     """Payload data for a message too large to download: headers only, `reason` first."""
     errors = [clean(reason)]
     data = _headers_only(header_bytes, errors)
     data["raw"] = None
+    helpdesk = _helpdesk_fields(data, options, None, errors)
     data["parse_errors"] = _tidy(errors)
+    data.update(helpdesk)
     return data
+
+
+# The helpdesk fields, in payload order after `parse_errors` (the fields before them keep
+# their bytes); docs/formats.md and the schema describe each.
+HELPDESK_FIELDS = (
+    "reply_text",
+    "mailbox_hash",
+    "original_recipient",
+    "auth",
+    "spam",
+    "auto_submitted",
+)
+
+
+def _helpdesk_fields(
+    data: dict[str, Any], options: MailOptions, content_type: str | None, errors: list[str]
+) -> dict[str, Any]:
+    """The helpdesk fields of `data` (whose `headers_raw` it consumes); never raises.
+
+    A field whose computation fails on some input is null with a `parse_errors` sentence:
+    no field may keep a message from being delivered.
+    """
+    raw_headers: list[tuple[str, str]] = data.pop("_raw_headers", [])
+    sep = options.mailbox_hash_separator
+    out: dict[str, Any] = dict.fromkeys(HELPDESK_FIELDS)
+    out["auto_submitted"] = False
+    steps: list[tuple[str, Any]] = [
+        ("reply_text", lambda: reply_text(data.get("text"))),
+        ("original_recipient", lambda: original_recipient(raw_headers, errors)),
+        ("auth", lambda: auth_results(raw_headers, options.trusted_authserv_ids, errors)),
+        ("spam", lambda: spam_verdict(raw_headers, options.trust_spam_headers, errors)),
+        ("auto_submitted", lambda: auto_submitted(raw_headers, content_type)),
+    ]
+    for key, step in steps:
+        try:
+            out[key] = step()
+        except Exception as exc:  # a bug or a hostile value: report it, deliver anyway
+            errors.append(f"{key} could not be worked out ({type(exc).__name__}); set to null")
+            out[key] = False if key == "auto_submitted" else None
+    try:
+        for key in ("to", "cc"):
+            for entry in data.get(key, []):
+                entry["mailbox_hash"] = mailbox_hash(entry.get("address"), sep)
+        out["mailbox_hash"] = _top_mailbox_hash(data, out["original_recipient"], sep)
+    except Exception as exc:
+        errors.append(f"mailbox_hash could not be worked out ({type(exc).__name__}); set to null")
+    return out
+
+
+def _top_mailbox_hash(data: dict[str, Any], recipient: str | None, sep: str) -> str | None:
+    """The delivered-to address's hash; without one, the first To/Cc address that has one."""
+    if recipient is not None:
+        return mailbox_hash(recipient, sep)
+    for key in ("to", "cc"):
+        for entry in data.get(key, []):
+            if entry.get("mailbox_hash"):
+                return str(entry["mailbox_hash"])
+    return None
 
 
 def _headers_only(raw: bytes, errors: list[str]) -> dict[str, Any]:
@@ -131,9 +221,12 @@ def _header_fields(msg: Message, errors: list[str]) -> dict[str, Any]:
     # One pass over the fields, as `Message.get`/`get_all` would see them (first value, all
     # values; names compared lower-cased): eleven lookups each rescanned every field.
     every: dict[str, list[str]] = {}
+    raw_headers: list[tuple[str, str]] = []
     for name, value in msg.raw_items():
         text = str(value)
-        every.setdefault(str(name).lower(), []).append(text)
+        lower = str(name).lower()
+        every.setdefault(lower, []).append(text)
+        raw_headers.append((lower, text))
         label = clean(raw_to_str(str(name), "header name", errors)).strip()
         where = f"{label[:60]} header"
         headers.append({"name": label, "value": decode_header_value(text, where, errors)})
@@ -152,6 +245,7 @@ def _header_fields(msg: Message, errors: list[str]) -> dict[str, Any]:
     data["in_reply_to"] = _optional(first("in-reply-to"), "In-Reply-To header", errors)
     data["references"] = decode_msgid_list(first("references"), "References header", errors)
     data["headers"] = headers
+    data["_raw_headers"] = raw_headers  # for the helpdesk fields; popped before encoding
     return data
 
 

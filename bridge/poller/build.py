@@ -14,23 +14,27 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from bridge.mail import DEFAULT_OPTIONS
 from bridge.poller.app import PollerOptions
 from bridge.poller.canary import CanaryKey, CanaryOptions
 from bridge.poller.oauth import DEFAULT_WARN_BEFORE, TokenProvider
 from bridge.poller.spec import AccountSpec, FetchOptions
-from bridge.runtime import claim_lease, secret_value
+from bridge.runtime import claim_lease, mail_options, secret_value
 
 __all__ = ["account_spec", "poller_options"]
 
 log = logging.getLogger(__name__)
 
 
-def fetch_options(webhook: Any) -> FetchOptions:
+def fetch_options(webhook: Any, account: Any = None) -> FetchOptions:
+    options = mail_options(account) if account is not None else DEFAULT_OPTIONS
     if webhook is None:
-        return FetchOptions()
+        return FetchOptions(options=options)
     return FetchOptions(
         attachment_inline_limit=int(getattr(webhook, "attachment_inline_limit", 1024 * 1024)),
         include_raw=bool(getattr(webhook, "include_raw", False)),
+        reshaped=str(getattr(webhook, "format", "standard") or "standard") != "standard",
+        options=options,
     )
 
 
@@ -85,7 +89,7 @@ def account_spec(account: Any, webhook: Any, providers: dict[str, TokenProvider]
         max_message_size=int(account.max_message_size),
         enabled=bool(getattr(account, "enabled", True)),
         webhook=account.webhook,
-        fetch=fetch_options(webhook),
+        fetch=fetch_options(webhook, account),
         token=token,
         invalidate_token=invalidate,
         oauth_key=oauth_key,

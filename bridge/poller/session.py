@@ -197,6 +197,8 @@ def build_payload(
         oversize_reason=reason,
         delete_after_delivery=spec.on_delivered == "delete",
         defer=defer,
+        defer_any_size=spec.fetch.reshaped,
+        options=spec.fetch.options,
     )
 
 

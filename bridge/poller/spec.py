@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bridge.mail import DEFAULT_OPTIONS, MailOptions
 from bridge.poller.canary import CanaryKey, CanaryOptions
 from bridge.pop3.client import TLSMode
 
@@ -28,6 +29,11 @@ class FetchOptions:
 
     attachment_inline_limit: int = 1024 * 1024
     include_raw: bool = False
+    # The webhook has a delivery format: every message is kept raw until delivery, whatever
+    # its size, because the format carries every attachment's bytes.
+    reshaped: bool = False
+    # The account's own payload options (plus-address separator, trusted provider headers).
+    options: MailOptions = DEFAULT_OPTIONS
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ def test_raw_utf8_headers_rfc6532() -> None:
     data = load("utf8-headers-rfc6532.eml")
     assert data["subject"] == "Grüße — 你好 🎉"
     assert data["from"] == [{"name": "Zoë Ünïcode", "address": "zoë@exämple.com"}]
-    assert data["to"] == [{"name": "日本", "address": "user@例え.jp"}]
+    assert data["to"] == [{"name": "日本", "address": "user@例え.jp", "mailbox_hash": None}]
     assert data["message_id"] == "<ü@example.com>"
     assert data["parse_errors"] == []
 

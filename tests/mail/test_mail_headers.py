@@ -47,9 +47,9 @@ def test_encoded_display_names_and_address_list(build: Build) -> None:
     data = build(raw)
     assert data["from"] == [{"name": "Jörg Müller", "address": "jm@example.de"}]
     assert data["to"] == [
-        {"name": "Doe, John", "address": "john@example.com"},
-        {"name": None, "address": "plain@example.com"},
-        {"name": "François", "address": "f@example.fr"},
+        {"name": "Doe, John", "address": "john@example.com", "mailbox_hash": None},
+        {"name": None, "address": "plain@example.com", "mailbox_hash": None},
+        {"name": "François", "address": "f@example.fr", "mailbox_hash": None},
     ]
     assert [a["address"] for a in data["cc"]] == [
         "a@example.com",
@@ -70,7 +70,7 @@ def test_missing_address_headers_are_empty_lists(build: Build) -> None:
 
 def test_broken_address_list_salvages_what_it_can(build: Build) -> None:
     data = build(msg('To: <<<, good@example.com, @@@ ,,, "unterminated <x@y'))
-    assert {"name": None, "address": "good@example.com"} in data["to"]
+    assert {"name": None, "address": "good@example.com", "mailbox_hash": None} in data["to"]
 
 
 def test_address_header_with_nothing_usable_is_reported(build: Build) -> None:
