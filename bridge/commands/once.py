@@ -3,6 +3,11 @@
 Exit status 0 only if every account was polled and nothing is left in the outbox; 1 otherwise
 (an account failed, or deliveries are waiting for a retry or were dead-lettered); 2 for an
 invalid configuration. Cron jobs and tests rely on that.
+
+Stdout gets one JSON object: per account what its poll found (or its error), then what this
+run did with deliveries (`delivered`, `retry_later`, `dead_lettered`, `accounts_failed`), then
+what the store holds now (`pending`, `dead_letters`: rows waiting for a retry or a replay). A
+failed poll is also logged at ERROR, as `run` logs it.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from bridge.commands._common import EXIT_FAILED, EXIT_OK, add_config_argument, run_with_settings
 from bridge.poller.runtime import Runtime
@@ -25,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def _once(settings: object) -> int:
     async with Runtime(settings) as rt:
         result = await rt.app().once()
-        dead = len(await rt.store.dead_letters(limit=1))
+        dead = sum(s.dead for s in await rt.store.account_stats(time.time()))
     summary = {
         "ok": result.ok and not dead,
         "accounts": {
@@ -36,8 +42,14 @@ async def _once(settings: object) -> int:
             )
             for name, r in result.reports
         },
+        # What happened in this run (each message counted once, by its outcome)...
         "delivered": result.delivered,
+        "retry_later": result.retried,
+        "dead_lettered": result.dead,
+        "accounts_failed": result.failed_accounts,
+        # ...and what the store holds afterwards.
         "pending": result.pending,
+        "dead_letters": dead,
     }
     json.dump(summary, sys.stdout)
     sys.stdout.write("\n")

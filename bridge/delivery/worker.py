@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bridge.delivery.summary import DeliverySummary
 from bridge.store.base import OutboxItem, Store, deferred_source
 from bridge.store.errors import StoreError
 
@@ -83,6 +84,12 @@ class DeliveryWorker:
         self.lease_seconds = lease_seconds
         self.clock = clock
         self.on_result = on_result
+        # When a dict, the last outcome of every outbox row this worker handled (row id ->
+        # outcome): `once` sets it to report each message once, by what finally happened to
+        # it in the run (a row retried twice and then delivered is one delivery). None in
+        # `run`, which would otherwise keep a key per message forever.
+        self.outcomes: dict[int, Outcome] | None = None
+        self.summary = DeliverySummary()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(self.concurrency)
         self._delivered = _GroupCommit(store)
@@ -136,9 +143,11 @@ class DeliveryWorker:
                     await self._idle(stop)
         finally:
             stopper.cancel()
+            self.summary.flush()
 
     async def _idle(self, stop: asyncio.Event) -> None:
         self._wake.clear()
+        self.summary.tick()
         wait = IDLE_WAIT
         try:
             due = await self.store.next_due_at()
@@ -209,6 +218,7 @@ class DeliveryWorker:
             extra = {
                 "msg_id": item.msg_id,
                 "account": item.account,
+                "uidl": item.uidl,
                 "webhook": item.webhook,
                 "status": result.status,
                 "attempt": item.attempts + 1,
@@ -219,10 +229,11 @@ class DeliveryWorker:
                 self._report(item, "dead", result)
             else:
                 await self.store.mark_retry(item.id, when, error, result.status, now)
-                log.info(
-                    "delivery failed, retry in %.1fs: %s", max(0.0, when - now), error, extra=extra
+                # No INFO line per failed attempt (successes have none either): the
+                # summary counts it and carries the last error; DEBUG has the attempt.
+                self._report(
+                    item, "retry", result, f"{error}; retry in {max(0.0, when - now):.1f}s"
                 )
-                self._report(item, "retry", result)
 
     async def _body(self, item: OutboxItem, route: Route) -> bytes | None:
         """The body to sign and send; None when it cannot be built (the row is then marked).
@@ -246,7 +257,22 @@ class DeliveryWorker:
             self._report(item, "dead", None)
             return None
 
-    def _report(self, item: OutboxItem, outcome: Outcome, result: Any) -> None:
+    def _report(
+        self, item: OutboxItem, outcome: Outcome, result: Any, error: str | None = None
+    ) -> None:
+        if self.outcomes is not None:
+            self.outcomes[item.id] = outcome
+        latency = getattr(result, "latency", None)
+        self.summary.attempt(
+            outcome,
+            account=item.account,
+            uidl=item.uidl,
+            msg_id=item.msg_id,
+            webhook=item.webhook,
+            status=getattr(result, "status", None),
+            ms=None if latency is None else round(latency * 1000, 1),
+            error=error or getattr(result, "error", None),
+        )
         if self.on_result is not None:
             try:
                 self.on_result(item, outcome, result)

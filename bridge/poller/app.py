@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,9 +49,15 @@ class PollerOptions:
 
 @dataclass(slots=True)
 class OnceResult:
+    """What one `once` did: polls per account, and deliveries made IN THIS RUN by outcome
+    (`delivered` 2xx, `retried` scheduled for a later attempt, `dead` dead-lettered), plus the
+    rows still pending in the store afterwards (this run's retries and any others)."""
+
     reports: list[tuple[str, PollReport | BaseException]]
     delivered: int
     pending: int
+    retried: int = 0
+    dead: int = 0
 
     @property
     def failed_accounts(self) -> list[str]:
@@ -111,15 +118,24 @@ class PollerApp:
     async def once(self) -> OnceResult:
         """One poll of every account, delivering while polling; then whatever else is due."""
         stop = asyncio.Event()
+        self.worker.outcomes = {}
         worker = asyncio.create_task(self.worker.run(stop, grace=self.options.shutdown_grace))
         try:
             results = await self.scheduler.poll_all_once()
         finally:
             stop.set()
             await worker
-        delivered = await self.worker.deliver_due()
+        await self.worker.deliver_due()
+        self.worker.summary.flush()
         pending = await self.store.pending_count()
-        return OnceResult([(s.name, r) for s, r in results], delivered, pending)
+        tally = Counter(self.worker.outcomes.values())
+        return OnceResult(
+            [(s.name, r) for s, r in results],
+            delivered=tally["delivered"],
+            pending=pending,
+            retried=tally["retry"],
+            dead=tally["dead"],
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll and deliver until `stop`; see the module docstring for the shutdown order."""

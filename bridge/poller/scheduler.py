@@ -156,6 +156,14 @@ class Scheduler:
             try:
                 return spec, await self._poll(spec)
             except Exception as exc:
+                # The same ERROR line `run` writes (without its retry delay): a cron job's
+                # log must show the failure, not only the JSON summary on stdout.
+                log.error(
+                    "poll failed (%s): %s",
+                    type(exc).__name__,
+                    exc,
+                    extra={"account": spec.name},
+                )
                 return spec, exc
 
         if self.leases is None:
