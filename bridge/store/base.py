@@ -40,9 +40,13 @@ from typing import Any
 __all__ = [
     "DEFERRED",
     "AccountStats",
+    "AccountStore",
     "DeadLetter",
+    "LeaseStore",
     "NewMessage",
     "OutboxItem",
+    "OutboxStore",
+    "SeenStore",
     "Store",
     "deferred_payload",
     "deferred_source",
@@ -119,33 +123,11 @@ class AccountStats:
     oldest_pending_at: float | None
 
 
-class Store(abc.ABC):
-    """Durable state of the bridge. Every method is one transaction (or none)."""
+class SeenStore(abc.ABC):
+    """The seen set: which UIDLs of each account the bridge already has (or chose to skip)."""
 
-    # -- lifecycle -------------------------------------------------------------------------
-    @abc.abstractmethod
-    async def migrate(self) -> None:
-        """Bring the schema to the current version; idempotent and safe to run concurrently."""
-
-    @abc.abstractmethod
-    async def close(self) -> None: ...
-
-    async def __aenter__(self) -> Store:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    # -- UIDLs -----------------------------------------------------------------------------
     @abc.abstractmethod
     async def seen_uidls(self, account: str) -> set[str]: ...
-
-    @abc.abstractmethod
-    async def record(self, messages: Sequence[NewMessage], now: float) -> None:
-        """Outbox rows (due `now`) + raw bytes + seen UIDLs, in one transaction.
-
-        Idempotent on (account, uidl): a message whose UIDL is already seen inserts nothing.
-        """
 
     @abc.abstractmethod
     async def mark_seen(self, account: str, items: Sequence[tuple[str, str]], now: float) -> None:
@@ -166,7 +148,18 @@ class Store(abc.ABC):
         not yet confirmed.
         """
 
-    # -- outbox ----------------------------------------------------------------------------
+
+class OutboxStore(abc.ABC):
+    """Messages on their way to a webhook: rows, bodies, claims, retries, dead letters, and the
+    deletion after delivery that a row's 2xx allows."""
+
+    @abc.abstractmethod
+    async def record(self, messages: Sequence[NewMessage], now: float) -> None:
+        """Outbox rows (due `now`) + raw bytes + seen UIDLs, in one transaction.
+
+        Idempotent on (account, uidl): a message whose UIDL is already seen inserts nothing.
+        """
+
     @abc.abstractmethod
     async def claim_due(
         self, now: float, limit: int, holder: str, lease_seconds: float
@@ -233,7 +226,10 @@ class Store(abc.ABC):
     async def account_stats(self, now: float) -> list[AccountStats]:
         """One row per account that has outbox rows (pending or dead), sorted by account."""
 
-    # -- leases ----------------------------------------------------------------------------
+
+class LeaseStore(abc.ABC):
+    """Account leases (which replica polls which account) and the replicas' heartbeats."""
+
     @abc.abstractmethod
     async def acquire_leases(
         self,
@@ -273,7 +269,10 @@ class Store(abc.ABC):
         Every replica hashes accounts over this list, so they agree on who should own what.
         """
 
-    # -- accounts kept in the database -------------------------------------------------------
+
+class AccountStore(abc.ABC):
+    """Accounts kept in the database (`pop3bridge accounts add|list|remove`)."""
+
     @abc.abstractmethod
     async def add_account(self, name: str, config: dict[str, Any], now: float) -> None:
         """Insert or replace an account's JSON config (validated by the caller)."""
@@ -285,3 +284,25 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def remove_account(self, name: str) -> bool:
         """True if the account existed."""
+
+
+class Store(SeenStore, OutboxStore, LeaseStore, AccountStore):
+    """Durable state of the bridge. Every method is one transaction (or none).
+
+    The four parts are separate so a component can say which state it uses (the delivery
+    worker needs only the `OutboxStore`); `bridge.store.sql.SQLStore` implements all of them
+    once for every backend.
+    """
+
+    @abc.abstractmethod
+    async def migrate(self) -> None:
+        """Bring the schema to the current version; idempotent and safe to run concurrently."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

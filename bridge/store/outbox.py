@@ -1,0 +1,232 @@
+"""The outbox in SQL (`OutboxStore`): rows and bodies, claims, retries, dead letters, deletion.
+
+Rules kept here once for every backend:
+* `record` is idempotent per (account, UIDL): a seen UIDL inserts nothing, and the first copy
+  of a body wins.
+* A claim is a `claim_until` stamp, not a held lock, so the claiming transaction commits at
+  once and a worker that dies gives its rows back when the stamp passes. On PostgreSQL the
+  rows are picked `FOR UPDATE SKIP LOCKED`: concurrent claimers pass over each other's rows
+  instead of waiting for them, and under READ COMMITTED a row claimed by a transaction that
+  committed after our snapshot is re-checked and dropped rather than claimed twice. SQLite has
+  one writer at a time (BEGIN IMMEDIATE), which gives the same guarantee.
+* `mark_retry` and `mark_dead` change only a still-pending row, so a late worker whose claim
+  expired cannot undo a delivery; `mark_delivered_many` never counts a delivery twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from bridge.store.base import (
+    DEFERRED,
+    AccountStats,
+    DeadLetter,
+    NewMessage,
+    OutboxItem,
+    OutboxStore,
+)
+from bridge.store.sql import Execute, Fetch, Many, SQLPart, Tx, atomic, read, write
+
+__all__ = ["OutboxSQL"]
+
+_ITEM_COLS = (
+    "o.id, o.msg_id, o.account, o.uidl, o.webhook, b.payload, o.attempts, o.created_at, "
+    "o.next_attempt_at, o.last_error, o.size, "
+    # The raw message goes out with a claim only when the body is to be built from it.
+    "CASE WHEN substr(b.payload, 1, 1) = ? THEN b.raw END"
+)
+_DEAD_COLS = (
+    "id, msg_id, account, uidl, webhook, attempts, created_at, finished_at, last_error, last_status"
+)
+_RELEASE = "claimed_by = NULL, claim_until = NULL"
+
+
+class OutboxSQL(SQLPart, OutboxStore):
+    @atomic
+    def record(self, messages: Sequence[NewMessage], now: float) -> Tx[None]:
+        unique: dict[tuple[str, str], NewMessage] = {}
+        for m in messages:
+            unique.setdefault((m.account, m.uidl), m)  # a duplicate in one batch: first wins
+        if not unique:
+            return
+        d = self.dialect
+        rows = yield Fetch(
+            f"SELECT account, uidl FROM seen WHERE {d.in_list('account', 'text')} "
+            f"AND {d.in_list('uidl', 'text')}",
+            (d.array({a for a, _ in unique}), d.array({u for _, u in unique})),
+        )
+        for r in rows:
+            unique.pop((r[0], r[1]), None)
+        fresh = list(unique.values())
+        if not fresh:
+            return
+        # ON CONFLICT DO NOTHING throughout: a concurrent recorder of the same message (a
+        # replica that lost its lease mid-poll) leaves the first copy, never an error.
+        yield d.insert_many(
+            "seen",
+            (("account", "text"), ("uidl", "text"), ("fingerprint", "text"), ("seen_at", "real")),
+            [(m.account, m.uidl, m.fingerprint, now) for m in fresh],
+            "ON CONFLICT (account, uidl) DO NOTHING",
+        )
+        yield d.insert_many(
+            "outbox",
+            (
+                ("msg_id", "text"),
+                ("account", "text"),
+                ("uidl", "text"),
+                ("webhook", "text"),
+                ("size", "bigint"),
+                ("state", "text"),
+                ("created_at", "real"),
+                ("next_attempt_at", "real"),
+                ("delete_requested", "bool"),
+            ),
+            [
+                (
+                    m.msg_id,
+                    m.account,
+                    m.uidl,
+                    m.webhook,
+                    m.size,
+                    "pending",
+                    now,
+                    now,
+                    m.delete_after_delivery,
+                )
+                for m in fresh
+            ],
+            "ON CONFLICT (msg_id) DO NOTHING",
+        )
+        yield from d.insert_bodies(fresh)
+
+    @write
+    def claim_due(
+        self, now: float, limit: int, holder: str, lease_seconds: float
+    ) -> Tx[list[OutboxItem]]:
+        if limit <= 0:
+            return []
+        d = self.dialect
+        claimed = yield Fetch(
+            "WITH due AS MATERIALIZED (SELECT id FROM outbox WHERE state = 'pending' "
+            "AND next_attempt_at <= ? AND (claim_until IS NULL OR claim_until <= ?) "
+            f"ORDER BY next_attempt_at, id LIMIT ?{d.skip_locked}) "
+            "UPDATE outbox SET claimed_by = ?, claim_until = ? "
+            "WHERE id IN (SELECT id FROM due) RETURNING id",
+            (now, now, limit, holder, now + lease_seconds),
+        )
+        if not claimed:
+            return []
+        # The claim is committed on its own; the rows read now are ours until `claim_until`.
+        rows = yield Fetch(
+            f"SELECT {_ITEM_COLS} FROM outbox o JOIN bodies b ON b.msg_id = o.msg_id "
+            f"WHERE {d.in_list('o.id', 'bigint')} ORDER BY o.next_attempt_at, o.id",
+            (DEFERRED, d.array([r[0] for r in claimed])),
+        )
+        return [OutboxItem(*r) for r in rows]
+
+    @write
+    def mark_delivered_many(self, marks: Sequence[tuple[int, int]], now: float) -> Tx[None]:
+        if not marks:
+            return
+        yield Many(
+            "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, "
+            f"last_status = ?, finished_at = ?, {_RELEASE} "
+            "WHERE id = ? AND state <> 'delivered'",
+            [(status, now, item_id) for item_id, status in marks],
+        )
+
+    @write
+    def mark_retry(
+        self, item_id: int, next_attempt_at: float, error: str, status: int | None, now: float
+    ) -> Tx[None]:
+        yield Execute(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, "
+            f"last_status = ?, {_RELEASE} WHERE id = ? AND state = 'pending'",
+            (next_attempt_at, error, status, item_id),
+        )
+
+    @write
+    def mark_dead(self, item_id: int, error: str, status: int | None, now: float) -> Tx[None]:
+        yield Execute(
+            "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?, "
+            f"last_status = ?, finished_at = ?, {_RELEASE} WHERE id = ? AND state = 'pending'",
+            (error, status, now, item_id),
+        )
+
+    @read
+    def dead_letters(self, limit: int = 100) -> Tx[list[DeadLetter]]:
+        rows = yield Fetch(
+            f"SELECT {_DEAD_COLS} FROM outbox WHERE state = 'dead' "
+            "ORDER BY finished_at, id LIMIT ?",
+            (limit,),
+        )
+        return [DeadLetter(*r) for r in rows]
+
+    @write
+    def replay(self, ids: Sequence[int] | None, now: float) -> Tx[int]:
+        d = self.dialect
+        sql = (
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, "
+            f"finished_at = NULL, {_RELEASE} WHERE state = 'dead'"
+        )
+        if ids is None:
+            replayed: int = yield Execute(sql, (now,))
+        else:
+            replayed = yield Execute(f"{sql} AND {d.in_list('id', 'bigint')}", (now, d.array(ids)))
+        return replayed
+
+    @read
+    def pending_count(self, account: str | None = None) -> Tx[int]:
+        if account is None:
+            rows = yield Fetch("SELECT count(*) FROM outbox WHERE state = 'pending'")
+        else:
+            rows = yield Fetch(
+                "SELECT count(*) FROM outbox WHERE state = 'pending' AND account = ?", (account,)
+            )
+        return int(rows[0][0])
+
+    @read
+    def next_due_at(self) -> Tx[float | None]:
+        rows = yield Fetch("SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'")
+        return None if rows[0][0] is None else float(rows[0][0])
+
+    @read
+    def raw_message(self, msg_id: str) -> Tx[bytes | None]:
+        rows = yield Fetch("SELECT raw FROM bodies WHERE msg_id = ?", (msg_id,))
+        return None if not rows or rows[0][0] is None else bytes(rows[0][0])
+
+    # -- deletion after delivery ------------------------------------------------------------
+    @read
+    def deletable_uidls(self, account: str) -> Tx[list[str]]:
+        rows = yield Fetch(
+            "SELECT uidl FROM outbox WHERE account = ? AND state = 'delivered' "
+            "AND delete_requested AND deleted_at IS NULL "
+            "AND last_status BETWEEN 200 AND 299 ORDER BY id",
+            (account,),
+        )
+        return [r[0] for r in rows]
+
+    @write
+    def mark_deleted(self, account: str, uidls: Collection[str], now: float) -> Tx[None]:
+        if not uidls:
+            return
+        d = self.dialect
+        yield Execute(
+            "UPDATE outbox SET deleted_at = ? WHERE account = ? "
+            f"AND {d.in_list('uidl', 'text')} AND deleted_at IS NULL",
+            (now, account, d.array(set(uidls))),
+        )
+
+    # -- status -----------------------------------------------------------------------------
+    @read
+    def account_stats(self, now: float) -> Tx[list[AccountStats]]:
+        rows = yield Fetch(
+            "SELECT account, count(*) FILTER (WHERE state = 'pending'), "
+            "count(*) FILTER (WHERE state = 'dead'), "
+            "min(created_at) FILTER (WHERE state = 'pending') "
+            "FROM outbox WHERE state IN ('pending', 'dead') GROUP BY account ORDER BY account"
+        )
+        return [
+            AccountStats(r[0], int(r[1]), int(r[2]), None if r[3] is None else float(r[3]))
+            for r in rows
+        ]

@@ -1,0 +1,85 @@
+"""The schema, written once for every backend: each entry brings it from version i to i+1.
+
+Never edit a released entry (databases in the field were made by it): append a new one. Types
+that the databases spell differently are `{placeholders}` filled in by the dialect
+(`COLUMN_TYPES`); everything else is plain SQL both understand. Version 1 is, column for
+column, the schema the two separate backends shipped before they became one store
+(tests/store/test_migrations.py opens databases made by that code).
+"""
+
+from __future__ import annotations
+
+__all__ = ["COLUMN_TYPES", "DIALECTS", "MIGRATIONS"]
+
+# The order of the spellings in COLUMN_TYPES.
+DIALECTS = ("sqlite", "postgresql")
+
+# The schema's `{kind}` column types, side by side: kind -> (SQLite, PostgreSQL).
+COLUMN_TYPES: dict[str, tuple[str, str]] = {
+    "real": ("REAL", "double precision"),
+    "serial": (
+        "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    ),
+    "bigint": ("INTEGER", "bigint"),
+    "bool": ("INTEGER", "boolean"),
+    "blob": ("BLOB", "bytea"),
+    "json": ("TEXT", "jsonb"),
+}
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: seen UIDLs, outbox + bodies, account leases + replicas, accounts.
+    """
+    CREATE TABLE seen (
+        account     text NOT NULL,
+        uidl        text NOT NULL,
+        fingerprint text NOT NULL DEFAULT '',
+        seen_at     {real} NOT NULL,
+        PRIMARY KEY (account, uidl)
+    );
+    CREATE INDEX seen_fingerprint ON seen (account, fingerprint);
+    CREATE TABLE outbox (
+        id               {serial},
+        msg_id           text NOT NULL UNIQUE,
+        account          text NOT NULL,
+        uidl             text NOT NULL,
+        webhook          text NOT NULL,
+        size             {bigint} NOT NULL,
+        state            text NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+        attempts         integer NOT NULL DEFAULT 0,
+        created_at       {real} NOT NULL,
+        next_attempt_at  {real} NOT NULL,
+        claimed_by       text,
+        claim_until      {real},
+        last_error       text,
+        last_status      integer,
+        finished_at      {real},
+        delete_requested {bool} NOT NULL DEFAULT FALSE,
+        deleted_at       {real}
+    );
+    CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE state = 'pending';
+    CREATE INDEX outbox_account ON outbox (account, uidl);
+    CREATE INDEX outbox_dead ON outbox (finished_at, id) WHERE state = 'dead';
+    CREATE TABLE bodies (
+        msg_id  text PRIMARY KEY REFERENCES outbox (msg_id) ON DELETE CASCADE,
+        payload {blob} NOT NULL,
+        raw     {blob}
+    );
+    CREATE TABLE leases (
+        account    text PRIMARY KEY,
+        holder     text NOT NULL,
+        expires_at {real} NOT NULL
+    );
+    CREATE INDEX leases_holder ON leases (holder);
+    CREATE TABLE replicas (
+        holder     text PRIMARY KEY,
+        expires_at {real} NOT NULL
+    );
+    CREATE TABLE accounts (
+        name       text PRIMARY KEY,
+        config     {json} NOT NULL,
+        created_at {real} NOT NULL,
+        updated_at {real} NOT NULL
+    );
+    """,
+)

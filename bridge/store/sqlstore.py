@@ -1,0 +1,43 @@
+"""`SQLStore`: the whole `Store` in SQL, the four parts combined with versioned migrations.
+
+A backend is an adapter subclass (`sqlite.SQLiteStore`, `postgres.PostgresStore`) that
+supplies a `Dialect` and `_transact`; it writes no statement of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bridge.store.accounts import AccountSQL
+from bridge.store.base import Store
+from bridge.store.errors import StoreError
+from bridge.store.leases import LeaseSQL
+from bridge.store.outbox import OutboxSQL
+from bridge.store.schema import MIGRATIONS
+from bridge.store.seen import SeenSQL
+from bridge.store.sql import Execute, Fetch, Script, Tx, atomic
+
+__all__ = ["SQLStore"]
+
+log = logging.getLogger(__name__)
+
+
+class SQLStore(SeenSQL, OutboxSQL, LeaseSQL, AccountSQL, Store):
+    @atomic
+    def migrate(self) -> Tx[None]:
+        """Versioned and idempotent; concurrent callers apply each step once (the dialect's
+        preamble serialises them on PostgreSQL, BEGIN IMMEDIATE does on SQLite)."""
+        d = self.dialect
+        yield from d.migration_preamble()
+        yield Script("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+        rows = yield Fetch("SELECT max(version) FROM schema_version")
+        current = int(rows[0][0] or 0)
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.where} has pop3bridge schema version {current}, newer than this "
+                f"pop3bridge understands ({len(MIGRATIONS)}); upgrade pop3bridge"
+            )
+        for version in range(current, len(MIGRATIONS)):
+            yield Script(d.ddl(MIGRATIONS[version]))
+            yield Execute("INSERT INTO schema_version (version) VALUES (?)", (version + 1,))
+            log.info("%s migrated to schema version %d", self.where, version + 1)

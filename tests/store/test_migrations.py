@@ -1,0 +1,169 @@
+"""Databases made by released schema versions migrate to the current one and keep their data.
+
+`released/<backend>_v1.sql` is the version-1 schema exactly as each backend shipped it before
+the two became one SQL store; a database is built from it with the bare driver, filled the way
+that code filled it, and then opened by today's store.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+import pytest
+
+from bridge.store import Store, open_store
+from bridge.store.base import deferred_payload
+from bridge.store.schema import MIGRATIONS
+
+from .helpers import make_message
+
+T0 = 1_700_000_000.0
+RELEASED = Path(__file__).parent / "released"
+
+# Rows as version 1 held them (booleans as the backend stored them are filled in per backend).
+SEEN = [("a", "u1", "fp1", T0), ("a", "u2", "fp2", T0), ("a", "u3", "fp3", T0)]
+OUTBOX = [
+    # msg_id, account, uidl, webhook, size, state, created_at, next_attempt_at, last_status
+    ("m1", "a", "u1", "hook", 3, "pending", T0, T0, None),
+    ("m2", "a", "u2", "hook", 3, "delivered", T0, T0, 200),
+]
+BODIES = [("m1", b'{"n":1}', b"raw1"), ("m2", deferred_payload("mime"), b"raw2")]
+
+
+def _insert_rows(execute: Any, ph: Sequence[str], true: object) -> None:
+    """Fill a version-1 database through `execute(sql, args)`; `ph` are its placeholders."""
+    p = ph
+    for row in SEEN:
+        execute(
+            "INSERT INTO seen (account, uidl, fingerprint, seen_at) "
+            f"VALUES ({p[0]}, {p[1]}, {p[2]}, {p[3]})",
+            row,
+        )
+    for row in OUTBOX:
+        execute(
+            "INSERT INTO outbox (msg_id, account, uidl, webhook, size, state, created_at, "
+            f"next_attempt_at, last_status, delete_requested) VALUES ({', '.join(p[:9])}, {p[9]})",
+            (*row, true),
+        )
+    for row in BODIES:
+        execute(f"INSERT INTO bodies (msg_id, payload, raw) VALUES ({p[0]}, {p[1]}, {p[2]})", row)
+    execute(
+        f"INSERT INTO leases (account, holder, expires_at) VALUES ({p[0]}, {p[1]}, {p[2]})",
+        ("a", "r1", T0 + 30),
+    )
+    execute(f"INSERT INTO replicas (holder, expires_at) VALUES ({p[0]}, {p[1]})", ("r1", T0 + 30))
+    execute(
+        "INSERT INTO accounts (name, config, created_at, updated_at) "
+        f"VALUES ({p[0]}, {p[1]}, {p[2]}, {p[3]})",
+        ("box", orjson.dumps({"url": "pop3://u@h", "webhook": "hook"}).decode(), T0, T0),
+    )
+    execute(f"INSERT INTO schema_version (version) VALUES ({p[0]})", (1,))
+
+
+def _make_sqlite_v1(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        for statement in (RELEASED / "sqlite_v1.sql").read_text().split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        _insert_rows(conn.execute, ["?"] * 10, 1)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+async def _make_postgres_v1(url: str) -> None:
+    parts = urlsplit(url)
+    schema = parse_qs(parts.query)["schema"][0]
+    conn = await asyncpg.connect(urlunsplit(parts._replace(query="")))
+    try:
+        async with conn.transaction():
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
+            await conn.execute(f'SET LOCAL search_path = "{schema}"')
+            await conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
+            await conn.execute((RELEASED / "postgres_v1.sql").read_text())
+            pending: list[tuple[str, Sequence[Any]]] = []
+            _insert_rows(
+                lambda sql, args: pending.append((sql, args)),
+                [f"${i}" for i in range(1, 11)],
+                True,
+            )
+            for sql, args in pending:
+                await conn.execute(sql, *args)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def v1_store(backend: str, store_url: str, tmp_path: Path) -> AsyncIterator[Store]:
+    if backend == "sqlite":
+        _make_sqlite_v1(tmp_path / "state.db")
+    else:
+        await _make_postgres_v1(store_url)
+    store = open_store(store_url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_a_version_1_database_migrates_and_keeps_its_data(v1_store: Store) -> None:
+    store = v1_store
+    await store.migrate()
+    await store.migrate()  # idempotent on the migrated database too
+    assert await store.seen_uidls("a") == {"u1", "u2", "u3"}
+    assert await store.known_fingerprints("a", ["fp2", "nope"]) == {"fp2"}
+    assert await store.pending_count() == 1
+    [item] = await store.claim_due(T0 + 1, 10, "w", 30)
+    assert (item.msg_id, item.payload, item.raw) == ("m1", b'{"n":1}', None)
+    assert await store.raw_message("m2") == b"raw2"
+    assert await store.deletable_uidls("a") == ["u2"]
+    assert await store.lease_holders(T0) == {"a": "r1"}
+    assert await store.live_replicas(T0) == ["r1"]
+    assert await store.list_accounts() == [("box", {"url": "pop3://u@h", "webhook": "hook"})]
+    await store.mark_delivered(item.id, 200, T0 + 2)
+    assert await store.deletable_uidls("a") == ["u1", "u2"]
+    # New rows go in beside the old ones; ids keep counting up from the old ones.
+    await store.record([make_message("a", "u4")], T0 + 2)
+    [new] = await store.claim_due(T0 + 3, 10, "w", 30)
+    assert new.uidl == "u4" and new.id > item.id
+    assert await store.forget_missing("a", ["u3", "u4"]) == 0  # u1, u2 wait for their deletion
+    await store.mark_deleted("a", ["u1", "u2"], T0 + 3)
+    assert await store.forget_missing("a", ["u3", "u4"]) == 2
+    assert await store.seen_uidls("a") == {"u3", "u4"}
+
+
+async def test_every_migration_is_applied_once(v1_store: Store, backend: str) -> None:
+    await v1_store.migrate()
+    other = open_store(v1_store_url(v1_store, backend))
+    try:
+        await other.migrate()
+    finally:
+        await other.close()
+    versions = await _versions(v1_store)
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
+
+
+def v1_store_url(store: Store, backend: str) -> str:
+    if backend == "sqlite":
+        return f"sqlite://{store.path}"  # type: ignore[attr-defined]
+    return f"{store._dsn}?schema={store.schema}"  # type: ignore[attr-defined]
+
+
+async def _versions(store: Store) -> list[int]:
+    from bridge.store import sql
+
+    def body() -> sql.Tx[list[int]]:
+        rows = yield sql.Fetch("SELECT version FROM schema_version ORDER BY version")
+        return [int(r[0]) for r in rows]
+
+    return await store._transact(body(), "read")  # type: ignore[attr-defined, no-any-return]
