@@ -9,9 +9,8 @@ pod unready instead of hanging the kubelet's probe.
 from __future__ import annotations
 
 import asyncio
-import datetime as _dt
-import html
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from bridge.lifecycle import Service
 from bridge.ops import metrics
 from bridge.ops.logging import redact, redact_value
+from bridge.ops.page import render_page
 
 __all__ = ["OpsEndpointError", "OpsServer", "ReadinessCheck", "Refresher", "StatusProvider"]
 
@@ -178,77 +178,5 @@ class OpsServer(Service):
             problem = None
         except Exception as exc:
             doc, problem = {"accounts": {}}, redact(f"{type(exc).__name__}: {exc}")
-        return web.Response(text=render_page(doc, ready, checks, problem), content_type="text/html")
-
-
-def _when(value: object) -> str:
-    if isinstance(value, int | float) and value > 0:
-        moment = _dt.datetime.fromtimestamp(value, tz=_dt.UTC)
-        return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return "never" if value is None else str(value)
-
-
-_COLUMNS = (
-    ("last_poll_at", "Last poll"),
-    ("last_success_at", "Last success"),
-    ("last_error", "Last error"),
-    ("pending", "Pending"),
-    ("dead", "Dead letters"),
-    ("canary", "Canary"),
-)
-
-
-def _canary_text(value: object) -> str:
-    if not isinstance(value, dict):
-        return ""
-    trip = value.get("last_round_trip")
-    text = str(value.get("state", ""))
-    if isinstance(trip, int | float):
-        text += f" (last round trip {trip:.1f}s)"
-    if value.get("last_error"):
-        text += f": {value['last_error']}"
-    return text
-
-
-def render_page(
-    doc: dict[str, Any], ready: bool, checks: dict[str, str], problem: str | None = None
-) -> str:
-    """Self-contained HTML (no scripts, styles or fonts from elsewhere) of the status document."""
-    esc = html.escape
-    rows = []
-    accounts = doc.get("accounts") or {}
-    for name, entry in sorted(accounts.items()):
-        cells = [f"<th>{esc(str(name))}</th>"]
-        for key, _title in _COLUMNS:
-            value = entry.get(key) if isinstance(entry, dict) else None
-            if key == "canary":
-                text = _canary_text(value)
-            elif key.endswith("_at"):
-                text = _when(value)
-            else:
-                text = "" if value is None else str(value)
-            bad = key == "canary" and isinstance(value, dict) and value.get("state") != "ok"
-            cls = ' class="err"' if (key == "last_error" and value) or bad else ""
-            cells.append(f"<td{cls}>{esc(redact(text))}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    head = "".join(f"<th>{esc(t)}</th>" for _, t in _COLUMNS)
-    table = (
-        f"<table><tr><th>Account</th>{head}</tr>{''.join(rows)}</table>"
-        if rows
-        else "<p>No accounts reported yet.</p>"
-    )
-    check_items = "".join(
-        f"<li>{esc(name)}: {esc(state)}</li>" for name, state in sorted(checks.items())
-    )
-    state = "ready" if ready else "NOT READY"
-    note = f'<p class="err">Status unavailable: {esc(problem)}</p>' if problem else ""
-    return (
-        '<!doctype html><html><head><meta charset="utf-8">'
-        '<meta http-equiv="refresh" content="15"><title>pop3bridge status</title>'
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}"
-        ".err{color:#a00}</style></head><body>"
-        f"<h1>pop3bridge: {esc(state)}</h1><ul>{check_items}</ul>{note}{table}"
-        '<p><a href="/status">JSON</a> · <a href="/metrics">metrics</a></p>'
-        "</body></html>"
-    )
+        page = render_page(doc, ready, checks, problem, now=time.time())
+        return web.Response(text=page, content_type="text/html")

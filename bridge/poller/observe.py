@@ -17,7 +17,7 @@ from typing import Any
 
 from bridge.ops import metrics
 from bridge.ops.metrics import best_effort as _safe
-from bridge.ops.status import StatusRegistry
+from bridge.ops.status import StatusRegistry, overall_state
 from bridge.poller.canary import Tracker
 from bridge.poller.session import PollReport
 from bridge.poller.spec import AccountSpec
@@ -95,6 +95,9 @@ class Observer:
 
     def on_delivery(self, item: OutboxItem, outcome: str, result: Any) -> None:
         record_delivery(item, outcome, result)
+        latency = getattr(result, "latency", None)
+        if outcome == "delivered" and isinstance(latency, int | float):
+            self.registry.delivered(item.account, float(latency), self.clock())
 
     # -- ops server ---------------------------------------------------------------------------
     async def refresh(self) -> None:
@@ -163,7 +166,24 @@ class Observer:
 
     async def status(self) -> dict[str, Any]:
         await self.refresh()
-        return {"started_at": self.started_at, "accounts": self.registry.snapshot()}
+        accounts = self.registry.snapshot(self.clock())
+        await self._dead_letter_ids(accounts)
+        return {
+            "started_at": self.started_at,
+            "state": overall_state([a["state"] for a in accounts.values()]),
+            "accounts": accounts,
+        }
+
+    async def _dead_letter_ids(self, accounts: dict[str, dict[str, Any]]) -> None:
+        """The ids `pop3bridge dlq replay` takes, per account with dead letters (a few)."""
+        if not any(a.get("dead") for a in accounts.values()):
+            return
+        for letter in await self.store.dead_letters(limit=200):
+            entry = accounts.get(letter.account)
+            if entry is not None:
+                ids = entry.setdefault("dead_letter_ids", [])
+                if len(ids) < 20:
+                    ids.append(letter.id)
 
     async def store_reachable(self) -> bool:
         await self.store.pending_count()
