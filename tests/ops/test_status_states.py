@@ -44,7 +44,7 @@ def test_last_hour_of_deliveries_per_minute_and_percentiles() -> None:
     reg = StatusRegistry()
     reg.poll_succeeded("a", new=3, now=NOW)
     reg.delivered("a", 0.010, now=NOW - 3700)  # older than an hour: dropped
-    for i in range(99):
+    for _ in range(99):
         reg.delivered("a", 0.010, now=NOW - 30)  # this minute
     reg.delivered("a", 2.5, now=NOW - 90)  # one minute ago
     entry = reg.snapshot(NOW)["a"]
