@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
     "ConfigProblem",
+    "NoConfiguration",
     "add_config_argument",
     "configure_logging",
     "load",
@@ -36,6 +37,10 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 class ConfigProblem(Exception):
     """The configuration is invalid; the message says which key and why (exit code 2)."""
+
+
+class NoConfiguration(ConfigProblem):
+    """No configuration was given at all (exit code 2); the message says how to give one."""
 
 
 CONFIG_HELP = "YAML configuration file (default: $POP3BRIDGE_CONFIG)"
@@ -54,10 +59,37 @@ def add_config_argument(parser: argparse.ArgumentParser, help: str = CONFIG_HELP
     parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=help)
 
 
+# Environment variables that configure something to run (a store, webhooks, accounts or the
+# proxy). POP3BRIDGE_OPS__* and POP3BRIDGE_LOGGING__* alone do not: the container image sets
+# the ops ones for everyone.
+_SUBSTANTIVE_ENV = tuple(
+    f"POP3BRIDGE_{section}__" for section in ("STATE", "WEBHOOKS", "ACCOUNTS", "PROXY", "POLLER")
+)
+
+NO_CONFIGURATION = (
+    "no configuration given: pass --config FILE (before or after the command), or set "
+    "POP3BRIDGE_CONFIG=FILE, or set keys as POP3BRIDGE_* variables; see docs/configuration.md"
+)
+
+
+def configuration_given(args: argparse.Namespace, env: Mapping[str, str]) -> bool:
+    """Whether the user gave any configuration at all: a file, or variables for a section."""
+    if getattr(args, "config", None) or env.get("POP3BRIDGE_CONFIG"):
+        return True
+    return any(name.startswith(_SUBSTANTIVE_ENV) for name in env)
+
+
 def load(args: argparse.Namespace) -> Any:
-    """Validated settings, or `ConfigProblem` with the loader's key-by-key message."""
+    """Validated settings, or `ConfigProblem` with the loader's key-by-key message.
+
+    With no configuration at all, the built-in defaults would run against
+    /var/lib/pop3bridge/state.db and report that it cannot be written, which sends the user
+    after the wrong problem: say what is missing and how to give it instead.
+    """
     from bridge.config import ConfigError, load_settings
 
+    if not configuration_given(args, os.environ):
+        raise NoConfiguration(NO_CONFIGURATION)
     try:
         return load_settings(getattr(args, "config", None), os.environ)
     except ConfigError as exc:
@@ -72,6 +104,9 @@ def configure_logging(settings: Any) -> None:
 
 
 def report_config_problem(exc: ConfigProblem) -> int:
+    if isinstance(exc, NoConfiguration):
+        print(f"pop3bridge: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     print(f"pop3bridge: invalid configuration:\n{exc}", file=sys.stderr)
     return EXIT_CONFIG
 

@@ -100,3 +100,30 @@ def test_explicit_config_wins_over_the_environment(
     assert main(["config", "check", "--config", _config(tmp_path)]) == 0
     assert main(["config", "check"]) == 2  # the environment's file is read when no option
     assert "missing.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv", [["run"], ["once"], ["dlq", "list"], ["accounts", "list"], ["config", "check"]]
+)
+def test_no_configuration_at_all_says_so_and_how_to_give_one(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("POP3BRIDGE_"):
+            monkeypatch.delenv(name)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    # Not "cannot write /var/lib/pop3bridge/state.db": the defaults were never the point.
+    assert "no configuration given" in err and "--config FILE" in err
+    assert "POP3BRIDGE_CONFIG" in err and "state.db" not in err
+
+
+def test_configuration_from_the_environment_alone_is_still_a_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("POP3BRIDGE_CONFIG", raising=False)
+    monkeypatch.setenv("POP3BRIDGE_STATE__URL", f"sqlite:///{tmp_path / 'state.db'}")
+    assert main(["config", "check"]) == 0
+    assert str(tmp_path / "state.db") in capsys.readouterr().out
