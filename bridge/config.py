@@ -513,11 +513,21 @@ class CanaryConfig(_Model):
         try:
             parts = urlsplit(value)
             parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise ValueError("not a valid URL (is the port a number?)") from None
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL: {_port_problem(exc)}") from None
         if parts.scheme.lower() not in ("smtp", "lmtp") or not parts.hostname:
             raise ValueError("expected smtp://host[:port] or lmtp://host[:port]")
         return value
+
+
+def _port_problem(exc: ValueError) -> str:
+    """urllib's reason in words: "Port out of range 0-65535" for 99999, not a guess."""
+    text = str(exc)
+    if "out of range" in text.lower():
+        return "the port must be between 0 and 65535"
+    if "cast to integer" in text.lower() or "port" in text.lower():
+        return "the port is not a number"
+    return text
 
 
 AuthMethod = Literal["auto", "user", "apop", "plain", "login", "cram-md5", "xoauth2", "oauthbearer"]
@@ -538,8 +548,8 @@ def _account_url(data: dict[str, Any]) -> list[tuple[str, str]]:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError:
-        return [("url", "not a valid URL (is the port a number?)")]
+    except ValueError as exc:
+        return [("url", f"not a valid URL: {_port_problem(exc)}")]
     scheme = parts.scheme.lower()
     if scheme not in ("pop3", "pop3s") or not parts.hostname:
         return [("url", "expected pop3://[user@]host[:port] or pop3s://[user@]host[:port]")]

@@ -96,8 +96,12 @@ def _config_from(args: argparse.Namespace) -> dict[str, Any]:
 async def _accounts(settings: Any, args: argparse.Namespace) -> int:
     async with Runtime(settings, with_sender=False) as rt:
         if args.accounts_command == "list":
-            for name, config in await rt.store.list_accounts():
+            accounts = await rt.store.list_accounts()
+            for name, config in accounts:
                 print(json.dumps({"name": name, **_redacted(config)}))
+            if not accounts:
+                # stdout stays empty (scripts read it as JSON lines); a person gets a word.
+                print("no accounts in the database (add one with `accounts add`)", file=sys.stderr)
             return EXIT_OK
         if args.accounts_command == "remove":
             if await rt.store.remove_account(args.name):

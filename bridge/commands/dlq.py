@@ -25,10 +25,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     sub = parser.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
     ls = sub.add_parser("list", help="print dead letters, oldest failure first")
-    ls.add_argument("--limit", type=int, default=100)
+    ls.add_argument(
+        "--limit",
+        type=int,
+        default=100,
+        metavar="N",
+        help="print at most N dead letters (default: %(default)s)",
+    )
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     rp = sub.add_parser("replay", help="put dead letters back into the outbox")
-    rp.add_argument("ids", nargs="*", type=int, metavar="ID")
+    rp.add_argument(
+        "ids",
+        nargs="*",
+        metavar="ID",
+        help="a dead letter's number (first column of `dlq list`) or its webhook-id (msg_...)",
+    )
     rp.add_argument("--all", action="store_true", help="replay every dead letter")
 
 
@@ -65,12 +76,36 @@ async def _dlq(settings: Any, args: argparse.Namespace) -> int:
         if args.all == bool(args.ids):
             print("dlq replay: give dead-letter IDs or --all (not both)", file=sys.stderr)
             return EXIT_FAILED
-        count = await rt.store.replay(None if args.all else args.ids, time.time())
+        try:
+            ids = await _row_ids(rt.store, args.ids)
+        except ValueError as exc:
+            print(f"dlq replay: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        count = await rt.store.replay(None if args.all else ids, time.time())
         print(f"replayed {count} dead letter(s)")
         if args.ids and count < len(set(args.ids)):
             print("some IDs were not dead letters and were ignored", file=sys.stderr)
             return EXIT_FAILED
         return EXIT_OK
+
+
+async def _row_ids(store: Any, given: list[str]) -> list[int]:
+    """Outbox row ids for `given`: numbers as they are, `msg_...` webhook-ids looked up among
+    the dead letters (one that is not a dead letter is left out, and reported by the caller
+    like an unknown number)."""
+    numbers: list[int] = []
+    wanted: set[str] = set()
+    for value in given:
+        if value.startswith("msg_"):
+            wanted.add(value)
+        elif value.isdigit():
+            numbers.append(int(value))
+        else:
+            raise ValueError(f"{value!r} is neither a dead-letter number nor a msg_... webhook-id")
+    if wanted:
+        letters = await store.dead_letters(limit=2**31 - 1)
+        numbers += [d.id for d in letters if d.msg_id in wanted]
+    return numbers
 
 
 def run(args: argparse.Namespace) -> int:

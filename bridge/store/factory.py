@@ -43,6 +43,10 @@ def sqlite_path(url: str) -> str:
             )
     if not rest:
         raise StoreError("state.url 'sqlite:' names no file; use sqlite:///absolute/path.db")
+    if rest.startswith("//"):
+        # `sqlite:////tmp/x` (`f"sqlite:///{absolute}"`) means /tmp/x; keep logs and errors
+        # from showing `//tmp/x`.
+        rest = "/" + rest.lstrip("/")
     return rest
 
 

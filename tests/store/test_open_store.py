@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
     ("url", "path"),
     [
         ("sqlite:///var/lib/pop3bridge/state.db", "/var/lib/pop3bridge/state.db"),
-        ("sqlite:////abs/x.db", "//abs/x.db"),
+        ("sqlite:////abs/x.db", "/abs/x.db"),  # one leading slash in logs (issue 12)
         ("sqlite:///:memory:", ":memory:"),
         ("sqlite:rel/state.db", "rel/state.db"),
         ("sqlite:///abs/x.db?synchronous=full", "/abs/x.db"),
