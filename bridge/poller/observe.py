@@ -10,6 +10,9 @@ error in observation is logged and never stops polling or delivery.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -46,6 +49,19 @@ OAuthStates = Callable[[], dict[str, tuple[str | None, float | None]]]
 
 def _setter(gauge: Any, account: str, value: float) -> Callable[[], None]:
     return lambda: gauge.labels(account=account).set(value)
+
+
+def _probe_write(database: str) -> None:
+    """Write, sync and remove a small file beside `database`; raises OSError (ENOSPC, EROFS,
+    EIO, ENOENT, EACCES) when its volume cannot take writes."""
+    directory = os.path.dirname(os.path.abspath(database))
+    fd, name = tempfile.mkstemp(prefix=".pop3bridge-ready-", dir=directory)
+    try:
+        os.write(fd, b"\0" * 4096)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(name)
 
 
 class Observer:
@@ -189,6 +205,17 @@ class Observer:
         await self.store.pending_count()
         return True
 
+    async def state_writable(self) -> bool:
+        """A SQLite state lives on a volume that must take writes: a full, read-only or
+        vanished volume stops the poller from recording anything new, yet an open database
+        still answers reads, so `store_reachable` alone would call it ready. A server-backed
+        store (no file path) has nothing to check here."""
+        path = getattr(self.store, "path", None)
+        if not isinstance(path, str) or path == ":memory:":
+            return True
+        await asyncio.to_thread(_probe_write, path)
+        return True
+
     @asynccontextmanager
     async def serving(self, settings: Any) -> AsyncIterator[None]:
         ops = getattr(settings, "ops", None)
@@ -200,7 +227,7 @@ class Observer:
         server = OpsServer(
             ops.host,
             int(ops.port),
-            readiness_checks=[self.store_reachable],
+            readiness_checks=[self.store_reachable, self.state_writable],
             status_provider=self.status,
             refreshers=[self.refresh],
         )

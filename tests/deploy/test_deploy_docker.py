@@ -184,7 +184,7 @@ def healthcheck_argv(final: list[Instruction]) -> list[str]:
     assert re.search(r"--interval=\d+s", args) and re.search(r"--timeout=\d+s", args)
     cmd = args[args.index("CMD ") + 4 :]
     argv = exec_form(cmd)
-    assert argv[0] == "python" and "/healthz" in argv[-1]
+    assert argv[0] == "python" and "/readyz" in argv[-1]
     return [sys.executable, *argv[1:]]
 
 
@@ -197,16 +197,16 @@ def free_port() -> int:
 
 @pytest.fixture
 async def ops_server() -> AsyncIterator[Callable[[int], int]]:
-    """A real HTTP server whose /healthz answers with a status the test chooses."""
+    """A real HTTP server whose /readyz answers with a status the test chooses."""
     status = {"code": 200}
     hits: list[str] = []
 
-    async def healthz(request: web.Request) -> web.Response:
+    async def readyz(request: web.Request) -> web.Response:
         hits.append(request.path)
         return web.Response(status=status["code"], text="ok")
 
     app = web.Application()
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
@@ -240,7 +240,7 @@ async def test_healthcheck_passes_on_2xx_and_fails_otherwise(
     argv = healthcheck_argv(final)
     port = ops_server(200)
     assert await run_check(argv, port) == 0
-    assert ops_server.hits == ["/healthz"]  # type: ignore[attr-defined]
+    assert ops_server.hits == ["/readyz"]  # type: ignore[attr-defined]
     ops_server(503)
     assert await run_check(argv, port) != 0
     assert len(ops_server.hits) == 2  # type: ignore[attr-defined]

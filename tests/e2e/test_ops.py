@@ -329,3 +329,37 @@ def test_readyz_fails_while_the_store_is_unreachable_and_recovers(
         bridge.stop()
         relay.cut()
         asyncio.run(drop_schema(f"{postgres_dsn}?schema={schema}"))
+
+
+def test_readyz_fails_while_the_sqlite_state_volume_cannot_take_writes(
+    tmp_path: Path,
+    dovecot: DovecotServer,
+    dovecot_user: DovecotUser,
+    receiver: Receiver,
+    bridges: list[Bridge],
+) -> None:
+    """An open SQLite database still answers reads after its volume is gone (or full, or
+    read-only), so the store check alone would stay green; the write probe does not (this is
+    what the image's HEALTHCHECK reports, issue 13)."""
+    import shutil
+
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    cfg = tmp_path / "c.yaml"
+    port = run_config(
+        cfg, f"sqlite:///{volume / 'state.db'}", receiver, [dovecot_account(dovecot, dovecot_user)]
+    )
+    bridge = Bridge(cfg, port)
+    bridges.append(bridge)
+    bridge.wait("ready", lambda: bridge.get("/readyz")[0] == 200)
+    shutil.rmtree(volume)
+    bridge.wait("not ready", lambda: bridge.get("/readyz")[0] == 503)
+    doc = json.loads(bridge.get("/readyz")[1])
+    checks = {name.rsplit(".", 1)[-1]: why for name, why in doc["checks"].items()}
+    assert checks.keys() == {"store_reachable", "state_writable"}, doc
+    assert checks["store_reachable"] == "ok"  # the reads alone would have said ready
+    assert "FileNotFoundError" in checks["state_writable"]
+    assert bridge.get("/healthz")[0] == 200
+    volume.mkdir()
+    bridge.wait("ready again", lambda: bridge.get("/readyz")[0] == 200)
+    assert not [p for p in volume.iterdir() if p.name.startswith(".pop3bridge-ready-")]
