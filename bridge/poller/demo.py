@@ -58,9 +58,12 @@ def _verify(secret: str, headers: Any, body: bytes) -> bool:
 class DemoReceiver:
     """An aiohttp endpoint that prints one line per webhook (subject, from, id, signature)."""
 
-    def __init__(self, secret: str, out: TextIO) -> None:
+    def __init__(self, secret: str, out: TextIO, payload_dir: str | None = None) -> None:
         self.secret = secret
         self.out = out
+        # Each body is also written here as `<webhook-id>.json`, for the user to read while
+        # the demo runs: a one-line summary does not show what a receiver gets.
+        self.payload_dir = payload_dir
         self.received: list[dict[str, Any]] = []
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -91,14 +94,32 @@ class DemoReceiver:
         who = sender.get("address") or "?"
         if sender.get("name"):
             who = f"{sender['name']} <{who}>"
-        self.received.append({"id": request.headers.get("webhook-id"), "verified": ok, **data})
+        webhook_id = request.headers.get("webhook-id")
+        self.received.append({"id": webhook_id, "verified": ok, **data})
+        saved = ""
+        if self.payload_dir is not None and ok and webhook_id and webhook_id.isidentifier():
+            path = os.path.join(self.payload_dir, f"{webhook_id}.json")
+            pretty = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
+            await asyncio.to_thread(_write, path, pretty)
+            saved = f"\n         payload: {path}"
         self.out.write(
             f"webhook  subject={data.get('subject')!r}  from={who}  "
-            f"webhook-id={request.headers.get('webhook-id')}  "
-            f"signature {'verified' if ok else 'INVALID'}\n"
+            f"webhook-id={webhook_id}  "
+            f"signature {'verified' if ok else 'INVALID'}{saved}\n"
         )
         self.out.flush()
         return web.Response(status=204 if ok else 401)
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
+PEEK_HINT = (
+    "For a real mailbox: `pop3bridge peek --config FILE --account NAME --limit 3` prints the "
+    "payloads it would send, without side effects."
+)
 
 
 async def run_demo(
@@ -131,9 +152,11 @@ async def run_demo(
             loop.add_signal_handler(signum, stop.set)
     with tempfile.TemporaryDirectory(prefix="pop3bridge-demo-") as tmp:
         db = os.path.join(tmp, "state.db")
+        payload_dir = os.path.join(tmp, "payloads")
+        os.mkdir(payload_dir)
         async with (
             FakePOP3Server(demo_messages(), user="demo", password=password) as pop,
-            DemoReceiver(secret, out) as receiver,
+            DemoReceiver(secret, out, payload_dir) as receiver,
             WebhookSender() as sender,
         ):
             store = open_store(f"sqlite:///{db}")
@@ -194,10 +217,13 @@ async def run_demo(
                 f"({len(pop.mailbox)} sample messages)\n"
                 f"  webhook receiver {receiver.url}  (checks Standard Webhooks signatures)\n"
                 f"  state database  {db}\n"
+                f"  payloads        {payload_dir}/  (each webhook's JSON body, as received; "
+                "the folder is removed when the demo stops)\n"
                 f"{ops_line}"
                 f"  polling every {POLL_INTERVAL:.0f}s; one more message arrives in "
                 f"{NEW_MAIL_AFTER:.0f}s. "
                 + ("Ctrl-C stops.\n" if duration is None else f"Stops after {duration:g}s.\n")
+                + f"{PEEK_HINT}\n"
             )
             out.flush()
             if on_ready is not None:
@@ -217,7 +243,10 @@ async def run_demo(
                 if ops is not None:
                     await ops.stop()
                 await store.close()
-            out.write(f"demo finished: {len(receiver.received)} webhooks received\n")
+            out.write(
+                f"demo finished: {len(receiver.received)} webhooks received\n"
+                f"{PEEK_HINT}\n"
+            )
             out.flush()
     return receiver
 
