@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,33 +107,49 @@ def world(tmp_path_factory: pytest.TempPathFactory, dovecot: DovecotServer) -> I
 
 
 def _run(cmd: DocCommand, world: World) -> tuple[int | None, str]:
-    """(exit status, output); status None when a stop-after command was still running."""
-    proc = subprocess.Popen(
-        ["bash", "-c", world.substitute(cmd.command)],
-        cwd=world.path,
-        env=world.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        if cmd.stop_after is None:
-            out, _ = proc.communicate(timeout=TIMEOUT)
-            return proc.returncode, out.decode(errors="replace")
+    """(exit status, output); status None when a stop-after command was still running.
+
+    A stop-after command gets its SIGTERM once SECONDS have passed AND it has written its
+    first line (its start-up banner or log line): on a loaded machine the start-up alone can
+    take longer than SECONDS, and a signal before the handlers exist is not the documented
+    way to stop it.
+    """
+    with tempfile.TemporaryFile() as output:
+        proc = subprocess.Popen(
+            ["bash", "-c", world.substitute(cmd.command)],
+            cwd=world.path,
+            env=world.env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def text() -> str:
+            output.seek(0)
+            return output.read().decode(errors="replace")
+
         try:
-            out, _ = proc.communicate(timeout=cmd.stop_after)
-        except subprocess.TimeoutExpired:
-            pass
-        else:
-            return proc.returncode, "exited before it was stopped:\n" + out.decode(errors="replace")
-        # The process group, so a wrapper (bash, make) and what it started all get it.
-        os.killpg(proc.pid, signal.SIGTERM)
-        out, _ = proc.communicate(timeout=TIMEOUT)
-        return None if proc.returncode == 0 else proc.returncode, out.decode(errors="replace")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            if cmd.stop_after is None:
+                proc.wait(timeout=TIMEOUT)
+                return proc.returncode, text()
+            started = time.monotonic()
+            while proc.poll() is None and time.monotonic() - started < TIMEOUT:
+                if (
+                    time.monotonic() - started >= cmd.stop_after
+                    and os.fstat(output.fileno()).st_size
+                ):
+                    break
+                time.sleep(0.1)
+            if proc.poll() is not None:
+                return proc.returncode, "exited before it was stopped:\n" + text()
+            # The process group, so a wrapper (bash, make) and what it started all get it.
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=TIMEOUT)
+            return None if proc.returncode == 0 else proc.returncode, text()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 @pytest.mark.dovecot
