@@ -165,7 +165,7 @@ async def _bench_leases(dsn: str, accounts: int, replicas: int = 100) -> None:
 
 
 async def _bench_idle_polls(dsn: str, polls: int, tasks: int = 8) -> None:
-    """A poll that finds nothing new still reads the seen set and prunes it (one commit)."""
+    """A poll that finds nothing new still reads the seen set (`seen_state`) and prunes it."""
     url = f"{dsn}?schema=bench_{uuid.uuid4().hex[:8]}"
     pg = open_store(url)
     assert isinstance(pg, PostgresStore)
@@ -180,14 +180,14 @@ async def _bench_idle_polls(dsn: str, polls: int, tasks: int = 8) -> None:
         async def poller() -> None:
             while queue:
                 account = queue.pop()
-                await pg.seen_uidls(account)
+                await pg.seen_state(account)
                 await pg.forget_missing(account, present)
 
         t = time.perf_counter()
         await asyncio.gather(*(poller() for _ in range(tasks)))
         dt = time.perf_counter() - t
         print(
-            f"postgres idle poll (seen_uidls + forget_missing, 50 UIDLs) x{tasks} tasks "
+            f"postgres idle poll (seen_state + forget_missing, 50 UIDLs) x{tasks} tasks "
             f"{polls / dt:8.0f} polls/s"
         )
     finally:

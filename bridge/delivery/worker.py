@@ -27,7 +27,7 @@ from bridge.delivery.summary import DeliverySummary
 from bridge.store.base import OutboxItem, Store, deferred_source
 from bridge.store.errors import StoreError
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "DeliveryWorker", "Outcome", "Route"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "Deliveries", "DeliveryWorker", "Outcome", "Route"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,35 @@ class Route:
     # Builds the body of a row recorded with a deferred payload (bridge.outbox.DeferredPayload),
     # and gives every other row its final shape (the webhook's format); called for every row.
     prepare: Callable[[OutboxItem], Awaitable[bytes]] | None = None
+
+
+class Deliveries:
+    """Wakes whoever waits for an account's next committed delivery.
+
+    A delete-mode poll session waits on it for the messages it just recorded, so it can DELE
+    them in the same session, instead of asking the store every few milliseconds. A count per
+    account lets a waiter read the count, check the store, and then wait only if nothing was
+    delivered in between (no wake-up is lost).
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._events: dict[str, asyncio.Event] = {}
+
+    def count(self, account: str) -> int:
+        return self._counts.get(account, 0)
+
+    def delivered(self, account: str) -> None:
+        """A delivery of `account` was committed to the store."""
+        self._counts[account] = self._counts.get(account, 0) + 1
+        event = self._events.pop(account, None)
+        if event is not None:
+            event.set()
+
+    async def wait(self, account: str, count: int) -> None:
+        """Return once `account`'s count is past `count` (at once if it already is)."""
+        while self.count(account) == count:
+            await self._events.setdefault(account, asyncio.Event()).wait()
 
 
 Outcome = str  # "delivered" | "retry" | "dead"
@@ -93,6 +122,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(self.concurrency)
         self._delivered = _GroupCommit(store)
+        self.deliveries = Deliveries()
 
     def notify(self) -> None:
         """New rows were recorded: look for due work now instead of at the next timer."""
@@ -211,6 +241,7 @@ class DeliveryWorker:
             now = self.clock()
             if result.ok:
                 await self._delivered.mark(item.id, result.status, now)
+                self.deliveries.delivered(item.account)
                 self._report(item, "delivered", result)
                 return
             error = result.error or f"HTTP {result.status}"

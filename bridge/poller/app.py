@@ -104,6 +104,7 @@ class PollerApp:
             max_concurrent=options.max_concurrent_accounts,
             jitter=options.jitter,
             notify=self.worker.notify,
+            deliveries=self.worker.deliveries,
             on_report=on_poll,
             leases=(
                 LeaseOptions(options.replica_id, options.lease_ttl, options.lease_heartbeat)

@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bridge.delivery.worker import Deliveries
 from bridge.poller import canary
 from bridge.poller.oauth import OAuthGrantRevoked
 from bridge.poller.session import LeaseLost, PollReport, poll_account
@@ -98,6 +99,7 @@ class Scheduler:
         max_concurrent: int = 10,
         jitter: float = 0.1,
         notify: Callable[[], None] | None = None,
+        deliveries: Deliveries | None = None,
         on_report: ReportHook | None = None,
         leases: LeaseOptions | None = None,
         clock: Callable[[], float] = time.time,
@@ -109,6 +111,7 @@ class Scheduler:
         self.accounts = accounts
         self.jitter = jitter
         self.notify = notify
+        self.deliveries = deliveries
         self.on_report = on_report
         self.leases = leases
         self.clock = clock
@@ -345,6 +348,7 @@ class Scheduler:
                     self.store,
                     clock=self.clock,
                     notify=self.notify,
+                    deliveries=self.deliveries,
                     stopping=lambda: self._stopping,
                     owned=None if self.leases is None else lambda: self.owns(spec.name),
                 )

@@ -9,14 +9,16 @@ ordered to make a crash at any point harmless:
    stored is keyed by UIDL.
 2. With `on_delivered: delete`, DELE the messages the store says were delivered with a 2xx
    earlier and are still on the server. DELE only marks them: nothing happens before QUIT.
-3. Work out which UIDLs are new. On first sight with `initial: new`, mark the mailbox seen
+3. Work out which UIDLs are new. The store's polled flag tells a first poll from later ones (an
+   emptied mailbox is not new); on the first with `initial: new`, mark the mailbox seen
    without delivering. If the change looks like a mass re-keying (see `migration`), fetch
    headers and re-key what was already delivered instead of delivering it again.
 4. RETR the new messages in mailbox order (pipelined when the server allows), build each payload
    and `record` them in bounded batches: outbox row + raw bytes + seen UIDL in one transaction
    per batch, never one per message and never the whole mailbox in memory.
 5. With delete mode, wait a bounded time for the worker to deliver what was just recorded, so
-   it can be DELE'd in this same session.
+   it can be DELE'd in this same session (woken by the worker's `Deliveries`, not by asking the
+   store again and again).
 6. QUIT - only now, after everything RETR'd is recorded (Gmail and `EXPIRE 0` servers may drop
    a message at QUIT once it was RETR'd). Only after QUIT's +OK is `mark_deleted` called.
 
@@ -41,6 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bridge import mail
+from bridge.delivery.worker import Deliveries
 from bridge.outbox import outbox_row
 from bridge.poller.canary import FoundCanary, find_canary
 from bridge.poller.migration import suspicious
@@ -50,7 +53,6 @@ from bridge.pop3.errors import AuthenticationFailed
 from bridge.store.base import NewMessage, Store
 
 __all__ = [
-    "INITIALISED",
     "LeaseLost",
     "PollReport",
     "build_payload",
@@ -60,18 +62,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# A seen-UIDL marker meaning "this account has been polled before". A real UIDL is 1-70 printable
-# non-space characters (RFC 1939 section 7), so a leading space can never collide. Without it,
-# an account whose mailbox was emptied by deletion would look "first seen" again and
-# `initial: new` would swallow its next mail.
-INITIALISED = " initialised"
-
 BATCH_MESSAGES = 100
 BATCH_BYTES = 1024 * 1024
 # How long a delete-mode session waits for fresh mail to be delivered so it can be DELE'd now
 # rather than next poll. Bounded so a slow webhook never keeps a mailbox locked.
 DELETE_WAIT = 3.0
-_DELETE_POLL = 0.05
 
 Clock = Callable[[], float]
 Notify = Callable[[], None]
@@ -208,289 +203,299 @@ async def poll_account(
     *,
     clock: Clock = time.time,
     notify: Notify | None = None,
+    deliveries: Deliveries | None = None,
     delete_wait: float = DELETE_WAIT,
     stopping: Callable[[], bool] | None = None,
     owned: Owned | None = None,
 ) -> PollReport:
     """Poll `spec` once (see the module docstring). Raises the POP3/store error that stopped it.
 
-    `notify` wakes the delivery worker after each recorded batch. `stopping` is checked between
-    batches: when it turns true, what is recorded so far is committed with QUIT and the rest is
-    left for the next poll. `owned` (leases on) is checked before each batch, DELE and QUIT;
-    `LeaseLost` is raised once it is false.
+    `notify` wakes the delivery worker after each recorded batch; in delete mode the session
+    waits up to `delete_wait` on `deliveries` (the worker's) to DELE what it just recorded
+    (without it, that waits for the next poll). `stopping` is checked between batches: when it
+    turns true, what is recorded so far is committed with QUIT and the rest is left for the
+    next poll. `owned` (leases on) is checked before each batch, DELE and QUIT; `LeaseLost` is
+    raised once it is false.
     """
     report = PollReport(spec.name, started_at=clock())
     start = time.monotonic()
     _check(owned, spec.name)
     client = await connect_and_login(spec)
     async with client:
-        await _session(client, spec, store, report, clock, notify, delete_wait, stopping, owned)
+        poll = _Poll(client, spec, store, report, clock, notify, deliveries, stopping, owned)
+        await poll.run(delete_wait)
     report.duration = time.monotonic() - start
     return report
 
 
-async def _session(
-    client: POP3Client,
-    spec: AccountSpec,
-    store: Store,
-    report: PollReport,
-    clock: Clock,
-    notify: Notify | None,
-    delete_wait: float,
-    stopping: Callable[[], bool] | None,
-    owned: Owned | None = None,
-) -> None:
-    account = spec.name
-    listing = await client.uidl()
-    number_of: dict[str, int] = {}
-    for n, uidl in listing:
-        # Identical header-derived ids (servers without UIDL) would alias: first one wins and
-        # the copies wait for a later poll once the first is gone.
-        number_of.setdefault(uidl, n)
-    report.on_server = len(number_of)
+@dataclass(slots=True)
+class _Poll:
+    """One session's state: what the server lists, what the store knows, what this poll did."""
 
-    seen = await store.seen_uidls(account)
-    first_sight = INITIALISED not in seen
-    seen.discard(INITIALISED)
-
-    to_delete: dict[str, int] = {}
-    if spec.on_delivered == "delete":
-        to_delete = await _delete_delivered(client, store, spec, number_of, clock, owned)
-
-    new = [(n, u) for u, n in number_of.items() if u not in seen and u not in to_delete]
-    new.sort()
-
-    if first_sight:
-        if spec.initial == "new" and new:
-            pairs = await _fingerprints(client, new)
-            await store.mark_seen(account, [*pairs, (INITIALISED, "")], clock())
-            report.marked_initial = len(new)
-            log.info(
-                "first poll with initial=new: %d existing messages marked seen, not delivered",
-                len(new),
-                extra={"account": account},
-            )
-            new = []
-        else:
-            await store.mark_seen(account, [(INITIALISED, "")], clock())
-    elif new and suspicious(list(number_of), seen, [u for _, u in new]):
-        new = await _rekey(client, store, spec, new, report, clock)
-
-    report.new = len(new)
-    # Sizes matter only for what is fetched: an idle poll skips LIST (one round trip fewer).
-    sizes = dict(await client.list()) if new else {}
-
-    def halt() -> bool:
-        # Stop fetching on shutdown, or once the lease is gone (QUIT is then refused below).
-        return (stopping is not None and stopping()) or (owned is not None and not owned())
-
-    recorded = await _fetch_and_record(client, spec, store, new, sizes, report, clock, notify, halt)
-    if report.canary_numbers:
-        # Canaries are ours: removed even with `on_delivered: keep`. Not recorded anywhere, so a
-        # QUIT that does not commit just means the next poll fetches and deletes them again.
-        _check(owned, account)
-        await client.delete_many(sorted(report.canary_numbers))
-
-    if spec.on_delivered == "delete" and recorded and delete_wait > 0:
-        more = await _wait_delivered(store, spec, recorded, number_of, to_delete, delete_wait)
-        if more:
-            _check(owned, account)
-            await client.delete_many(sorted(more.values()))
-            to_delete.update(more)
-
-    _check(owned, account)
-    await client.quit()
-    now = clock()
-    if to_delete:
-        await store.mark_deleted(account, list(to_delete), now)
-        report.deleted = len(to_delete)
-        log.info("deleted %d delivered messages", len(to_delete), extra={"account": account})
-    present = [u for u in number_of if u not in to_delete]
-    present.append(INITIALISED)
-    # Only UIDLs seen before this poll can have left the server (what this poll recorded is
-    # on it), so when all of those are still listed there is nothing to prune: skip the write.
-    if not seen.issubset(present) or to_delete:
-        report.pruned = await store.forget_missing(account, present)
-
-
-async def _delete_delivered(
-    client: POP3Client,
-    store: Store,
-    spec: AccountSpec,
-    number_of: dict[str, int],
-    clock: Clock,
-    owned: Owned | None = None,
-) -> dict[str, int]:
-    deletable = await store.deletable_uidls(spec.name)
-    if not deletable:
-        return {}
-    here = {u: number_of[u] for u in deletable if u in number_of}
-    gone = [u for u in deletable if u not in number_of]
-    if gone:
-        # Removed by someone else (another client, server expiry): nothing left to delete.
-        await store.mark_deleted(spec.name, gone, clock())
-    if here:
-        _check(owned, spec.name)
-        await client.delete_many(sorted(here.values()))
-    return here
-
-
-async def _fingerprints(
-    client: POP3Client, messages: Sequence[tuple[int, str]]
-) -> list[tuple[str, str]]:
-    """(uidl, fingerprint) from `TOP n 0`, in bounded chunks so headers never pile up."""
-    pairs: list[tuple[str, str]] = []
-    for start in range(0, len(messages), BATCH_MESSAGES):
-        chunk = messages[start : start + BATCH_MESSAGES]
-        for n, uidl in chunk:
-            # One round trip each: the client has no public pipelined TOP yet. This path only
-            # runs on first sight (`initial: new`) and on a suspected migration.
-            pairs.append((uidl, mail.fingerprint(await client.top(n, 0))))
-    return pairs
-
-
-async def _rekey(
-    client: POP3Client,
-    store: Store,
-    spec: AccountSpec,
-    new: list[tuple[int, str]],
-    report: PollReport,
-    clock: Clock,
-) -> list[tuple[int, str]]:
-    pairs = await _fingerprints(client, new)
-    known = await store.known_fingerprints(spec.name, {fp for _, fp in pairs})
-    matched = [(u, fp) for u, fp in pairs if fp in known]
-    if not matched:
-        return new
-    await store.mark_seen(spec.name, matched, clock())
-    report.rekeyed = len(matched)
-    log.warning(
-        "mailbox UIDLs changed en masse (server migration or UIDVALIDITY reset?): %d of %d "
-        "'new' messages were already delivered under other UIDLs; re-keyed without re-delivery",
-        len(matched),
-        len(new),
-        extra={"account": spec.name, "rekeyed": len(matched), "new": len(new)},
-    )
-    done = {u for u, _ in matched}
-    return [(n, u) for n, u in new if u not in done]
-
-
-async def _fetch_and_record(
-    client: POP3Client,
-    spec: AccountSpec,
-    store: Store,
-    new: list[tuple[int, str]],
-    sizes: dict[int, int],
-    report: PollReport,
-    clock: Clock,
-    notify: Notify | None,
-    stopping: Callable[[], bool] | None,
-) -> list[str]:
-    """RETR (or TOP for oversize) in mailbox order and record in batches; returns the UIDLs."""
-    recorded: list[str] = []
-    batch: list[NewMessage] = []
-    batch_bytes = 0
-    key = spec.canary_key
-    # One batch is recorded while the next is fetched: the store's commit would otherwise
-    # leave the POP3 link idle (it was about a third of the fetch). Batches commit in order,
-    # and none is pending when this returns (QUIT, deletion and `recorded` come after).
+    client: POP3Client
+    spec: AccountSpec
+    store: Store
+    report: PollReport
+    clock: Clock
+    notify: Notify | None
+    deliveries: Deliveries | None
+    stopping: Callable[[], bool] | None
+    owned: Owned | None
+    # UIDL -> message number, for this session only.
+    number_of: dict[str, int] = field(default_factory=dict)
+    # Seen before this poll (the store's seen set).
+    seen: set[str] = field(default_factory=set)
+    # UIDL -> number DELE'd in this session, committed by QUIT.
+    to_delete: dict[str, int] = field(default_factory=dict)
+    # The batch being fetched, and the previous one being recorded meanwhile.
+    batch: list[NewMessage] = field(default_factory=list)
+    batch_bytes: int = 0
     writing: asyncio.Task[None] | None = None
+    recorded: list[str] = field(default_factory=list)
 
-    async def commit(taken: list[NewMessage]) -> None:
-        await store.record(taken, clock())
-        recorded.extend(m.uidl for m in taken)
-        report.recorded += len(taken)
-        if notify is not None:
-            notify()
+    @property
+    def account(self) -> str:
+        return self.spec.name
 
-    async def settle() -> None:
-        nonlocal writing
-        if writing is not None:
-            task, writing = writing, None
+    def check(self) -> None:
+        _check(self.owned, self.account)
+
+    def halted(self) -> bool:
+        """Stop fetching on shutdown, or once the lease is gone (QUIT is then refused)."""
+        return (self.stopping is not None and self.stopping()) or (
+            self.owned is not None and not self.owned()
+        )
+
+    async def run(self, delete_wait: float) -> None:
+        client, report = self.client, self.report
+        for n, uidl in await client.uidl():
+            # Identical header-derived ids (servers without UIDL) would alias: first one wins
+            # and the copies wait for a later poll once the first is gone.
+            self.number_of.setdefault(uidl, n)
+        report.on_server = len(self.number_of)
+
+        state = await self.store.seen_state(self.account)
+        self.seen = state.uidls
+        if self.spec.on_delivered == "delete":
+            await self.delete_delivered()
+
+        new = sorted(
+            (n, u)
+            for u, n in self.number_of.items()
+            if u not in self.seen and u not in self.to_delete
+        )
+        if not state.polled:
+            new = await self.first_poll(new)
+        elif new and suspicious(list(self.number_of), self.seen, [u for _, u in new]):
+            new = await self.rekey(new)
+
+        report.new = len(new)
+        # Sizes matter only for what is fetched: an idle poll skips LIST (one round trip fewer).
+        sizes = dict(await client.list()) if new else {}
+        await self.fetch_and_record(new, sizes)
+        if report.canary_numbers:
+            # Canaries are ours: removed even with `on_delivered: keep`. Not recorded anywhere,
+            # so a QUIT that does not commit just means the next poll fetches and deletes them.
+            self.check()
+            await client.delete_many(sorted(report.canary_numbers))
+
+        if self.spec.on_delivered == "delete" and self.recorded and delete_wait > 0:
+            more = await self.wait_delivered(delete_wait)
+            if more:
+                self.check()
+                await client.delete_many(sorted(more.values()))
+                self.to_delete.update(more)
+
+        self.check()
+        await client.quit()
+        await self.after_quit()
+
+    async def after_quit(self) -> None:
+        now = self.clock()
+        if self.to_delete:
+            await self.store.mark_deleted(self.account, list(self.to_delete), now)
+            self.report.deleted = len(self.to_delete)
+            log.info(
+                "deleted %d delivered messages",
+                len(self.to_delete),
+                extra={"account": self.account},
+            )
+        present = [u for u in self.number_of if u not in self.to_delete]
+        # Only UIDLs seen before this poll can have left the server (what this poll recorded is
+        # on it), so when all of those are still listed there is nothing to prune: skip the write.
+        if not self.seen.issubset(present) or self.to_delete:
+            self.report.pruned = await self.store.forget_missing(self.account, present)
+
+    async def delete_delivered(self) -> None:
+        """DELE what was delivered with a 2xx before this session (committed by QUIT)."""
+        deletable = await self.store.deletable_uidls(self.account)
+        if not deletable:
+            return
+        here = {u: self.number_of[u] for u in deletable if u in self.number_of}
+        gone = [u for u in deletable if u not in self.number_of]
+        if gone:
+            # Removed by someone else (another client, server expiry): nothing left to delete.
+            await self.store.mark_deleted(self.account, gone, self.clock())
+        if here:
+            self.check()
+            await self.client.delete_many(sorted(here.values()))
+        self.to_delete = here
+
+    async def first_poll(self, new: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        """Flag the account as polled; with `initial: new` its existing mail is seen, not sent."""
+        if self.spec.initial != "new" or not new:
+            await self.store.mark_polled(self.account, [], self.clock())
+            return new
+        pairs = await self.fingerprints(new)
+        await self.store.mark_polled(self.account, pairs, self.clock())
+        self.report.marked_initial = len(new)
+        log.info(
+            "first poll with initial=new: %d existing messages marked seen, not delivered",
+            len(new),
+            extra={"account": self.account},
+        )
+        return []
+
+    async def fingerprints(self, messages: Sequence[tuple[int, str]]) -> list[tuple[str, str]]:
+        """(uidl, fingerprint) from `TOP n 0`, in bounded chunks so headers never pile up."""
+        pairs: list[tuple[str, str]] = []
+        for start in range(0, len(messages), BATCH_MESSAGES):
+            for n, uidl in messages[start : start + BATCH_MESSAGES]:
+                # One round trip each: the client has no public pipelined TOP yet. This path
+                # only runs on first sight (`initial: new`) and on a suspected migration.
+                pairs.append((uidl, mail.fingerprint(await self.client.top(n, 0))))
+        return pairs
+
+    async def rekey(self, new: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        """Messages already delivered under other UIDLs (a mass re-keying) are seen, not sent."""
+        pairs = await self.fingerprints(new)
+        known = await self.store.known_fingerprints(self.account, {fp for _, fp in pairs})
+        matched = [(u, fp) for u, fp in pairs if fp in known]
+        if not matched:
+            return new
+        await self.store.mark_seen(self.account, matched, self.clock())
+        self.report.rekeyed = len(matched)
+        log.warning(
+            "mailbox UIDLs changed en masse (server migration or UIDVALIDITY reset?): %d of %d "
+            "'new' messages were already delivered under other UIDLs; re-keyed without "
+            "re-delivery",
+            len(matched),
+            len(new),
+            extra={"account": self.account, "rekeyed": len(matched), "new": len(new)},
+        )
+        done = {u for u, _ in matched}
+        return [(n, u) for n, u in new if u not in done]
+
+    # -- fetching and recording ------------------------------------------------------------
+    async def fetch_and_record(self, new: list[tuple[int, str]], sizes: dict[int, int]) -> None:
+        """RETR (or TOP for oversize) in mailbox order and record in batches (`recorded`).
+
+        One batch is recorded while the next is fetched: the store's commit would otherwise
+        leave the POP3 link idle (it was about a third of the fetch). Batches commit in order,
+        and none is pending when this returns (QUIT, deletion and `recorded` come after).
+        """
+        try:
+            # Runs of normal messages go through one pipelined RETR batch; an oversize message
+            # breaks the run and is fetched with TOP n 0 on its own.
+            position = 0
+            while position < len(new) and not self.halted():
+                n, uidl = new[position]
+                if sizes.get(n, 0) > self.spec.max_message_size:
+                    await self.fetch_oversize(n, uidl, sizes[n])
+                    position += 1
+                else:
+                    run: list[tuple[int, str]] = []
+                    run_bytes = 0
+                    while (
+                        position < len(new)
+                        and len(run) < BATCH_MESSAGES
+                        and run_bytes < BATCH_BYTES
+                    ):
+                        rn, ru = new[position]
+                        if sizes.get(rn, 0) > self.spec.max_message_size:
+                            break
+                        run.append((rn, ru))
+                        run_bytes += sizes.get(rn, 0)
+                        position += 1
+                    await self.fetch_run(run)
+                if len(self.batch) >= BATCH_MESSAGES or self.batch_bytes >= BATCH_BYTES:
+                    await self.flush()
+                # Give the delivery worker (which parses) and other sessions a turn.
+                await asyncio.sleep(0)
+            await self.flush()
+            await self.settle()
+        except BaseException:
+            if self.writing is not None:
+                # What was fetched in full is still made durable; a failure of that is
+                # secondary to the error already on its way.
+                with contextlib.suppress(Exception):
+                    await self.writing
+            raise
+
+    async def fetch_oversize(self, n: int, uidl: str, size: int) -> None:
+        headers = await self.client.top(n, 0)
+        message = build_payload(self.spec, uidl, size, headers, oversize=True, now=self.clock())
+        self.add(message, len(headers))
+        self.report.oversize += 1
+
+    async def fetch_run(self, run: list[tuple[int, str]]) -> None:
+        uidl_of = dict(run)
+        key = self.spec.canary_key
+        async for rn, raw in self.client.retrieve_many([rn for rn, _ in run]):
+            self.report.bytes_fetched += len(raw)
+            if key is not None and (found := find_canary(raw, self.spec.name, key)):
+                self.report.canaries.append((found, self.clock()))
+                self.report.canary_numbers.append(rn)
+                continue
+            message = build_payload(
+                self.spec, uidl_of[rn], len(raw), raw, oversize=False, now=self.clock(), defer=True
+            )
+            self.add(message, len(raw))
+
+    def add(self, message: NewMessage, fetched: int) -> None:
+        self.batch.append(message)
+        self.batch_bytes += fetched
+
+    async def flush(self) -> None:
+        """Start recording the current batch once the previous one is committed."""
+        if self.batch:
+            await self.settle()
+            taken, self.batch, self.batch_bytes = self.batch, [], 0
+            self.writing = asyncio.create_task(self.commit(taken))
+
+    async def settle(self) -> None:
+        if self.writing is not None:
+            task, self.writing = self.writing, None
             await task
 
-    async def flush() -> None:
-        nonlocal batch, batch_bytes, writing
-        if batch:
-            await settle()
-            taken, batch, batch_bytes = batch, [], 0
-            writing = asyncio.create_task(commit(taken))
+    async def commit(self, taken: list[NewMessage]) -> None:
+        await self.store.record(taken, self.clock())
+        self.recorded.extend(m.uidl for m in taken)
+        self.report.recorded += len(taken)
+        if self.notify is not None:
+            self.notify()
 
-    try:
-        # Runs of normal messages go through one pipelined RETR batch; an oversize message breaks
-        # the run and is fetched with TOP n 0 on its own.
-        position = 0
-        while position < len(new):
-            if stopping is not None and stopping():
+    # -- delete mode -----------------------------------------------------------------------
+    async def wait_delivered(self, wait: float) -> dict[str, int]:
+        """UIDLs (-> numbers) of this session's messages delivered within `wait` seconds.
+
+        Woken by the worker's `Deliveries` for this account; the store stays the judge of what
+        was delivered with a 2xx.
+        """
+        deliveries = self.deliveries
+        wanted = {u for u in self.recorded if u in self.number_of and u not in self.to_delete}
+        if deliveries is None or not wanted:
+            return {}
+        ready: set[str] = set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            count = deliveries.count(self.account)
+            ready = wanted.intersection(await self.store.deletable_uidls(self.account))
+            remaining = deadline - loop.time()
+            if ready == wanted or remaining <= 0:
                 break
-            n, uidl = new[position]
-            size = sizes.get(n, 0)
-            if size > spec.max_message_size:
-                headers = await client.top(n, 0)
-                batch.append(build_payload(spec, uidl, size, headers, oversize=True, now=clock()))
-                report.oversize += 1
-                batch_bytes += len(headers)
-                position += 1
-            else:
-                run: list[tuple[int, str]] = []
-                run_bytes = 0
-                while position < len(new) and len(run) < BATCH_MESSAGES and run_bytes < BATCH_BYTES:
-                    rn, ru = new[position]
-                    if sizes.get(rn, 0) > spec.max_message_size:
-                        break
-                    run.append((rn, ru))
-                    run_bytes += sizes.get(rn, 0)
-                    position += 1
-                uidl_of = dict(run)
-                async for rn, raw in client.retrieve_many([rn for rn, _ in run]):
-                    report.bytes_fetched += len(raw)
-                    if key is not None and (found := find_canary(raw, spec.name, key)):
-                        report.canaries.append((found, clock()))
-                        report.canary_numbers.append(rn)
-                        continue
-                    batch.append(
-                        build_payload(
-                            spec,
-                            uidl_of[rn],
-                            len(raw),
-                            raw,
-                            oversize=False,
-                            now=clock(),
-                            defer=True,
-                        )
-                    )
-                    batch_bytes += len(raw)
-            if len(batch) >= BATCH_MESSAGES or batch_bytes >= BATCH_BYTES:
-                await flush()
-            # Give the delivery worker (which parses) and other sessions a turn.
-            await asyncio.sleep(0)
-        await flush()
-        await settle()
-    except BaseException:
-        if writing is not None:
-            # What was fetched in full is still made durable; a failure of that is secondary
-            # to the error already on its way.
-            with contextlib.suppress(Exception):
-                await writing
-        raise
-    return recorded
-
-
-async def _wait_delivered(
-    store: Store,
-    spec: AccountSpec,
-    recorded: list[str],
-    number_of: dict[str, int],
-    already: dict[str, int],
-    wait: float,
-) -> dict[str, int]:
-    """UIDLs (-> numbers) of this session's messages delivered within `wait` seconds."""
-    wanted = {u for u in recorded if u in number_of and u not in already}
-    ready: set[str] = set()
-    deadline = time.monotonic() + wait
-    while True:
-        ready = wanted.intersection(await store.deletable_uidls(spec.name))
-        if ready == wanted or time.monotonic() >= deadline:
-            break
-        await asyncio.sleep(_DELETE_POLL)
-    return {u: number_of[u] for u in ready}
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await deliveries.wait(self.account, count)
+        return {u: self.number_of[u] for u in ready}

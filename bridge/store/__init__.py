@@ -5,7 +5,14 @@
 
 from __future__ import annotations
 
-from bridge.store.base import AccountStats, DeadLetter, NewMessage, OutboxItem, Store
+from bridge.store.base import (
+    AccountStats,
+    DeadLetter,
+    NewMessage,
+    OutboxItem,
+    SeenState,
+    Store,
+)
 from bridge.store.errors import StoreError, StoreFull, StoreUnavailable
 from bridge.store.factory import open_store
 
@@ -14,6 +21,7 @@ __all__ = [
     "DeadLetter",
     "NewMessage",
     "OutboxItem",
+    "SeenState",
     "Store",
     "StoreError",
     "StoreFull",

@@ -46,6 +46,7 @@ __all__ = [
     "NewMessage",
     "OutboxItem",
     "OutboxStore",
+    "SeenState",
     "SeenStore",
     "Store",
     "deferred_payload",
@@ -123,11 +124,29 @@ class AccountStats:
     oldest_pending_at: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class SeenState:
+    """What a poll needs to know before it fetches: the seen UIDLs and whether the account was
+    polled before (an empty seen set alone cannot tell a new account from an emptied one)."""
+
+    uidls: set[str]
+    polled: bool
+
+
 class SeenStore(abc.ABC):
     """The seen set: which UIDLs of each account the bridge already has (or chose to skip)."""
 
     @abc.abstractmethod
     async def seen_uidls(self, account: str) -> set[str]: ...
+
+    @abc.abstractmethod
+    async def seen_state(self, account: str) -> SeenState:
+        """The seen UIDLs and the account's polled flag, in one read."""
+
+    @abc.abstractmethod
+    async def mark_polled(self, account: str, items: Sequence[tuple[str, str]], now: float) -> None:
+        """The account's first poll: flag it as polled and record `items` ((uidl, fingerprint),
+        the mailbox's existing mail with `initial: new`) as seen, in one transaction."""
 
     @abc.abstractmethod
     async def mark_seen(self, account: str, items: Sequence[tuple[str, str]], now: float) -> None:

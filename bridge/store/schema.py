@@ -82,4 +82,15 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at {real} NOT NULL
     );
     """,
+    # 2: "this account has been polled before" is a flag of its own, no longer the seen-UIDL
+    # marker ' initialised' (a leading space, which no real UIDL has), which is moved over.
+    """
+    CREATE TABLE polled (
+        account         text PRIMARY KEY,
+        first_polled_at {real} NOT NULL
+    );
+    INSERT INTO polled (account, first_polled_at)
+        SELECT account, seen_at FROM seen WHERE uidl = ' initialised';
+    DELETE FROM seen WHERE uidl = ' initialised';
+    """,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from bridge.store.base import SeenStore
+from bridge.store.base import SeenState, SeenStore
 from bridge.store.sql import Execute, Fetch, Many, SQLPart, Tx, atomic, read, write
 
 __all__ = ["SeenSQL"]
@@ -14,21 +14,46 @@ __all__ = ["SeenSQL"]
 UNFINISHED = "(state IN ('pending', 'dead') OR (delete_requested AND deleted_at IS NULL))"
 
 
+def _mark_seen(account: str, items: Sequence[tuple[str, str]], now: float) -> Tx[None]:
+    dedup = dict(items)  # one row per uidl: DO UPDATE may not touch a row twice
+    if dedup:
+        yield Many(
+            "INSERT INTO seen (account, uidl, fingerprint, seen_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (account, uidl) DO UPDATE SET fingerprint = excluded.fingerprint",
+            [(account, uidl, fp, now) for uidl, fp in dedup.items()],
+        )
+
+
 class SeenSQL(SQLPart, SeenStore):
     @read
     def seen_uidls(self, account: str) -> Tx[set[str]]:
         rows = yield Fetch("SELECT uidl FROM seen WHERE account = ?", (account,))
         return {r[0] for r in rows}
 
+    @read
+    def seen_state(self, account: str) -> Tx[SeenState]:
+        # One round trip for both: this read is half the store cost of an idle poll.
+        rows = yield Fetch(
+            "SELECT uidl FROM seen WHERE account = ? "
+            "UNION ALL SELECT NULL FROM polled WHERE account = ?",
+            (account, account),
+        )
+        uidls = {r[0] for r in rows}
+        polled = None in uidls
+        uidls.discard(None)
+        return SeenState(uidls, polled)
+
     @write
     def mark_seen(self, account: str, items: Sequence[tuple[str, str]], now: float) -> Tx[None]:
-        dedup = dict(items)  # one row per uidl: DO UPDATE may not touch a row twice
-        if not dedup:
-            return
-        yield Many(
-            "INSERT INTO seen (account, uidl, fingerprint, seen_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (account, uidl) DO UPDATE SET fingerprint = excluded.fingerprint",
-            [(account, uidl, fp, now) for uidl, fp in dedup.items()],
+        yield from _mark_seen(account, items, now)
+
+    @atomic
+    def mark_polled(self, account: str, items: Sequence[tuple[str, str]], now: float) -> Tx[None]:
+        yield from _mark_seen(account, items, now)
+        yield Execute(
+            "INSERT INTO polled (account, first_polled_at) VALUES (?, ?) "
+            "ON CONFLICT (account) DO NOTHING",
+            (account, now),
         )
 
     @read

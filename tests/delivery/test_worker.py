@@ -230,3 +230,25 @@ async def test_stop_ends_claiming_and_leaves_the_rest_pending(store: Store) -> N
     # What was claimed was finished and marked; nothing else was claimed or sent.
     assert await store.pending_count() == 60 - sent
     assert len(await store.claim_due(time.time() + 1, 100, "other", 30)) == 60 - sent
+
+
+async def test_each_committed_delivery_wakes_its_accounts_waiters(store: Store) -> None:
+    """`Deliveries` counts deliveries per account once they are committed; a failed attempt
+    wakes nobody, and a waiter that read the count before they happened does not wait."""
+    sender = ScriptedSender(script={"msg_" + "0" * 31 + "1": [404]})
+    w = worker(store, sender)
+    await store.record(msgs(3), time.time())
+    before = w.deliveries.count("a")
+    waiter = asyncio.ensure_future(w.deliveries.wait("a", before))
+    other = asyncio.ensure_future(w.deliveries.wait("b", w.deliveries.count("b")))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    assert await w.deliver_due() == 3
+    assert w.deliveries.count("a") == before + 2  # u1 got a 404: dead-lettered
+    await asyncio.wait_for(waiter, 1)
+    # Every counted delivery is already committed when the waiter runs.
+    assert await store.pending_count("a") == 0
+    assert [d.uidl for d in await store.dead_letters()] == ["u1"]
+    await w.deliveries.wait("a", before)  # the count moved on: returns at once
+    assert not other.done()  # account b had no delivery
+    other.cancel()

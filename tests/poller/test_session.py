@@ -11,8 +11,9 @@ import pytest
 
 from bridge import mail
 from bridge.delivery.ids import msg_id_for
+from bridge.delivery.worker import Deliveries
 from bridge.outbox import DeferredPayload
-from bridge.poller.session import INITIALISED, poll_account
+from bridge.poller.session import poll_account
 from bridge.poller.spec import AccountSpec
 from bridge.store import OutboxItem, Store
 from bridge.testing.samples import big_message, generate_messages
@@ -95,7 +96,7 @@ async def test_initial_new_on_an_empty_mailbox_still_delivers_the_first_mail(
 ) -> None:
     spec = dovecot_spec(dovecot, dovecot_user, initial="new")
     assert (await poll_account(spec, store)).marked_initial == 0
-    assert INITIALISED in await store.seen_uidls(spec.name)
+    assert (await store.seen_state(spec.name)).polled
     dovecot.deliver_many(dovecot_user, generate_messages(2, seed=23))
     assert (await poll_account(spec, store)).recorded == 2
 
@@ -107,7 +108,7 @@ async def test_delete_mode_deletes_only_after_delivery(
     spec = dovecot_spec(dovecot, dovecot_user, on_delivered="delete")
 
     # Nobody delivers: the session waits a little, then QUITs without deleting anything.
-    report = await poll_account(spec, store, delete_wait=0.2)
+    report = await poll_account(spec, store, deliveries=Deliveries(), delete_wait=0.2)
     assert (report.recorded, report.deleted) == (4, 0)
     assert dovecot.message_count(dovecot_user) == 4
 
@@ -117,7 +118,7 @@ async def test_delete_mode_deletes_only_after_delivery(
         await store.mark_delivered(item.id, 204, time.time())
     for item in items[2:]:
         await store.mark_retry(item.id, time.time() + 3600, "HTTP 500", 500, time.time())
-    report = await poll_account(spec, store, delete_wait=0.2)
+    report = await poll_account(spec, store, deliveries=Deliveries(), delete_wait=0.2)
     assert (report.new, report.deleted) == (0, 2)
     assert dovecot.message_count(dovecot_user) == 2
     assert await store.deletable_uidls(spec.name) == []
@@ -135,14 +136,44 @@ async def test_delete_mode_deletes_in_the_same_session_when_delivery_is_quick(
     dovecot.deliver_many(dovecot_user, generate_messages(3, seed=32))
     spec = dovecot_spec(dovecot, dovecot_user, on_delivered="delete")
     tasks: list[asyncio.Task[list[OutboxItem]]] = []
+    deliveries = Deliveries()
+
+    async def deliver_and_tell() -> list[OutboxItem]:
+        items = await deliver_all(store)
+        for item in items:
+            deliveries.delivered(item.account)
+        return items
 
     def notify() -> None:  # a worker that delivers as soon as it is woken
-        tasks.append(asyncio.ensure_future(deliver_all(store)))
+        tasks.append(asyncio.ensure_future(deliver_and_tell()))
 
-    report = await poll_account(spec, store, notify=notify, delete_wait=5)
+    report = await poll_account(spec, store, notify=notify, deliveries=deliveries, delete_wait=5)
     await asyncio.gather(*tasks)
     assert (report.recorded, report.deleted) == (3, 3)
     assert dovecot.message_count(dovecot_user) == 0
+
+
+async def test_delete_mode_asks_the_store_again_only_when_the_worker_says_so(
+    dovecot: DovecotServer, dovecot_user: DovecotUser, store: Store
+) -> None:
+    """The wait for this session's deliveries is woken by the worker's `Deliveries`, not by
+    asking the store every few milliseconds: without a delivery it asks once when it starts
+    waiting and once at the deadline (another replica's worker may have delivered)."""
+    dovecot.deliver_many(dovecot_user, generate_messages(2, seed=33))
+    spec = dovecot_spec(dovecot, dovecot_user, on_delivered="delete")
+    asked: list[float] = []
+    real = store.deletable_uidls
+
+    async def counted(account: str) -> list[str]:
+        asked.append(time.monotonic())
+        return await real(account)
+
+    store.deletable_uidls = counted  # type: ignore[method-assign]
+    report = await poll_account(spec, store, deliveries=Deliveries(), delete_wait=0.5)
+    assert (report.recorded, report.deleted) == (2, 0)
+    # Once before the fetch (what earlier polls delivered), then the two of the wait.
+    assert len(asked) == 3
+    assert asked[2] - asked[1] >= 0.5
 
 
 async def test_an_error_mid_session_deletes_nothing(

@@ -17,7 +17,7 @@ import asyncpg
 import orjson
 import pytest
 
-from bridge.store import Store, open_store
+from bridge.store import SeenState, Store, open_store
 from bridge.store.base import deferred_payload
 from bridge.store.schema import MIGRATIONS
 
@@ -27,7 +27,14 @@ T0 = 1_700_000_000.0
 RELEASED = Path(__file__).parent / "released"
 
 # Rows as version 1 held them (booleans as the backend stored them are filled in per backend).
-SEEN = [("a", "u1", "fp1", T0), ("a", "u2", "fp2", T0), ("a", "u3", "fp3", T0)]
+SEEN = [
+    ("a", "u1", "fp1", T0),
+    ("a", "u2", "fp2", T0),
+    ("a", "u3", "fp3", T0),
+    # Version 1 kept "this account was polled before" as a seen UIDL no real one can be.
+    ("a", " initialised", "", T0 - 60),
+    ("empty", " initialised", "", T0 - 30),
+]
 OUTBOX = [
     # msg_id, account, uidl, webhook, size, state, created_at, next_attempt_at, last_status
     ("m1", "a", "u1", "hook", 3, "pending", T0, T0, None),
@@ -121,6 +128,10 @@ async def test_a_version_1_database_migrates_and_keeps_its_data(v1_store: Store)
     await store.migrate()
     await store.migrate()  # idempotent on the migrated database too
     assert await store.seen_uidls("a") == {"u1", "u2", "u3"}
+    # The marker became the polled flag, also for an account whose mailbox was emptied.
+    assert await store.seen_state("a") == SeenState({"u1", "u2", "u3"}, polled=True)
+    assert await store.seen_state("empty") == SeenState(set(), polled=True)
+    assert await store.seen_state("never") == SeenState(set(), polled=False)
     assert await store.known_fingerprints("a", ["fp2", "nope"]) == {"fp2"}
     assert await store.pending_count() == 1
     [item] = await store.claim_due(T0 + 1, 10, "w", 30)

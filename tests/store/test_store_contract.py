@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bridge.store import Store, StoreError, open_store
+from bridge.store import SeenState, Store, StoreError, open_store
 
 from .helpers import make_message, msg_id
 
@@ -102,6 +102,23 @@ async def test_mark_seen_does_not_deliver(store: Store) -> None:
     # A message later fetched under a seen UIDL is not recorded again.
     await store.record([make_message("a", "1")], T0)
     assert await store.pending_count() == 0
+
+
+async def test_polled_flag_is_separate_from_the_seen_set(store: Store) -> None:
+    assert await store.seen_state("a") == SeenState(set(), polled=False)
+    await store.mark_polled("a", [("1", "fp1"), ("2", "fp2")], T0)
+    assert await store.seen_state("a") == SeenState({"1", "2"}, polled=True)
+    assert await store.seen_uidls("a") == {"1", "2"}
+    assert await store.pending_count("a") == 0  # seen, not delivered
+    assert await store.known_fingerprints("a", ["fp1"]) == {"fp1"}
+    await store.mark_polled("b", [], T0)  # an empty mailbox is polled too
+    assert await store.seen_state("b") == SeenState(set(), polled=True)
+    # Pruning the seen set (a mailbox emptied by deletion) never forgets that it was polled.
+    assert await store.forget_missing("a", []) == 2
+    assert await store.seen_state("a") == SeenState(set(), polled=True)
+    await store.mark_polled("a", [("3", "fp3")], T0 + 1)  # idempotent on the flag
+    assert await store.seen_state("a") == SeenState({"3"}, polled=True)
+    assert await store.seen_state("c") == SeenState(set(), polled=False)
 
 
 async def test_known_fingerprints(store: Store) -> None:
