@@ -162,7 +162,10 @@ def _mime(data: dict[str, Any], raw: bytes | None) -> str:
         return _raw_text(raw)
     if data.get("raw"):
         return _raw_text(base64.b64decode(data["raw"]))
-    return _rebuild(data)
+    try:
+        return _rebuild(data)
+    except Exception:  # the modern generator refused something: keep what surely serialises
+        return _rebuild({**data, "headers": [], "attachments": [], "html": None})
 
 
 def _rebuild(data: dict[str, Any]) -> str:
@@ -191,6 +194,12 @@ def _rebuild(data: dict[str, Any]) -> str:
             filename=attachment.get("filename"),
             cid=f"<{attachment['content_id']}>" if attachment.get("content_id") else None,
         )
+    # Boundaries derived from the message id, not random: the same payload gives the same
+    # bytes on every attempt.
+    for n, part in enumerate(msg.walk()):
+        if part.is_multipart():
+            seed = f"{data.get('id', '')}\0{n}".encode()
+            part.set_boundary("=_pop3bridge_" + hashlib.sha256(seed).hexdigest()[:32])
     return msg.as_string()
 
 
@@ -419,6 +428,8 @@ def _sendgrid(data: dict[str, Any], raw: bytes | None, options: FormatOptions) -
 
 def _header_block(data: dict[str, Any], raw: bytes | None) -> str:
     """The raw header block as SendGrid posts it; rebuilt from the payload without `raw`."""
+    if raw is None and data.get("raw"):
+        raw = base64.b64decode(data["raw"])
     if raw is not None:
         return _raw_text(raw[: header_end(raw)]).rstrip("\r\n") + "\n"
-    return _rebuild(data).split("\r\n\r\n", 1)[0].replace("\r\n", "\n") + "\n"
+    return _mime(data, None).split("\r\n\r\n", 1)[0].replace("\r\n", "\n") + "\n"
