@@ -128,6 +128,7 @@ class Scheduler:
         self._granted: dict[str, asyncio.Event] = {}
         self._names: list[str] = []  # enabled accounts, as of the last account-list refresh
         self._busy: set[str] = set()
+        self._login_delay_noted: dict[str, float] = {}  # account -> LOGIN-DELAY logged
         # Accounts seen free at our last two heartbeats (see `sharing.plan`'s `free_before`).
         self._free_seen: collections.deque[set[str]] = collections.deque(maxlen=2)
         self._rounds = 0
@@ -278,7 +279,7 @@ class Scheduler:
             if spec.canary is not None:
                 await self._send_canary(spec, spec.canary)
             try:
-                await self._poll(spec)
+                report = await self._poll(spec)
             except asyncio.CancelledError:
                 raise
             except LeaseLost as exc:
@@ -319,7 +320,7 @@ class Scheduler:
                 )
                 continue
             failures = 0
-            delay = jittered(spec.poll_interval, self.jitter)
+            delay = jittered(self._interval(spec, report), self.jitter)
 
     async def _send_canary(self, spec: AccountSpec, options: canary.CanaryOptions) -> None:
         """Submit a canary when one is due; a failure is recorded and never stops the poll."""
@@ -335,6 +336,32 @@ class Scheduler:
             return
         self.canaries.submitted(spec.name, nonce, now)
         log.debug("canary submitted", extra={"account": spec.name})
+
+    def _interval(self, spec: AccountSpec, report: PollReport) -> float:
+        """`poll_interval`, raised to the server's advertised LOGIN-DELAY when that is longer.
+
+        RFC 2449 §6.5: a server announcing `LOGIN-DELAY n` refuses (or penalises) logins
+        closer together than n seconds; polling faster only collects `[LOGIN-DELAY]` refusals
+        and backoffs. Said once per account and value, not at every poll.
+        """
+        delay = report.login_delay
+        if delay is None or delay <= spec.poll_interval:
+            return spec.poll_interval
+        if self._login_delay_noted.get(spec.name) != delay:
+            self._login_delay_noted[spec.name] = delay
+            log.warning(
+                "poll_interval %gs is shorter than the server's LOGIN-DELAY of %gs; "
+                "polling every %gs instead",
+                spec.poll_interval,
+                delay,
+                delay,
+                extra={
+                    "account": spec.name,
+                    "poll_interval": spec.poll_interval,
+                    "login_delay": delay,
+                },
+            )
+        return delay
 
     async def _parked(self) -> None:
         """Wait to be cancelled: `_reconcile` (the account changed) or `run`'s shutdown does."""

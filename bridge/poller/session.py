@@ -107,6 +107,8 @@ class PollReport:
     # with when each was fetched and its message number.
     canaries: list[tuple[FoundCanary, float]] = field(default_factory=list)
     canary_numbers: list[int] = field(default_factory=list)
+    # Seconds the server asks between logins (CAPA LOGIN-DELAY, RFC 2449 §6.5), if it says.
+    login_delay: float | None = None
     started_at: float = field(default_factory=time.time)
     duration: float = 0.0
 
@@ -122,8 +124,13 @@ def max_answer_size(max_message_size: int) -> int:
     return 2 * max_message_size + 1024 * 1024
 
 
-async def connect_and_login(spec: AccountSpec) -> POP3Client:
-    """A logged-in client; an OAuth login refused once is retried once with a fresh token."""
+async def connect_and_login(spec: AccountSpec, report: PollReport | None = None) -> POP3Client:
+    """A logged-in client; an OAuth login refused once is retried once with a fresh token.
+
+    With `report`, its `login_delay` is set from CAPA: the value after login when the server
+    gives one there (RFC 2449 §6.5: `LOGIN-DELAY n USER` before login means "per user, ask
+    again"), else the one before.
+    """
     attempts = 2 if spec.token is not None else 1
     for attempt in range(attempts):
         client = await POP3Client.connect(
@@ -137,6 +144,7 @@ async def connect_and_login(spec: AccountSpec) -> POP3Client:
             pipelining=spec.pipelining,
             max_body=max_answer_size(spec.max_message_size),
         )
+        before = client.login_delay
         try:
             await client.login(
                 spec.username,
@@ -156,6 +164,9 @@ async def connect_and_login(spec: AccountSpec) -> POP3Client:
         except BaseException:
             client.abort()
             raise
+        if report is not None:
+            after = client.login_delay
+            report.login_delay = after if after is not None else before
         return client
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -220,7 +231,7 @@ async def poll_account(
     report = PollReport(spec.name, started_at=clock())
     start = time.monotonic()
     _check(owned, spec.name)
-    client = await connect_and_login(spec)
+    client = await connect_and_login(spec, report)
     async with client:
         poll = _Poll(client, spec, store, report, clock, notify, deliveries, stopping, owned)
         await poll.run(delete_wait)

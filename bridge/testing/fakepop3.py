@@ -109,7 +109,8 @@ class FakePOP3Server(Service):
     Credentials: `user`/`password` (USER/PASS, APOP, AUTH PLAIN, AUTH LOGIN). With
     `ssl_context`, STLS is offered; with `implicit_tls=True` as well, the listener speaks TLS
     from the first byte instead (POP3S) and STLS is not offered. With `utf8=True` it offers
-    and accepts RFC 6856's UTF8 command (in AUTHORIZATION only, as §2 says).
+    and accepts RFC 6856's UTF8 command (in AUTHORIZATION only, as §2 says). With
+    `login_delay=n` its CAPA announces `LOGIN-DELAY n` (RFC 2449 §6.5), before and after login.
     """
 
     def __init__(
@@ -125,6 +126,7 @@ class FakePOP3Server(Service):
         port: int = 0,
         hostname: str = "fakepop3.test",
         utf8: bool = False,
+        login_delay: int | None = None,
     ) -> None:
         if implicit_tls and ssl_context is None:
             raise ValueError("implicit_tls=True needs an ssl_context")
@@ -139,6 +141,7 @@ class FakePOP3Server(Service):
         self.port = port
         self.hostname = hostname
         self.utf8 = utf8
+        self.login_delay = login_delay
         self.deleted_uidls: list[str] = []
         self.commands_seen: list[tuple[str, tuple[str, ...]]] = []
         self.connections: list[ConnectionInfo] = []
@@ -353,6 +356,8 @@ class _Session:
         if not self.faults.no_uidl:
             caps.append("UIDL")
         caps += ["PIPELINING", "RESP-CODES", "AUTH-RESP-CODE"]
+        if self.server.login_delay is not None:
+            caps.append(f"LOGIN-DELAY {self.server.login_delay}")
         if self.entries is None:
             caps += ["USER", "SASL PLAIN LOGIN"]
             if self.server.utf8:
