@@ -140,7 +140,11 @@ def _row(name: str, entry: dict[str, Any], now: float) -> str:
         f"<td>{badge}</td>",
         f'<td title="{esc(_when(success))}">{esc(_ago(success, now))}'
         f'<div class="muted">{int(entry.get("consecutive_failures") or 0)} failed in a row'
-        f"</div></td>",
+        f"</div>"
+        f'<div class="muted">last poll {esc(_ago(entry.get("last_poll_at"), now))}, '
+        f"{int(entry.get('last_new') or 0)} new</div>"
+        f'<div class="muted">last new mail {esc(_ago(entry.get("last_new_at"), now))}</div>'
+        f"</td>",
         f"<td>{_chart(entry.get('history') or [], delivered)}"
         f'<div class="muted">{delivered} in the last hour</div></td>',
         f"<td>{_duration(entry.get('latency_p50'))} / {_duration(entry.get('latency_p99'))}</td>",

@@ -50,6 +50,7 @@ class AccountStatus:
     last_success_at: float | None = None
     last_error: str | None = None
     last_new: int = 0
+    last_new_at: float | None = None  # the last poll that found new mail
     consecutive_failures: int = 0
     pending: int = 0
     dead: int = 0
@@ -120,6 +121,8 @@ class StatusRegistry:
             st.last_poll_at = st.last_success_at = at
             st.last_error = None
             st.last_new = new
+            if new:
+                st.last_new_at = at
             st.consecutive_failures = 0
 
     def poll_failed(self, account: str, error: str, now: float | None = None) -> None:

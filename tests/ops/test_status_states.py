@@ -55,3 +55,22 @@ def test_last_hour_of_deliveries_per_minute_and_percentiles() -> None:
     reg.delivered("a", 3.0, now=NOW - 10)
     assert reg.snapshot(NOW)["a"]["latency_p99"] == pytest.approx(2.5)
     assert "deliveries" not in entry and entry["state"] == "ok"
+
+
+def test_the_page_shows_last_poll_and_last_new_mail_that_status_has() -> None:
+    from bridge.ops.page import render_page
+
+    reg = StatusRegistry()
+    reg.poll_succeeded("a", new=2, now=NOW - 600)
+    reg.poll_succeeded("a", new=0, now=NOW - 30)  # a later empty poll keeps "last new mail"
+    reg.poll_failed("a", "ConnectionLost: refused", now=NOW - 5)
+    doc = {"state": "degraded", "accounts": reg.snapshot(NOW)}
+    entry = doc["accounts"]["a"]
+    assert (entry["last_new_at"], entry["last_new"], entry["last_poll_at"]) == (
+        NOW - 600,
+        0,
+        NOW - 5,
+    )
+    page = render_page(doc, True, {}, now=NOW)
+    assert "1 failed in a row" in page
+    assert "last poll 5 s ago, 0 new" in page and "last new mail 10 min ago" in page
