@@ -217,7 +217,7 @@ DEPLOY_FILES = [
 
 def settings_path_exists(parts: list[str]) -> bool:
     """Whether `parts` (env name split at `__`, lower-cased) walks the settings models, the way
-    `bridge.config.apply_env` does: a list field takes an index or an element name next."""
+    `bridge.config.sources.apply_overlay` does: a list field takes an index or a name next."""
     model: Any = Settings
     expect_element = False
     for part in parts:
