@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self
 
-from bridge.delivery.worker import DEFAULT_LEASE_SECONDS, Route
+from bridge.delivery.worker import DEFAULT_CLAIM_SECONDS, Route
 from bridge.mail import MailOptions
 from bridge.mail.formats import FormatOptions
 from bridge.outbox import DeferredPayload, ParsePool
@@ -27,7 +27,7 @@ __all__ = [
     "CLAIM_MARGIN",
     "DeliveryRuntime",
     "body_builder",
-    "claim_lease",
+    "claim_seconds",
     "format_options",
     "mail_options",
     "record_delivery",
@@ -52,7 +52,7 @@ def secret_value(value: Any) -> str | None:
     return str(text)
 
 
-def claim_lease(webhook_timeouts: Iterable[float]) -> float:
+def claim_seconds(webhook_timeouts: Iterable[float]) -> float:
     """How long a delivery claim lasts: as short as is safe, because after a crash the rows
     the dead process had claimed wait this long before anyone sends them.
 
@@ -62,7 +62,7 @@ def claim_lease(webhook_timeouts: Iterable[float]) -> float:
     """
     longest = max(webhook_timeouts, default=None)
     if longest is None:
-        return DEFAULT_LEASE_SECONDS
+        return DEFAULT_CLAIM_SECONDS
     return 2 * longest + CLAIM_MARGIN
 
 
@@ -186,9 +186,9 @@ class DeliveryRuntime:
         return int(getattr(self.settings.poller, "delivery_concurrency", 16))
 
     @property
-    def claim_lease(self) -> float:
+    def claim_seconds(self) -> float:
         """Delivery claim length sized from this configuration's webhook timeouts."""
-        return claim_lease(float(w.timeout) for w in self.webhooks.values())
+        return claim_seconds(float(w.timeout) for w in self.webhooks.values())
 
     async def __aenter__(self) -> Self:
         await self._stack.__aenter__()

@@ -1,7 +1,7 @@
 """The delivery loop: outbox -> webhook, with the retry schedule kept in the store.
 
-The worker owns no state a crash could lose. It claims due rows (a claim is a lease, so rows of a
-worker that dies come back after `lease_seconds`), sends them concurrently through one pooled
+The worker owns no state a crash could lose. It claims due rows (a claim expires, so rows of a
+worker that dies come back after `claim_seconds`), sends them concurrently through one pooled
 sender, and ends every claim with exactly one of `mark_delivered` (2xx), `mark_retry` (the
 policy's next time) or `mark_dead` (the policy gave up, or the row names a webhook that no longer
 exists). Duplicates can therefore only come from the window between a 2xx and `mark_delivered`,
@@ -27,7 +27,7 @@ from bridge.delivery.summary import DeliverySummary
 from bridge.store.base import OutboxItem, Store, deferred_source
 from bridge.store.errors import StoreError
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "Deliveries", "DeliveryWorker", "Outcome", "Route"]
+__all__ = ["DEFAULT_CLAIM_SECONDS", "Deliveries", "DeliveryWorker", "Outcome", "Route"]
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ IDLE_WAIT = 5.0  # longest sleep with nothing due: bounds how late a missed wake
 MIN_WAIT = 0.05
 STORE_ERROR_BACKOFF = 1.0
 # How long a claim lasts when the caller does not size it from its webhooks' timeouts.
-DEFAULT_LEASE_SECONDS = 120.0
+DEFAULT_CLAIM_SECONDS = 120.0
 
 
 class Sender(Protocol):
@@ -101,7 +101,7 @@ class DeliveryWorker:
         *,
         holder: str,
         concurrency: int = 16,
-        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        claim_seconds: float = DEFAULT_CLAIM_SECONDS,
         clock: Callable[[], float] = time.time,
         on_result: ResultHook | None = None,
     ) -> None:
@@ -110,7 +110,7 @@ class DeliveryWorker:
         self.routes = routes
         self.holder = holder
         self.concurrency = max(1, concurrency)
-        self.lease_seconds = lease_seconds
+        self.claim_seconds = claim_seconds
         self.clock = clock
         self.on_result = on_result
         # When a dict, the last outcome of every outbox row this worker handled (row id ->
@@ -140,8 +140,8 @@ class DeliveryWorker:
     async def run(self, stop: asyncio.Event, grace: float = 10.0) -> None:
         """Deliver until `stop`; the round in flight then gets `grace` seconds to finish.
 
-        Rows still unfinished after the grace period keep their claim until its lease runs
-        out, and are delivered after the restart with the same `webhook-id`.
+        Rows still unfinished after the grace period keep their claim until it expires,
+        and are delivered after the restart with the same `webhook-id`.
         """
         stopper = asyncio.ensure_future(stop.wait())
         try:
@@ -196,7 +196,7 @@ class DeliveryWorker:
     async def _round(self) -> int:
         # Claim twice the concurrency so the next sends start while earlier ones finish.
         items = await self.store.claim_due(
-            self.clock(), self.concurrency * 2, self.holder, self.lease_seconds
+            self.clock(), self.concurrency * 2, self.holder, self.claim_seconds
         )
         if not items:
             return 0
@@ -205,7 +205,7 @@ class DeliveryWorker:
         )
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
-            # Unmarked rows keep their claim until the lease ends, then are retried.
+            # Unmarked rows keep their claim until it expires, then are retried.
             raise failures[0]
         return len(items)
 

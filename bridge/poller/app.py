@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.delivery.worker import DEFAULT_LEASE_SECONDS, DeliveryWorker, Route
+from bridge.delivery.worker import DEFAULT_CLAIM_SECONDS, DeliveryWorker, Route
 from bridge.poller.scheduler import LeaseHook, LeaseOptions, Scheduler
 from bridge.poller.session import PollReport
 from bridge.poller.spec import AccountSpec
@@ -37,7 +37,7 @@ class PollerOptions:
     jitter: float = 0.1
     shutdown_grace: float = 10.0
     delivery_concurrency: int = 16
-    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    claim_seconds: float = DEFAULT_CLAIM_SECONDS
     replica_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     leases: bool = False
     # A dead replica's accounts are free after one TTL and taken at the next heartbeat of the
@@ -94,7 +94,7 @@ class PollerApp:
             routes,
             holder=options.replica_id,
             concurrency=options.delivery_concurrency,
-            lease_seconds=options.lease_seconds,
+            claim_seconds=options.claim_seconds,
             clock=clock,
             on_result=on_delivery,
         )

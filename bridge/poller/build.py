@@ -19,7 +19,7 @@ from bridge.poller.app import PollerOptions
 from bridge.poller.canary import CanaryKey, CanaryOptions
 from bridge.poller.oauth import DEFAULT_WARN_BEFORE, TokenProvider
 from bridge.poller.spec import AccountSpec, FetchOptions
-from bridge.runtime import claim_lease, mail_options, secret_value
+from bridge.runtime import claim_seconds, mail_options, secret_value
 
 __all__ = ["account_spec", "poller_options"]
 
@@ -141,8 +141,8 @@ def poller_options(
         lease_ttl=float(getattr(poller, "lease_ttl", defaults.lease_ttl)),
         lease_heartbeat=_opt_float(getattr(poller, "lease_heartbeat", None)),
         accounts_refresh=float(getattr(poller, "accounts_refresh", defaults.accounts_refresh)),
-        lease_seconds=(
-            defaults.lease_seconds if webhook_timeouts is None else claim_lease(webhook_timeouts)
+        claim_seconds=(
+            defaults.claim_seconds if webhook_timeouts is None else claim_seconds(webhook_timeouts)
         ),
     )
 

@@ -396,7 +396,7 @@ async def build_tap(settings: Any, *, grace: float | None = None) -> AsyncIterat
             runtime.routes,
             holder=f"proxy-{socket.gethostname()}-{os.getpid()}",
             concurrency=runtime.delivery_concurrency,
-            lease_seconds=runtime.claim_lease,
+            claim_seconds=runtime.claim_seconds,
             on_result=record_delivery,
         )
         tap = Tap(targets, runtime.store, notify=worker.notify)

@@ -11,7 +11,7 @@ Life of a message
    again; a crash after commit leaves it seen and pending, so it is delivered exactly once from
    the outbox. Recording an already-seen (account, uidl) is a no-op for that message.
 2. Delivery workers `claim_due` a batch. A claim hides the row from other claimers until it is
-   marked or `lease_seconds` pass (so a worker or replica that dies gives its claims back).
+   marked or `claim_seconds` pass (so a worker or replica that dies gives its claims back).
 3. The worker ends the claim with `mark_delivered` (2xx), `mark_retry` (the retry schedule is the
    row's `next_attempt_at`, so a restart resumes it) or `mark_dead` (dead-letter list;
    `replay` puts it back to pending with attempts reset).
@@ -181,12 +181,12 @@ class OutboxStore(abc.ABC):
 
     @abc.abstractmethod
     async def claim_due(
-        self, now: float, limit: int, holder: str, lease_seconds: float
+        self, now: float, limit: int, holder: str, claim_seconds: float
     ) -> list[OutboxItem]:
         """Claim up to `limit` pending items due at `now`, oldest due first.
 
         A claimed item is invisible to other claimers until it is marked or until
-        `now + lease_seconds` has passed.
+        `now + claim_seconds` has passed.
         """
 
     async def mark_delivered(self, item_id: int, status: int, now: float) -> None:

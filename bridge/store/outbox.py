@@ -101,7 +101,7 @@ class OutboxSQL(SQLPart, OutboxStore):
 
     @write
     def claim_due(
-        self, now: float, limit: int, holder: str, lease_seconds: float
+        self, now: float, limit: int, holder: str, claim_seconds: float
     ) -> Tx[list[OutboxItem]]:
         if limit <= 0:
             return []
@@ -112,7 +112,7 @@ class OutboxSQL(SQLPart, OutboxStore):
             f"ORDER BY next_attempt_at, id LIMIT ?{d.skip_locked}) "
             "UPDATE outbox SET claimed_by = ?, claim_until = ? "
             "WHERE id IN (SELECT id FROM due) RETURNING id",
-            (now, now, limit, holder, now + lease_seconds),
+            (now, now, limit, holder, now + claim_seconds),
         )
         if not claimed:
             return []

@@ -76,7 +76,7 @@ def msgs(n: int, webhook: str = "main") -> list[NewMessage]:
 
 def worker(store: Store, sender: ScriptedSender, **kw: object) -> DeliveryWorker:
     routes = {"main": Route(target="main-target", policy=Policy())}
-    return DeliveryWorker(store, sender, routes, holder="t", lease_seconds=30, **kw)  # type: ignore[arg-type]
+    return DeliveryWorker(store, sender, routes, holder="t", claim_seconds=30, **kw)  # type: ignore[arg-type]
 
 
 async def test_everything_due_is_delivered_once_with_bounded_concurrency(store: Store) -> None:

@@ -205,7 +205,7 @@ async def test_the_worker_reshapes_rows_built_at_fetch(store: Store) -> None:
     )
     sender = ScriptedSender(script={row.msg_id: [503]})
     routes = {"main": Route(target="t", policy=Policy(), prepare=builder)}  # type: ignore[arg-type]
-    worker = DeliveryWorker(store, sender, routes, holder="t", lease_seconds=30)  # type: ignore[arg-type]
+    worker = DeliveryWorker(store, sender, routes, holder="t", claim_seconds=30)  # type: ignore[arg-type]
     for _ in range(50):
         await worker.deliver_due()
         if await store.pending_count() == 0:

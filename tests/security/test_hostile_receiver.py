@@ -159,7 +159,7 @@ async def test_an_error_that_repeats_dead_letters_instead_of_looping(store: Stor
     await store.record([message], time.time())
     sender = _RaisingSender()
     routes = {"main": Route(target="t", policy=_Policy())}
-    worker = DeliveryWorker(store, sender, routes, holder="t", lease_seconds=30)  # type: ignore[arg-type]
+    worker = DeliveryWorker(store, sender, routes, holder="t", claim_seconds=30)  # type: ignore[arg-type]
     for _ in range(3):
         await worker.deliver_due()
     assert sender.calls == 1

@@ -96,7 +96,7 @@ def test_big_messages_are_still_built_at_fetch() -> None:
 
 def _worker(store: Store, sender: ScriptedSender, prepare: object) -> DeliveryWorker:
     routes = {"main": Route(target="main-target", policy=Policy(), prepare=prepare)}  # type: ignore[arg-type]
-    return DeliveryWorker(store, sender, routes, holder="t", lease_seconds=30)  # type: ignore[arg-type]
+    return DeliveryWorker(store, sender, routes, holder="t", claim_seconds=30)  # type: ignore[arg-type]
 
 
 async def test_worker_sends_the_built_body_and_the_same_one_on_retry(store: Store) -> None:
