@@ -24,6 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "ops": set(),
     "delivery": {"store"},
     "testing": {"pop3", "mail"},
+    # The demo wires the fake server and sample mail (bridge.testing) to the real poller.
+    "demo": {"pop3", "mail", "store", "delivery", "outbox", "poller", "ops", "testing"},
     "runtime": {"delivery", "ops", "store", "outbox", "mail"},
     "outbox": {"mail", "store", "delivery"},
     "poller": {
@@ -35,7 +37,6 @@ ALLOWED: dict[str, set[str]] = {
         "outbox",
         "config",
         "ops",
-        "testing",
     },
     "proxy": {"pop3", "mail", "store", "delivery", "runtime", "outbox", "config", "ops"},
     "config": {"pop3", "mail", "store", "delivery", "ops"},
@@ -84,3 +85,18 @@ def test_module_imports_only_what_its_layer_allows(path: Path) -> None:
 def test_the_rules_cover_every_lower_package() -> None:
     packages = {p.name for p in BRIDGE.iterdir() if (p / "__init__.py").exists()}
     assert packages - {"commands"} <= set(ALLOWED)
+
+
+def test_only_the_demo_imports_the_testing_package() -> None:
+    # bridge/testing/ ships in the wheel and the image because `pop3bridge demo` runs it; a
+    # helper only tests use belongs in tests/support/ (issue 18: ship only what runs).
+    importers = {
+        str(path.relative_to(BRIDGE))
+        for path in BRIDGE.rglob("*.py")
+        if _part(path) != "testing"
+        and any(part == "testing" for _, part in _imported_parts(path))
+    }
+    assert importers == {"demo.py"}
+    demo = (BRIDGE / "demo.py").read_text(encoding="utf-8")
+    for module in sorted((BRIDGE / "testing").glob("[!_]*.py")):
+        assert f"bridge.testing.{module.stem}" in demo, f"demo does not run {module.name}"

@@ -19,7 +19,7 @@ from bridge.lifecycle import Service, ServiceStateError
 from bridge.ops.server import OpsEndpointError, OpsServer
 from bridge.proxy.server import ProxyServer, ProxyStartError
 from bridge.testing.fakepop3 import FakePOP3Server
-from bridge.testing.faultrelay import FaultRelay
+from tests.support.faultrelay import FaultRelay
 
 
 class Probe(Service):

@@ -1,6 +1,6 @@
 """`pop3bridge demo`: a built-in POP3 server, webhook receiver and the bridge between them.
 
-See `bridge.poller.demo`. `--duration SECONDS` exits by itself (tests use it); without it the
+See `bridge.demo`. `--duration SECONDS` exits by itself (tests use it); without it the
 demo runs until Ctrl-C. It needs no configuration file and touches nothing outside a temporary
 directory.
 """
@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bridge.demo import run_demo
     from bridge.ops.logging import configure_logging
-    from bridge.poller.demo import run_demo
 
     # The demo's own lines are the interesting output; keep the bridge's logs (the same
     # redacting handler every command uses, in its human format) to warnings.

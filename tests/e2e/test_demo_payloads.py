@@ -7,7 +7,7 @@ import json
 import os
 import re
 
-from bridge.poller.demo import run_demo
+from bridge.demo import run_demo
 
 
 class Reader(io.StringIO):

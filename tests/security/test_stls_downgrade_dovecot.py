@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.testing.faultrelay import FaultRelay, RelayFault
 from tests.security.cli import bridge, write_config
 from tests.support.dovecot import DovecotServer, DovecotUser
+from tests.support.faultrelay import FaultRelay, RelayFault
 from tests.support.loop import LoopThread
 
 pytestmark = pytest.mark.dovecot

@@ -60,8 +60,8 @@ import psutil  # type: ignore[import-untyped]
 import yaml
 
 from bridge.store import open_store
-from bridge.testing.faultrelay import FaultRelay, RelayFault
 from tests.support.dovecot import DovecotServer, DovecotUser
+from tests.support.faultrelay import FaultRelay, RelayFault
 from tests.support.loop import LoopThread
 from tests.support.receiver import Reply, ThreadedReceiver
 

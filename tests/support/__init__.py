@@ -43,7 +43,8 @@ Outside pytest
 --------------
 `bridge.testing.fakepop3.FakePOP3Server` (scriptable fake POP3 server with faults) and
 `bridge.testing.samples` (deterministic sample mail) live in the package because
-``pop3bridge demo`` and the benchmarks use them too::
+``pop3bridge demo`` runs them (the benchmarks use them too); the fault relay
+(`tests.support.faultrelay`) is for tests only and lives here::
 
     async with FakePOP3Server(mailbox, user="u", password="p",
                               ssl_context=tls_certs.server_context(),
