@@ -19,6 +19,7 @@ import sys
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from bridge.mail import header_uid
 from bridge.pop3.client import MECHANISMS, POP3Client, TLSMode
 from bridge.pop3.errors import (
     AuthenticationFailed,
@@ -160,7 +161,7 @@ async def _probe(args: argparse.Namespace, out: dict[str, Any]) -> None:
         out["pipelining"] = client.pipelining
         count, size = await client.stat()
         out["message_count"], out["total_size"] = count, size
-        uidls = await client.uidl() if count else []
+        uidls = await client.uidl(header_id=header_uid) if count else []
         out["uidl_fallback"] = client.uidl_fallback
         out["first_uidls"] = [uid for _, uid in uidls[:FIRST_UIDLS]]
         await client.quit()  # nothing was retrieved or deleted: QUIT changes nothing

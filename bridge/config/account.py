@@ -166,7 +166,8 @@ class AccountConfig(SecretSection):
     auth: AuthMethod = Field(
         default="auto",
         description="Login mechanism; `auto` picks the strongest the server offers "
-        "(an OAuth2 mechanism when `oauth2` is set).",
+        "(an OAuth2 mechanism when `oauth2` is set) and, when it is refused, the next one the "
+        "server offers and the account allows (plaintext only with TLS or `allow_plaintext`).",
     )
     ca_file: str | None = Field(default=None, description="CA bundle for the server's certificate.")
     insecure: bool = Field(default=False, description="Skip certificate verification (tests only).")

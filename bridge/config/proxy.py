@@ -8,7 +8,7 @@ allowed or denied by name either.
 from __future__ import annotations
 
 import re
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
@@ -28,6 +28,8 @@ __all__ = [
 ]
 
 POP3_VERBS = frozenset(verb for verb, _ in RESPONSE_KINDS)
+# The proxy logs in upstream with the password its client gave: no OAuth mechanisms.
+UpstreamAuth = Literal["auto", "user", "apop", "plain", "login", "cram-md5"]
 
 
 def _verbs(values: list[str] | None) -> list[str] | None:
@@ -83,6 +85,14 @@ class ProxyUpstream(Section):
     tls: TLSSetting = Field(default="implicit", description="`implicit`, `starttls` or `none`.")
     ca_file: str | None = Field(default=None, description="CA bundle for the upstream certificate.")
     insecure: bool = Field(default=False, description="Skip upstream certificate verification.")
+    auth: UpstreamAuth = Field(
+        default="auto",
+        description="Routing mode: how the proxy logs in to this upstream with the client's "
+        "credentials. `auto` picks the strongest mechanism the server offers and, when one is "
+        "refused (an APOP timestamp from a server that refuses APOP for the user), tries the "
+        "next it offers; plaintext mechanisms only with `tls: none` or TLS. With a fixed "
+        "`upstream` the client logs in itself and this key is not used.",
+    )
 
     @model_validator(mode="after")
     def _port(self) -> Self:

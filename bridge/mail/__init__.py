@@ -1,5 +1,6 @@
 """RFC 5322/MIME bytes -> the `message.received` webhook payload (pure, no I/O)."""
 
+from bridge.mail._fingerprint import header_uid
 from bridge.mail._helpdesk import DEFAULT_OPTIONS, MailOptions
 from bridge.mail._payload import (
     HELPDESK_FIELDS,
@@ -26,6 +27,7 @@ __all__ = [
     "encode",
     "envelope",
     "fingerprint",
+    "header_uid",
     "metadata_only",
     "schema",
 ]

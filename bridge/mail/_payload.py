@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import json
 import logging
-import re
 from email.message import Message
 from functools import cache
 from importlib import resources
@@ -22,13 +20,13 @@ from typing import Any
 
 import orjson
 
+from bridge.mail._fingerprint import fingerprint, fingerprint_of
 from bridge.mail._headers import (
     decode_addresses,
     decode_date,
     decode_header_value,
     decode_msgid_list,
     raw_to_str,
-    unfold,
 )
 from bridge.mail._helpdesk import (
     DEFAULT_OPTIONS,
@@ -39,7 +37,6 @@ from bridge.mail._helpdesk import (
     original_recipient,
     spam_verdict,
 )
-from bridge.mail._mime import header_end as _header_end
 from bridge.mail._mime import parse, parse_headers, walk
 from bridge.mail._reply import reply_text
 from bridge.mail._text import clean
@@ -126,12 +123,7 @@ def build_message_data_and_fingerprint(
     helpdesk = _helpdesk_fields(data, options, content_type, errors)
     data["parse_errors"] = _tidy(errors)
     data.update(helpdesk)
-    digest = None
-    if msg is not None:
-        try:
-            digest = _fingerprint_digest(_fingerprint_fields(msg))
-        except Exception:  # as in `fingerprint`: never let a hostile header stop anything
-            digest = None
+    digest = fingerprint_of(msg) if msg is not None else None
     return data, digest if digest is not None else fingerprint(raw)
 
 
@@ -263,84 +255,6 @@ def _tidy(errors: list[str]) -> list[str]:
         extra = len(unique) - (MAX_PARSE_ERRORS - 1)
         unique = [*unique[: MAX_PARSE_ERRORS - 1], f"... and {extra} more problems"]
     return unique
-
-
-def fingerprint(raw_or_headers: bytes) -> str:
-    """sha256 hex over Message-ID, Date, From and Subject of the header block.
-
-    Values are taken undecoded and whitespace-normalised, so the same message gives the same
-    fingerprint from RETR and from `TOP n 0` even if a server refolds headers.
-    """
-    plain = _plain_fingerprint_fields(raw_or_headers)
-    if plain is not None:
-        return _digest(plain)
-    try:
-        fields = _fingerprint_fields(parse_headers(raw_or_headers))
-    except Exception:  # never let a hostile header block stop a migration check
-        fields = [raw_or_headers[: raw_or_headers.find(b"\n\n")].hex()]
-    return _fingerprint_digest(fields)
-
-
-# Bytes the scan leaves to the parser: VT, FF and FS/GS/RS break lines for it (its
-# `str.splitlines`), and US is whitespace to `str.split` but not to `bytes.split`. (A CR that
-# does not start CRLF, which also breaks a line, is counted separately.)
-_ODD_BREAKS = re.compile(rb"[\x0b\x0c\x1c-\x1f]")
-# A header block made only of field lines, each with its continuation lines, then at most the
-# blank line: exactly the blocks the feed parser reads to the end as header fields.
-_PLAIN_BLOCK = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+:[^\n]*\n(?:[ \t][^\n]*\n)*)*(?:\r?\n)?")
-_WANTED_FIELD = re.compile(
-    rb"^(message-id|date|from|subject):([^\n]*\n(?:[ \t][^\n]*\n)*)", re.IGNORECASE | re.MULTILINE
-)
-_FINGERPRINT_NAMES = ("message-id", "date", "from", "subject")
-
-
-def _plain_fingerprint_fields(raw: bytes) -> list[bytes] | None:
-    """`_fingerprint_fields(parse_headers(raw))` without the parser, for ordinary headers, as
-    the bytes the digest is taken over (the parser's str values encoded back).
-
-    The fetch stage computes a fingerprint for every message it records, and parsing the
-    header block for it cost about 85 us, most of the stage's time per message. The scan gives
-    the parser's values exactly (the tests compare the two on generated and hostile header
-    blocks), and returns None, leaving it to the parser, for anything unusual: a line that
-    is neither a field nor a continuation (the parser's header block would end there), a
-    leading continuation, an mbox "From " line, or a line break other than LF/CRLF.
-    """
-    block = raw[: _header_end(raw)]
-    if block[-1:] != b"\n":
-        block += b"\n"  # the value is stripped of line ends anyway
-    if (
-        block.count(b"\r") != block.count(b"\r\n")
-        or _ODD_BREAKS.search(block)
-        or _PLAIN_BLOCK.fullmatch(block) is None
-    ):
-        return None
-    values: dict[str, bytes] = {}
-    for match in _WANTED_FIELD.finditer(block):
-        key = match[1].lower().decode("ascii")
-        if key not in values:
-            values[key] = match[2]
-    # Unfolding and collapsing whitespace as `_normalised` does: with no odd breaks and no US
-    # in the block, bytes.split() splits exactly where str.split() does.
-    return [b" ".join(values[key].split()) if key in values else b"" for key in _FINGERPRINT_NAMES]
-
-
-def _fingerprint_fields(msg: Message) -> list[str]:
-    return [_normalised(msg.get(name)) for name in ("message-id", "date", "from", "subject")]
-
-
-def _fingerprint_digest(fields: list[str]) -> str:
-    return _digest([f.encode("utf-8", "surrogateescape") for f in fields])
-
-
-def _digest(fields: list[bytes]) -> str:
-    """sha256 hex of the fields joined by NUL: the scan hands over bytes, the parser str."""
-    return hashlib.sha256(b"\x00".join(fields)).hexdigest()
-
-
-def _normalised(value: object) -> str:
-    if value is None:
-        return ""
-    return " ".join(unfold(str(value)).split())
 
 
 def envelope(

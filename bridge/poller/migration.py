@@ -11,6 +11,11 @@ decision is split in two so it costs nothing in the common case:
    which fingerprints it has already delivered. Matches are re-keyed (recorded as seen under
    their new UIDL, not delivered); the rest are genuinely new mail and are delivered. A false
    alarm therefore costs a few TOP commands, never a lost message.
+
+The same path carries a server without UIDL across the upgrade that gave its header-derived
+ids one hash with the fingerprint (`bridge.mail.header_uid`): every old id vanishes at once
+and every message looks new, so the check fires and the stored fingerprints re-key the mail
+(tests/poller/test_header_ids_upgrade.py).
 """
 
 from __future__ import annotations

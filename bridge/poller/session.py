@@ -48,7 +48,7 @@ from bridge.outbox import outbox_row
 from bridge.poller.canary import FoundCanary, find_canary
 from bridge.poller.migration import suspicious
 from bridge.poller.spec import AccountSpec
-from bridge.pop3.client import POP3Client
+from bridge.pop3.client import POP3Client, login_with_fallback
 from bridge.pop3.errors import AuthenticationFailed
 from bridge.store.base import NewMessage, Store
 
@@ -127,12 +127,17 @@ def max_answer_size(max_message_size: int) -> int:
 async def connect_and_login(spec: AccountSpec, report: PollReport | None = None) -> POP3Client:
     """A logged-in client; an OAuth login refused once is retried once with a fresh token.
 
+    `auth: auto` tries the next mechanism the server offers and the account allows when one is
+    refused (over a new connection if the server hung up): `login_with_fallback`.
+
     With `report`, its `login_delay` is set from CAPA: the value after login when the server
     gives one there (RFC 2449 §6.5: `LOGIN-DELAY n USER` before login means "per user, ask
     again"), else the one before.
     """
-    attempts = 2 if spec.token is not None else 1
-    for attempt in range(attempts):
+    before: float | None = None
+
+    async def connect() -> POP3Client:
+        nonlocal before
         client = await POP3Client.connect(
             spec.host,
             spec.port,
@@ -145,8 +150,13 @@ async def connect_and_login(spec: AccountSpec, report: PollReport | None = None)
             max_body=max_answer_size(spec.max_message_size),
         )
         before = client.login_delay
+        return client
+
+    attempts = 2 if spec.token is not None else 1
+    for attempt in range(attempts):
         try:
-            await client.login(
+            client = await login_with_fallback(
+                connect,
                 spec.username,
                 spec.password,
                 mechanism=spec.auth,
@@ -154,15 +164,11 @@ async def connect_and_login(spec: AccountSpec, report: PollReport | None = None)
                 token=spec.token,
             )
         except AuthenticationFailed:
-            client.abort()
             if attempt + 1 < attempts and spec.invalidate_token is not None:
                 # The token may have been revoked or expired early: one refresh, one retry.
                 log.info("login refused, refreshing the access token", extra={"account": spec.name})
                 spec.invalidate_token()
                 continue
-            raise
-        except BaseException:
-            client.abort()
             raise
         if report is not None:
             after = client.login_delay
@@ -279,7 +285,7 @@ class _Poll:
 
     async def run(self, delete_wait: float) -> None:
         client, report = self.client, self.report
-        for n, uidl in await client.uidl():
+        for n, uidl in await client.uidl(header_id=mail.header_uid):
             # Identical header-derived ids (servers without UIDL) would alias: first one wins
             # and the copies wait for a later poll once the first is gone.
             self.number_of.setdefault(uidl, n)
@@ -368,13 +374,14 @@ class _Poll:
         return []
 
     async def fingerprints(self, messages: Sequence[tuple[int, str]]) -> list[tuple[str, str]]:
-        """(uidl, fingerprint) from `TOP n 0`, in bounded chunks so headers never pile up."""
+        """(uidl, fingerprint) from pipelined `TOP n 0`, in bounded chunks so headers never
+        pile up. Runs on first sight (`initial: new`) and on a suspected migration."""
         pairs: list[tuple[str, str]] = []
         for start in range(0, len(messages), BATCH_MESSAGES):
-            for n, uidl in messages[start : start + BATCH_MESSAGES]:
-                # One round trip each: the client has no public pipelined TOP yet. This path
-                # only runs on first sight (`initial: new`) and on a suspected migration.
-                pairs.append((uidl, mail.fingerprint(await self.client.top(n, 0))))
+            chunk = messages[start : start + BATCH_MESSAGES]
+            uidl_of = dict(chunk)
+            async for n, headers in self.client.top_many([n for n, _ in chunk], 0):
+                pairs.append((uidl_of[n], mail.fingerprint(headers)))
         return pairs
 
     async def rekey(self, new: list[tuple[int, str]]) -> list[tuple[int, str]]:

@@ -7,31 +7,30 @@ also the messages RETR'd in this session). `abort()` / `close(commit=False)` dro
 connection instead, and RFC 1939 §6 guarantees nothing changes. Leaving the `async with` block
 without calling `quit()` aborts, so forgetting to commit never deletes anything.
 
-Pipelining (RFC 2449 §6.6) is used for `retrieve_many` and `delete_many` when the server
-advertises PIPELINING and it was not switched off: a writer task sends commands through a
-bounded window while the reader consumes replies, so neither side can fill the other's buffers
-and stall. Logins, STLS and QUIT are never pipelined (the core refuses). If a pipelined batch
+Pipelining (RFC 2449 §6.6) is used for `retrieve_many`, `top_many` and `delete_many` when the
+server advertises PIPELINING and it was not switched off (`bridge.pop3.pipeline`: a window of
+credit). Logins, STLS and QUIT are never pipelined (the core refuses). If a pipelined batch
 fails or the caller stops iterating early, the connection is aborted (nothing committed):
 replies still in flight would otherwise be read as answers to later commands.
 
-Servers without UIDL: `uidl()` falls back to ids derived from each message's headers
-(`TOP n 0`): "hdr-" + sha256 over the normalised Message-ID, Date, From and Subject headers
-(names lower-cased, values unfolded, runs of white space collapsed, one "name:value" per line).
-Such ids are stable across sessions as long as the headers are; identical copies share an id.
+Which mechanism `login` uses, and which it tries when one is refused, is decided in
+`bridge.pop3.mechanisms` (pure); this module only runs the chosen exchange.
+
+Servers without UIDL: `uidl(header_id=...)` falls back to ids derived from each message's
+headers (`TOP n 0`) by the function it is given (the poller passes `bridge.mail.header_uid`:
+`pop3` does not import `mail`, and there is one header hash, there).
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import hashlib
 import inspect
 import io
 import logging
-import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from types import TracebackType
 from typing import Literal, Self
 
@@ -40,7 +39,6 @@ from bridge.pop3.connection import ClientConnection
 from bridge.pop3.errors import (
     AuthenticationFailed,
     ConnectionLost,
-    InsecureAuthRefused,
     LocalProtocolError,
     PermanentFailure,
     RemoteProtocolError,
@@ -59,6 +57,16 @@ from bridge.pop3.events import (
     NeedData,
     StatusResponse,
 )
+from bridge.pop3.mechanisms import (
+    MECHANISMS,
+    Offer,
+    after_refusal,
+    auto_order,
+    check_allowed,
+    falls_back,
+)
+from bridge.pop3.mechanisms import normalise as normalise_mechanism
+from bridge.pop3.pipeline import pipelined
 from bridge.pop3.responses import parse_capa, parse_list_line, parse_stat, parse_uidl_line
 from bridge.pop3.sasl import (
     CramMD5,
@@ -75,41 +83,14 @@ from bridge.pop3.sasl import (
 from bridge.pop3.state import State
 from bridge.pop3.wire import LineEnding
 
-__all__ = ["MECHANISMS", "POP3Client", "TLSMode", "TokenSource", "header_uid"]
+__all__ = ["MECHANISMS", "POP3Client", "TLSMode", "TokenSource", "login_with_fallback"]
 
 log = logging.getLogger(__name__)
 
 TLSMode = Literal["implicit", "starttls", "none"]
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
 
-# Every mechanism `login` knows, for `mechanism=`; "auto" picks among them.
-MECHANISMS = ("USER", "APOP", "PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER")
-# These put a reusable secret on the wire (password or bearer token).
-_PLAINTEXT_MECHANISMS = frozenset({"USER", "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"})
 _AUTH_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH"})
-_FALLBACK_HEADERS = (b"message-id", b"date", b"from", b"subject")
-
-
-def header_uid(headers: bytes) -> str:
-    """The documented fallback id for a server without UIDL (see the module docstring)."""
-    wanted: dict[bytes, bytes] = {}
-    current: bytes | None = None
-    for line in headers.replace(b"\r\n", b"\n").split(b"\n"):
-        if not line:
-            break
-        if line[:1] in (b" ", b"\t") and current is not None:
-            wanted[current] += b" " + line.strip()
-            continue
-        name, sep, value = line.partition(b":")
-        key = name.strip().lower()
-        current = key if sep and key in _FALLBACK_HEADERS and key not in wanted else None
-        if current is not None:
-            wanted[current] = value.strip()
-    digest = hashlib.sha256()
-    for key in _FALLBACK_HEADERS:
-        value = re.sub(rb"\s+", b" ", wanted.get(key, b"")).strip()
-        digest.update(key + b":" + value + b"\n")
-    return "hdr-" + digest.hexdigest()
 
 
 def _ssl_context(
@@ -152,6 +133,7 @@ class POP3Client:
         self._encrypted = False
         self._closed = False
         self.mechanism: str | None = None
+        self._events = 0  # server events read: did a login attempt get any answer?
         self.uidl_fallback = False  # True once uidl() had to derive ids from headers
 
     # -- connecting ------------------------------------------------------------------------
@@ -321,6 +303,7 @@ class POP3Client:
         while True:
             event = self._conn.next_event()
             if not isinstance(event, NeedData):
+                self._events += 1
                 return event
             self._conn.receive_data(await self._io.read())
 
@@ -409,36 +392,11 @@ class POP3Client:
         self._caps, self._capa_ok = parse_capa(await self._body()), True
         return dict(self._caps)
 
-    def _choose(
-        self, password: str | None, token: TokenSource | None, allow_plaintext: bool
-    ) -> str:
-        sasl = {m.upper() for m in self._caps.get("SASL", ())}
-        if token is not None:
-            if "OAUTHBEARER" in sasl:
-                return "OAUTHBEARER"
-            return "XOAUTH2"
-        if password is None:
-            raise LocalProtocolError("login needs a password or a token")
-        order = ["CRAM-MD5"]
-        safe_without_tls = {"CRAM-MD5", "APOP"}
-        if self._encrypted:
-            order += ["PLAIN", "LOGIN", "APOP", "USER"]
-        else:
-            order += ["APOP", "PLAIN", "LOGIN", "USER"]
-        for mech in order:
-            offered = (
-                mech in sasl
-                if mech not in ("APOP", "USER")
-                else (self.greeting.timestamp is not None if mech == "APOP" else True)
-            )
-            if not offered:
-                continue
-            if not self._encrypted and not allow_plaintext and mech not in safe_without_tls:
-                continue
-            return mech
-        raise InsecureAuthRefused(
-            f"{self.host} offers only mechanisms that send the password in the clear over an "
-            "unencrypted connection; use TLS, or allow plaintext explicitly"
+    @property
+    def offer(self) -> Offer:
+        """What this server offers on this connection, for `bridge.pop3.mechanisms`."""
+        return Offer.of(
+            self._caps, apop=self.greeting.timestamp is not None, encrypted=self._encrypted
         )
 
     async def login(
@@ -449,23 +407,76 @@ class POP3Client:
         mechanism: str = "auto",
         allow_plaintext: bool = False,
         token: TokenSource | None = None,
+        skip: Collection[str] = (),
     ) -> None:
         """Authenticate; on success the session is in TRANSACTION and CAPA has been re-read.
 
         `token` is an OAuth access token (or a function, possibly async, returning one) for
         XOAUTH2/OAUTHBEARER. Mechanisms that expose the secret are refused on an unencrypted
         link unless `allow_plaintext=True`.
+
+        With `mechanism="auto"` every mechanism `bridge.pop3.mechanisms.auto_order` allows is
+        tried in turn, on this connection, while the refusals say another may work; `skip`
+        leaves out those an earlier connection tried. When the server hangs up on a refused
+        attempt the `AuthenticationFailed` raised carries `tried` and `untried` (the mechanisms
+        left), so the caller can go on over a new connection (`login_with_fallback`).
         """
-        mech = mechanism.upper()
-        if mech == "AUTO":
-            mech = self._choose(password, token, allow_plaintext)
-        elif mech not in MECHANISMS:
-            raise LocalProtocolError(f"unknown mechanism {mechanism!r}; choose from {MECHANISMS}")
-        if mech in _PLAINTEXT_MECHANISMS and not self._encrypted and not allow_plaintext:
-            raise InsecureAuthRefused(
-                f"{mech} would send credentials to {self.host} unencrypted; use TLS, or allow "
-                "plaintext explicitly"
+        mech = normalise_mechanism(mechanism)
+        if mech != "AUTO":
+            check_allowed(
+                mech, encrypted=self._encrypted, allow_plaintext=allow_plaintext, host=self.host
             )
+            await self._login_with(mech, username, password, token)
+            return
+        order = auto_order(
+            self.offer,
+            password=password is not None,
+            token=token is not None,
+            allow_plaintext=allow_plaintext,
+            host=self.host,
+        )
+        left = after_refusal(order, skip)
+        if not left:
+            raise LocalProtocolError(f"every mechanism {self.host} offers was tried: {order}")
+        tried = list(skip)
+        while True:
+            mech = left.pop(0)
+            check_allowed(
+                mech, encrypted=self._encrypted, allow_plaintext=allow_plaintext, host=self.host
+            )
+            try:
+                await self._login_with(mech, username, password, token)
+            except AuthenticationFailed as exc:
+                if exc.unanswered:
+                    left.insert(0, mech)
+                else:
+                    tried.append(mech)
+                    left = after_refusal(left, tried) if falls_back(exc) else []
+                exc.tried, exc.untried = tuple(tried), tuple(left)
+                if left and not self._closed and self.state is State.AUTHORIZATION:
+                    log.info(
+                        "%s refused by %s; trying %s",
+                        mech,
+                        self.host,
+                        left[0],
+                        extra={"mechanism": mech, "next": left[0]},
+                    )
+                    continue
+                raise
+            if tried:
+                log.info(
+                    "logged in to %s with %s after %s was refused",
+                    self.host,
+                    mech,
+                    ", ".join(tried),
+                    extra={"mechanism": mech},
+                )
+            return
+
+    async def _login_with(
+        self, mech: str, username: str, password: str | None, token: TokenSource | None
+    ) -> None:
+        answered = self._events
         try:
             if mech == "USER":
                 await self._simple(Command("USER", (username,)))
@@ -480,9 +491,12 @@ class POP3Client:
                 await self._sasl(await self._mechanism(mech, username, password, token))
         except ConnectionLost as exc:
             # Some servers hang up on a failed login instead of answering (S7).
-            raise AuthenticationFailed(
-                f"{self.host} closed the connection during {mech} login"
-            ) from exc
+            self.abort()
+            error = AuthenticationFailed(f"{self.host} closed the connection during {mech} login")
+            # Gone before a word about this mechanism (it hung up on the previous one): not
+            # refused, so `auth: auto` tries it again on a new connection.
+            error.unanswered = self._events == answered
+            raise error from exc
         self.mechanism = mech
         await self.capa()  # some servers advertise more once logged in (UIDL, PIPELINING)
 
@@ -547,8 +561,15 @@ class POP3Client:
         _, body = await self._multi(Command("LIST"))
         return [parse_list_line(line) for line in body.splitlines() if line.strip()]
 
-    async def uidl(self) -> builtins.list[tuple[int, str]]:
-        """(number, uid) for every message; see the module docstring for servers without UIDL."""
+    async def uidl(
+        self, *, header_id: Callable[[bytes], str] | None = None
+    ) -> builtins.list[tuple[int, str]]:
+        """(number, uid) for every message.
+
+        A server without UIDL (or one that leaves ids out) gets ids derived from each
+        message's headers by `header_id` (read with pipelined `TOP n 0`); the poller passes
+        `bridge.mail.header_uid`. Without `header_id` such messages keep an empty uid.
+        """
         await self._send(Command("UIDL"))
         status = await self._status()
         if status.ok:
@@ -559,21 +580,26 @@ class POP3Client:
         else:
             entries = [(n, "") for n, _ in await self.list()]
         missing = [n for n, uid in entries if not uid]
-        if missing:
+        if missing and header_id is not None:
             self.uidl_fallback = True
-            derived = {n: header_uid(headers) for n, headers in await self._tops(missing)}
+            derived = {n: header_id(headers) async for n, headers in self.top_many(missing, 0)}
             entries = [(n, uid or derived[n]) for n, uid in entries]
         return entries
-
-    async def _tops(self, numbers: builtins.list[int]) -> builtins.list[tuple[int, bytes]]:
-        commands = [Command("TOP", (str(n), "0")) for n in numbers]
-        return [(n, body) async for n, body in self._batch(numbers, commands, multi=True)]
 
     async def retrieve(self, number: int) -> bytes:
         return (await self._multi(Command("RETR", (str(number),))))[1]
 
     async def top(self, number: int, lines: int) -> bytes:
         return (await self._multi(Command("TOP", (str(number), str(lines)))))[1]
+
+    async def top_many(
+        self, numbers: Iterable[int], lines: int
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        """Yield (number, headers + `lines` body lines) in order; pipelined when allowed."""
+        wanted = list(numbers)
+        commands = [Command("TOP", (str(n), str(lines))) for n in wanted]
+        async for item in self._batch(wanted, commands, multi=True):
+            yield item
 
     async def retrieve_many(self, numbers: Iterable[int]) -> AsyncIterator[tuple[int, bytes]]:
         """Yield (number, message) in order; pipelined when the server allows it."""
@@ -608,58 +634,37 @@ class POP3Client:
                     await self._simple(command)
                     yield n, b""
             return
-        # At most `_window` commands are unanswered. The writer sends whatever the window
-        # allows in one write and then sleeps until a quarter of the window is free again, so
-        # a long batch costs a write and a wake-up per dozen messages, not per message.
-        credit = self._window
-        refill = max(1, self._window // 4)
-        room = asyncio.Event()
-
-        async def writer() -> None:
-            nonlocal credit
-            sent = 0
-            while sent < len(commands):
-                while credit <= 0:
-                    room.clear()
-                    await room.wait()
-                take = min(credit, len(commands) - sent)
-                credit -= take
-                if self._closed:
-                    raise LocalProtocolError(
-                        f"cannot send {commands[sent].verb}: the session is closed"
-                    )
-                data = b"".join(self._conn.send(c) for c in commands[sent : sent + take])
-                sent += take
-                await self._write(data)
-
-        task = asyncio.create_task(writer())
-        # The reader may fail first (the link died under both): the writer's own error must
-        # still count as seen, or asyncio logs it as "never retrieved" with a traceback.
-        task.add_done_callback(_consume_error)
-        done = False
+        replies = pipelined(
+            commands,
+            window=self._window,
+            encode=self._encode,
+            write=self._write,
+            reply=self._reply_multi if multi else self._reply_single,
+            abandon=self.abort,
+        )
+        # Driven to its end by `async for`, so the pipeline sees the batch finish; closing it
+        # early (an error here, or our caller stopping) makes it abandon the connection.
+        numbered = iter(numbers)
         try:
-            for n, command in zip(numbers, commands, strict=True):
-                status = await self._status_or_writer_error(task)
-                if not status.ok:
-                    raise self._error(command.verb, status)
-                body = await self._body() if multi else b""
-                credit += 1
-                if credit >= refill:
-                    room.set()
-                yield n, body
-            done = True
-            await task
+            async for body in replies:
+                yield next(numbered), body
         finally:
-            if not task.done():
-                task.cancel()
-            if not done:
-                # Replies still in flight would be taken for answers to later commands.
-                self.abort()
+            await replies.aclose()
 
-    async def _status_or_writer_error(self, task: asyncio.Task[None]) -> StatusResponse:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-        return await self._status()
+    def _encode(self, command: Command) -> bytes:
+        if self._closed:
+            raise LocalProtocolError(f"cannot send {command.verb}: the session is closed")
+        return self._conn.send(command)
+
+    async def _reply_single(self, command: Command) -> bytes:
+        status = await self._status()
+        if not status.ok:
+            raise self._error(command.verb, status)
+        return b""
+
+    async def _reply_multi(self, command: Command) -> bytes:
+        await self._reply_single(command)
+        return await self._body()
 
     # -- ending ----------------------------------------------------------------------------
     async def quit(self) -> None:
@@ -717,6 +722,52 @@ class POP3Client:
         self.abort()
 
 
+async def login_with_fallback(
+    connect: Callable[[], Awaitable[POP3Client]],
+    username: str,
+    password: str | None = None,
+    *,
+    mechanism: str = "auto",
+    allow_plaintext: bool = False,
+    token: TokenSource | None = None,
+) -> POP3Client:
+    """`connect()`, then `login`; a logged-in client, or the error that ended the last try.
+
+    RFC 1939 and RFC 5034 leave the session in AUTHORIZATION after a refused APOP or AUTH, so
+    `login` tries the next mechanism on the same connection. Some servers hang up instead;
+    then, with `mechanism="auto"`, a new connection goes on with the mechanisms not yet tried
+    (at most one per kind of secret, see `bridge.pop3.mechanisms`).
+    """
+    tried: tuple[str, ...] = ()
+    while True:
+        client = await connect()
+        try:
+            await client.login(
+                username,
+                password,
+                mechanism=mechanism,
+                allow_plaintext=allow_plaintext,
+                token=token,
+                skip=tried,
+            )
+        except AuthenticationFailed as exc:
+            client.abort()
+            if exc.untried and mechanism.upper() == "AUTO" and exc.tried != tried:
+                log.info(
+                    "%s closed the connection after %s was refused; trying %s on a new one",
+                    client.host,
+                    exc.tried[-1],
+                    exc.untried[0],
+                )
+                tried = exc.tried
+                continue
+            raise
+        except BaseException:
+            client.abort()
+            raise
+        return client
+
+
 def _need(password: str | None) -> str:
     if password is None:
         raise LocalProtocolError("this mechanism needs a password")
@@ -739,8 +790,3 @@ def _oauth_status(detail: bytes) -> str:
     if isinstance(data, dict):
         return f"OAuth status {data.get('status', '?')}"
     return "server sent an unreadable error report"
-
-
-def _consume_error(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()

@@ -83,7 +83,14 @@ class ResponseError(POP3Error):
 
 
 class AuthenticationFailed(ResponseError):
-    """The credentials were refused; retrying with the same ones will not help."""
+    """The credentials were refused; retrying with the same ones will not help.
+
+    After `login(mechanism="auto")`, `tried` names the mechanisms refused so far and `untried`
+    those that may still work on a new connection (the server hung up on the last attempt)."""
+
+    tried: tuple[str, ...] = ()
+    untried: tuple[str, ...] = ()
+    unanswered = False  # the server hung up before answering this attempt at all
 
 
 class TemporaryFailure(ResponseError):

@@ -28,7 +28,7 @@ from typing import Any
 
 from bridge.config import ProxyUpstream
 from bridge.pop3._io import StreamProtocol
-from bridge.pop3.client import POP3Client
+from bridge.pop3.client import POP3Client, login_with_fallback
 from bridge.pop3.errors import ConnectionLost, POP3Error, ResponseError
 from bridge.pop3.wire import LineEnding, ResponseFramer
 from bridge.proxy.log import SessionLog
@@ -215,32 +215,32 @@ class _Session:
             return
         self.slog.upstream = upstream_name(route.upstream)
         reply: bytes
-        try:
+        connected = False
+
+        async def connect() -> POP3Client:
+            nonlocal connected
             client = await connect_upstream(route.upstream, self.settings.connect_timeout)
-        except POP3Error as exc:
-            log.warning(
-                "upstream unavailable", extra={"session": self.slog.session, "error": str(exc)}
-            )
-            relay.login_finished(reply=UPSTREAM_DOWN, upstream=None)
-            return
+            connected = True
+            return client
+
         try:
-            await client.login(
+            # `auth: auto` tries the next mechanism the upstream offers when one is refused.
+            client = await login_with_fallback(
+                connect,
                 route.upstream_user(creds.user),
                 creds.password,
+                mechanism=route.upstream.auth,
                 allow_plaintext=route.upstream.tls == "none",
             )
         except ResponseError as exc:
-            client.abort()
             reply = exc.status.raw if exc.status is not None else b"-ERR [AUTH] login failed\r\n"
             if not reply.endswith(b"\n"):
                 reply += b"\r\n"
             relay.login_finished(reply=reply, upstream=None)
             return
         except POP3Error as exc:
-            client.abort()
-            log.warning(
-                "upstream login failed", extra={"session": self.slog.session, "error": str(exc)}
-            )
+            what = "upstream login failed" if connected else "upstream unavailable"
+            log.warning(what, extra={"session": self.slog.session, "error": str(exc)})
             relay.login_finished(reply=UPSTREAM_DOWN, upstream=None)
             return
         self.route = route

@@ -76,6 +76,14 @@ class Faults:
     """QUIT answers +OK but deletes nothing."""
     close_after_commands: int | None = None
     """Close the connection right after answering this many commands."""
+    refuse_apop: str | None = None
+    """Status line sent to every APOP, e.g. "-ERR Bad login": GNU mailutils pop3d and
+    solid-pop3d put a timestamp in every greeting but refuse APOP for users without an APOP
+    secret, while USER/PASS works."""
+    hang_up_on_refused_login: bool = False
+    """Close the connection right after refusing a login (APOP, PASS or AUTH)."""
+    no_sasl: bool = False
+    """No SASL in CAPA and AUTH unknown, as GNU mailutils pop3d built without GNU SASL."""
 
 
 @dataclass
@@ -359,7 +367,7 @@ class _Session:
         if self.server.login_delay is not None:
             caps.append(f"LOGIN-DELAY {self.server.login_delay}")
         if self.entries is None:
-            caps += ["USER", "SASL PLAIN LOGIN"]
+            caps += ["USER"] if self.faults.no_sasl else ["USER", "SASL PLAIN LOGIN"]
             if self.server.utf8:
                 caps.append("UTF8")
             if self.stls_offered():
@@ -380,13 +388,15 @@ class _Session:
             await self.send(self.status("+OK send PASS"))
         elif verb == "PASS" and pending is not None:
             await self.login(pending, args[0] if args else "")
+        elif verb == "APOP" and len(args) == 2 and self.faults.refuse_apop is not None:
+            await self.refuse(self.faults.refuse_apop)
         elif verb == "APOP" and len(args) == 2:
             expected = hashlib.md5(  # noqa: S324 - APOP is defined on MD5 (RFC 1939 §7)
                 (self.timestamp + self.server.password).encode()
             ).hexdigest()
             ok = hmac.compare_digest(_utf8(args[1].lower()), expected.encode())
             await self.login(args[0], self.server.password if ok else None)
-        elif verb == "AUTH" and args:
+        elif verb == "AUTH" and args and not self.faults.no_sasl:
             await self.auth(args)
         elif verb == "STLS" and not args:
             await self.stls()
@@ -409,7 +419,7 @@ class _Session:
             and hmac.compare_digest(_utf8(password), _utf8(self.server.password))
         )
         if not good:
-            await self.send(self.status("-ERR [AUTH] invalid user name or password"))
+            await self.refuse("-ERR [AUTH] invalid user name or password")
             return
         if self.server._locked:
             await self.send(self.status("-ERR [IN-USE] maildrop is locked by another session"))
@@ -418,6 +428,12 @@ class _Session:
         self.entries = self.server._sync()
         self.info.authenticated_as = name
         await self.send(self.status(f"+OK maildrop has {len(self.entries)} messages"))
+
+    async def refuse(self, status: str) -> None:
+        await self.send(self.status(status))
+        if self.faults.hang_up_on_refused_login:
+            self.info.dropped_by_server = True
+            raise _Drop
 
     async def auth(self, args: tuple[str, ...]) -> None:
         mech = args[0].upper()

@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from bridge.pop3.client import POP3Client, header_uid
+from bridge.mail import header_uid
+from bridge.pop3.client import POP3Client
 from bridge.pop3.errors import (
     AuthenticationFailed,
     ConnectionLost,
@@ -178,7 +179,7 @@ async def test_no_uidl_falls_back_to_header_ids() -> None:
     }
     async with server(basic(table, caps=b"USER\r\n")) as (port, _):
         client = await login(port)
-        uidls = await client.uidl()
+        uidls = await client.uidl(header_id=header_uid)
         assert client.uidl_fallback
         assert uidls == [(1, header_uid(m1)), (2, header_uid(m2))]
         assert uidls[0][1].startswith("hdr-") and len(uidls[0][1]) <= 70

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge import mail
-from bridge.mail import _payload
+from bridge.mail import _fingerprint
 from bridge.mail._mime import header_end, parse_headers
 from bridge.testing.samples import generate_messages
 
@@ -24,17 +24,17 @@ CORPUS = sorted((Path(__file__).resolve().parent.parent / "corpus" / "eml").glob
 
 
 def _parser_fields(raw: bytes) -> list[bytes]:
-    fields = _payload._fingerprint_fields(parse_headers(raw))
+    fields = _fingerprint._fingerprint_fields(parse_headers(raw))
     return [f.encode("utf-8", "surrogateescape") for f in fields]
 
 
 def _parser_digest(raw: bytes) -> str:
-    return _payload._fingerprint_digest(_payload._fingerprint_fields(parse_headers(raw)))
+    return _fingerprint._fingerprint_digest(_fingerprint._fingerprint_fields(parse_headers(raw)))
 
 
 def _check(raw: bytes) -> bool:
     """True when the scan answered (and then it must equal the parser)."""
-    scanned = _payload._plain_fingerprint_fields(raw)
+    scanned = _fingerprint._plain_fingerprint_fields(raw)
     if scanned is None:
         return False
     assert scanned == _parser_fields(raw), raw[:300]
@@ -67,7 +67,7 @@ def test_generated_mail_takes_the_scan_and_matches() -> None:
     ],
 )
 def test_unusual_blocks_are_left_to_the_parser(block: bytes) -> None:
-    assert _payload._plain_fingerprint_fields(block) is None
+    assert _fingerprint._plain_fingerprint_fields(block) is None
     assert mail.fingerprint(block) == _parser_digest(block)
 
 
@@ -82,7 +82,7 @@ def test_folding_8bit_and_repeats_match_the_parser() -> None:
         b"\r\nbody\r\n"
     )
     assert _check(raw)
-    assert _payload._plain_fingerprint_fields(raw) == [
+    assert _fingerprint._plain_fingerprint_fields(raw) == [
         b"<id@x>",
         b"Mon, 1 Jan 2024 00:00:00 +0000",
         b"<a@b>",
