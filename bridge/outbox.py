@@ -113,20 +113,9 @@ def outbox_row(
     )
 
 
-def _body(
-    data: dict[str, object],
-    *,
-    msg_id: str,
-    account: str,
-    uidl: str,
-    size: int,
-    now: float,
-    source: str,
-) -> bytes:
-    envelope = _envelope(
-        data, msg_id=msg_id, account=account, uidl=uidl, size=size, now=now, source=source
-    )
-    return mail.encode(envelope)
+def _body(data: dict[str, object], **envelope: Any) -> bytes:
+    """The encoded standard body (`_envelope`'s keyword arguments)."""
+    return mail.encode(_envelope(data, **envelope))
 
 
 def _envelope(

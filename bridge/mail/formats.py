@@ -349,17 +349,7 @@ def _mailgun(
         }
         fields.append(Field("attachment-count", str(len(files))))
         fields.append(Field("content-id-map", orjson.dumps(cids).decode()))
-    fields += signed
-    for n, (attachment, content) in enumerate(files, 1):
-        fields.append(
-            Field(
-                f"attachment-{n}",
-                content,
-                filename=_file_name(attachment, n),
-                content_type=attachment["content_type"],
-            )
-        )
-    return fields
+    return [*fields, *signed, *_file_fields(files, "attachment-{}")]
 
 
 # ------------------------------------------------------------------------------- sendgrid
@@ -414,16 +404,21 @@ def _sendgrid(data: dict[str, Any], raw: bytes | None, options: FormatOptions) -
         fields.append(Field("attachment-info", orjson.dumps(info).decode()))
         if cids:
             fields.append(Field("content-ids", orjson.dumps(cids).decode()))
-        for n, (attachment, content) in enumerate(files, 1):
-            fields.append(
-                Field(
-                    f"attachment{n}",
-                    content,
-                    filename=_file_name(attachment, n),
-                    content_type=attachment["content_type"],
-                )
-            )
+        fields += _file_fields(files, "attachment{}")
     return fields
+
+
+def _file_fields(files: list[tuple[dict[str, Any], bytes]], name: str) -> list[Field]:
+    """One file part per attachment, numbered from 1 into `name` ("attachment-{}")."""
+    return [
+        Field(
+            name.format(n),
+            content,
+            filename=_file_name(attachment, n),
+            content_type=attachment["content_type"],
+        )
+        for n, (attachment, content) in enumerate(files, 1)
+    ]
 
 
 def _header_block(data: dict[str, Any], raw: bytes | None) -> str:

@@ -67,6 +67,9 @@ class TapTarget:
     max_message_size: int = 50 * 1024 * 1024
     attachment_inline_limit: int = 1024 * 1024
     include_raw: bool = False
+    # The webhook has a delivery format (bridge.mail.formats): copies are kept raw and shaped
+    # at delivery, so the request carries every attachment's bytes.
+    reshaped: bool = False
 
 
 def tap_account(route: str, user: str) -> str:
@@ -353,6 +356,8 @@ class Tap:
             include_raw=target.include_raw,
             oversize_reason=reason,
             source="proxy",
+            defer=target.reshaped,
+            defer_any_size=target.reshaped,
         )
 
 
@@ -369,6 +374,7 @@ def targets_from_settings(settings: Any) -> dict[str, TapTarget]:
             max_message_size=int(route.tap.max_message_size),
             attachment_inline_limit=int(getattr(hook, "attachment_inline_limit", 1024 * 1024)),
             include_raw=bool(getattr(hook, "include_raw", False)),
+            reshaped=str(getattr(hook, "format", "standard") or "standard") != "standard",
         )
     return out
 

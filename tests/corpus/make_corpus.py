@@ -207,6 +207,31 @@ CORPUS: dict[str, bytes] = {
         b"Content-Type: application/octet-stream\r\nContent-Disposition: attachment; "
         b"filename*=utf-8''%00nul%0D%0Ainjected\r\n\r\ny\r\n",
     ),
+    # Helpdesk fields from a provider's delivery headers (accounts trusting mx.example.com).
+    "helpdesk-provider-headers.eml": b"Delivered-To: support+case-7@example.com\r\n"
+    b"Return-Path: <bob@example.org>\r\n"
+    b"Received: from mail.example.org by mx.example.com with ESMTPS\r\n"
+    b"Authentication-Results: mx.example.com; dkim=pass header.d=example.org header.s=k1;"
+    b" spf=pass smtp.mailfrom=bob@example.org; dmarc=pass header.from=example.org;"
+    b" arc=none\r\n"
+    b"X-Spam-Status: No, score=0.4 required=5.0\r\n"
+    b"X-Spam-Flag: NO\r\n"
+    b"DKIM-Signature: v=1; d=example.org; s=k1; b=abc\r\n"
+    b"Authentication-Results: mx.example.com; dkim=pass header.d=bank.example; dmarc=pass\r\n"
+    b"From: Bob <bob@example.org>\r\nTo: Support <support+case-7@example.com>\r\n"
+    b"Cc: Ops <ops+urgent@example.com>\r\nSubject: Re: case 7\r\n" + DATE
+    + b"Auto-Submitted: no\r\n\r\nStill broken after the update.\r\n\r\n"
+    b"On Mon, 1 Jan 2024 at 09:00, Support <support@example.com> wrote:\r\n"
+    b"> Please update and tell us.\r\n",
+    # Every helpdesk header malformed: each is a parse error and a null, never a lost message.
+    "helpdesk-malformed.eml": b"Delivered-To: \xff\xfe not an address\r\n"
+    b"X-Original-To: <<<>>>\r\n"
+    b"Authentication-Results: mx.example.com; dkim=\r\n"
+    b"X-Spam-Score: \xe9norme\r\n"
+    b"X-Spam-Status: Maybe, score=lots\r\n"
+    b"Auto-Submitted: \x00\xff\r\n"
+    b"From: a@example.org\r\nTo: =?utf-8?q?x?= <+@example.com>, @@+@\r\n"
+    b"Subject: malformed\r\n\r\n> only a quote\r\n",
 }
 
 

@@ -263,3 +263,23 @@ def test_readme_sample_payload_names_every_field_of_the_schema() -> None:
     assert set(sample["data"]["spam"]) == set(
         schema["data"]["properties"]["spam"]["oneOf"][1]["required"]
     )
+
+
+def test_tap_copies_for_a_format_webhook_are_kept_raw_until_delivery() -> None:
+    from types import SimpleNamespace
+
+    from bridge.proxy.tap import targets_from_settings
+
+    hook = SimpleNamespace(name="desk", format="postmark", attachment_inline_limit=0)
+    route = SimpleNamespace(
+        match="*", tap=SimpleNamespace(webhook="desk", max_message_size=1 << 30)
+    )
+    settings = SimpleNamespace(webhooks=[hook], proxy=SimpleNamespace(routes=[route]))
+    target = targets_from_settings(settings)["*"]
+    assert target.reshaped
+    row = _row(big_message(), source="proxy", defer=True, defer_any_size=True)
+    builder = DeferredPayload(
+        attachment_inline_limit=0, include_raw=False, format=FormatOptions(name="postmark")
+    )
+    got = orjson.loads(builder.body(_item(row), T0))
+    assert [base64.b64decode(a["Content"]) for a in got["Attachments"]] == [BIG]
