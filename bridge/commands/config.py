@@ -26,6 +26,8 @@ from bridge.commands._common import (
     load,
     report_config_problem,
 )
+from bridge.config.errors import ConfigError
+from bridge.config.files import check_files
 from bridge.config.secret_source import SecretField
 from bridge.config.units import ReferenceName
 
@@ -47,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     try:
         settings = load(args)
+        # Loading resolves file keys; `check` also reads them (bridge/config/files.py).
+        if problems := check_files(settings):
+            raise ConfigProblem(str(ConfigError(problems)))
     except ConfigProblem as exc:
         return report_config_problem(exc)
     print(summary(settings))
@@ -198,6 +203,11 @@ and both over the YAML file.
 **Secrets.** Every secret key `X` also has `X_file` (read at start-up; one trailing newline is
 stripped; relative paths are relative to the config file) and `X_env` (the name of an
 environment variable). Give one of the three. Secrets never appear in output or logs.
+
+**Other files** (`ca_file`, `cert_file`, `key_file`): relative paths are relative to the
+config file too. `pop3bridge config check` reads each one and exits 2 naming the key when a
+file is missing or unreadable, a CA bundle does not load, or a certificate and its key do not
+load together.
 
 **Sizes** are bytes or strings such as `"50MB"` (10^6) or `"1MiB"` (2^20). **Durations** are
 seconds or strings such as `"10s"`, `"5m"`, `"1h30m"`, `"250ms"`.

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge.config.base import SecretSection, Section
 from bridge.config.errors import KeyedProblem
+from bridge.config.files import ConfigPath
 from bridge.config.secret_source import SecretField
 from bridge.config.units import Duration, Size, TLSSetting, bool_tls
 from bridge.config.webhook import http_url
@@ -169,7 +170,9 @@ class AccountConfig(SecretSection):
         "(an OAuth2 mechanism when `oauth2` is set) and, when it is refused, the next one the "
         "server offers and the account allows (plaintext only with TLS or `allow_plaintext`).",
     )
-    ca_file: str | None = Field(default=None, description="CA bundle for the server's certificate.")
+    ca_file: ConfigPath | None = Field(
+        default=None, description="CA bundle for the server's certificate."
+    )
     insecure: bool = Field(default=False, description="Skip certificate verification (tests only).")
     allow_plaintext: bool = Field(
         default=False, description="Allow sending credentials over a link without TLS."

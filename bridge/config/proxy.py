@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bridge.config.base import Section
 from bridge.config.errors import KeyedProblem, duplicates
+from bridge.config.files import ConfigPath
 from bridge.config.units import Duration, ListenerTLS, Size, TLSSetting
 from bridge.pop3.commands import RESPONSE_KINDS
 
@@ -83,7 +84,9 @@ class ProxyUpstream(Section):
         default=None, ge=1, le=65535, description="Default 995 for implicit TLS, 110 otherwise."
     )
     tls: TLSSetting = Field(default="implicit", description="`implicit`, `starttls` or `none`.")
-    ca_file: str | None = Field(default=None, description="CA bundle for the upstream certificate.")
+    ca_file: ConfigPath | None = Field(
+        default=None, description="CA bundle for the upstream certificate."
+    )
     insecure: bool = Field(default=False, description="Skip upstream certificate verification.")
     auth: UpstreamAuth = Field(
         default="auto",
@@ -151,8 +154,10 @@ class ProxyListener(Section):
     port: int = Field(ge=0, le=65535, description="Port to bind (0: any free port).")
     tls: ListenerTLS = Field(default="none", description="`implicit` for POP3S on this port.")
     starttls: bool = Field(default=False, description="Offer STLS on a plain listener.")
-    cert_file: str | None = Field(default=None, description="Certificate chain (PEM) for TLS.")
-    key_file: str | None = Field(default=None, description="Private key (PEM) for TLS.")
+    cert_file: ConfigPath | None = Field(
+        default=None, description="Certificate chain (PEM) for TLS."
+    )
+    key_file: ConfigPath | None = Field(default=None, description="Private key (PEM) for TLS.")
     proxy_protocol: bool = Field(
         default=False, description="Expect a HAProxy PROXY v1/v2 header (behind a load balancer)."
     )

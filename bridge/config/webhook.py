@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge.config.base import SecretSection, Section
 from bridge.config.errors import KeyedProblem
+from bridge.config.files import ConfigPath
 from bridge.config.secret_source import SecretField
 from bridge.config.units import Duration, Size
 
@@ -106,7 +107,7 @@ class WebhookConfig(SecretSection):
         "ones are described without content.",
     )
     include_raw: bool = Field(default=False, description="Add the whole RFC 5322 message (base64).")
-    ca_file: str | None = Field(
+    ca_file: ConfigPath | None = Field(
         default=None, description="CA bundle to trust instead of the system store."
     )
 
