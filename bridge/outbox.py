@@ -30,9 +30,15 @@ from typing import Any
 import orjson
 
 from bridge import mail
+from bridge.attachments.templates import LinkMinter, is_template, new_nonce, template_payload
 from bridge.delivery.ids import msg_id_for
 from bridge.mail.formats import FormatOptions, render
-from bridge.store.base import NewMessage, OutboxItem, deferred_payload, deferred_source
+from bridge.store.base import (
+    NewMessage,
+    OutboxItem,
+    deferred_payload,
+    deferred_source,
+)
 
 __all__ = [
     "DEFER_MAX",
@@ -64,6 +70,7 @@ def outbox_row(
     defer: bool = False,
     defer_any_size: bool = False,
     options: mail.MailOptions = mail.DEFAULT_OPTIONS,
+    links: LinkMinter | None = None,
 ) -> NewMessage:
     """The outbox row for one message; with `oversize_reason`, `raw` holds only its headers.
 
@@ -73,9 +80,18 @@ def outbox_row(
     same `now`. `defer_any_size` defers bigger ones too: a webhook with a delivery format
     needs every attachment's bytes, which only the raw message has. `options` are the
     account's (mailbox hash separator, trusted provider headers).
+
+    With `links` (and the standard format), attachments over the inline limit (and the raw
+    message, when asked for and over it) get signed links: their decoded content goes into the
+    row for the store to keep, and the body is a template rendered at delivery
+    (`bridge.attachments.templates`). Such a message is parsed here, never deferred: a
+    deferred parse runs where nothing can be written to the store. Only a message of at most
+    half the inline limit is still deferred, since no part of it can decode to more than twice
+    its size (an embedded message with bare LF line ends is re-emitted with CRLF).
     """
     oversize = oversize_reason is not None
-    if defer and not oversize and (len(raw) < DEFER_MAX or defer_any_size):
+    linkable = links is not None and 2 * len(raw) > attachment_inline_limit
+    if defer and not oversize and (defer_any_size or (len(raw) < DEFER_MAX and not linkable)):
         return NewMessage(
             account=account,
             uidl=uidl,
@@ -87,9 +103,44 @@ def outbox_row(
             raw=raw,
             delete_after_delivery=delete_after_delivery,
         )
+    msg_id = msg_id_for(account, uidl)
     if oversize_reason is not None:
         data = mail.metadata_only(raw, reason=oversize_reason, options=options)
         fingerprint = mail.fingerprint(raw)
+    elif links is not None and linkable:
+        raw_link = include_raw and len(raw) > attachment_inline_limit
+        contents: list[mail.Content] = []
+        data, fingerprint = mail.build_message_data_and_fingerprint(
+            raw,
+            attachment_inline_limit=attachment_inline_limit,
+            include_raw=include_raw and not raw_link,
+            options=options,
+            contents=contents,
+        )
+        if data["raw"] is not None and len(raw) > attachment_inline_limit:
+            data["raw"] = None  # the parser gave up and attached it: link it instead
+            raw_link = True
+        if contents or raw_link:
+            nonce = new_nonce()
+            data, link_contents = links.add_links(
+                data, contents, raw if raw_link else None, nonce=nonce
+            )
+            body = _body(
+                data, msg_id=msg_id, account=account, uidl=uidl, size=size, now=now, source=source
+            )
+            return NewMessage(
+                account=account,
+                uidl=uidl,
+                msg_id=msg_id,
+                webhook=webhook,
+                size=size,
+                fingerprint=fingerprint,
+                payload=template_payload(nonce, body),
+                raw=raw,
+                delete_after_delivery=delete_after_delivery,
+                links=link_contents,
+                links_expire=links.expiry(now),
+            )
     else:
         # One parse for both: parsing is most of the poller's CPU time.
         data, fingerprint = mail.build_message_data_and_fingerprint(
@@ -98,7 +149,6 @@ def outbox_row(
             include_raw=include_raw,
             options=options,
         )
-    msg_id = msg_id_for(account, uidl)
     body = _body(data, msg_id=msg_id, account=account, uidl=uidl, size=size, now=now, source=source)
     return NewMessage(
         account=account,
@@ -199,6 +249,7 @@ class DeferredPayload:
         pool: ParsePool | None = None,
         format: FormatOptions | None = None,
         clock: Callable[[], float] = time.time,
+        links: LinkMinter | None = None,
     ) -> None:
         self.spec = BodySpec(
             attachment_inline_limit=attachment_inline_limit,
@@ -207,6 +258,7 @@ class DeferredPayload:
         )
         self.pool = pool
         self.clock = clock
+        self.links = links
 
     @property
     def attachment_inline_limit(self) -> int:
@@ -217,6 +269,17 @@ class DeferredPayload:
         return self.spec.include_raw
 
     async def __call__(self, item: OutboxItem) -> bytes:
+        if is_template(item.payload):
+            if self.links is None:
+                raise LookupError(
+                    "this message's body carries attachment links but the attachments "
+                    "section is not configured, so they cannot be signed"
+                )
+            body = self.links.render(item.payload, item.msg_id, item.links_expire)
+            if self.spec.format.standard:
+                return body
+            # Recorded for the standard format, delivered after a switch to another one.
+            return render(self.spec.format, orjson.loads(body), raw=None, now=self.clock())
         if deferred_source(item.payload) is None and self.spec.format.standard:
             return item.payload
         if self.pool is not None:

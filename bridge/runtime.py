@@ -16,6 +16,8 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self
 
+from bridge.attachments.signing import LinkSigner
+from bridge.attachments.templates import LinkMinter
 from bridge.delivery.worker import DEFAULT_CLAIM_SECONDS, Route
 from bridge.mail import MailOptions
 from bridge.mail.formats import FormatOptions
@@ -29,6 +31,7 @@ __all__ = [
     "body_builder",
     "claim_seconds",
     "format_options",
+    "link_minter",
     "mail_options",
     "record_delivery",
     "retry_policy",
@@ -86,15 +89,31 @@ def webhook_target(hook: Any) -> Any:
     )
 
 
-def body_builder(hook: Any, pool: ParsePool | None = None) -> DeferredPayload:
+def body_builder(
+    hook: Any, pool: ParsePool | None = None, links: LinkMinter | None = None
+) -> DeferredPayload:
     """Builds the bodies of rows the poller recorded raw, with this webhook's payload options
-    (its delivery format among them; the account's options travel in the row)."""
+    (its delivery format among them; the account's options travel in the row), and renders
+    the link templates of rows with big attachments."""
     return DeferredPayload(
         attachment_inline_limit=int(getattr(hook, "attachment_inline_limit", 1024 * 1024)),
         include_raw=bool(getattr(hook, "include_raw", False)),
         pool=pool,
         format=format_options(hook),
+        links=links,
     )
+
+
+def link_minter(settings: Any) -> LinkMinter | None:
+    """The `attachments:` section as a `LinkMinter`; None when links are not enabled."""
+    section = getattr(settings, "attachments", None)
+    if section is None or not getattr(section, "enabled", False):
+        return None
+    raw = section.signing_key
+    keys = raw if isinstance(raw, list | tuple) else [raw]
+    secrets = [s for s in (secret_value(k) for k in keys) if s]
+    signer = LinkSigner(public_url=str(section.public_url), keys=[k.encode() for k in secrets])
+    return LinkMinter(signer=signer, ttl=float(section.url_ttl))
 
 
 def format_options(hook: Any) -> FormatOptions:
@@ -175,6 +194,7 @@ class DeliveryRuntime:
         self.routes: dict[str, Route] = {}
         self._stack = AsyncExitStack()
         self.webhooks: dict[str, Any] = {w.name: w for w in settings.webhooks}
+        self.links: LinkMinter | None = link_minter(settings)
 
     @property
     def shared_store(self) -> bool:
@@ -225,5 +245,5 @@ class DeliveryRuntime:
             self.routes[name] = Route(
                 target=webhook_target(hook),
                 policy=retry_policy(hook),
-                prepare=body_builder(hook, pool),
+                prepare=body_builder(hook, pool, self.links),
             )

@@ -23,11 +23,13 @@ ALLOWED: dict[str, set[str]] = {
     "store": set(),
     "ops": set(),
     "delivery": {"store"},
+    # Link signing and templates are pure; the listener streams from the store and counts.
+    "attachments": {"store", "ops"},
     "testing": {"pop3", "mail"},
     # The demo wires the fake server and sample mail (bridge.testing) to the real poller.
     "demo": {"pop3", "mail", "store", "delivery", "outbox", "poller", "ops", "testing"},
-    "runtime": {"delivery", "ops", "store", "outbox", "mail"},
-    "outbox": {"mail", "store", "delivery"},
+    "runtime": {"delivery", "ops", "store", "outbox", "mail", "attachments"},
+    "outbox": {"mail", "store", "delivery", "attachments"},
     "poller": {
         "pop3",
         "mail",
@@ -37,6 +39,7 @@ ALLOWED: dict[str, set[str]] = {
         "outbox",
         "config",
         "ops",
+        "attachments",
     },
     "proxy": {"pop3", "mail", "store", "delivery", "runtime", "outbox", "config", "ops"},
     "config": {"pop3", "mail", "store", "delivery", "ops"},

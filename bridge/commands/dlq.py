@@ -2,7 +2,8 @@
 
 A dead letter is a message whose delivery failed for good (a permanent 4xx, or the retry
 schedule ran out). It keeps its payload and `webhook-id`; replaying puts it back in the outbox,
-due now with attempts reset, and a running poller (or the next `once`) delivers it.
+due now with attempts reset, and a running poller (or the next `once`) delivers it. Its
+attachment links are minted afresh: they expire `attachments.url_ttl` after the replay.
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ async def _dlq(settings: Any, args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"dlq replay: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        count = await rt.store.replay(None if args.all else ids, time.time())
+        now = time.time()
+        expire = None if rt.links is None else rt.links.expiry(now)
+        count = await rt.store.replay(None if args.all else ids, now, links_expire=expire)
         print(f"replayed {count} dead letter(s)")
         if args.ids and count < len(set(args.ids)):
             print("some IDs were not dead letters and were ignored", file=sys.stderr)

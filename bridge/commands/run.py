@@ -1,5 +1,9 @@
 """`pop3bridge run`: poll and deliver until SIGTERM/SIGINT, then shut down without losing mail.
 
+With `attachments.enabled`, `run` also serves the attachment links (bridge/attachments/server.py)
+and sweeps their expired content; `once` does not (it exits, and its links would then answer
+nothing until a `run` serves them from the same store).
+
 On the first signal the bridge stops starting polls, lets sessions in progress record what they
 fetched and QUIT, gives deliveries in flight `poller.shutdown_grace` seconds, closes the store and
 exits 0. A second signal does not wait any longer: sessions are dropped without QUIT (the server
@@ -9,9 +13,12 @@ keeps everything) and unfinished deliveries come back after the restart.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
+from bridge.attachments.server import LinkServer, LinkServerError
 from bridge.commands._common import (
     EXIT_OK,
     add_config_argument,
@@ -43,12 +50,32 @@ async def _run(settings: Any) -> int:
             on_leases=observer.on_leases,
         )
         observer.canaries = app.scheduler.canaries
-        async with observer.serving(settings):
+        async with observer.serving(settings), _links(rt, settings):
             log.info("pop3bridge running", extra={"replica": app.options.replica_id})
             await app.run(stop)
     log.info("pop3bridge stopped")
     return EXIT_OK
 
 
+@contextlib.asynccontextmanager
+async def _links(rt: Runtime, settings: Any) -> AsyncIterator[None]:
+    """The attachment link listener, when `attachments.enabled`."""
+    if rt.links is None:
+        yield
+        return
+    section = settings.attachments
+    server = LinkServer(
+        rt.store,
+        rt.links.signer,
+        str(section.bind),
+        int(section.port),
+        sweep_interval=float(section.sweep_interval),
+    )
+    async with server:
+        yield
+
+
 def run(args: argparse.Namespace) -> int:
-    return run_with_settings(args, _run, command="run", failures=(StoreError, OpsEndpointError))
+    return run_with_settings(
+        args, _run, command="run", failures=(StoreError, OpsEndpointError, LinkServerError)
+    )

@@ -24,6 +24,7 @@ section base classes), one module per group of sections (`webhook`, `account`, `
 from __future__ import annotations
 
 from bridge.config.account import AccountConfig, AuthMethod, CanaryConfig, OAuth2Config
+from bridge.config.attachments import AttachmentsConfig
 from bridge.config.errors import ConfigError
 from bridge.config.loading import load_settings, validate, validate_account
 from bridge.config.proxy import (
@@ -51,6 +52,7 @@ __all__ = [
     "POP3_VERBS",
     "SECRETS_DIR_ENV",
     "AccountConfig",
+    "AttachmentsConfig",
     "AuthMethod",
     "CanaryConfig",
     "ConfigError",

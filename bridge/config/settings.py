@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.config.account import AccountConfig, no_webhook
+from bridge.config.attachments import AttachmentsConfig
 from bridge.config.errors import KeyedProblem, duplicates
 from bridge.config.proxy import ProxyConfig
 from bridge.config.service import LoggingConfig, OpsConfig, PollerConfig, StateConfig
@@ -44,6 +45,10 @@ class Settings(BaseSettings):
     proxy: ProxyConfig = Field(default_factory=lambda: ProxyConfig(), description="The POP3 proxy.")
     ops: OpsConfig = Field(
         default_factory=lambda: OpsConfig(), description="Health/metrics endpoint."
+    )
+    attachments: AttachmentsConfig = Field(
+        default_factory=lambda: AttachmentsConfig(),
+        description="Big attachments by signed link, served by `pop3bridge run`.",
     )
     logging: LoggingConfig = Field(
         default_factory=lambda: LoggingConfig(), description="Log output."

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridge.delivery.summary import DeliverySummary
-from bridge.store.base import OutboxItem, Store, deferred_source
+from bridge.store.base import OutboxItem, Store, needs_prepare
 from bridge.store.errors import StoreError
 
 __all__ = ["DEFAULT_CLAIM_SECONDS", "Deliveries", "DeliveryWorker", "Outcome", "Route"]
@@ -274,7 +274,7 @@ class DeliveryWorker:
         becomes a dead letter (kept with its raw message, replayable) instead of being retried
         in a loop.
         """
-        if route.prepare is None and deferred_source(item.payload) is None:
+        if route.prepare is None and not needs_prepare(item.payload):
             return item.payload
         try:
             # A route's builder also reshapes bodies built at fetch (a delivery format).

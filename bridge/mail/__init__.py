@@ -2,6 +2,7 @@
 
 from bridge.mail._fingerprint import header_uid
 from bridge.mail._helpdesk import DEFAULT_OPTIONS, MailOptions
+from bridge.mail._mime import Content
 from bridge.mail._payload import (
     HELPDESK_FIELDS,
     MAX_PARSE_ERRORS,
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_OPTIONS",
     "HELPDESK_FIELDS",
     "MAX_PARSE_ERRORS",
+    "Content",
     "MailError",
     "MailOptions",
     "PayloadEncodingError",

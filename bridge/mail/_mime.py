@@ -37,7 +37,7 @@ from bridge.mail import _boundary
 from bridge.mail._headers import decode_header_value, decode_words, raw_to_str, unfold
 from bridge.mail._text import clean, decode_bytes, recover_bytes
 
-__all__ = ["MAX_DEPTH", "Body", "header_end", "parse", "parse_headers", "walk"]
+__all__ = ["MAX_DEPTH", "Body", "Content", "header_end", "parse", "parse_headers", "walk"]
 
 MAX_DEPTH = 100
 _CHUNK = 1 << 16
@@ -170,6 +170,36 @@ def header_end(raw: bytes) -> int:
     return crlf + 2 if crlf >= 0 else len(raw)
 
 
+@dataclass(frozen=True)
+class Content:
+    """The decoded bytes of one attachment too big to inline, for whoever stores them.
+
+    `source` is either the decoded bytes or clean base64 text (the part's payload as parsed,
+    letters and line ends only): a big attachment is never decoded whole, `chunks` decodes
+    it piece by piece as the consumer writes each piece away.
+    """
+
+    index: int  # position in the payload's `attachments`
+    size: int
+    source: bytes | str
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        if isinstance(self.source, bytes):
+            view = memoryview(self.source)
+            for at in range(0, len(view), size):
+                yield bytes(view[at : at + size])
+            return
+        # base64: 4 letters make 3 bytes, so a chunk of text decodes to at most `size` bytes.
+        pending = b""
+        for piece in _b64_chunks(self.source, max(4, size // 3 * 4)):
+            pending += piece
+            while len(pending) >= size:
+                yield pending[:size]
+                pending = pending[size:]
+        if pending:
+            yield pending
+
+
 @dataclass
 class Body:
     """What the walk collected; `text`/`html` are lists of parts joined by the caller."""
@@ -177,6 +207,8 @@ class Body:
     attachments: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     inline_limit: int = 0
+    # Content of the attachments over `inline_limit`, kept only when the caller asks for it.
+    contents: list[Content] | None = None
 
 
 def join_parts(parts: list[str]) -> str | None:
@@ -188,8 +220,10 @@ def join_parts(parts: list[str]) -> str | None:
     return out
 
 
-def walk(msg: Message, inline_limit: int) -> tuple[str | None, str | None, Body]:
-    body = Body(inline_limit=inline_limit)
+def walk(
+    msg: Message, inline_limit: int, *, keep_contents: bool = False
+) -> tuple[str | None, str | None, Body]:
+    body = Body(inline_limit=inline_limit, contents=[] if keep_contents else None)
     texts, htmls = _walk(msg, "", 0, body)
     return join_parts(texts), join_parts(htmls), body
 
@@ -255,7 +289,7 @@ def _walk(part: Message, path: str, depth: int, body: Body) -> tuple[list[str], 
         if digest is not None:
             disposition = _disposition(part)
             filename = _filename(part, where, body)
-            _attachment(part, digest, ctype, where, body, disposition, filename)
+            _attachment(part, digest, ctype, where, body, disposition, filename, source=payload)
             return [], []
     data = _decode_payload(part, payload if isinstance(payload, str) else "", where, body)
     disposition = _disposition(part)
@@ -381,8 +415,11 @@ def _attachment(
     body: Body,
     disposition: str | None,
     filename: str | None,
+    *,
+    source: str | None = None,
 ) -> None:
-    """`data` is the decoded content, or (size, sha256) of content too big to inline."""
+    """`data` is the decoded content, or (size, sha256) of content too big to inline, whose
+    clean base64 text is then `source`."""
     content_id = _content_id(part, where, body)
     if disposition not in ("attachment", "inline"):
         disposition = "inline" if content_id else "attachment"
@@ -391,6 +428,10 @@ def _attachment(
     else:
         size, sha256 = len(data), hashlib.sha256(data).hexdigest()
         content = base64.b64encode(data).decode("ascii") if size <= body.inline_limit else None
+    if content is None and body.contents is not None:
+        kept = source if isinstance(data, tuple) else data
+        if kept is not None:
+            body.contents.append(Content(len(body.attachments), size, kept))
     body.attachments.append(
         {
             "filename": filename,
@@ -423,20 +464,30 @@ def _base64_digest(payload: str, inline_limit: int) -> tuple[int, str] | None:
         return None
     sha = hashlib.sha256()
     size = 0
-    carry = ""
-    for at in range(0, len(payload), _STREAM_CHUNK):
-        text = carry + payload[at : at + _STREAM_CHUNK].translate(_LINE_ENDS)
-        whole = len(text) - len(text) % 4
-        try:
-            chunk = binascii.a2b_base64(text[:whole])
-        except binascii.Error:
-            return None
-        sha.update(chunk)
-        size += len(chunk)
-        carry = text[whole:]
-    if carry or size <= inline_limit:
+    try:
+        for chunk in _b64_chunks(payload, _STREAM_CHUNK):
+            sha.update(chunk)
+            size += len(chunk)
+    except (binascii.Error, ValueError):
+        return None
+    if size <= inline_limit:
         return None
     return size, sha.hexdigest()
+
+
+def _b64_chunks(payload: str, step: int) -> Iterator[bytes]:
+    """Decode clean base64 `payload` by quad-aligned pieces of about `step` letters.
+
+    Raises ValueError when letters are left over that do not make a whole quad.
+    """
+    carry = ""
+    for at in range(0, len(payload), step):
+        text = carry + payload[at : at + step].translate(_LINE_ENDS)
+        whole = len(text) - len(text) % 4
+        yield binascii.a2b_base64(text[:whole])
+        carry = text[whole:]
+    if carry:
+        raise ValueError("base64 text is not a whole number of quads")
 
 
 def _content_id(part: Message, where: str, errors_body: Body) -> str | None:

@@ -37,7 +37,7 @@ from bridge.mail._helpdesk import (
     original_recipient,
     spam_verdict,
 )
-from bridge.mail._mime import parse, parse_headers, walk
+from bridge.mail._mime import Content, parse, parse_headers, walk
 from bridge.mail._reply import reply_text
 from bridge.mail._text import clean
 from bridge.mail.errors import PayloadEncodingError
@@ -96,8 +96,12 @@ def build_message_data_and_fingerprint(
     attachment_inline_limit: int,
     include_raw: bool,
     options: MailOptions = DEFAULT_OPTIONS,
+    contents: list[Content] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """`build_message_data(raw, ...)` and `fingerprint(raw)` from a single parse.
+
+    With a `contents` list, the decoded content of every attachment over the inline limit is
+    appended to it (`Content.index` is its position in `attachments`), for big-attachment links.
 
     The poller needs both for every message and parsing is most of its CPU time; parsing the
     header block a second time for the fingerprint cost about 15 % of a fetch. The header
@@ -109,8 +113,10 @@ def build_message_data_and_fingerprint(
     try:
         msg = parse(raw)
         data = _header_fields(msg, errors)
-        text, html, body = walk(msg, attachment_inline_limit)
+        text, html, body = walk(msg, attachment_inline_limit, keep_contents=contents is not None)
         errors.extend(body.errors)
+        if contents is not None and body.contents:
+            contents.extend(body.contents)
         data["text"], data["html"], data["attachments"] = text, html, body.attachments
         content_type: str | None = msg.get_content_type()
     except Exception as exc:  # the parser gave up; fall back to the header block

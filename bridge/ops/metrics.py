@@ -184,6 +184,24 @@ PROXY_TAP = _counter(
     "failed); dropped and failed copies are logged with user and message number.",
     ("listener", "outcome"),
 )
+LINK_REQUESTS = _counter(
+    "attachment_link_requests",
+    "Requests to the attachment link listener, by HTTP status "
+    "(200, 206, 304, 403, 404, 405, 410, 416, 503).",
+    ("status",),
+)
+LINK_BYTES_SERVED = _counter(
+    "attachment_link_bytes_served", "Content bytes sent by the attachment link listener."
+)
+LINK_BYTES_HELD = _gauge(
+    "attachment_link_bytes_held", "Bytes of attachment content the store keeps for links."
+)
+LINK_PURGES = _counter(
+    "attachment_link_purges", "Link contents (attachments or raw messages) purged after expiry."
+)
+LINK_BYTES_PURGED = _counter(
+    "attachment_link_bytes_purged", "Bytes of link content purged after expiry."
+)
 
 _KNOWN_VERBS = frozenset(
     {

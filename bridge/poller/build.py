@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from bridge.attachments.templates import LinkMinter
 from bridge.mail import DEFAULT_OPTIONS
 from bridge.poller.app import PollerOptions
 from bridge.poller.canary import CanaryKey, CanaryOptions
@@ -26,23 +27,32 @@ __all__ = ["account_spec", "poller_options"]
 log = logging.getLogger(__name__)
 
 
-def fetch_options(webhook: Any, account: Any = None) -> FetchOptions:
+def fetch_options(
+    webhook: Any, account: Any = None, links: LinkMinter | None = None
+) -> FetchOptions:
     options = mail_options(account) if account is not None else DEFAULT_OPTIONS
     if webhook is None:
-        return FetchOptions(options=options)
+        return FetchOptions(options=options, links=links)
     return FetchOptions(
         attachment_inline_limit=int(getattr(webhook, "attachment_inline_limit", 1024 * 1024)),
         include_raw=bool(getattr(webhook, "include_raw", False)),
         reshaped=str(getattr(webhook, "format", "standard") or "standard") != "standard",
         options=options,
+        links=links,
     )
 
 
-def account_spec(account: Any, webhook: Any, providers: dict[str, TokenProvider]) -> AccountSpec:
+def account_spec(
+    account: Any,
+    webhook: Any,
+    providers: dict[str, TokenProvider],
+    links: LinkMinter | None = None,
+) -> AccountSpec:
     """An `AccountSpec` from one validated account model and its webhook model.
 
     `providers` caches one `TokenProvider` per account name, so a token outlives one poll; it is
     replaced when the account's OAuth settings change (a new refresh token after a revoked grant).
+    `links` (from the `attachments:` section) makes big attachments links.
     """
     token = invalidate = None
     oauth_key = ""
@@ -89,7 +99,7 @@ def account_spec(account: Any, webhook: Any, providers: dict[str, TokenProvider]
         max_message_size=int(account.max_message_size),
         enabled=bool(getattr(account, "enabled", True)),
         webhook=account.webhook,
-        fetch=fetch_options(webhook, account),
+        fetch=fetch_options(webhook, account, links),
         token=token,
         invalidate_token=invalidate,
         oauth_key=oauth_key,

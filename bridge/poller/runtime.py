@@ -55,7 +55,9 @@ class Runtime(DeliveryRuntime):
         }
 
     def _spec(self, account: Any) -> AccountSpec:
-        return account_spec(account, self.webhooks.get(account.webhook), self._providers)
+        return account_spec(
+            account, self.webhooks.get(account.webhook), self._providers, self.links
+        )
 
     def app(self, **hooks: Any) -> PollerApp:
         options: PollerOptions = poller_options(

@@ -189,7 +189,8 @@ def build_payload(
 ) -> NewMessage:
     """The outbox row for one fetched message (for an oversize one `raw` holds only headers).
 
-    The poll defers building the body to delivery (`bridge.outbox`); `peek` does not.
+    The poll defers building the body to delivery (`bridge.outbox`) and mints attachment
+    links; `peek` does neither (it prints bodies and records nothing).
     """
     reason = (
         f"message of {size} bytes exceeds max_message_size "
@@ -211,6 +212,7 @@ def build_payload(
         defer=defer,
         defer_any_size=spec.fetch.reshaped,
         options=spec.fetch.options,
+        links=spec.fetch.links if defer else None,
     )
 
 

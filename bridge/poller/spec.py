@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bridge.attachments.templates import LinkMinter
 from bridge.mail import DEFAULT_OPTIONS, MailOptions
 from bridge.poller.canary import CanaryKey, CanaryOptions
 from bridge.pop3.client import TLSMode
@@ -34,6 +35,7 @@ class FetchOptions:
     reshaped: bool = False
     # The account's own payload options (plus-address separator, trusted provider headers).
     options: MailOptions = DEFAULT_OPTIONS
+    links: LinkMinter | None = None  # big attachments by signed link (`attachments:` section)
 
 
 @dataclass(frozen=True)

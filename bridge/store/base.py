@@ -33,24 +33,31 @@ rows with an expiry rather than advisory locks.
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "DEFERRED",
+    "LINK_CHUNK",
+    "LINK_TOMBSTONE_SECONDS",
+    "TEMPLATE",
     "AccountStats",
     "AccountStore",
     "DeadLetter",
     "LeaseStore",
+    "LinkContent",
+    "LinkStore",
     "NewMessage",
     "OutboxItem",
     "OutboxStore",
     "SeenState",
     "SeenStore",
     "Store",
+    "StoredLink",
     "deferred_payload",
     "deferred_source",
+    "needs_prepare",
 ]
 
 # A payload that starts with this byte is not a webhook body yet but a note to build one from
@@ -58,6 +65,24 @@ __all__ = [
 # `bridge.outbox.DeferredPayload`); the rest names the source.
 # A JSON body never starts with NUL. The stores return `raw` with a claimed item only then.
 DEFERRED = b"\x00"
+
+
+# A payload that starts with this byte is a webhook body with placeholders for its attachment
+# links, rendered at every delivery with the row's `links_expire` (`bridge.attachments.templates`):
+# a replay then mints fresh links while retries keep signing the same bytes.
+# The stores never return `raw` for it: the links are all it needs.
+TEMPLATE = b"\x01"
+
+# Link content is stored in pieces of this many bytes, so a download, a Range request or a
+# purge touches one piece at a time whatever the attachment's size.
+LINK_CHUNK = 256 * 1024
+# Link records of purged content are kept this long, so a request answers 410 (gone), not 404.
+LINK_TOMBSTONE_SECONDS = 30 * 86400
+
+
+def needs_prepare(payload: bytes) -> bool:
+    """True when the stored payload is not the finished body (deferred or templated)."""
+    return payload[:1] in (DEFERRED, TEMPLATE)
 
 
 def deferred_payload(source: str) -> bytes:
@@ -69,6 +94,44 @@ def deferred_source(payload: bytes) -> str | None:
     if payload[:1] != DEFERRED:
         return None
     return payload[1:].decode("ascii", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkContent:
+    """Content served by link: one attachment (`part` = its index) or the raw message (-1).
+
+    `chunks(n)` yields the decoded bytes in pieces of at most `n` (the store writes them away
+    one by one), so recording a 50 MB attachment never holds a second copy of it.
+    """
+
+    part: int
+    size: int
+    sha256: str
+    content_type: str
+    filename: str | None
+    chunks: Callable[[int], Iterable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLink:
+    """What the link listener needs to answer for one part; `purged`: content gone (410)."""
+
+    msg_id: str
+    part: int
+    size: int
+    sha256: str
+    content_type: str
+    filename: str | None
+    expires_at: float
+    purged: bool
+
+    @classmethod
+    def from_row(cls, row: Any) -> StoredLink:
+        """From (msg_id, part, size, sha256, content_type, filename, expires_at, purged)."""
+        msg_id, part, size, sha256, ctype, filename, expires_at, purged = tuple(row)
+        return cls(
+            msg_id, int(part), int(size), sha256, ctype, filename, float(expires_at), bool(purged)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +147,8 @@ class NewMessage:
     payload: bytes  # encoded JSON webhook body, signed byte-for-byte; or `deferred_payload`
     raw: bytes | None  # raw message for replay; None when over max_message_size
     delete_after_delivery: bool
+    links: tuple[LinkContent, ...] = ()  # content served by signed link (`payload` templated)
+    links_expire: float | None = None  # when the links minted for this message expire
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +165,7 @@ class OutboxItem:
     last_error: str | None
     size: int = 0
     raw: bytes | None = None  # only for a deferred payload: what its body is built from
+    links_expire: float | None = None  # expiry of the links a templated payload carries
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,10 +281,14 @@ class OutboxStore(abc.ABC):
         """Dead letters, oldest failure first."""
 
     @abc.abstractmethod
-    async def replay(self, ids: Sequence[int] | None, now: float) -> int:
+    async def replay(
+        self, ids: Sequence[int] | None, now: float, *, links_expire: float | None = None
+    ) -> int:
         """Put dead letters (`None` = all) back to pending, due `now`, attempts reset.
 
-        Returns how many were replayed; ids that are not dead letters are ignored.
+        Returns how many were replayed; ids that are not dead letters are ignored. With
+        `links_expire`, the links of the replayed messages are re-minted to expire then
+        (their content is kept while a row is dead, so it is still there).
         """
 
     @abc.abstractmethod
@@ -238,7 +308,11 @@ class OutboxStore(abc.ABC):
 
     @abc.abstractmethod
     async def mark_deleted(self, account: str, uidls: Collection[str], now: float) -> None:
-        """The server confirmed (QUIT +OK) the deletion of `uidls`."""
+        """The server confirmed (QUIT +OK) the deletion of `uidls`.
+
+        The stored raw message of each is dropped at once unless a link was minted for it:
+        nothing can ask for it any more (a delivered row is never replayed).
+        """
 
     # -- status ----------------------------------------------------------------------------
     @abc.abstractmethod
@@ -305,7 +379,33 @@ class AccountStore(abc.ABC):
         """True if the account existed."""
 
 
-class Store(SeenStore, OutboxStore, LeaseStore, AccountStore):
+class LinkStore(abc.ABC):
+    """Content served by signed link (bridge/attachments): recorded with its message by
+    `record`, read piece by piece by the listener, purged after its links expire."""
+
+    @abc.abstractmethod
+    async def stored_link(self, msg_id: str, part: int) -> StoredLink | None:
+        """The link record of one part; None when no link was ever minted for it."""
+
+    @abc.abstractmethod
+    async def link_chunk(self, msg_id: str, part: int, seq: int) -> bytes | None:
+        """Piece `seq` (of `LINK_CHUNK` bytes, the last one shorter); None when purged."""
+
+    @abc.abstractmethod
+    async def purge_links(self, now: float) -> tuple[int, int]:
+        """Drop the content of links expired at `now` whose message is not pending or dead.
+
+        The link records stay (as purged) for `LINK_TOMBSTONE_SECONDS`, so a request answers
+        410 rather than 404; the raw message of a row already deleted from the server goes
+        too. Returns (parts, bytes).
+        """
+
+    @abc.abstractmethod
+    async def link_bytes(self) -> int:
+        """Bytes of content currently held for links."""
+
+
+class Store(SeenStore, OutboxStore, LeaseStore, AccountStore, LinkStore):
     """Durable state of the bridge. Every method is one transaction (or none).
 
     The four parts are separate so a component can say which state it uses (the delivery

@@ -19,12 +19,14 @@ from collections.abc import Collection, Sequence
 
 from bridge.store.base import (
     DEFERRED,
+    TEMPLATE,
     AccountStats,
     DeadLetter,
     NewMessage,
     OutboxItem,
     OutboxStore,
 )
+from bridge.store.links import insert_links
 from bridge.store.sql import Execute, Fetch, Many, SQLPart, Tx, atomic, read, write
 
 __all__ = ["OutboxSQL"]
@@ -33,7 +35,10 @@ _ITEM_COLS = (
     "o.id, o.msg_id, o.account, o.uidl, o.webhook, b.payload, o.attempts, o.created_at, "
     "o.next_attempt_at, o.last_error, o.size, "
     # The raw message goes out with a claim only when the body is to be built from it.
-    "CASE WHEN substr(b.payload, 1, 1) = ? THEN b.raw END"
+    "CASE WHEN substr(b.payload, 1, 1) = ? THEN b.raw END, "
+    # A templated body is rendered with the expiry its links were minted with.
+    "CASE WHEN substr(b.payload, 1, 1) = ? THEN "
+    "(SELECT max(l.expires_at) FROM links l WHERE l.msg_id = o.msg_id) END"
 )
 _DEAD_COLS = (
     "id, msg_id, account, uidl, webhook, attempts, created_at, finished_at, last_error, last_status"
@@ -98,6 +103,9 @@ class OutboxSQL(SQLPart, OutboxStore):
             "ON CONFLICT (msg_id) DO NOTHING",
         )
         yield from d.insert_bodies(fresh)
+        for m in fresh:
+            if m.links:
+                yield from insert_links(m, now)
 
     @write
     def claim_due(
@@ -120,7 +128,7 @@ class OutboxSQL(SQLPart, OutboxStore):
         rows = yield Fetch(
             f"SELECT {_ITEM_COLS} FROM outbox o JOIN bodies b ON b.msg_id = o.msg_id "
             f"WHERE {d.in_list('o.id', 'bigint')} ORDER BY o.next_attempt_at, o.id",
-            (DEFERRED, d.array([r[0] for r in claimed])),
+            (DEFERRED, TEMPLATE, d.array([r[0] for r in claimed])),
         )
         return [OutboxItem(*r) for r in rows]
 
@@ -162,17 +170,26 @@ class OutboxSQL(SQLPart, OutboxStore):
         )
         return [DeadLetter(*r) for r in rows]
 
-    @write
-    def replay(self, ids: Sequence[int] | None, now: float) -> Tx[int]:
+    @atomic
+    def replay(
+        self, ids: Sequence[int] | None, now: float, *, links_expire: float | None = None
+    ) -> Tx[int]:
         d = self.dialect
-        sql = (
+        which = "" if ids is None else f" AND {d.in_list('id', 'bigint')}"
+        args: tuple[object, ...] = () if ids is None else (d.array(ids),)
+        if links_expire is not None:
+            # Fresh links: the expiry the body is rendered with moves (never back).
+            yield Execute(
+                "UPDATE links SET expires_at = CASE WHEN expires_at < ? THEN ? "
+                "ELSE expires_at END WHERE purged_at IS NULL AND msg_id IN "
+                f"(SELECT msg_id FROM outbox WHERE state = 'dead'{which})",
+                (links_expire, links_expire, *args),
+            )
+        replayed: int = yield Execute(
             "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, "
-            f"finished_at = NULL, {_RELEASE} WHERE state = 'dead'"
+            f"finished_at = NULL, {_RELEASE} WHERE state = 'dead'{which}",
+            (now, *args),
         )
-        if ids is None:
-            replayed: int = yield Execute(sql, (now,))
-        else:
-            replayed = yield Execute(f"{sql} AND {d.in_list('id', 'bigint')}", (now, d.array(ids)))
         return replayed
 
     @read
@@ -215,6 +232,15 @@ class OutboxSQL(SQLPart, OutboxStore):
             "UPDATE outbox SET deleted_at = ? WHERE account = ? "
             f"AND {d.in_list('uidl', 'text')} AND deleted_at IS NULL",
             (now, account, d.array(set(uidls))),
+        )
+        # Nothing can ask for the raw message of a delivered, deleted message any more unless
+        # a link to it was minted (the link sweep drops it with the link content).
+        yield Execute(
+            "UPDATE bodies SET raw = NULL WHERE raw IS NOT NULL AND msg_id IN "
+            "(SELECT msg_id FROM outbox WHERE account = ? AND state = 'delivered' "
+            f"AND {d.in_list('uidl', 'text')}) "
+            "AND NOT EXISTS (SELECT 1 FROM links l WHERE l.msg_id = bodies.msg_id)",
+            (account, d.array(set(uidls))),
         )
 
     # -- status -----------------------------------------------------------------------------

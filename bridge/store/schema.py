@@ -93,4 +93,27 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT account, seen_at FROM seen WHERE uidl = ' initialised';
     DELETE FROM seen WHERE uidl = ' initialised';
     """,
+    # 3: content served by signed link (bridge/attachments). Not tied to the outbox row, which
+    # `forget_missing` may drop while links to the message are still valid.
+    """
+    CREATE TABLE links (
+        msg_id       text NOT NULL,
+        part         integer NOT NULL,
+        size         {bigint} NOT NULL,
+        sha256       text NOT NULL,
+        content_type text NOT NULL,
+        filename     text,
+        expires_at   {real} NOT NULL,
+        purged_at    {real},
+        PRIMARY KEY (msg_id, part)
+    );
+    CREATE INDEX links_held ON links (expires_at) WHERE purged_at IS NULL;
+    CREATE TABLE link_chunks (
+        msg_id text NOT NULL,
+        part   integer NOT NULL,
+        seq    integer NOT NULL,
+        data   {blob} NOT NULL,
+        PRIMARY KEY (msg_id, part, seq)
+    );
+    """,
 )

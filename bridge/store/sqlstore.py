@@ -12,6 +12,7 @@ from bridge.store.accounts import AccountSQL
 from bridge.store.base import Store
 from bridge.store.errors import StoreError
 from bridge.store.leases import LeaseSQL
+from bridge.store.links import LinkSQL
 from bridge.store.outbox import OutboxSQL
 from bridge.store.schema import MIGRATIONS
 from bridge.store.seen import SeenSQL
@@ -22,7 +23,7 @@ __all__ = ["SQLStore"]
 log = logging.getLogger(__name__)
 
 
-class SQLStore(SeenSQL, OutboxSQL, LeaseSQL, AccountSQL, Store):
+class SQLStore(SeenSQL, OutboxSQL, LeaseSQL, AccountSQL, LinkSQL, Store):
     @atomic
     def migrate(self) -> Tx[None]:
         """Versioned and idempotent; concurrent callers apply each step once (the dialect's

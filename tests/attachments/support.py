@@ -1,0 +1,42 @@
+"""Messages with attachments of chosen sizes, and a `LinkMinter` with a test key."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from bridge.attachments.signing import LinkSigner
+from bridge.attachments.templates import LinkMinter
+
+KEY = b"k" * 40
+OLD_KEY = b"o" * 40
+
+
+def minter(public_url: str = "https://files.example.test/p3b", ttl: float = 3600.0) -> LinkMinter:
+    return LinkMinter(LinkSigner(public_url=public_url, keys=[KEY, OLD_KEY]), ttl)
+
+
+@dataclass
+class Part:
+    filename: str
+    content_type: str
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def message(*parts: Part, text: str = "see attached") -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Alice <alice@example.test>"
+    msg["To"] = "bob@example.test"
+    msg["Subject"] = "attachments"
+    msg["Message-ID"] = f"<{os.urandom(6).hex()}@example.test>"
+    msg.set_content(text)
+    for p in parts:
+        maintype, subtype = p.content_type.split("/")
+        msg.add_attachment(p.data, maintype=maintype, subtype=subtype, filename=p.filename)
+    return msg.as_bytes().replace(b"\n", b"\r\n")
