@@ -38,6 +38,7 @@ from typing import Literal
 from aiohttp import web
 
 from bridge.attachments.signing import LinkSigner, Verdict, parse_path
+from bridge.lifecycle import Service
 from bridge.ops import metrics
 from bridge.ops.metrics import best_effort
 from bridge.store.base import LINK_CHUNK, Store, StoredLink
@@ -107,8 +108,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | Literal[Fals
     return first, last
 
 
-class LinkServer:
-    """`start()` / `stop()`; serves links and sweeps expired content every `sweep_interval`."""
+class LinkServer(Service):
+    """Serves links and sweeps expired content every `sweep_interval` (`bridge.lifecycle`:
+    `start()` / `wait_ready()` / `stop(grace)`)."""
 
     def __init__(
         self,
@@ -120,6 +122,7 @@ class LinkServer:
         sweep_interval: float = 300.0,
         clock: Clock = time.time,
     ) -> None:
+        super().__init__()
         self.store = store
         self.signer = signer
         self.host = host
@@ -145,7 +148,8 @@ class LinkServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         return app
 
-    async def start(self) -> None:
+    # -- lifecycle (bridge.lifecycle.Service) ------------------------------------------------------
+    async def _start(self) -> None:
         runner = web.AppRunner(self.app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._port)
@@ -165,22 +169,15 @@ class LinkServer:
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="link-sweep")
         log.info("attachment links served on %s (public %s)", self.url, self.signer.public_url)
 
-    async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+    async def _stop(self, grace: float | None) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> LinkServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+                await sweeper
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     # -- retention -----------------------------------------------------------------------------
     async def sweep(self) -> tuple[int, int]:

@@ -23,11 +23,9 @@ import yaml
 from bridge.attachments.signing import LinkSigner
 from tests.attachments.support import Part, message
 from tests.e2e.harness import Receiver, dovecot_account
-from tests.e2e.test_ops import Bridge, bridges, run_config
+from tests.e2e.test_ops import Bridge, run_config
 from tests.support.dovecot import DovecotServer, DovecotUser, free_port
 from tests.support.pgschema import drop_schema, schema_url
-
-__all__ = ["bridges"]
 
 pytestmark = pytest.mark.dovecot
 
