@@ -173,7 +173,7 @@ def main() -> int:
 
 
 def stages(size: int) -> int:
-    """Where the memory goes: Python-heap peak of each step `build_payload` takes, one at a
+    """Where the memory goes: Python-heap peak of each step `account_outbox_row` takes, one at a
     time, with the raw message (1x) already held. tracemalloc sees Python allocations only
     (not orjson's own buffer growth), so these are lower bounds."""
     import datetime as dt

@@ -48,7 +48,7 @@ from _harness import (
     write_results,
 )
 
-from bridge.poller.session import poll_account
+from bridge.poller.poll import poll_account
 from bridge.poller.spec import AccountSpec
 from bridge.store import open_store
 from bridge.testing.samples import generate_messages

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import orjson
 from aiohttp import web
 
-from bridge.delivery.worker import Route
+from bridge.delivery.worker import WebhookRoute
 from bridge.outbox import DeferredPayload
 from bridge.poller.app import PollerApp, PollerOptions
 from bridge.poller.spec import AccountSpec
@@ -181,7 +181,7 @@ async def run_demo(
                 attachment_inline_limit=spec.fetch.attachment_inline_limit,
                 include_raw=spec.fetch.include_raw,
             )
-            routes = {"demo": Route(target=target, policy=RetryPolicy(), prepare=build)}
+            routes = {"demo": WebhookRoute(target=target, policy=RetryPolicy(), prepare=build)}
 
             async def accounts() -> list[AccountSpec]:
                 return [spec]

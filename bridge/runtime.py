@@ -18,7 +18,7 @@ from typing import Any, Self
 
 from bridge.attachments.signing import LinkSigner
 from bridge.attachments.templates import LinkMinter
-from bridge.delivery.worker import DEFAULT_CLAIM_SECONDS, Route
+from bridge.delivery.worker import DEFAULT_CLAIM_SECONDS, WebhookRoute
 from bridge.mail import MailOptions
 from bridge.mail.formats import FormatOptions
 from bridge.outbox import DeferredPayload, ParsePool
@@ -182,7 +182,7 @@ class DeliveryRuntime:
 
     An async context manager: entering opens and migrates the store and (unless
     `with_sender=False`, for commands that only read the store) opens the pooled sender and one
-    `Route` per webhook; leaving closes them in reverse order.
+    `WebhookRoute` per webhook; leaving closes them in reverse order.
     """
 
     def __init__(self, settings: Any, *, with_sender: bool = True) -> None:
@@ -191,7 +191,7 @@ class DeliveryRuntime:
         self.url = str(settings.state.url)
         self.store: Store = open_store(self.url)
         self.sender: Any = None
-        self.routes: dict[str, Route] = {}
+        self.routes: dict[str, WebhookRoute] = {}
         self._stack = AsyncExitStack()
         self.webhooks: dict[str, Any] = {w.name: w for w in settings.webhooks}
         self.links: LinkMinter | None = link_minter(settings)
@@ -242,7 +242,7 @@ class DeliveryRuntime:
             pool = ParsePool(workers)
             self._stack.callback(pool.close)
         for name, hook in self.webhooks.items():
-            self.routes[name] = Route(
+            self.routes[name] = WebhookRoute(
                 target=webhook_target(hook),
                 policy=retry_policy(hook),
                 prepare=body_builder(hook, pool, self.links),

@@ -24,7 +24,7 @@ from bridge.commands._common import (
     add_config_argument,
     run_with_settings,
 )
-from bridge.poller.runtime import Runtime, validate_account
+from bridge.poller.resources import PollerRuntime, validate_account
 from bridge.store.errors import StoreError
 
 HELP = "add, list or remove accounts kept in the state database"
@@ -94,7 +94,7 @@ def _config_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _accounts(settings: Any, args: argparse.Namespace) -> int:
-    async with Runtime(settings, with_sender=False) as rt:
+    async with PollerRuntime(settings, with_sender=False) as rt:
         if args.accounts_command == "list":
             accounts = await rt.store.list_accounts()
             for name, config in accounts:

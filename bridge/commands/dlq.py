@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from bridge.commands._common import EXIT_FAILED, EXIT_OK, add_config_argument, run_with_settings
-from bridge.poller.runtime import Runtime
+from bridge.poller.resources import PollerRuntime
 from bridge.store.errors import StoreError
 
 HELP = "list or replay dead-lettered deliveries"
@@ -49,7 +49,7 @@ def _iso(ts: float) -> str:
 
 
 async def _dlq(settings: Any, args: argparse.Namespace) -> int:
-    async with Runtime(settings, with_sender=False) as rt:
+    async with PollerRuntime(settings, with_sender=False) as rt:
         if args.dlq_command == "list":
             letters = await rt.store.dead_letters(limit=args.limit)
             for d in letters:

@@ -18,7 +18,7 @@ import sys
 import time
 
 from bridge.commands._common import EXIT_FAILED, EXIT_OK, add_config_argument, run_with_settings
-from bridge.poller.runtime import Runtime
+from bridge.poller.resources import PollerRuntime
 from bridge.store.errors import StoreError
 
 HELP = "poll every account once, deliver what is due, exit (non-zero if anything failed)"
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _once(settings: object) -> int:
-    async with Runtime(settings) as rt:
+    async with PollerRuntime(settings) as rt:
         result = await rt.app().once()
         dead = sum(s.dead for s in await rt.store.account_stats(time.time()))
     summary = {

@@ -25,7 +25,7 @@ from bridge.commands._common import (
 )
 from bridge.poller.build import account_spec
 from bridge.poller.oauth import OAuthError
-from bridge.poller.session import build_payload, connect_and_login
+from bridge.poller.poll import account_outbox_row, connect_and_login
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import POP3Error
 
@@ -56,7 +56,7 @@ async def peek(spec: AccountSpec, limit: int, out: Any = None) -> int:
             oversize = n not in bodies
             raw = bodies.pop(n) if not oversize else await client.top(n, 0)
             size = sizes.get(n, len(raw)) if oversize else len(raw)
-            message = build_payload(spec, uidl, size, raw, oversize=oversize, now=time.time())
+            message = account_outbox_row(spec, uidl, size, raw, oversize=oversize, now=time.time())
             out.write(message.payload.decode("utf-8") + "\n")
             count += 1
     return count

@@ -26,7 +26,7 @@ from bridge.commands._common import (
     stop_on_signals,
 )
 from bridge.ops.server import OpsEndpointError
-from bridge.poller.runtime import Runtime
+from bridge.poller.resources import PollerRuntime
 from bridge.store.errors import StoreError
 
 HELP = "poll every account and deliver until SIGTERM/SIGINT"
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def _run(settings: Any) -> int:
     stop = stop_on_signals(log, what="shutting down", second="stopping now")
-    async with Runtime(settings) as rt:
+    async with PollerRuntime(settings) as rt:
         from bridge.poller.observe import Observer
 
         observer = Observer(rt.store, oauth=rt.oauth_states)
@@ -58,7 +58,7 @@ async def _run(settings: Any) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _links(rt: Runtime, settings: Any) -> AsyncIterator[None]:
+async def _links(rt: PollerRuntime, settings: Any) -> AsyncIterator[None]:
     """The attachment link listener, when `attachments.enabled`."""
     if rt.links is None:
         yield

@@ -27,7 +27,14 @@ from bridge.delivery.summary import DeliverySummary
 from bridge.store.base import OutboxItem, Store, needs_prepare
 from bridge.store.errors import StoreError
 
-__all__ = ["DEFAULT_CLAIM_SECONDS", "Deliveries", "DeliveryWorker", "Outcome", "Route"]
+__all__ = [
+    "DEFAULT_CLAIM_SECONDS",
+    "Deliveries",
+    "DeliveryWorker",
+    "Outcome",
+    "RetrySchedule",
+    "WebhookRoute",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +49,16 @@ class Sender(Protocol):
     async def send(self, target: Any, msg_id: str, body: bytes) -> Any: ...
 
 
-class Policy(Protocol):
+class RetrySchedule(Protocol):
     def next_attempt(self, attempts: int, result: Any, now: float) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
-class Route:
+class WebhookRoute:
     """Where an outbox row's `webhook` name sends it, and how its failures are retried."""
 
     target: Any  # bridge.delivery.sender.WebhookTarget
-    policy: Policy
+    policy: RetrySchedule
     # Builds the body of a row recorded with a deferred payload (bridge.outbox.DeferredPayload),
     # and gives every other row its final shape (the webhook's format); called for every row.
     prepare: Callable[[OutboxItem], Awaitable[bytes]] | None = None
@@ -97,7 +104,7 @@ class DeliveryWorker:
         self,
         store: Store,
         sender: Sender,
-        routes: Mapping[str, Route],
+        routes: Mapping[str, WebhookRoute],
         *,
         holder: str,
         concurrency: int = 16,
@@ -266,7 +273,7 @@ class DeliveryWorker:
                     item, "retry", result, f"{error}; retry in {max(0.0, when - now):.1f}s"
                 )
 
-    async def _body(self, item: OutboxItem, route: Route) -> bytes | None:
+    async def _body(self, item: OutboxItem, route: WebhookRoute) -> bytes | None:
         """The body to sign and send; None when it cannot be built (the row is then marked).
 
         A deferred row's body is built here from its raw message. Building never fails on any

@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.delivery.worker import DEFAULT_CLAIM_SECONDS, DeliveryWorker, Route
+from bridge.delivery.worker import DEFAULT_CLAIM_SECONDS, DeliveryWorker, WebhookRoute
+from bridge.poller.poll import PollReport
 from bridge.poller.scheduler import LeaseHook, LeaseOptions, Scheduler
-from bridge.poller.session import PollReport
 from bridge.poller.spec import AccountSpec
 from bridge.store.base import OutboxItem, Store
 
@@ -77,7 +77,7 @@ class PollerApp:
         self,
         store: Store,
         sender: Any,
-        routes: Mapping[str, Route],
+        routes: Mapping[str, WebhookRoute],
         accounts: AccountSource,
         options: PollerOptions,
         *,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bridge.delivery.worker import DeliveryWorker, Route
+from bridge.delivery.worker import DeliveryWorker, WebhookRoute
 from bridge.store import NewMessage, Store, StoreError
 
 
@@ -48,7 +48,7 @@ class ScriptedSender:
             self.in_flight -= 1
 
 
-class Policy:
+class QuickRetries:
     """Retry soon, give up after 3 attempts or on a 4xx."""
 
     def next_attempt(self, attempts: int, result: Result, now: float) -> float | None:
@@ -75,7 +75,7 @@ def msgs(n: int, webhook: str = "main") -> list[NewMessage]:
 
 
 def worker(store: Store, sender: ScriptedSender, **kw: object) -> DeliveryWorker:
-    routes = {"main": Route(target="main-target", policy=Policy())}
+    routes = {"main": WebhookRoute(target="main-target", policy=QuickRetries())}
     return DeliveryWorker(store, sender, routes, holder="t", claim_seconds=30, **kw)  # type: ignore[arg-type]
 
 

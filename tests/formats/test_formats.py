@@ -23,7 +23,7 @@ from bridge.mail.formats import FormatOptions, content_type_of, mailgun_token, r
 from bridge.outbox import DEFER_MAX, DeferredPayload, outbox_row
 from bridge.store import Store
 from bridge.store.base import OutboxItem
-from tests.delivery.test_worker import Policy, ScriptedSender
+from tests.delivery.test_worker import QuickRetries, ScriptedSender
 from tests.formats.test_anymail_receiver import BIG, PDF, PDF_NAME, big_message, rich_message
 
 T0 = 1_764_000_000.0
@@ -196,7 +196,7 @@ def test_account_options_travel_with_a_deferred_row() -> None:
 
 
 async def test_the_worker_reshapes_rows_built_at_fetch(store: Store) -> None:
-    from bridge.delivery.worker import DeliveryWorker, Route
+    from bridge.delivery.worker import DeliveryWorker, WebhookRoute
 
     row = _row(rich_message())  # not deferred: a standard JSON body in the outbox
     await store.record([row], time.time())
@@ -204,7 +204,7 @@ async def test_the_worker_reshapes_rows_built_at_fetch(store: Store) -> None:
         attachment_inline_limit=1 << 20, include_raw=False, format=FormatOptions(name="sendgrid")
     )
     sender = ScriptedSender(script={row.msg_id: [503]})
-    routes = {"main": Route(target="t", policy=Policy(), prepare=builder)}  # type: ignore[arg-type]
+    routes = {"main": WebhookRoute(target="t", policy=QuickRetries(), prepare=builder)}  # type: ignore[arg-type]
     worker = DeliveryWorker(store, sender, routes, holder="t", claim_seconds=30)  # type: ignore[arg-type]
     for _ in range(50):
         await worker.deliver_due()

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from bridge.config import ProxyConfig
-from bridge.poller.session import connect_and_login, poll_account
+from bridge.poller.poll import connect_and_login, poll_account
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.client import POP3Client, login_with_fallback
 from bridge.pop3.errors import AuthenticationFailed

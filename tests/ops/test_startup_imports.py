@@ -21,7 +21,7 @@ def test_once_does_not_import_prometheus() -> None:
         "from bridge.cli import build_parser\n"
         "build_parser(['once'])\n"  # imports the once command and everything it runs
         "import bridge.config, bridge.ops.logging\n"
-        "print('bridge.poller.runtime' in sys.modules, 'aiohttp' in sys.modules)\n"
+        "print('bridge.poller.resources' in sys.modules, 'aiohttp' in sys.modules)\n"
         "print(sorted(m for m in sys.modules if m.startswith(('prometheus_client', "
         "'bridge.ops.metrics', 'bridge.ops.server'))))\n"
     )

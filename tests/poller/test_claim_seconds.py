@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bridge.config import load_settings
 from bridge.poller.app import PollerOptions
-from bridge.poller.runtime import Runtime
+from bridge.poller.resources import PollerRuntime
 from bridge.runtime import CLAIM_MARGIN, claim_seconds
 from bridge.store import NewMessage, open_store
 
@@ -30,7 +30,7 @@ webhooks:
   - {{name: b, url: "http://127.0.0.1:9/b", secret: "whsec_{"A" * 32}", timeout: 7}}
 """
     )
-    app = Runtime(load_settings(str(cfg), env={}), with_sender=False).app()
+    app = PollerRuntime(load_settings(str(cfg), env={}), with_sender=False).app()
     assert app.worker.claim_seconds == 2 * 7 + CLAIM_MARGIN
 
 

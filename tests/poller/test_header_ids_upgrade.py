@@ -14,7 +14,7 @@ import time
 import pytest
 
 from bridge import mail
-from bridge.poller.session import poll_account
+from bridge.poller.poll import poll_account
 from bridge.poller.spec import AccountSpec
 from bridge.store import Store
 from bridge.testing.fakepop3 import FakePOP3Server, Faults

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from bridge.poller.poll import LeaseLost, poll_account
 from bridge.poller.scheduler import LeaseOptions, Scheduler
-from bridge.poller.session import LeaseLost, poll_account
 from bridge.poller.sharing import assign
 from bridge.poller.spec import AccountSpec
 from bridge.store import Store, open_store

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
+from bridge.poller.poll import PollReport
 from bridge.poller.scheduler import Scheduler
-from bridge.poller.session import PollReport
 from bridge.poller.spec import AccountSpec
 from bridge.store import Store
 from bridge.testing.fakepop3 import FakePOP3Server

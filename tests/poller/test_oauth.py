@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from bridge.poller.oauth import OAuthError, OAuthGrantRevoked, TokenProvider
-from bridge.poller.session import poll_account
+from bridge.poller.poll import poll_account
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import AuthenticationFailed
 from bridge.store import Store

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+from bridge.poller.poll import PollReport
 from bridge.poller.scheduler import MAX_BACKOFF, Scheduler, backoff_delay, jittered
-from bridge.poller.session import PollReport
 from bridge.poller.spec import AccountSpec
 from bridge.store import Store
 from bridge.testing.fakepop3 import FakePOP3Server, Faults

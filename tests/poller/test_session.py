@@ -13,7 +13,7 @@ from bridge import mail
 from bridge.delivery.ids import msg_id_for
 from bridge.delivery.worker import Deliveries
 from bridge.outbox import DeferredPayload
-from bridge.poller.session import poll_account
+from bridge.poller.poll import poll_account
 from bridge.poller.spec import AccountSpec
 from bridge.store import OutboxItem, Store
 from bridge.testing.samples import big_message, generate_messages

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from bridge.cli import main
 from bridge.delivery.sender import WebhookSender, WebhookTarget
-from bridge.delivery.worker import DeliveryWorker, Route
+from bridge.delivery.worker import DeliveryWorker, WebhookRoute
 from bridge.ops.logging import clear_secrets, redact
 from bridge.runtime import webhook_target
 from bridge.store import NewMessage, Store
@@ -139,7 +139,7 @@ class _RaisingSender:
         raise ValueError("Cannot combine AUTHORIZATION header with AUTH argument")
 
 
-class _Policy:
+class _Retries:
     def next_attempt(self, attempts: int, result: object, now: float) -> float | None:
         return now
 
@@ -158,7 +158,7 @@ async def test_an_error_that_repeats_dead_letters_instead_of_looping(store: Stor
     )
     await store.record([message], time.time())
     sender = _RaisingSender()
-    routes = {"main": Route(target="t", policy=_Policy())}
+    routes = {"main": WebhookRoute(target="t", policy=_Retries())}
     worker = DeliveryWorker(store, sender, routes, holder="t", claim_seconds=30)  # type: ignore[arg-type]
     for _ in range(3):
         await worker.deliver_due()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.poller.session import max_answer_size
+from bridge.poller.poll import max_answer_size
 from bridge.pop3.client import POP3Client
 from bridge.pop3.errors import RemoteProtocolError
 from tests.security.cli import bridge, write_config

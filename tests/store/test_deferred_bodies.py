@@ -17,12 +17,12 @@ import orjson
 import pytest
 
 from bridge import mail
-from bridge.delivery.worker import DeliveryWorker, Route
+from bridge.delivery.worker import DeliveryWorker, WebhookRoute
 from bridge.outbox import DEFER_MAX, DeferredPayload, ParsePool, outbox_row
 from bridge.store import Store
 from bridge.store.base import deferred_source
 from bridge.testing.samples import big_message, generate_messages
-from tests.delivery.test_worker import Policy, ScriptedSender
+from tests.delivery.test_worker import QuickRetries, ScriptedSender
 
 CORPUS = sorted((Path(__file__).resolve().parent.parent / "corpus" / "eml").glob("*.eml"))
 T0 = 1_764_000_000.25
@@ -95,7 +95,7 @@ def test_big_messages_are_still_built_at_fetch() -> None:
 
 
 def _worker(store: Store, sender: ScriptedSender, prepare: object) -> DeliveryWorker:
-    routes = {"main": Route(target="main-target", policy=Policy(), prepare=prepare)}  # type: ignore[arg-type]
+    routes = {"main": WebhookRoute(target="main-target", policy=QuickRetries(), prepare=prepare)}  # type: ignore[arg-type]
     return DeliveryWorker(store, sender, routes, holder="t", claim_seconds=30)  # type: ignore[arg-type]
 
 

@@ -55,7 +55,7 @@ from bridge.store.base import NewMessage, Store
 __all__ = [
     "LeaseLost",
     "PollReport",
-    "build_payload",
+    "account_outbox_row",
     "connect_and_login",
     "poll_account",
 ]
@@ -177,7 +177,7 @@ async def connect_and_login(spec: AccountSpec, report: PollReport | None = None)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def build_payload(
+def account_outbox_row(
     spec: AccountSpec,
     uidl: str,
     size: int,
@@ -454,7 +454,9 @@ class _Poll:
 
     async def fetch_oversize(self, n: int, uidl: str, size: int) -> None:
         headers = await self.client.top(n, 0)
-        message = build_payload(self.spec, uidl, size, headers, oversize=True, now=self.clock())
+        message = account_outbox_row(
+            self.spec, uidl, size, headers, oversize=True, now=self.clock()
+        )
         self.add(message, len(headers))
         self.report.oversize += 1
 
@@ -467,7 +469,7 @@ class _Poll:
                 self.report.canaries.append((found, self.clock()))
                 self.report.canary_numbers.append(rn)
                 continue
-            message = build_payload(
+            message = account_outbox_row(
                 self.spec, uidl_of[rn], len(raw), raw, oversize=False, now=self.clock(), defer=True
             )
             self.add(message, len(raw))

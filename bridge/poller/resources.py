@@ -1,6 +1,6 @@
 """What every poller subcommand shares: the store, the sender, the accounts, the app.
 
-`Runtime` is an async context manager that opens (and on exit closes, in reverse order) the
+`PollerRuntime` is an async context manager that opens (and on exit closes, in reverse order) the
 store and the pooled webhook sender (that part is `bridge.runtime.DeliveryRuntime`, which the
 proxy's tap uses too) and adds the poller's accounts. Commands stay thin: they parse arguments,
 enter a runtime and call one method of `PollerApp` or the store.
@@ -17,12 +17,12 @@ from bridge.poller.oauth import TokenProvider
 from bridge.poller.spec import AccountSpec
 from bridge.runtime import DeliveryRuntime
 
-__all__ = ["Runtime", "validate_account"]
+__all__ = ["PollerRuntime", "validate_account"]
 
 log = logging.getLogger(__name__)
 
 
-class Runtime(DeliveryRuntime):
+class PollerRuntime(DeliveryRuntime):
     """`DeliveryRuntime` plus the poller's account source and `PollerApp`, built from settings."""
 
     def __init__(self, settings: Any, *, with_sender: bool = True) -> None:
@@ -68,7 +68,7 @@ class Runtime(DeliveryRuntime):
         return PollerApp(self.store, self.sender, self.routes, self.accounts, options, **hooks)
 
 
-def validate_account(config: dict[str, Any], runtime: Runtime) -> Any:
+def validate_account(config: dict[str, Any], runtime: PollerRuntime) -> Any:
     """A database account's JSON validated with the same model as a config-file account."""
     from bridge.config import validate_account as validate
 
