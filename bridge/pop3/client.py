@@ -63,6 +63,7 @@ from bridge.pop3.mechanisms import (
     after_refusal,
     auto_order,
     check_allowed,
+    check_offered,
     falls_back,
 )
 from bridge.pop3.mechanisms import normalise as normalise_mechanism
@@ -426,6 +427,7 @@ class POP3Client:
             check_allowed(
                 mech, encrypted=self._encrypted, allow_plaintext=allow_plaintext, host=self.host
             )
+            check_offered(mech, self.offer, capa_known=self._capa_ok, host=self.host)
             await self._login_with(mech, username, password, token)
             return
         order = auto_order(

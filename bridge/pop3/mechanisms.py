@@ -54,8 +54,10 @@ __all__ = [
     "after_refusal",
     "auto_order",
     "check_allowed",
+    "check_offered",
     "falls_back",
     "normalise",
+    "offered",
 ]
 
 # Every mechanism `login` knows, for `mechanism=`; "auto" picks among them.
@@ -133,6 +135,34 @@ def check_allowed(mech: str, *, encrypted: bool, allow_plaintext: bool, host: st
             f"{mech} would send credentials to {host} unencrypted; use TLS, or allow "
             "plaintext explicitly"
         )
+
+
+# Accepted by the big providers without being announced in CAPA (see `auto_order`).
+_UNANNOUNCED_OK = frozenset({"XOAUTH2"})
+
+
+def offered(offer: Offer) -> list[str]:
+    """The mechanisms `offer` announces, in `MECHANISMS` order (USER always counts)."""
+    return [mech for mech in MECHANISMS if offer.offers(mech)]
+
+
+def check_offered(mech: str, offer: Offer, *, capa_known: bool, host: str) -> None:
+    """Refuse a forced mechanism the server does not offer, before sending it.
+
+    Servers answer an unknown AUTH mechanism in as many ways as there are servers (an -ERR
+    with or without [AUTH], a dropped connection); one message that names what the server
+    does offer sends the operator to the `auth:` setting, not to the password. SASL offers
+    are only known when CAPA answered; APOP needs the greeting's timestamp, which is always
+    known; XOAUTH2 is tried even unannounced (Gmail and Microsoft 365 accept it so).
+    """
+    if offer.offers(mech) or mech in _UNANNOUNCED_OK:
+        return
+    if mech != "APOP" and not capa_known:
+        return
+    raise AuthenticationFailed(
+        f"{host} does not offer {mech}; it offers {', '.join(offered(offer))}"
+        + ("" if capa_known else " (it does not answer CAPA)")
+    )
 
 
 def falls_back(error: POP3Error) -> bool:

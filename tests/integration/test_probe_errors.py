@@ -90,3 +90,16 @@ def test_help_lists_exit_codes_and_the_default_timeout(flag: str) -> None:
     for code in ("0 ", "1 ", "2 ", "3 ", "4 "):
         assert f"\n  {code}" in proc.stdout
     assert "default: 30" in proc.stdout and "30 seconds" in proc.stdout
+
+
+async def test_a_forced_mechanism_the_server_does_not_offer_is_one_clear_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "pw").write_text("password\n")
+    async with FakePOP3Server([]) as fake:  # offers SASL PLAIN LOGIN, APOP (timestamp), USER
+        url = f"pop3://user@127.0.0.1:{fake.port}"
+        args = (url, "--auth", "cram-md5", "--allow-plaintext")
+        code, _, err = await probe(*args, password_file=str(tmp_path / "pw"))
+        assert not [c for c in fake.commands_seen if c[0] == "AUTH"]  # never sent
+    assert code == 2
+    assert "does not offer CRAM-MD5; it offers USER, APOP, PLAIN, LOGIN" in one_line(err)
