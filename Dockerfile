@@ -51,7 +51,8 @@ RUN (python -m pip uninstall -y -q pip setuptools wheel 2>/dev/null || true) \
 COPY --from=builder /opt/venv /opt/venv
 
 # POP3BRIDGE_OPS__HOST: the ops endpoint binds loopback by default, which a container's
-# health checks and Prometheus cannot reach.
+# health checks and Prometheus cannot reach. POP3BRIDGE_ATTACHMENTS__BIND: likewise the attachment
+# link listener, when the configuration enables it (it only listens then).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -59,15 +60,17 @@ ENV PATH=/opt/venv/bin:$PATH \
     TMPDIR=/tmp \
     POP3BRIDGE_CONFIG=/etc/pop3bridge/config.yaml \
     POP3BRIDGE_OPS__HOST=0.0.0.0 \
-    POP3BRIDGE_OPS__PORT=8080
+    POP3BRIDGE_OPS__PORT=8080 \
+    POP3BRIDGE_ATTACHMENTS__BIND=0.0.0.0
 
 # The only path the process writes: SQLite state, and nothing else.
 VOLUME ["/var/lib/pop3bridge"]
 WORKDIR /var/lib/pop3bridge
 
-# 8080: ops (/healthz /readyz /metrics /status). 1110 and 1995: the proxy's conventional
-# unprivileged listener ports (POP3 with STLS, and implicit TLS) used in the examples and the chart.
-EXPOSE 8080 1110 1995
+# 8080: ops (/healthz /readyz /metrics /status). 8025: attachment links (attachments.enabled).
+# 1110 and 1995: the proxy's conventional unprivileged listener ports (POP3 with STLS, and
+# implicit TLS) used in the examples and the chart.
+EXPOSE 8080 8025 1110 1995
 
 # Numeric so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -140,3 +141,26 @@ def test_non_ascii_filenames_use_rfc_8187() -> None:
 )
 def test_range_header(header: str | None, expected: object) -> None:
     assert parse_range(header, 1000) == expected
+
+
+def test_the_readme_attachments_example_loads(tmp_path: Path) -> None:
+    import re
+
+    import yaml
+
+    from bridge.config import load_settings
+    from bridge.runtime import link_minter
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "attachments:" in b]
+    data = yaml.safe_load(block)
+    key = tmp_path / "link-signing-key"
+    key.write_text("r" * 44 + "\n")
+    data["attachments"]["signing_key_file"] = str(key)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(data))
+    settings = load_settings(str(config), {})
+    links = link_minter(settings)
+    assert links is not None and links.ttl == 7 * 86400
+    assert settings.attachments.port == 8025 and settings.attachments.sweep_interval == 300
+    assert links.signer.url("msg_" + "a" * 32, 0, 9).startswith("https://files.example.com/a/")

@@ -44,6 +44,9 @@ def rendered_config(values: dict[str, Any]) -> dict[str, Any]:
     cfg["ops"] = {"host": "0.0.0.0", "port": int(values["ops"]["port"])}
     if not values["proxy"]["enabled"]:
         cfg.pop("proxy", None)
+    if (cfg.get("attachments") or {}).get("enabled", False):
+        cfg["attachments"]["bind"] = "0.0.0.0"
+        cfg["attachments"]["port"] = int(values["links"]["port"])
     # toYaml and the YAML parser in the pod: what survives that round trip is what counts.
     out = yaml.safe_load(yaml.safe_dump(cfg))
     assert isinstance(out, dict)
@@ -56,6 +59,12 @@ def test_the_render_above_is_the_configmap_template() -> None:
     assert 'set $cfg "ops" (dict "host" "0.0.0.0" "port" (int .Values.ops.port))' in text
     assert re.search(
         r'if not \.Values\.proxy\.enabled \}\}\s*\{\{- \$_ := unset \$cfg "proxy"', text
+    )
+    assert re.search(
+        r'if dig "attachments" "enabled" false \$cfg \}\}\s*'
+        r'\{\{- \$_ := set \$cfg\.attachments "bind" "0\.0\.0\.0" \}\}\s*'
+        r'\{\{- \$_ := set \$cfg\.attachments "port" \(int \.Values\.links\.port\) \}\}',
+        text,
     )
     assert "toYaml $cfg" in text
 

@@ -155,6 +155,7 @@ def test_state_volume_and_exposed_ports(final: list[Instruction]) -> None:
     assert exec_form(only(final, "VOLUME").args) == [STATE_DIR]
     exposed = {int(p.split("/")[0]) for p in only(final, "EXPOSE").args.split()}
     assert default_values()["ops"]["port"] in exposed
+    assert default_values()["links"]["port"] in exposed
     proxy = load_yaml(EXAMPLES / "proxy.yaml")
     listener_ports = {listener["port"] for listener in proxy["config"]["proxy"]["listeners"]}
     assert listener_ports <= exposed
