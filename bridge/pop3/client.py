@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Literal, Self
 
 from bridge.pop3._io import StreamProtocol
+from bridge.pop3.commands import LOGIN_VERBS
 from bridge.pop3.connection import ClientConnection
 from bridge.pop3.errors import (
     AuthenticationFailed,
@@ -90,8 +91,6 @@ log = logging.getLogger(__name__)
 
 TLSMode = Literal["implicit", "starttls", "none"]
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
-
-_AUTH_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH"})
 
 
 def _ssl_context(
@@ -376,7 +375,7 @@ class POP3Client:
             return TemporaryFailure(what, status, retry_after=None)
         if status.has_code("SYS/PERM"):
             return PermanentFailure(what, status)
-        if status.has_code("AUTH") or verb in _AUTH_VERBS:
+        if status.has_code("AUTH") or verb in LOGIN_VERBS:
             return AuthenticationFailed(what, status)
         if verb == "greeting":
             return TemporaryFailure(what, status, retry_after=None)

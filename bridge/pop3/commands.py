@@ -13,7 +13,9 @@ from bridge.pop3.errors import LocalProtocolError
 from bridge.pop3.events import Command
 
 __all__ = [
+    "LOGIN_VERBS",
     "MAX_COMMAND_LINE",
+    "SECRET_VERBS",
     "Command",
     "ResponseKind",
     "encode_command",
@@ -60,6 +62,9 @@ RESPONSE_KINDS: dict[tuple[str, bool], ResponseKind] = {
 
 # Verbs whose arguments are secrets: never echo them in errors.
 SECRET_VERBS = frozenset({"PASS", "APOP", "AUTH"})
+# Verbs that carry or start credentials: an -ERR to one is a failed login (the client), and a
+# policy that requires TLS refuses them on a plain link (the proxy).
+LOGIN_VERBS = frozenset({"USER", *SECRET_VERBS})
 
 _FORBIDDEN = (b"\r", b"\n", b"\x00")
 

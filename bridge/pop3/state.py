@@ -34,7 +34,9 @@ class State(enum.Enum):
     CLOSED = "closed"  # QUIT in AUTHORIZATION, or a refused greeting
 
 
-_AUTH_VERBS = frozenset({"USER", "APOP", "AUTH", "STLS", "CAPA", "UTF8", "LANG", "QUIT", "NOOP"})
+_AUTHORIZATION_VERBS = frozenset(
+    {"USER", "APOP", "AUTH", "STLS", "CAPA", "UTF8", "LANG", "QUIT", "NOOP"}
+)
 _TRANSACTION_VERBS = frozenset(
     {"STAT", "LIST", "UIDL", "RETR", "TOP", "DELE", "RSET", "NOOP", "LAST", "CAPA", "LANG", "QUIT"}
 )
@@ -42,7 +44,7 @@ _TRANSACTION_VERBS = frozenset(
 # state -> verbs a peer may send in it.
 ALLOWED: dict[State, frozenset[str]] = {
     State.GREETING: frozenset(),
-    State.AUTHORIZATION: _AUTH_VERBS,
+    State.AUTHORIZATION: _AUTHORIZATION_VERBS,
     State.AUTHORIZATION_USER: frozenset({"PASS", "USER", "QUIT"}),
     State.TRANSACTION: _TRANSACTION_VERBS,
     State.UPDATE: frozenset(),

@@ -19,11 +19,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bridge.config import ProxyPolicy
+from bridge.pop3.commands import LOGIN_VERBS
 from bridge.pop3.events import Command
 from bridge.pop3.state import State
 
 __all__ = [
-    "AUTH_VERBS",
     "PROXY_CAPABILITIES",
     "Decision",
     "Policy",
@@ -31,8 +31,6 @@ __all__ = [
     "rewrite_capa",
 ]
 
-# Commands that carry or start credentials.
-AUTH_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH"})
 
 # Capability tags the proxy knows how to relay (RFC 2449 §6, RFC 2595, RFC 5034, RFC 6856).
 # A tag outside this set is dropped from CAPA: the proxy could not frame what it announces.
@@ -103,7 +101,7 @@ class Policy:
         """`decide` for a verb alone (no argument changes a decision)."""
         if self.refused(verb):
             return _DENIED
-        if self.require_tls and not encrypted and verb in AUTH_VERBS:
+        if self.require_tls and not encrypted and verb in LOGIN_VERBS:
             return _NEED_TLS
         if self.read_only and verb == "QUIT" and state is State.TRANSACTION:
             return _READ_ONLY_QUIT
