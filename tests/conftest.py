@@ -113,8 +113,24 @@ def _pg_check(dsn: str) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def postgres_dsn() -> str:
+def _postgres_dsn_checked() -> tuple[str, str | None]:
+    """The DSN and why PostgreSQL does not answer there (None: it does); checked once."""
     dsn = os.environ.get("POP3BRIDGE_TEST_PG_DSN", DEFAULT_PG_DSN)
-    problem = _pg_check(dsn)
+    return dsn, _pg_check(dsn)
+
+
+@pytest.fixture
+def postgres_dsn(
+    _postgres_dsn_checked: tuple[str, str | None], request: pytest.FixtureRequest
+) -> str:
+    # `-m postgres` / `-m "not postgres"` must select exactly the tests that need the server,
+    # including the ones that ask for it at run time (`request.getfixturevalue`), which the
+    # marking by fixture name above cannot see.
+    if request.node.get_closest_marker("postgres") is None:
+        pytest.fail(
+            f"{request.node.nodeid} uses PostgreSQL but is not marked `postgres`; mark it "
+            "(or the parameter that needs it: pytest.param(..., marks=pytest.mark.postgres))"
+        )
+    dsn, problem = _postgres_dsn_checked
     require_service("postgresql", problem is None, problem or "")
     return dsn

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
-from bridge.delivery.worker import DeliveryWorker, WebhookRoute
-from bridge.store import NewMessage, Store, StoreError
+from bridge.delivery.worker import IDLE_WAIT, DeliveryWorker, WebhookRoute
+from bridge.store import NewMessage, OutboxItem, Store, StoreError
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,20 @@ class ScriptedSender:
     delay: float = 0.0
     in_flight: int = 0
     max_in_flight: int = 0
+    started: int = 0  # sends begun
+    # Set whenever a send begins or ends (tests wait on progress, never on the clock).
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            self.progress.clear()
+            await self.progress.wait()
 
     async def send(self, target: object, msg_id: str, body: bytes) -> Result:
         self.in_flight += 1
+        self.started += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.progress.set()
         try:
             if self.delay:
                 await asyncio.sleep(self.delay)
@@ -46,6 +58,15 @@ class ScriptedSender:
             return Result(200 <= status < 300, status, None if status < 300 else f"HTTP {status}")
         finally:
             self.in_flight -= 1
+            self.progress.set()
+
+
+@dataclass
+class FakeClock:
+    now: float
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class QuickRetries:
@@ -103,12 +124,13 @@ async def test_failures_are_retried_then_dead_lettered(store: Store) -> None:
             m[2].msg_id: [410],  # permanent at once
         }
     )
-    w = worker(store, sender)
+    clock = FakeClock(time.time())
+    w = worker(store, sender, clock=clock)
     for _ in range(20):
         await w.deliver_due()
         if await store.pending_count() == 0:
             break
-        await asyncio.sleep(0.02)
+        clock.now += 1  # past every retry the policy scheduled (10 ms ahead)
     dead = {d.msg_id: d for d in await store.dead_letters()}
     assert set(dead) == {m[1].msg_id, m[2].msg_id}
     assert dead[m[1].msg_id].attempts == 3 and dead[m[1].msg_id].last_status == 500
@@ -132,16 +154,23 @@ async def test_unknown_webhook_is_dead_lettered_not_dropped(store: Store) -> Non
 async def test_run_wakes_on_notify_and_stops_cleanly(store: Store) -> None:
     sender = ScriptedSender()
     w = worker(store, sender)
+    idle = asyncio.Event()
+    real_claim = store.claim_due
+
+    async def claim_due(*args: Any) -> list[OutboxItem]:
+        items = await real_claim(*args)
+        if not items:
+            idle.set()  # the worker found nothing and goes to sleep for up to IDLE_WAIT
+        return items
+
+    store.claim_due = claim_due  # type: ignore[method-assign]
     stop = asyncio.Event()
     task = asyncio.create_task(w.run(stop, grace=1))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(idle.wait(), 5)
     await store.record(msgs(5), time.time())
     w.notify()
-    for _ in range(100):
-        if len(sender.calls) == 5:
-            break
-        await asyncio.sleep(0.01)
-    assert len(sender.calls) == 5
+    # Well before the idle timer would have woken it: notify did.
+    await asyncio.wait_for(sender.until(lambda: len(sender.calls) == 5), IDLE_WAIT / 2)
     stop.set()
     await asyncio.wait_for(task, 5)
 
@@ -152,7 +181,7 @@ async def test_shutdown_waits_for_in_flight_sends_within_grace(store: Store) -> 
     w = worker(store, sender)
     stop = asyncio.Event()
     task = asyncio.create_task(w.run(stop, grace=5))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(sender.until(lambda: sender.started == 3), 5)
     stop.set()
     await asyncio.wait_for(task, 5)
     assert await store.pending_count() == 0  # the round in flight finished and was marked
@@ -222,7 +251,7 @@ async def test_stop_ends_claiming_and_leaves_the_rest_pending(store: Store) -> N
     w = worker(store, sender, concurrency=2)
     stop = asyncio.Event()
     task = asyncio.create_task(w.run(stop, grace=5))
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(sender.until(lambda: len(sender.calls) >= 2), 10)
     stop.set()
     await asyncio.wait_for(task, 5)
     sent = len(sender.calls)

@@ -15,10 +15,10 @@ import yaml
 
 from bridge.cli import main
 from tests.e2e.harness import new_secret
-from tests.support.pgschema import drop_schema, schema_url
+from tests.support.pgschema import BACKENDS, drop_schema, schema_url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=BACKENDS)
 def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 's.db'}"

@@ -165,6 +165,7 @@ async def test_routing_two_users_to_two_upstreams(dovecot, dovecot_user) -> None
 async def test_per_user_limit_refuses_a_second_login_and_frees_on_close(
     dovecot, dovecot_user
 ) -> None:
+    dovecot.deliver_many(dovecot_user, generate_messages(2, seed=17))
     config = fixed_config(dovecot, policy={"max_connections_per_user": 1})
     async with running_proxy(config) as proxy:
         host, port = proxy.addresses["plain"]
@@ -178,7 +179,8 @@ async def test_per_user_limit_refuses_a_second_login_and_frees_on_close(
         first = await in_thread(login)
         with pytest.raises(poplib.error_proto, match=r"IN-USE"):
             await in_thread(login)
-        assert (await in_thread(first.stat))[0] >= 0  # the first session is untouched
+        # The first session is untouched: it still sees its mailbox.
+        assert (await in_thread(first.stat))[0] == 2
         await in_thread(first.quit)
         await asyncio.sleep(0.1)
         again = await in_thread(login)

@@ -21,12 +21,12 @@ from bridge.store.errors import StoreUnavailable
 from bridge.testing.samples import generate_messages
 from tests.poller.conftest import dovecot_spec
 from tests.support.dovecot import DovecotServer, DovecotUser
-from tests.support.pgschema import drop_schema, schema_url
+from tests.support.pgschema import BACKENDS, drop_schema, schema_url
 
 TTL = 30.0
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=BACKENDS)
 async def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'state.db'}"

@@ -12,7 +12,7 @@ import pytest
 from tests.soak.run import MIN_KILLS, Mailbox, Sent, early_deletions, run_soak
 from tests.support.dovecot import DovecotServer, DovecotUser
 
-pytestmark = pytest.mark.dovecot
+pytestmark = [pytest.mark.dovecot, pytest.mark.slow]
 
 CHAOS_SECONDS = 40
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from bridge.store import Store, open_store
-from tests.support.pgschema import drop_schema, schema_url
+from tests.support.pgschema import BACKENDS, drop_schema, schema_url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -27,10 +27,13 @@ Fixtures (defined in tests/conftest.py, available to every test)
     A fresh user with a random name and password: ``.name``, ``.password``, ``.home``,
     ``.maildir``. Use one per test so tests never see each other's mail.
 
-``postgres_dsn`` (session) -> str
+``postgres_dsn`` (function; the server is checked once per session) -> str
     ``postgresql://postgres@127.0.0.1:5432/test`` (override with POP3BRIDGE_TEST_PG_DSN), checked
-    with asyncpg. A private schema per test: `tests.support.pgschema.schema_url(dsn, prefix)`
-    and, afterwards, `await tests.support.pgschema.drop_schema(url)`.
+    with asyncpg. Only for tests marked ``postgres`` (it fails any other): a test that names the
+    fixture is marked by tests/conftest.py, a backend parameter by using
+    `tests.support.pgschema.BACKENDS`. A private schema per test:
+    `tests.support.pgschema.schema_url(dsn, prefix)` and, afterwards,
+    `await tests.support.pgschema.drop_schema(url)`.
 
 Missing services
 ----------------

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from bridge.store import open_store
 from bridge.store.postgres import PostgresStore
 
-__all__ = ["drop_schema", "schema_url"]
+__all__ = ["BACKENDS", "drop_schema", "schema_url"]
+
+# Parameters of a fixture that runs a test on each store backend; the PostgreSQL one carries
+# the `postgres` marker (tests/conftest.py's `postgres_dsn` insists on it).
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 def schema_url(dsn: str, prefix: str) -> str:
