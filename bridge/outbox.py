@@ -34,6 +34,7 @@ from bridge.attachments.templates import LinkMinter, is_template, new_nonce, tem
 from bridge.delivery.ids import msg_id_for
 from bridge.mail.formats import FormatOptions, render
 from bridge.store.base import (
+    LinkContent,
     NewMessage,
     OutboxItem,
     deferred_payload,
@@ -104,12 +105,16 @@ def outbox_row(
             delete_after_delivery=delete_after_delivery,
         )
     msg_id = msg_id_for(account, uidl)
+    link_contents: tuple[LinkContent, ...] = ()
+    links_expire: float | None = None
+    nonce: str | None = None
     if oversize_reason is not None:
         data = mail.metadata_only(raw, reason=oversize_reason, options=options)
         fingerprint = mail.fingerprint(raw)
-    elif links is not None and linkable:
-        raw_link = include_raw and len(raw) > attachment_inline_limit
-        contents: list[mail.Content] = []
+    else:
+        raw_link = linkable and include_raw and len(raw) > attachment_inline_limit
+        contents: list[mail.Content] | None = [] if linkable else None
+        # One parse for both: parsing is most of the poller's CPU time.
         data, fingerprint = mail.build_message_data_and_fingerprint(
             raw,
             attachment_inline_limit=attachment_inline_limit,
@@ -117,38 +122,16 @@ def outbox_row(
             options=options,
             contents=contents,
         )
-        if data["raw"] is not None and len(raw) > attachment_inline_limit:
-            data["raw"] = None  # the parser gave up and attached it: link it instead
-            raw_link = True
-        if contents or raw_link:
-            nonce = new_nonce()
-            data, link_contents = links.add_links(
-                data, contents, raw if raw_link else None, nonce=nonce
-            )
-            body = _body(
-                data, msg_id=msg_id, account=account, uidl=uidl, size=size, now=now, source=source
-            )
-            return NewMessage(
-                account=account,
-                uidl=uidl,
-                msg_id=msg_id,
-                webhook=webhook,
-                size=size,
-                fingerprint=fingerprint,
-                payload=template_payload(nonce, body),
-                raw=raw,
-                delete_after_delivery=delete_after_delivery,
-                links=link_contents,
-                links_expire=links.expiry(now),
-            )
-    else:
-        # One parse for both: parsing is most of the poller's CPU time.
-        data, fingerprint = mail.build_message_data_and_fingerprint(
-            raw,
-            attachment_inline_limit=attachment_inline_limit,
-            include_raw=include_raw,
-            options=options,
-        )
+        if links is not None and contents is not None:
+            if data["raw"] is not None and len(raw) > attachment_inline_limit:
+                data["raw"] = None  # the parser gave up and attached it: link it instead
+                raw_link = True
+            if contents or raw_link:
+                nonce = new_nonce()
+                data, link_contents = links.add_links(
+                    data, contents, raw if raw_link else None, nonce=nonce
+                )
+                links_expire = links.expiry(now)
     body = _body(data, msg_id=msg_id, account=account, uidl=uidl, size=size, now=now, source=source)
     return NewMessage(
         account=account,
@@ -157,9 +140,11 @@ def outbox_row(
         webhook=webhook,
         size=size,
         fingerprint=fingerprint,
-        payload=body,
+        payload=body if nonce is None else template_payload(nonce, body),
         raw=None if oversize else raw,
         delete_after_delivery=delete_after_delivery and not oversize,
+        links=link_contents,
+        links_expire=links_expire,
     )
 
 

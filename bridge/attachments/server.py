@@ -38,9 +38,9 @@ from typing import Literal
 from aiohttp import web
 
 from bridge.attachments.signing import LinkSigner, Verdict, parse_path
-from bridge.lifecycle import Service
 from bridge.ops import metrics
 from bridge.ops.metrics import best_effort
+from bridge.ops.server import HTTPService
 from bridge.store.base import LINK_CHUNK, Store, StoredLink
 from bridge.store.errors import StoreError
 
@@ -108,9 +108,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | Literal[Fals
     return first, last
 
 
-class LinkServer(Service):
-    """Serves links and sweeps expired content every `sweep_interval` (`bridge.lifecycle`:
-    `start()` / `wait_ready()` / `stop(grace)`)."""
+class LinkServer(HTTPService):
+    """Serves links and sweeps expired content every `sweep_interval` (an `HTTPService` on
+    `bridge.lifecycle`: `start()` / `wait_ready()` / `stop(grace)`)."""
 
     def __init__(
         self,
@@ -122,26 +122,13 @@ class LinkServer(Service):
         sweep_interval: float = 300.0,
         clock: Clock = time.time,
     ) -> None:
-        super().__init__()
+        super().__init__(host, port)
         self.store = store
         self.signer = signer
-        self.host = host
-        self._port = port
         self.sweep_interval = sweep_interval
         self.clock = clock
         self._prefix = urllib.parse.urlsplit(signer.public_url).path.rstrip("/")
-        self._runner: web.AppRunner | None = None
-        self._bound_port: int | None = None
         self._sweeper: asyncio.Task[None] | None = None
-
-    @property
-    def port(self) -> int:
-        return self._bound_port if self._bound_port is not None else self._port
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -150,22 +137,14 @@ class LinkServer(Service):
 
     # -- lifecycle (bridge.lifecycle.Service) ------------------------------------------------------
     async def _start(self) -> None:
-        runner = web.AppRunner(self.app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port)
         try:
-            await site.start()
+            await self._listen()
         except OSError as exc:
-            await runner.cleanup()
             raise LinkServerError(
                 exc.errno,
                 f"attachment link listener cannot listen on {self.host}:{self._port} "
                 f"({exc.strerror}); set attachments.port or attachments.bind",
             ) from None
-        self._runner = runner
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self._bound_port = int(sockets[0].getsockname()[1]) if sockets else self._port
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="link-sweep")
         log.info("attachment links served on %s (public %s)", self.url, self.signer.public_url)
 
@@ -175,9 +154,7 @@ class LinkServer(Service):
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        await super()._stop(grace)
 
     # -- retention -----------------------------------------------------------------------------
     async def sweep(self) -> tuple[int, int]:

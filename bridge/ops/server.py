@@ -23,7 +23,14 @@ from bridge.ops import metrics
 from bridge.ops.logging import redact, redact_value
 from bridge.ops.page import render_page
 
-__all__ = ["OpsEndpointError", "OpsServer", "ReadinessCheck", "Refresher", "StatusProvider"]
+__all__ = [
+    "HTTPService",
+    "OpsEndpointError",
+    "OpsServer",
+    "ReadinessCheck",
+    "Refresher",
+    "StatusProvider",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,31 +44,15 @@ class OpsEndpointError(OSError):
     """The endpoint cannot listen (port taken, address not local); the message says what to set."""
 
 
-def _check_name(check: ReadinessCheck) -> str:
-    name = getattr(check, "__qualname__", None) or getattr(check, "__name__", None)
-    return str(name or type(check).__name__)
+class HTTPService(Service):
+    """An aiohttp application on one TCP port, on the lifecycle base: what every HTTP listener
+    here (the ops endpoint, the attachment links) shares. Subclasses build `app()` and call
+    `_listen()` from `_start()`, turning its `OSError` into their own error."""
 
-
-class OpsServer(Service):
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        readiness_checks: Sequence[ReadinessCheck] = (),
-        status_provider: StatusProvider | None = None,
-        *,
-        registry: CollectorRegistry | None = None,
-        check_timeout: float = 5.0,
-        refreshers: Sequence[Refresher] = (),
-    ) -> None:
+    def __init__(self, host: str, port: int) -> None:
         super().__init__()
         self.host = host
         self._port = port
-        self.readiness_checks = list(readiness_checks)
-        self.status_provider = status_provider
-        self.registry = registry if registry is not None else metrics.REGISTRY
-        self.check_timeout = check_timeout
-        self.refreshers = list(refreshers)
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
 
@@ -76,6 +67,54 @@ class OpsServer(Service):
         return f"http://{host}:{self.port}"
 
     def app(self) -> web.Application:
+        raise NotImplementedError
+
+    async def _listen(self) -> None:
+        """Serve `app()`; raises the `OSError` of a failed bind with nothing left set up."""
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self._runner = runner
+        self._bound_port = int(sockets[0].getsockname()[1]) if sockets else self._port
+
+    async def _stop(self, grace: float | None) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+
+def _check_name(check: ReadinessCheck) -> str:
+    name = getattr(check, "__qualname__", None) or getattr(check, "__name__", None)
+    return str(name or type(check).__name__)
+
+
+class OpsServer(HTTPService):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        readiness_checks: Sequence[ReadinessCheck] = (),
+        status_provider: StatusProvider | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+        check_timeout: float = 5.0,
+        refreshers: Sequence[Refresher] = (),
+    ) -> None:
+        super().__init__(host, port)
+        self.readiness_checks = list(readiness_checks)
+        self.status_provider = status_provider
+        self.registry = registry if registry is not None else metrics.REGISTRY
+        self.check_timeout = check_timeout
+        self.refreshers = list(refreshers)
+
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -86,28 +125,15 @@ class OpsServer(Service):
 
     # -- lifecycle (bridge.lifecycle.Service: start / ready / stop) ---------------------------
     async def _start(self) -> None:
-        runner = web.AppRunner(self.app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port)
         try:
-            await site.start()
+            await self._listen()
         except OSError as exc:
-            await runner.cleanup()
             raise OpsEndpointError(
                 exc.errno,
                 f"ops endpoint cannot listen on {self.host}:{self._port} ({exc.strerror}); "
                 "set ops.port, or ops.enabled: false",
             ) from None
-        self._runner = runner
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self._bound_port = int(sockets[0].getsockname()[1]) if sockets else self._port
         log.info("ops endpoint listening on %s", self.url)
-
-    async def _stop(self, grace: float | None) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
 
     # -- handlers -----------------------------------------------------------------------------
     async def _healthz(self, request: web.Request) -> web.Response:

@@ -6,9 +6,12 @@ import hashlib
 import os
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import Any
 
 from bridge.attachments.signing import LinkSigner
 from bridge.attachments.templates import LinkMinter
+from bridge.outbox import outbox_row
+from bridge.store.base import NewMessage
 
 KEY = b"k" * 40
 OLD_KEY = b"o" * 40
@@ -40,3 +43,18 @@ def message(*parts: Part, text: str = "see attached") -> bytes:
         maintype, subtype = p.content_type.split("/")
         msg.add_attachment(p.data, maintype=maintype, subtype=subtype, filename=p.filename)
     return msg.as_bytes().replace(b"\n", b"\r\n")
+
+
+def row(raw: bytes, *, now: float = 1.0, limit: int = 1024 * 1024, **options: Any) -> NewMessage:
+    """`outbox_row` for account "acct", UIDL "u" (unless given), webhook "main"."""
+    options.setdefault("uidl", "u")
+    options.setdefault("include_raw", False)
+    return outbox_row(
+        raw,
+        account="acct",
+        size=len(raw),
+        webhook="main",
+        now=now,
+        attachment_inline_limit=limit,
+        **options,
+    )

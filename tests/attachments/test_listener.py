@@ -20,10 +20,10 @@ from bridge import mail
 from bridge.attachments.server import LinkServer
 from bridge.attachments.signing import RAW, link_path
 from bridge.attachments.templates import LinkMinter
-from bridge.outbox import DeferredPayload, outbox_row
+from bridge.outbox import DeferredPayload
 from bridge.store import Store
 from bridge.store.base import LINK_CHUNK, OutboxItem
-from tests.attachments.support import Part, message, minter
+from tests.attachments.support import Part, message, minter, row
 
 LIMIT = 1024 * 1024
 SMALL = Part("small.bin", "application/octet-stream", os.urandom(200 * 1024))
@@ -49,20 +49,16 @@ async def _record(
     uidl: str = "u1",
     delete: bool = False,
 ) -> OutboxItem:
-    row = outbox_row(
+    new = row(
         raw,
-        account="acct",
-        uidl=uidl,
-        size=len(raw),
-        webhook="main",
         now=now,
-        attachment_inline_limit=LIMIT,
+        uidl=uidl,
         include_raw=include_raw,
         delete_after_delivery=delete,
         defer=True,
         links=links,
     )
-    await store.record([row], now)
+    await store.record([new], now)
     (item,) = await store.claim_due(now, 10, "w", 60)
     return item
 
@@ -187,27 +183,8 @@ async def test_raw_message_above_the_limit_is_a_link(
 
 async def test_below_the_limit_nothing_changes(store: Store) -> None:
     raw = message(SMALL)
-    plain = outbox_row(
-        raw,
-        account="acct",
-        uidl="u",
-        size=len(raw),
-        webhook="main",
-        now=1.0,
-        attachment_inline_limit=LIMIT,
-        include_raw=True,
-    )
-    linked = outbox_row(
-        raw,
-        account="acct",
-        uidl="u",
-        size=len(raw),
-        webhook="main",
-        now=1.0,
-        attachment_inline_limit=LIMIT,
-        include_raw=True,
-        links=minter(),
-    )
+    plain = row(raw, include_raw=True)
+    linked = row(raw, include_raw=True, links=minter())
     assert linked.payload == plain.payload and linked.links == ()
 
 
@@ -327,18 +304,8 @@ async def test_a_template_without_links_config_is_dead_lettered_not_sent(store: 
 def test_placeholders_in_a_message_are_not_rendered() -> None:
     links = minter()
     hostile = message(BIG, text='"\\u0000deadbeefdeadbeef:1:url\\u0000" \x00x')
-    row = outbox_row(
-        hostile,
-        account="a",
-        uidl="u",
-        size=len(hostile),
-        webhook="w",
-        now=1.0,
-        attachment_inline_limit=LIMIT,
-        include_raw=False,
-        links=links,
-    )
-    body = orjson.loads(links.render(row.payload, row.msg_id, 100.0))
+    new = row(hostile, links=links)
+    body = orjson.loads(links.render(new.payload, new.msg_id, 100.0))
     assert "deadbeefdeadbeef" in body["data"]["text"]
     assert body["data"]["attachments"][0]["url"].startswith("https://files.example.test/p3b/a/")
 

@@ -13,9 +13,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from bridge.outbox import outbox_row
 from bridge.store import Store
-from tests.attachments.support import Part, message, minter
+from tests.attachments.support import Part, message, minter, row
 from tests.support.rss import RssPeak
 
 MB = 1024 * 1024
@@ -57,23 +56,13 @@ async def test_a_50_mb_attachment_to_a_slow_reader_stays_within_16_mb(
     links = minter()
     big = Part("big.bin", "application/octet-stream", os.urandom(50 * MB))
     raw = message(big)
-    row = outbox_row(
-        raw,
-        account="a",
-        uidl="u",
-        size=len(raw),
-        webhook="w",
-        now=time.time(),
-        attachment_inline_limit=MB,
-        include_raw=False,
-        links=links,
-    )
-    await store.record([row], time.time())
-    (link,) = row.links
+    new = row(raw, now=time.time(), limit=MB, links=links)
+    await store.record([new], time.time())
+    (link,) = new.links
     expires = int(time.time()) + 3600
-    url = urllib.parse.urlsplit(links.signer.url(row.msg_id, link.part, expires))
+    url = urllib.parse.urlsplit(links.signer.url(new.msg_id, link.part, expires))
     target = f"{url.path.removeprefix('/p3b')}?{url.query}"
-    del row, raw, link
+    del new, raw, link
 
     port_file = tmp_path / "port"
     proc = subprocess.Popen(
