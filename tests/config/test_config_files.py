@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import base64
 import shutil
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from bridge.cli import main
-from bridge.config import load_settings
+from bridge.config import Settings, load_settings
+from bridge.config.files import resolve_path
 from tests.support.certs import TestCerts
 
 SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
@@ -104,3 +107,41 @@ def test_an_unreadable_file_is_named(conf_dir: Path, capsys: pytest.CaptureFixtu
     path = write_config(conf_dir, account={"ca_file": "certs"})
     assert main(["config", "check", "--config", str(path)]) == 2
     assert "accounts[0].ca_file: cannot read" in capsys.readouterr().err
+
+
+def _models(model: type[BaseModel], seen: set[type[BaseModel]]) -> None:
+    if model in seen:
+        return
+    seen.add(model)
+    for field in model.model_fields.values():
+        for arg in _types(field.annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                _models(arg, seen)
+
+
+def _types(annotation: Any) -> list[Any]:
+    args = typing.get_args(annotation)
+    return [annotation] if not args else [t for a in args for t in _types(a)]
+
+
+def test_every_file_key_of_every_section_resolves_against_the_config_file() -> None:
+    # A new `*_file` key (not a secret: those are folded by SecretField) must be a ConfigPath,
+    # or it would silently mean "relative to wherever the command runs".
+    seen: set[type[BaseModel]] = set()
+    _models(Settings, seen)
+    file_keys = {
+        f"{model.__name__}.{name}": field
+        for model in seen
+        for name, field in model.model_fields.items()
+        if name.endswith("_file")
+    }
+    assert {"AccountConfig.ca_file", "ProxyListener.cert_file"} <= set(file_keys)
+    unresolved = [
+        key
+        for key, field in file_keys.items()
+        if not any(
+            getattr(m, "func", None) is resolve_path
+            for m in [*field.metadata, *_types(field.annotation)]
+        )
+    ]
+    assert unresolved == []
