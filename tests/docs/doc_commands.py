@@ -27,7 +27,8 @@ for ``skip`` the reason, which is required:
 - ``skip PREFIX REASON``: the one escape hatch, for commands that need what a test machine
   has not got (a Kubernetes cluster, a running container, the test suite itself). It is kept
   narrow: a ``pop3bridge`` command can never be skipped, a rule that matches no command is an
-  error, and every skipped command is listed by `test_skipped_commands_are_named`.
+  error, and every skipped command is listed in the terminal summary of every run that
+  includes tests/docs (tests/docs/conftest.py).
 
 Everything else (which files exist, which placeholders become the suite's Dovecot and
 receiver) is the runner's business, not the documents'.
