@@ -5,13 +5,18 @@ SQLite: a 200 KB attachment arrives inline and a 6 MB one as a link whose bytes 
 payload's sha256; once `url_ttl` (shortened) passes the link answers 403 expired, and once the
 sweep purged the content a validly signed link answers 410. PostgreSQL: two replicas on one
 store, each with its own listener, both serve the link whichever of them minted it.
+`dlq replay` mints fresh links (a later expiry, a new signature, and they are served).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import os
+import subprocess
+import sys
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -20,9 +25,12 @@ import aiohttp
 import pytest
 import yaml
 
+from bridge.attachments.server import LinkServer
 from bridge.attachments.signing import LinkSigner
+from bridge.store import open_store
 from tests.attachments.support import Part, message
 from tests.e2e.harness import Receiver, dovecot_account
+from tests.e2e.test_guarantees import once
 from tests.e2e.test_ops import Bridge, run_config
 from tests.support.dovecot import DovecotServer, DovecotUser, free_port
 from tests.support.pgschema import drop_schema, schema_url
@@ -171,3 +179,53 @@ def test_any_replica_serves_any_link_on_postgresql(
         for bridge in bridges:
             bridge.stop()
         asyncio.run(drop_schema(url))
+
+
+def test_dlq_replay_mints_fresh_links(
+    tmp_path: Path, dovecot: DovecotServer, dovecot_user: DovecotUser, receiver: Receiver
+) -> None:
+    dovecot.deliver(dovecot_user, message(BIG))
+    cfg = tmp_path / "c.yaml"
+    _config(
+        cfg,
+        f"sqlite:///{tmp_path / 's.db'}",
+        receiver,
+        dovecot_account(dovecot, dovecot_user),
+        ttl=3600,
+    )
+    receiver.fail_next, receiver.fail_status = 1, 410  # permanent: a dead letter at once
+    assert once(cfg)[0] == 1
+    first = receiver.received[0].body["data"]["attachments"][0]
+    time.sleep(1.5)  # expiries have a resolution of one second
+    replay = subprocess.run(
+        [sys.executable, "-m", "bridge", "dlq", "replay", "--all", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert replay.returncode == 0 and "replayed 1" in replay.stdout, replay.stderr
+    before = time.time()
+    assert once(cfg)[0] == 0
+    (delivered,) = receiver.delivered()
+    again = delivered.body["data"]["attachments"][0]
+    assert again["sha256"] == first["sha256"] == BIG.sha256
+    assert again["url"] != first["url"]
+    fresh = dt.datetime.fromisoformat(again["expires_at"]).timestamp()
+    assert fresh > dt.datetime.fromisoformat(first["expires_at"]).timestamp()
+    assert before - 5 + 3600 <= fresh <= time.time() + 3600
+    # The fresh link is served (by whichever `run` shares the store; here one in this process).
+    signer = LinkSigner("https://files.example.test/mail", [KEY.encode()])
+
+    async def download() -> tuple[int, bytes]:
+        store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+        async with LinkServer(store, signer, "127.0.0.1", 0) as server:
+            parts = urllib.parse.urlsplit(again["url"])
+            url = f"{server.url}{parts.path}?{parts.query}"
+            async with aiohttp.ClientSession() as session, session.get(url) as r:
+                result = r.status, await r.read()
+        await store.close()
+        return result
+
+    status, body = asyncio.run(download())
+    assert status == 200 and hashlib.sha256(body).hexdigest() == BIG.sha256
