@@ -278,12 +278,14 @@ def main() -> int:
     with private_dovecot() as server:
         user = fill_mailbox(server, generate_messages(args.messages, seed=7, size=5000))
         big_user = fill_mailbox(server, [big_message(int(args.big_mb * 1e6), seed=5)])
-        auth = AuthResponder(server.host, server.pop3_port)
-        auth.start()
-        nginx = NginxMailProxy(auth.port)
-        nginx.start()
         targets = [_Target("direct", server.pop3_port, None)]
+        # --no-nginx needs no nginx installed: neither it nor its auth responder is started.
+        auth = nginx = None
         if not args.no_nginx:
+            auth = AuthResponder(server.host, server.pop3_port)
+            auth.start()
+            nginx = NginxMailProxy(auth.port)
+            nginx.start()
             targets.append(_Target("nginx", nginx.port, nginx.rss))
         ours: BridgeProxy | None = None
         ours_note = "not measured: `pop3bridge proxy` is not in this checkout yet"
@@ -312,8 +314,9 @@ def main() -> int:
                 proc.stop()
             if ours is not None:
                 ours.stop()
-            nginx.stop()
-            auth.stop()
+            if nginx is not None and auth is not None:
+                nginx.stop()
+                auth.stop()
     after = machine()
     data = {
         "benchmark": "proxy",

@@ -96,10 +96,31 @@ def test_only_the_demo_imports_the_testing_package() -> None:
     importers = {
         str(path.relative_to(BRIDGE))
         for path in BRIDGE.rglob("*.py")
-        if _part(path) != "testing"
-        and any(part == "testing" for _, part in _imported_parts(path))
+        if _part(path) != "testing" and any(part == "testing" for _, part in _imported_parts(path))
     }
     assert importers == {"demo.py"}
     demo = (BRIDGE / "demo.py").read_text(encoding="utf-8")
     for module in sorted((BRIDGE / "testing").glob("[!_]*.py")):
         assert f"bridge.testing.{module.stem}" in demo, f"demo does not run {module.name}"
+
+
+# The proxy's sans-I/O core decides on plain data: only the modules that turn configuration
+# into the proxy's own objects (routing, server, session glue, tap) read `bridge.config`.
+_PROXY_CORE = ("relay.py", "policy.py", "handler.py", "auth.py", "log.py", "proxy_protocol.py")
+
+
+@pytest.mark.parametrize("name", _PROXY_CORE)
+def test_the_proxy_core_does_not_import_the_configuration(name: str) -> None:
+    path = BRIDGE / "proxy" / name
+    assert "config" not in {part for _, part in _imported_parts(path)}, f"bridge/proxy/{name}"
+
+
+def test_nothing_outside_pop3_imports_its_private_modules() -> None:
+    offenders = [
+        f"{path.relative_to(BRIDGE)}:{node.lineno}"
+        for path in BRIDGE.rglob("*.py")
+        if _part(path) != "pop3"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bridge.pop3._")
+    ]
+    assert not offenders

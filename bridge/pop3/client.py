@@ -34,7 +34,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iter
 from types import TracebackType
 from typing import Literal, Self
 
-from bridge.pop3._io import StreamProtocol
 from bridge.pop3.commands import LOGIN_VERBS
 from bridge.pop3.connection import ClientConnection
 from bridge.pop3.errors import (
@@ -83,6 +82,7 @@ from bridge.pop3.sasl import (
     encode_response,
 )
 from bridge.pop3.state import State
+from bridge.pop3.stream import StreamProtocol
 from bridge.pop3.wire import LineEnding
 
 __all__ = ["MECHANISMS", "POP3Client", "TLSMode", "TokenSource", "login_with_fallback"]

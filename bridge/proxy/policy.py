@@ -18,7 +18,6 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bridge.config import ProxyPolicy
 from bridge.pop3.commands import LOGIN_VERBS
 from bridge.pop3.events import Command
 from bridge.pop3.state import State
@@ -27,6 +26,7 @@ __all__ = [
     "PROXY_CAPABILITIES",
     "Decision",
     "Policy",
+    "PolicyRules",
     "Verdict",
     "rewrite_capa",
 ]
@@ -72,18 +72,32 @@ _READ_ONLY_QUIT = Verdict(
 _FORWARD = Verdict(Decision.FORWARD)
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyRules:
+    """A policy as plain data: what the configuration's `policy:` says, below the config layer
+    (`bridge.proxy.routing.policy_rules` makes one from the pydantic model)."""
+
+    allow: frozenset[str] | None = None  # verbs (upper case); None: every verb
+    deny: frozenset[str] = frozenset()
+    require_tls: bool = False
+    read_only: bool = False
+    max_errors: int = 5
+    max_auth_attempts: int = 3
+    max_connections_per_user: int | None = None
+
+
 class Policy:
     """One route's policy (or the default one) in a form the relay can ask quickly."""
 
-    def __init__(self, config: ProxyPolicy) -> None:
-        self.config = config
-        self.allow = frozenset(config.allow) if config.allow is not None else None
-        deny = set(config.deny)
-        if config.read_only:
+    def __init__(self, rules: PolicyRules) -> None:
+        self.rules = rules
+        self.allow = rules.allow
+        deny = set(rules.deny)
+        if rules.read_only:
             deny.add("DELE")
         self.deny = frozenset(deny)
-        self.require_tls = config.require_tls
-        self.read_only = config.read_only
+        self.require_tls = rules.require_tls
+        self.read_only = rules.read_only
 
     def refused(self, verb: str) -> bool:
         """Whether policy refuses `verb` outright (QUIT is never refused: a client must be able

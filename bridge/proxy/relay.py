@@ -49,6 +49,20 @@ two short printable arguments and CRLF is matched by one regular expression
 it, goes to the reader, and the relay parses again once the reader holds nothing. A second
 property compares both ways over arbitrary client bytes and chunkings.
 
+Decisions that are not the protocol's go through one seam (`bridge.proxy.handler`): the
+session object carries the policy (plain data) and the user; the handler is asked
+`handle_LOGIN` (the per-user limit) and, only in a tapped session, `handle_RETR` (the tap).
+
+Why this module stays one piece (about 850 lines): the two paths for each direction — the
+core's framer and reader, and the pass-through reads above — are two modes of one state
+machine. They share the FIFO, the reader's state, the barrier rules and the bookkeeping, and
+hand each other the bytes mid-stream (`_to_framer`, `_framer_done`, `_client_to_reader`); the
+hypothesis properties compare them step by step on one object. Split into modules, every
+piece of that shared state would be read and written across a module boundary, which is the
+kind of rule-in-two-places this house avoids. What is not the state machine lives elsewhere:
+the records it emits (`records.py`), policy (`policy.py`), the routing login (`auth.py`),
+the decisions (`handler.py`) and all I/O (`session.py`).
+
 The relay never writes a byte that did not come from the upstream framer or from a complete
 local answer: on upstream failure in the middle of a body the client connection is just
 closed (a truncated response, never a fake end), and an upstream that fails before a status
@@ -61,8 +75,6 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from bridge.pop3.commands import MAX_COMMAND_LINE, RESPONSE_KINDS, ResponseKind, response_kind
 from bridge.pop3.errors import BadCommandLine, ConnectionLost, RemoteProtocolError
@@ -81,7 +93,9 @@ from bridge.pop3.sasl import decode_challenge
 from bridge.pop3.state import STATE_CHANGING, SessionState, State
 from bridge.pop3.wire import CommandReader, ResponseFramer, body_end
 from bridge.proxy.auth import ROUTABLE_MECHANISMS, Challenge, Credentials, LocalLogin, Refusal
+from bridge.proxy.handler import ProxyHandler, ProxySession
 from bridge.proxy.policy import Decision, Policy, rewrite_capa
+from bridge.proxy.records import Actions, CaptureSink, Exchange, Pending, loggable_args
 
 __all__ = ["MAX_PIPELINE", "Actions", "CaptureSink", "Exchange", "Relay", "loggable_args"]
 
@@ -91,7 +105,6 @@ CLIENT_BACKLOG_LIMIT = 64 * 1024
 _BARRIERS = STATE_CHANGING | {"STLS"}
 _AUTH_STATES = (State.AUTHORIZATION, State.AUTHORIZATION_USER)
 _LOGIN_VERBS = frozenset({"PASS", "APOP", "AUTH"})
-_SECRET_ARGS = frozenset({"PASS", "APOP", "AUTH"})  # arguments that `loggable_args` hides
 _USER_VERBS = frozenset({"USER", "APOP", "AUTH"})
 # Verbs whose responses may take the pass-through path (in TRANSACTION only): they change no
 # state and nothing but the client reads their response (RETR only when no tap is configured).
@@ -108,80 +121,6 @@ _ROUTING_CAPA = b"USER\r\nSASL " + " ".join(ROUTABLE_MECHANISMS).encode() + b"\r
 _ROUTING_CAPA += b"AUTH-RESP-CODE\r\n"
 
 
-class CaptureSink(Protocol):
-    """What the relay needs from a tap capture (`bridge.proxy.tap.TapCapture`)."""
-
-    def feed(self, chunk: bytes) -> None: ...
-
-    def finish(self) -> None: ...
-
-    def abort(self) -> None: ...
-
-
-@dataclass(slots=True)  # not frozen: one per command, and frozen fields cost a call each
-class Exchange:
-    """One command and its response, for the log line and the metrics (never content).
-
-    Read-only by convention: the relay builds it, the log reads it."""
-
-    verb: str
-    args: tuple[str, ...]
-    outcome: str  # ok | err | denied | bad | unknown | lost
-    code: str | None
-    response_bytes: int
-    latency: float
-    local: bool
-    note: str | None = None
-
-
-@dataclass(slots=True)
-class Actions:
-    """Everything the I/O layer must do after a call, in this order: send, then act."""
-
-    to_client: list[bytes] = field(default_factory=list)
-    to_upstream: list[bytes] = field(default_factory=list)
-    exchanges: list[Exchange] = field(default_factory=list)
-    start_client_tls: bool = False
-    login: Credentials | None = None
-    close: str | None = None
-
-
-@dataclass(slots=True)
-class _Pending:
-    verb: str
-    args: tuple[str, ...]
-    started: float
-    kind: ResponseKind | None  # None: answered locally
-    reply: bytes = b""
-    outcome: str = ""
-    note: str | None = None
-    close: str | None = None
-    login: bool = False  # waiting for the session's upstream login (routing)
-    status: StatusResponse | None = None
-    response_bytes: int = 0
-    capa: bytearray | None = None
-    capture: CaptureSink | None = None
-    expected: bool = False  # the framer was told to expect this response
-    in_body: bool = False  # fast path: status line relayed, body not yet ended
-    line_start: bool = True  # fast path: the body's next byte starts a line
-
-
-def loggable_args(command: Command) -> tuple[str, ...]:
-    """Arguments safe to log: secrets replaced, the rest shortened."""
-    args = command.args
-    if not args:
-        return args
-    if command.verb not in _SECRET_ARGS and len(args) <= 3 and all(len(a) <= 64 for a in args):
-        return args  # the common case (RETR 12, TOP 3 0): nothing to hide or shorten
-    if command.verb == "PASS":
-        return ("***",) if args else ()
-    if command.verb == "APOP":
-        return (args[0][:64], "***") if len(args) > 1 else tuple(a[:64] for a in args)
-    if command.verb == "AUTH":
-        return (args[0][:32], "***") if len(args) > 1 else tuple(a[:32] for a in args)
-    return tuple(a[:64] for a in args[:3])
-
-
 def _plain_user(initial: str) -> str | None:
     try:
         parts = decode_challenge(initial).split(b"\x00")
@@ -196,16 +135,16 @@ class Relay:
     def __init__(
         self,
         *,
-        policy: Policy,
+        session: ProxySession,
         upstream: ResponseFramer | None,
+        handler: ProxyHandler | None = None,
         offer_stls: bool = False,
         encrypted: bool = False,
-        tap: Callable[[str | None, int], CaptureSink | None] | None = None,
-        claim_user: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
         fast_path: bool = True,
     ) -> None:
-        self.policy = policy
+        self.session = session
+        self._handler = handler
         self._framer = upstream
         self._fast_path = fast_path
         # Upstream bytes not yet framed, while the framer owns no response (`_framer_busy`).
@@ -222,17 +161,14 @@ class Relay:
         self._login = LocalLogin() if upstream is None else None  # routing mode until login
         self._reader = CommandReader()
         self._state = SessionState(State.AUTHORIZATION)
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[Pending] = deque()
         self._held: Command | None = None
         self._sasl_answer = False  # the client's next line answers a SASL challenge
         self._offer_stls = offer_stls
         self.encrypted = encrypted
-        self._tap = tap
-        self._claim_user = claim_user
         self._clock = clock
         self._out = Actions()
         self.closing: str | None = None
-        self.user: str | None = None
         self._user_candidate: str | None = None
         self.errors = 0
         self.auth_failures = 0
@@ -246,6 +182,19 @@ class Relay:
     @property
     def routing(self) -> bool:
         return self._framer is None
+
+    @property
+    def policy(self) -> Policy:
+        return self.session.policy
+
+    @property
+    def user(self) -> str | None:
+        return self.session.user
+
+    def _claim(self, user: str) -> bool:
+        """The handler's word on logging `user` in (the per-user limit); yes without one."""
+        handler = self._handler
+        return handler is None or handler.handle_LOGIN(self.session, user)
 
     def take(self) -> Actions:
         out, self._out = self._out, Actions()
@@ -289,29 +238,22 @@ class Relay:
             self._login = LocalLogin()
         self._read_client()
 
-    def login_finished(
-        self,
-        *,
-        reply: bytes,
-        upstream: ResponseFramer | None,
-        policy: Policy | None = None,
-        tap: Callable[[str | None, int], CaptureSink | None] | None = None,
-    ) -> None:
-        """The session's upstream login (routing mode) is done; `upstream` is None on failure."""
+    def login_finished(self, *, reply: bytes, upstream: ResponseFramer | None) -> None:
+        """The session's upstream login (routing mode) is done; `upstream` is None on failure.
+
+        On success the caller has set the session's route, policy and tapping first."""
         head = self._pending[0]
         assert head.login
         ok = upstream is not None
         if ok:
             self._framer = upstream
             self._login = None
-            self.policy = policy or self.policy
-            self._tap = tap
             self._state.state = State.TRANSACTION
-            self.user = self._user_candidate
+            self.session.user = self._user_candidate
         else:
             self.auth_failures += 1
             self._count_error()
-            if self.auth_failures >= self.policy.config.max_auth_attempts:
+            if self.auth_failures >= self.policy.rules.max_auth_attempts:
                 head.close = "too many failed logins"
         head.kind = None
         head.login = False
@@ -429,7 +371,7 @@ class Relay:
             self._local(verb, args, verdict.reply, "denied")
             return False
         self._out.to_upstream.append(raw)
-        self._pending.append(_Pending(verb, args, self._clock(), kind))
+        self._pending.append(Pending(verb, args, self._clock(), kind))
         return False
 
     def _command(self, command: Command) -> None:
@@ -458,7 +400,7 @@ class Relay:
             self._note_user(command)
         assert self._framer is not None
         self._out.to_upstream.append(command.raw)
-        self._pending.append(_Pending(verb, args, self._clock(), kind))
+        self._pending.append(Pending(verb, args, self._clock(), kind))
 
     def _note_user(self, command: Command) -> None:
         """Remember who a USER/APOP/AUTH command logs in as (for the per-user limit)."""
@@ -520,12 +462,12 @@ class Relay:
             self._reader.expect_auth_response()
             self._out.to_client.append(result.line)
             if not self._pending or self._pending[-1].verb != "AUTH":
-                self._pending.append(_Pending(verb, args, self._clock(), ResponseKind.SASL))
+                self._pending.append(Pending(verb, args, self._clock(), ResponseKind.SASL))
             return
         self._sasl_answer = False
         head = self._pending[-1] if self._pending and self._pending[-1].verb == "AUTH" else None
         if head is None:
-            head = _Pending(verb, args, self._clock(), None)
+            head = Pending(verb, args, self._clock(), None)
             self._pending.append(head)
         head.kind = None
         if isinstance(result, Refusal):
@@ -535,14 +477,14 @@ class Relay:
                 self.auth_failures += 1
             if head.outcome == "err":
                 self._count_error()
-            if self.auth_failures >= self.policy.config.max_auth_attempts:
+            if self.auth_failures >= self.policy.rules.max_auth_attempts:
                 head.close = "too many failed logins"
-            elif self.errors >= self.policy.config.max_errors:
+            elif self.errors >= self.policy.rules.max_errors:
                 head.close = "too many errors"
             self._flush_local()
             return
         self._user_candidate = result.user
-        if self._claim_user is not None and not self._claim_user(result.user):
+        if not self._claim(result.user):
             head.reply = b"-ERR [IN-USE] too many sessions for this user\r\n"
             head.outcome = "denied"
             self._flush_local()
@@ -614,7 +556,7 @@ class Relay:
         self._read_client()
 
     # -- upstream: the pass-through path ---------------------------------------------------------
-    def _fast_ok(self, head: _Pending) -> bool:
+    def _fast_ok(self, head: Pending) -> bool:
         """Whether `head`'s response may be framed by `_read_fast` (see the module docstring)."""
         framer = self._framer
         return (
@@ -623,7 +565,7 @@ class Relay:
             and head.kind is not None
             and head.verb in _FAST_VERBS
             and self._state.state is State.TRANSACTION
-            and (self._tap is None or head.verb != "RETR")
+            and (not self.session.tapping or head.verb != "RETR")
             and framer is not None
             and not framer.bare_lf
         )
@@ -743,7 +685,7 @@ class Relay:
         return slow and self.closing is None
 
     def _fast_complete(
-        self, head: _Pending, buf: bytearray, start: int, pos: int, now: float
+        self, head: Pending, buf: bytearray, start: int, pos: int, now: float
     ) -> int:
         """`_complete` for a pass-through response; returns the first byte not yet sent."""
         pending = self._pending
@@ -771,12 +713,12 @@ class Relay:
             return pos
         return start
 
-    def _status(self, head: _Pending, status: StatusResponse) -> None:
+    def _status(self, head: Pending, status: StatusResponse) -> None:
         head.status = status
         self._sasl_answer = False
         if status.ok and head.verb in _LOGIN_VERBS and self.state in _AUTH_STATES:
             user = self._user_candidate
-            if user is not None and self._claim_user is not None and not self._claim_user(user):
+            if user is not None and not self._claim(user):
                 # Upstream said yes but the user is over the limit: drop upstream without QUIT.
                 self._emit(head, b"-ERR [IN-USE] too many sessions for this user\r\n")
                 head.outcome = "denied"
@@ -792,10 +734,10 @@ class Relay:
                 framer.unstuff = True
                 return
             self._emit(head, status.raw)
-            if head.verb == "RETR" and self._tap is not None and head.args:
+            if head.verb == "RETR" and self.session.tapping and head.args:
                 number = head.args[0]
-                if number.isdigit():
-                    head.capture = self._tap(self.user, int(number))
+                if number.isdigit() and self._handler is not None:
+                    head.capture = self._handler.handle_RETR(self.session, int(number))
             # Bodies nobody reads are relayed as they are: only their end is looked for.
             framer.unstuff = head.capture is not None
             return
@@ -814,7 +756,7 @@ class Relay:
         lines = [b"." + line if line.startswith(b".") else line for line in text.splitlines(True)]
         return b"".join(lines)
 
-    def _complete(self, head: _Pending) -> None:
+    def _complete(self, head: Pending) -> None:
         self._pending.popleft()
         status = head.status
         assert status is not None
@@ -823,7 +765,7 @@ class Relay:
         self._state.on_reply(verb, status.ok)
         if verb in _LOGIN_VERBS and before in _AUTH_STATES:
             if status.ok and self.state is State.TRANSACTION:
-                self.user = self._user_candidate
+                self.session.user = self._user_candidate
             elif not status.ok:
                 self.auth_failures += 1
         head.outcome = "ok" if status.ok else "err"
@@ -833,11 +775,10 @@ class Relay:
         if verb == "QUIT":
             self._close("quit")
         elif (
-            self.auth_failures >= self.policy.config.max_auth_attempts
-            and self.state in _AUTH_STATES
+            self.auth_failures >= self.policy.rules.max_auth_attempts and self.state in _AUTH_STATES
         ):
             self._close("too many failed logins")
-        elif self.errors >= self.policy.config.max_errors and self.state is not State.TRANSACTION:
+        elif self.errors >= self.policy.rules.max_errors and self.state is not State.TRANSACTION:
             self._close("too many errors")
         self._flush_local()
 
@@ -867,8 +808,8 @@ class Relay:
         note: str | None = None,
         close: str | None = None,
     ) -> None:
-        item = _Pending(verb, args, self._clock(), None, reply, outcome, note, close)
-        if self.errors >= self.policy.config.max_errors and outcome != "ok" and close is None:
+        item = Pending(verb, args, self._clock(), None, reply, outcome, note, close)
+        if self.errors >= self.policy.rules.max_errors and outcome != "ok" and close is None:
             item.close = "too many errors"
         self._pending.append(item)
         self._flush_local()
@@ -884,11 +825,11 @@ class Relay:
             if head.close is not None:
                 self._close(head.close)
 
-    def _emit(self, head: _Pending, data: bytes) -> None:
+    def _emit(self, head: Pending, data: bytes) -> None:
         self._out.to_client.append(data)
         head.response_bytes += len(data)
 
-    def _record(self, head: _Pending) -> None:
+    def _record(self, head: Pending) -> None:
         status = head.status
         self._out.exchanges.append(
             Exchange(

@@ -15,8 +15,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridge.config import ProxyConfig, ProxyPolicy, ProxyRoute, ProxyTap, ProxyUpstream
+from bridge.proxy.policy import Policy, PolicyRules
 
-__all__ = ["Route", "RoutingTable", "UnknownUser"]
+__all__ = ["Route", "RoutingTable", "UnknownUser", "policy_rules"]
+
+
+def policy_rules(config: ProxyPolicy) -> PolicyRules:
+    """The configuration's `policy:` as the plain data the relay's policy is built from."""
+    return PolicyRules(
+        allow=frozenset(config.allow) if config.allow is not None else None,
+        deny=frozenset(config.deny),
+        require_tls=config.require_tls,
+        read_only=config.read_only,
+        max_errors=config.max_errors,
+        max_auth_attempts=config.max_auth_attempts,
+        max_connections_per_user=config.max_connections_per_user,
+    )
 
 
 class UnknownUser(LookupError):
@@ -27,7 +41,7 @@ class UnknownUser(LookupError):
 class Route:
     name: str  # the route's match pattern, used in logs and tap account names
     upstream: ProxyUpstream
-    policy: ProxyPolicy
+    policy: Policy
     tap: ProxyTap | None
     rewrite_user: str | None = None
 
@@ -47,7 +61,7 @@ class RoutingTable:
             route = Route(
                 cfg.match,
                 cfg.upstream,
-                cfg.policy or default_policy,
+                Policy(policy_rules(cfg.policy or default_policy)),
                 cfg.tap,
                 cfg.rewrite_user,
             )
@@ -64,7 +78,7 @@ class RoutingTable:
         """A table whose only route is the fixed upstream (all users go there)."""
         assert config.upstream is not None
         table = cls([], config.policy)
-        table._default = Route("*", config.upstream, config.policy, None)
+        table._default = Route("*", config.upstream, Policy(policy_rules(config.policy)), None)
         return table
 
     def lookup(self, user: str) -> Route:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import socket
 import ssl
@@ -24,12 +23,14 @@ from typing import Any
 
 from bridge.config import ProxyConfig, ProxyListener
 from bridge.lifecycle import Service
-from bridge.pop3._io import StreamProtocol
 from bridge.pop3.errors import ConnectionLost
+from bridge.pop3.stream import StreamProtocol
+from bridge.proxy.handler import ProxySession
 from bridge.proxy.log import SessionLog
 from bridge.proxy.policy import Policy
 from bridge.proxy.proxy_protocol import MAX_HEADER, ProxyProtocolError, parse_proxy_header
-from bridge.proxy.routing import RoutingTable, UnknownUser
+from bridge.proxy.relay import CaptureSink
+from bridge.proxy.routing import RoutingTable, UnknownUser, policy_rules
 from bridge.proxy.session import SessionSettings, TapFactory, new_session_id, run_session
 
 __all__ = ["ProxyServer", "ProxyStartError", "server_tls_context"]
@@ -55,26 +56,6 @@ def server_tls_context(listener: ProxyListener) -> ssl.SSLContext:
             f"listener {listener.name!r}: cannot load cert_file/key_file: {exc}"
         ) from None
     return ctx
-
-
-class _Accepted(StreamProtocol):
-    def __init__(
-        self, server: ProxyServer, listener: _Listener, client: tuple[str, int] | None = None
-    ) -> None:
-        super().__init__(None)
-        self._server = server
-        self._listener = listener
-        self.client = client  # from a PROXY header; else the TCP peer
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._server._spawn(self, self._listener)
-
-    def eof_received(self) -> bool:
-        # Keep the transport open for writing: a client that half-closes after its last command
-        # still reads the replies.
-        super().eof_received()
-        return True
 
 
 @dataclass
@@ -108,7 +89,7 @@ class ProxyServer(Service):
     def __init__(self, config: ProxyConfig, *, tap: TapFactory | None = None) -> None:
         super().__init__()
         self.config = config
-        self.policy = Policy(config.policy)
+        self.policy = Policy(policy_rules(config.policy))
         fixed = config.upstream is not None
         self.routes = (
             RoutingTable.fixed(config)
@@ -135,7 +116,8 @@ class ProxyServer(Service):
                 client_tls=tls,
                 default_policy=self.policy,
                 log_commands=self.config.log_commands,
-                tap=self._tap,
+                handler=self,
+                taps=self._tap is not None,
             )
             try:
                 if cfg.proxy_protocol:
@@ -145,7 +127,7 @@ class ProxyServer(Service):
                     entry.accept_task = asyncio.ensure_future(self._accept_loop(entry))
                 else:
                     entry.server = await loop.create_server(
-                        lambda e=entry: _Accepted(self, e),
+                        lambda e=entry: self._accepted(e),
                         cfg.host,
                         cfg.port,
                         reuse_address=True,
@@ -219,12 +201,51 @@ class ProxyServer(Service):
                     await entry.server.wait_closed()
 
     # -- sessions ------------------------------------------------------------------------------
-    def _spawn(self, proto: _Accepted, listener: _Listener) -> None:
+    def _accepted(
+        self, listener: _Listener, client: tuple[str, int] | None = None
+    ) -> StreamProtocol:
+        """The protocol of one accepted client connection; its session starts once connected.
+
+        `client` is the address from a PROXY header (else the TCP peer's is used). Half-close
+        is allowed: a client that half-closes after its last command still reads the replies.
+        """
+
+        def start(proto: StreamProtocol) -> None:
+            self._spawn(proto, listener, client)
+
+        return StreamProtocol(None, on_connect=start, half_close=True)
+
+    def _spawn(
+        self, proto: StreamProtocol, listener: _Listener, client: tuple[str, int] | None
+    ) -> None:
         if self.stopping:
             if proto.transport is not None:
                 proto.transport.close()
             return
-        self.track(asyncio.ensure_future(self._serve(proto, listener)))
+        self.track(asyncio.ensure_future(self._serve(proto, listener, client)))
+
+    # -- the relay's hooks (bridge.proxy.handler.ProxyHandler) --------------------------------
+    def handle_LOGIN(self, session: ProxySession, user: str) -> bool:
+        """Count the login for the per-user limit; False (nothing counted) when over it.
+
+        One claim per session: a second login under another name (after a failed one) moves
+        it; `_session` gives it back when the session ends.
+        """
+        key = user.lower()
+        if session.claimed == key:
+            return True
+        if not self.claim_user(user):
+            return False
+        if session.claimed is not None:
+            self._release_user(session.claimed)
+        session.claimed = key
+        return True
+
+    def handle_RETR(self, session: ProxySession, msgno: int) -> CaptureSink | None:
+        """The tap's capture of this retrieved message (asked only when the route has a tap)."""
+        if self._tap is None or session.route is None:
+            return None
+        return self._tap(session.route, session.listener, session.user, msgno)
 
     def claim_user(self, user: str) -> bool:
         """Count a login for per-user limits; False (nothing counted) when over the limit.
@@ -234,7 +255,7 @@ class ProxyServer(Service):
         one: it is checked at accept, before any user name is known.
         """
         try:
-            limit = self.routes.lookup(user).policy.max_connections_per_user
+            limit = self.routes.lookup(user).policy.rules.max_connections_per_user
         except UnknownUser:
             limit = self.config.policy.max_connections_per_user
         key = user.lower()
@@ -248,11 +269,12 @@ class ProxyServer(Service):
         if self._per_user[key] <= 0:
             del self._per_user[key]
 
-    async def _serve(self, proto: _Accepted, listener: _Listener) -> None:
+    async def _serve(
+        self, proto: StreamProtocol, listener: _Listener, client: tuple[str, int] | None
+    ) -> None:
         assert proto.transport is not None
         peer = proto.transport.get_extra_info("peername") or ("?", 0)
-        client = proto.client or (str(peer[0]), int(peer[1]))
-        await self._session(proto, listener, client)
+        await self._session(proto, listener, client or (str(peer[0]), int(peer[1])))
 
     async def _accept_loop(self, listener: _Listener) -> None:
         """Accept by hand so the PROXY header can be taken off each socket before any transport
@@ -284,7 +306,7 @@ class ProxyServer(Service):
         client = got[0] or (str(peer[0]), int(peer[1]))
         try:
             await loop.connect_accepted_socket(
-                lambda: _Accepted(self, listener, client),
+                lambda: self._accepted(listener, client),
                 conn,
                 ssl=listener.tls if cfg.tls == "implicit" else None,
                 ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if cfg.tls == "implicit" else None,
@@ -297,7 +319,7 @@ class ProxyServer(Service):
             conn.close()
 
     async def _session(
-        self, proto: _Accepted, listener: _Listener, client: tuple[str, int]
+        self, proto: StreamProtocol, listener: _Listener, client: tuple[str, int]
     ) -> None:
         assert proto.transport is not None and listener.settings is not None
         ip = client[0]
@@ -312,21 +334,8 @@ class ProxyServer(Service):
             proto.transport.close()
             return
         self._per_ip[ip] += 1
-        claimed: list[str] = []
-
-        def claim(user: str) -> bool:
-            # One claim per session: a second login under another name (after a failed one)
-            # moves it.
-            if claimed and claimed[0] == user.lower():
-                return True
-            if not self.claim_user(user):
-                return False
-            for old in claimed:
-                self._release_user(old)
-            claimed[:] = [user.lower()]
-            return True
-
-        settings = dataclasses.replace(listener.settings, claim_user=claim)
+        settings = listener.settings
+        session = ProxySession(settings.default_policy, settings.listener, client)
         slog = SessionLog(
             new_session_id(),
             f"{ip}:{client[1]}",
@@ -337,14 +346,14 @@ class ProxyServer(Service):
         reason = "internal error"
         try:
             reason = await run_session(
-                proto, settings, slog, idle_timeout=self.config.policy.idle_timeout
+                proto, settings, slog, idle_timeout=self.config.policy.idle_timeout, session=session
             )
         finally:
             self._per_ip[ip] -= 1
             if self._per_ip[ip] <= 0:
                 del self._per_ip[ip]
-            for user in claimed:
-                self._release_user(user)
+            if session.claimed is not None:
+                self._release_user(session.claimed)
             slog.closed(reason)
 
 

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.config import ProxyUpstream
-from bridge.pop3._io import StreamProtocol
 from bridge.pop3.client import POP3Client, login_with_fallback
 from bridge.pop3.errors import ConnectionLost, POP3Error, ResponseError
+from bridge.pop3.stream import StreamProtocol
 from bridge.pop3.wire import LineEnding, ResponseFramer
+from bridge.proxy.handler import ProxyHandler, ProxySession
 from bridge.proxy.log import SessionLog
 from bridge.proxy.policy import Policy
 from bridge.proxy.relay import UPSTREAM_LOST, Actions, CaptureSink, Relay
@@ -70,8 +71,8 @@ class SessionSettings:
     default_policy: Policy
     log_commands: bool
     connect_timeout: float = 30.0
-    tap: TapFactory | None = None
-    claim_user: Callable[[str], bool] | None = None
+    handler: ProxyHandler | None = None  # the relay's hooks (the proxy server)
+    taps: bool = False  # the handler copies RETRs of routes that have a `tap`
 
 
 def upstream_name(up: ProxyUpstream) -> str:
@@ -104,9 +105,11 @@ class _Session:
         slog: SessionLog,
         idle_timeout: float,
         initial: bytes,
+        session: ProxySession,
     ) -> None:
         self.client = client
         self.settings = settings
+        self.session = session
         self.slog = slog
         self.idle = idle_timeout
         self.initial = initial
@@ -247,25 +250,19 @@ class _Session:
         line_ending: LineEnding = "lf" if client.greeting.bare_lf else "crlf"
         self.upstream = client.detach()
         self.upstream.read_timeout = None
-        tap = self._tap_for(route)
+        self._enter_route(route)
         relay.login_finished(
             reply=b"+OK logged in\r\n",
             upstream=ResponseFramer(line_ending=line_ending, expect_greeting=False),
-            policy=Policy(route.policy),
-            tap=tap,
         )
         self.upstream_task = self._spawn(self._upstream_pump())
 
-    def _tap_for(self, route: Route) -> Callable[[str | None, int], CaptureSink | None] | None:
-        factory = self.settings.tap
-        if factory is None or route.tap is None:
-            return None
-        listener = self.settings.listener
-
-        def begin(user: str | None, msgno: int) -> CaptureSink | None:
-            return factory(route, listener, user, msgno)
-
-        return begin
+    def _enter_route(self, route: Route) -> None:
+        """From now on the session runs under `route`'s policy and tap."""
+        session = self.session
+        session.route = route
+        session.policy = route.policy
+        session.tapping = self.settings.taps and route.tap is not None
 
     # -- pumps ---------------------------------------------------------------------------------
     async def _client_pump(self) -> None:
@@ -357,15 +354,15 @@ class _Session:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def _relay(self, framer: ResponseFramer | None, route: Route | None) -> Relay:
-        policy = Policy(route.policy) if route is not None else self.settings.default_policy
+        if route is not None:
+            self._enter_route(route)
         tls = self.client.transport.get_extra_info("ssl_object") if self.client.transport else None
         return Relay(
-            policy=policy,
+            session=self.session,
             upstream=framer,
+            handler=self.settings.handler,
             offer_stls=self.settings.offer_stls,
             encrypted=tls is not None,
-            tap=self._tap_for(route) if route is not None else None,
-            claim_user=self.settings.claim_user,
         )
 
     def close(self) -> None:
@@ -381,19 +378,24 @@ async def run_session(
     *,
     idle_timeout: float,
     initial: bytes = b"",
+    session: ProxySession | None = None,
 ) -> str:
     """Serve one accepted client connection to the end; returns why it ended.
 
-    `initial` holds bytes already read from the client (after a PROXY protocol header).
+    `initial` holds bytes already read from the client (after a PROXY protocol header);
+    `session` is what the handler is asked about (a fresh one under the default policy if
+    not given).
     """
     set_nodelay(client)
-    session = _Session(client, settings, slog, idle_timeout, initial)
+    if session is None:
+        session = ProxySession(settings.default_policy, settings.listener)
+    glue = _Session(client, settings, slog, idle_timeout, initial, session)
     try:
-        return await session.run()
+        return await glue.run()
     except asyncio.CancelledError:
         return "shutdown"
     finally:
-        session.close()
+        glue.close()
 
 
 __all__ += ["IDLE_CLOSE", "UPSTREAM_DOWN", "UPSTREAM_LOST", "new_session_id"]

@@ -10,13 +10,15 @@ from hypothesis import strategies as st
 from bridge.config import ProxyPolicy
 from bridge.pop3.wire import ResponseFramer, dot_stuff
 from bridge.proxy.auth import Credentials
+from bridge.proxy.handler import ProxySession
 from bridge.proxy.policy import Policy
 from bridge.proxy.relay import Actions, Relay
+from bridge.proxy.routing import policy_rules
 
 
 def fixed_relay(**policy: object) -> Relay:
     return Relay(
-        policy=Policy(ProxyPolicy.model_validate(policy)),
+        session=ProxySession(Policy(policy_rules(ProxyPolicy.model_validate(policy)))),
         upstream=ResponseFramer(line_ending="crlf", expect_greeting=False),
         offer_stls=True,
     )
@@ -219,7 +221,9 @@ def test_fixed_sasl_continuations_are_relayed() -> None:
 
 
 def routing_relay() -> Relay:
-    return Relay(policy=Policy(ProxyPolicy(max_auth_attempts=2)), upstream=None)
+    return Relay(
+        session=ProxySession(Policy(policy_rules(ProxyPolicy(max_auth_attempts=2)))), upstream=None
+    )
 
 
 def test_routing_user_pass_and_auth_plain_and_login_give_credentials() -> None:

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from bridge.config import ProxyPolicy
 from bridge.pop3.state import State
 from bridge.pop3.wire import ResponseFramer, dot_stuff
+from bridge.proxy.handler import ProxySession
 from bridge.proxy.policy import Policy
 from bridge.proxy.relay import Relay
+from bridge.proxy.routing import policy_rules
 
 
 class Sink:
@@ -43,14 +45,21 @@ def test_tapped_retr_gets_the_message_untapped_is_raw_client_gets_the_wire(
 ) -> None:
     sinks: dict[int, Sink] = {}
 
-    def tap(user: str | None, msgno: int) -> Sink | None:
-        if msgno != 1:
-            return None  # e.g. a route with no tap, or one over its limits
-        sinks[msgno] = Sink()
-        return sinks[msgno]
+    class Tap:
+        """The relay's handler: only the tap hook matters here."""
+
+        def handle_LOGIN(self, session: ProxySession, user: str) -> bool:
+            return True
+
+        def handle_RETR(self, session: ProxySession, msgno: int) -> Sink | None:
+            if msgno != 1:
+                return None  # e.g. a route with no tap, or one over its limits
+            sinks[msgno] = Sink()
+            return sinks[msgno]
 
     framer = ResponseFramer(line_ending="crlf", expect_greeting=False)
-    relay = Relay(policy=Policy(ProxyPolicy()), upstream=framer, tap=tap)
+    session = ProxySession(Policy(policy_rules(ProxyPolicy())), tapping=True)
+    relay = Relay(session=session, upstream=framer, handler=Tap())
     relay._state.state = State.TRANSACTION  # as after a relayed login
     tapped = b"".join(line + b"\r\n" for line in tapped_lines)
     plain = b"".join(line + b"\r\n" for line in plain_lines)

@@ -13,17 +13,17 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.config import ProxyPolicy
 from bridge.pop3.events import Command
 from bridge.pop3.state import State
 from bridge.pop3.wire import ResponseFramer, dot_stuff
-from bridge.proxy.policy import Policy
+from bridge.proxy.handler import ProxySession
+from bridge.proxy.policy import Policy, PolicyRules
 from bridge.proxy.relay import Actions, Relay, loggable_args
 
 
 def make_relay(*, fast: bool, read_only: bool, state: State) -> Relay:
     relay = Relay(
-        policy=Policy(ProxyPolicy(read_only=read_only, max_errors=1000)),
+        session=ProxySession(Policy(PolicyRules(read_only=read_only, max_errors=1000))),
         upstream=ResponseFramer(line_ending="crlf", expect_greeting=False),
         clock=lambda: 0.0,
         fast_path=fast,

@@ -2,23 +2,46 @@
 
 Streams (asyncio.StreamReader) would hide bytes in their own buffer across STLS; owning the buffer
 here lets the client prove nothing arrived before the TLS handshake, and avoids a copy per read.
+
+Public: the POP3 client reads and writes through it, and so do both legs of the proxy (the
+client's leg is accepted with `on_connect` and `half_close=True`; the upstream leg is the
+client's own, taken over with `POP3Client.detach()`). What a server needs is a constructor
+option, not a subclass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from typing import cast
 
 from bridge.pop3.errors import ConnectionLost, ReadTimeout, TLSFailure
+
+__all__ = ["StreamProtocol"]
 
 _HIGH_WATER = 1 << 20  # pause reading when this much is buffered and unread
 
 
 class StreamProtocol(asyncio.Protocol):
-    def __init__(self, read_timeout: float | None) -> None:
+    """`read()` / `write()` / `drain()` over one transport.
+
+    `on_connect` is called with the protocol once its transport exists (a server starts the
+    session there). With `half_close=True` the transport stays open for writing after the
+    peer's EOF: a client that half-closes after its last command still reads the replies.
+    """
+
+    def __init__(
+        self,
+        read_timeout: float | None,
+        *,
+        on_connect: Callable[[StreamProtocol], None] | None = None,
+        half_close: bool = False,
+    ) -> None:
         # Applies to every single read and to every wait for the send buffer to drain.
         self.read_timeout = read_timeout
+        self._on_connect = on_connect
+        self._half_close = half_close
         self._loop = asyncio.get_running_loop()
         self._buf = bytearray()
         self._eof = False
@@ -33,6 +56,8 @@ class StreamProtocol(asyncio.Protocol):
         # A cast, not an isinstance check: uvloop's TCP and SSL transports implement the
         # whole Transport interface without subclassing asyncio.Transport.
         self.transport = cast(asyncio.Transport, transport)
+        if self._on_connect is not None:
+            self._on_connect(self)
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
@@ -44,7 +69,7 @@ class StreamProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._wake_reader()
-        return False
+        return self._half_close
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
