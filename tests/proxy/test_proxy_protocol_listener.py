@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bridge.proxy.proxy_protocol import V2_SIGNATURE
-from tests.integration.proxy_support import fixed_config, running_proxy
+from tests.proxy.support import fixed_config, running_proxy
 
 pytestmark = pytest.mark.dovecot
 

@@ -22,7 +22,7 @@ from bridge.pop3.errors import AuthenticationFailed
 from bridge.store import Store
 from bridge.testing.fakepop3 import FakePOP3Server, Faults
 from bridge.testing.samples import generate_messages
-from tests.integration.proxy_support import in_thread, running_proxy
+from tests.proxy.support import in_thread, running_proxy
 
 MAILUTILS = Faults(refuse_apop="-ERR Bad login", no_sasl=True)
 HANGS_UP = Faults(refuse_apop="-ERR Bad login", no_sasl=True, hang_up_on_refused_login=True)

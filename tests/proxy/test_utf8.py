@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from bridge.testing.fakepop3 import FakePOP3Server
-from tests.integration.proxy_support import running_proxy
+from tests.proxy.support import running_proxy
 
 
 async def test_utf8_offered_by_the_server_is_relayed_and_the_session_goes_on() -> None:

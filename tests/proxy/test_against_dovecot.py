@@ -9,7 +9,7 @@ import pytest
 
 from bridge.testing.fakepop3 import FakePOP3Server
 from bridge.testing.samples import generate_messages
-from tests.integration.proxy_support import fetch_all, fixed_config, in_thread, running_proxy
+from tests.proxy.support import fetch_all, fixed_config, in_thread, running_proxy
 
 pytestmark = pytest.mark.dovecot
 
