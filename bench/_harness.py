@@ -219,16 +219,28 @@ class OnceRun:
     last_post_at: float
 
 
-def run_once(config: Path, receiver: Any, expected: int, *, loop: str = "asyncio") -> OnceRun:
+def run_once(
+    config: Path,
+    receiver: Any,
+    expected: int,
+    *,
+    loop: str = "asyncio",
+    tree: Path | None = None,
+) -> OnceRun:
     """Run `pop3bridge once --config CONFIG` and check that `expected` distinct webhooks
     arrived at `receiver` (a `tests.support.receiver.ThreadedReceiver`) verified, with exit
-    0; anything else ends the benchmark, since a slow wrong answer is no result."""
+    0; anything else ends the benchmark, since a slow wrong answer is no result. `tree` runs
+    the `bridge` package of another checkout (a baseline) with this interpreter."""
     env = {**os.environ, "POP3BRIDGE_EVENT_LOOP": loop}
+    command = [str(Path(sys.executable).parent / "pop3bridge"), "once", "--config", str(config)]
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+        command = [sys.executable, "-m", "bridge", "once", "--config", str(config)]
     before = len(receiver.requests)
     started_at = time.time()  # the receiver stamps arrivals with time.time()
     start = time.perf_counter()
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "pop3bridge"), "once", "--config", str(config)],
+        command,
         capture_output=True,
         env=env,
         check=False,

@@ -72,6 +72,7 @@ def outbox_row(
     defer_any_size: bool = False,
     options: mail.MailOptions = mail.DEFAULT_OPTIONS,
     links: LinkMinter | None = None,
+    session: str | None = None,
 ) -> NewMessage:
     """The outbox row for one message; with `oversize_reason`, `raw` holds only its headers.
 
@@ -89,6 +90,7 @@ def outbox_row(
     deferred parse runs where nothing can be written to the store. Only a message of at most
     half the inline limit is still deferred, since no part of it can decode to more than twice
     its size (an embedded message with bare LF line ends is re-emitted with CRLF).
+    `session` names the poll session that fetched it, for the custody trail.
     """
     oversize = oversize_reason is not None
     linkable = links is not None and 2 * len(raw) > attachment_inline_limit
@@ -103,6 +105,8 @@ def outbox_row(
             payload=deferred_payload(_note(source, options)),
             raw=raw,
             delete_after_delivery=delete_after_delivery,
+            session=session,
+            message_id=mail.message_id(raw),
         )
     msg_id = msg_id_for(account, uidl)
     link_contents: tuple[LinkContent, ...] = ()
@@ -145,6 +149,8 @@ def outbox_row(
         delete_after_delivery=delete_after_delivery and not oversize,
         links=link_contents,
         links_expire=links_expire,
+        session=session,
+        message_id=mail.message_id(raw),
     )
 
 

@@ -37,7 +37,13 @@ from bridge.config.proxy import (
     ProxyUpstream,
 )
 from bridge.config.secret_source import SecretField, SecretSource
-from bridge.config.service import LoggingConfig, OpsConfig, PollerConfig, StateConfig
+from bridge.config.service import (
+    LoggingConfig,
+    OpsConfig,
+    PollerConfig,
+    RetentionConfig,
+    StateConfig,
+)
 from bridge.config.settings import Settings
 from bridge.config.sources import CONFIG_ENV, ENV_PREFIX, SECRETS_DIR_ENV
 from bridge.config.units import Duration, Size, parse_duration, parse_size
@@ -68,6 +74,7 @@ __all__ = [
     "ProxyRoute",
     "ProxyTap",
     "ProxyUpstream",
+    "RetentionConfig",
     "SecretField",
     "SecretSource",
     "SendGridFormat",

@@ -93,6 +93,15 @@ class OpsConfig(Section):
     port: int = Field(default=8080, ge=0, le=65535, description="Bind port (0: any free port).")
 
 
+class RetentionConfig(Section):
+    custody: Duration = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description="How long a message's custody trail (`pop3bridge trace`) is kept after its "
+        "delivery.",
+    )
+
+
 class LoggingConfig(Section):
     format: Literal["json", "text"] = Field(
         default="json", description="`json` lines for machines, `text` for people."

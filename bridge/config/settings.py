@@ -20,7 +20,13 @@ from bridge.config.account import AccountConfig, no_webhook
 from bridge.config.attachments import AttachmentsConfig
 from bridge.config.errors import KeyedProblem, duplicates
 from bridge.config.proxy import ProxyConfig
-from bridge.config.service import LoggingConfig, OpsConfig, PollerConfig, StateConfig
+from bridge.config.service import (
+    LoggingConfig,
+    OpsConfig,
+    PollerConfig,
+    RetentionConfig,
+    StateConfig,
+)
 from bridge.config.webhook import WebhookConfig
 
 __all__ = ["Settings"]
@@ -52,6 +58,9 @@ class Settings(BaseSettings):
     )
     logging: LoggingConfig = Field(
         default_factory=lambda: LoggingConfig(), description="Log output."
+    )
+    retention: RetentionConfig = Field(
+        default_factory=lambda: RetentionConfig(), description="How long history is kept."
     )
 
     @classmethod

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridge.delivery.summary import DeliverySummary
-from bridge.store.base import OutboxItem, Store, needs_prepare
+from bridge.store.base import Attempt, OutboxItem, Store, needs_prepare
 from bridge.store.errors import StoreError
 
 __all__ = [
@@ -237,7 +237,9 @@ class DeliveryWorker:
                 # exception is a fault that would recur on every attempt: dead-letter the
                 # row with the reason (replayable once fixed) instead of looping on it.
                 error = f"the delivery attempt failed ({type(exc).__name__}: {exc})"
-                await self.store.mark_dead(item.id, error, None, self.clock())
+                now = self.clock()
+                failed = Attempt(item.msg_id, item.account, item.uidl, now, None, error, None, None)
+                await self.store.mark_dead(item.id, error, None, now, failed)
                 log.error(
                     "delivery failed for good, dead-lettered: %s",
                     error,
@@ -246,8 +248,18 @@ class DeliveryWorker:
                 self._report(item, "dead", None)
                 return
             now = self.clock()
+            attempt = Attempt(
+                item.msg_id,
+                item.account,
+                item.uidl,
+                now,
+                result.status,
+                result.error,
+                result.latency,
+                getattr(result, "response_head", None),
+            )
             if result.ok:
-                await self._delivered.mark(item.id, result.status, now)
+                await self._delivered.mark(item.id, result.status, now, attempt)
                 self.deliveries.delivered(item.account)
                 self._report(item, "delivered", result)
                 return
@@ -262,11 +274,11 @@ class DeliveryWorker:
                 "attempt": item.attempts + 1,
             }
             if when is None:
-                await self.store.mark_dead(item.id, error, result.status, now)
+                await self.store.mark_dead(item.id, error, result.status, now, attempt)
                 log.error("delivery failed for good, dead-lettered: %s", error, extra=extra)
                 self._report(item, "dead", result)
             else:
-                await self.store.mark_retry(item.id, when, error, result.status, now)
+                await self.store.mark_retry(item.id, when, error, result.status, now, attempt)
                 # No INFO line per failed attempt (successes have none either): the
                 # summary counts it and carries the last error; DEBUG has the attempt.
                 self._report(
@@ -330,12 +342,14 @@ class _GroupCommit:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._queued: list[tuple[int, int, float, asyncio.Future[None]]] = []
+        self._queued: list[tuple[int, int, float, Attempt | None, asyncio.Future[None]]] = []
         self._committing: asyncio.Task[None] | None = None
 
-    async def mark(self, item_id: int, status: int, now: float) -> None:
+    async def mark(
+        self, item_id: int, status: int, now: float, attempt: Attempt | None = None
+    ) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queued.append((item_id, status, now, done))
+        self._queued.append((item_id, status, now, attempt, done))
         if self._committing is None:
             self._committing = asyncio.ensure_future(self._commit_all())
         await done
@@ -347,8 +361,9 @@ class _GroupCommit:
                 try:
                     # The latest finish time stands for the group: they differ by a commit.
                     await self.store.mark_delivered_many(
-                        [(item_id, status) for item_id, status, _, _ in group],
-                        max(now for _, _, now, _ in group),
+                        [(item_id, status) for item_id, status, *_ in group],
+                        max(now for _, _, now, *_ in group),
+                        [a for *_, a, _ in group if a is not None],
                     )
                 except BaseException as exc:
                     for *_, done in group:

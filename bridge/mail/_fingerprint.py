@@ -24,7 +24,7 @@ from bridge.mail._headers import unfold
 from bridge.mail._mime import header_end as _header_end
 from bridge.mail._mime import parse_headers
 
-__all__ = ["HEADER_UID_PREFIX", "fingerprint", "fingerprint_of", "header_uid"]
+__all__ = ["HEADER_UID_PREFIX", "fingerprint", "fingerprint_of", "header_uid", "message_id"]
 
 HEADER_UID_PREFIX = "hdr-"
 
@@ -35,6 +35,22 @@ def header_uid(headers: bytes) -> str:
     Stable across sessions as long as the four headers are; identical copies share it.
     """
     return HEADER_UID_PREFIX + fingerprint(headers)
+
+
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*([^\r\n]{1,998})", re.IGNORECASE | re.MULTILINE)
+
+
+def message_id(raw_or_headers: bytes) -> str | None:
+    """The first Message-ID field's value as written (stripped; undecoded), or None.
+
+    For the custody trail's look-up by Message-ID: a scan of the header block, not a parse, so
+    it costs a few microseconds per fetched message. A folded value keeps its first line only.
+    """
+    match = _MESSAGE_ID.search(raw_or_headers, 0, _header_end(raw_or_headers))
+    if match is None:
+        return None
+    value = match[1].strip().decode("ascii", "replace")
+    return value or None
 
 
 def fingerprint(raw_or_headers: bytes) -> str:

@@ -25,6 +25,7 @@ from bridge.ops.page import render_page
 
 __all__ = [
     "HTTPService",
+    "MessageProvider",
     "OpsEndpointError",
     "OpsServer",
     "ReadinessCheck",
@@ -38,6 +39,8 @@ ReadinessCheck = Callable[[], Awaitable[object]]
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
 # Brings gauges read from elsewhere (the store's outbox depth) up to date before a scrape.
 Refresher = Callable[[], Awaitable[object]]
+# One message's custody trail document by its id (`msg_...`), None when unknown.
+MessageProvider = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 
 class OpsEndpointError(OSError):
@@ -106,8 +109,10 @@ class OpsServer(HTTPService):
         registry: CollectorRegistry | None = None,
         check_timeout: float = 5.0,
         refreshers: Sequence[Refresher] = (),
+        message_provider: MessageProvider | None = None,
     ) -> None:
         super().__init__(host, port)
+        self.message_provider = message_provider
         self.readiness_checks = list(readiness_checks)
         self.status_provider = status_provider
         self.registry = registry if registry is not None else metrics.REGISTRY
@@ -121,6 +126,7 @@ class OpsServer(HTTPService):
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/status", self._status)
         app.router.add_get("/", self._index)
+        app.router.add_get("/v1/messages/{id}", self._message)
         return app
 
     # -- lifecycle (bridge.lifecycle.Service: start / ready / stop) ---------------------------
@@ -196,6 +202,23 @@ class OpsServer(HTTPService):
             body=orjson.dumps(redact_value(doc), default=str, option=orjson.OPT_NON_STR_KEYS),
             content_type="application/json",
         )
+
+    async def _message(self, request: web.Request) -> web.Response:
+        """The custody trail of one message (`pop3bridge trace --json`): never a body or a
+        secret; 404 when the id is unknown or its trail was purged."""
+        msg_id = request.match_info["id"]
+        doc = None
+        if self.message_provider is not None and len(msg_id) <= 200:
+            try:
+                doc = await self.message_provider(msg_id)
+            except Exception as exc:
+                log.warning("custody trail lookup failed: %s", redact(str(exc)))
+                body = orjson.dumps({"error": redact(f"{type(exc).__name__}: {exc}")})
+                return web.Response(body=body, status=500, content_type="application/json")
+        if doc is None:
+            body = orjson.dumps({"error": "no custody trail for this id (unknown or purged)"})
+            return web.Response(body=body, status=404, content_type="application/json")
+        return web.Response(body=orjson.dumps(redact_value(doc)), content_type="application/json")
 
     async def _index(self, request: web.Request) -> web.Response:
         ready, checks = await self.readiness()

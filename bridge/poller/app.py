@@ -9,6 +9,7 @@ and QUIT, give in-flight deliveries `shutdown_grace` seconds, then close the sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -28,6 +29,8 @@ __all__ = ["OnceResult", "PollerApp", "PollerOptions"]
 
 log = logging.getLogger(__name__)
 
+CUSTODY_PURGE_EVERY = 3600.0
+
 AccountSource = Callable[[], Awaitable[list[AccountSpec]]]
 
 
@@ -45,6 +48,8 @@ class PollerOptions:
     lease_ttl: float = 30.0
     lease_heartbeat: float | None = None  # default: lease_ttl / 3
     accounts_refresh: float = 30.0
+    # `retention.custody`: trails of messages delivered longer ago than this are purged.
+    custody_retention: float = 30 * 86400.0
 
 
 @dataclass(slots=True)
@@ -88,6 +93,7 @@ class PollerApp:
     ) -> None:
         self.store = store
         self.options = options
+        self.clock = clock
         self.worker = DeliveryWorker(
             store,
             sender,
@@ -144,9 +150,29 @@ class PollerApp:
         worker = asyncio.create_task(
             self.worker.run(worker_stop, grace=self.options.shutdown_grace)
         )
+        purger = asyncio.create_task(self._purge_custody(stop))
         try:
             await self.scheduler.run(stop, grace=self.options.shutdown_grace)
         finally:
             # Sessions are done (or were aborted): what they recorded can still go out.
             worker_stop.set()
+            purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purger
             await worker
+
+    async def _purge_custody(self, stop: asyncio.Event) -> None:
+        """Forget custody trails past `retention.custody`: at start, then hourly. A failure is
+        logged and tried again next time; it never stops polling or delivery."""
+        while not stop.is_set():
+            try:
+                purged = await self.store.purge_custody(
+                    self.clock() - self.options.custody_retention
+                )
+                if purged:
+                    log.info("purged %d custody events past retention.custody", purged)
+            except Exception as exc:
+                log.warning("custody purge failed, will retry: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CUSTODY_PURGE_EVERY):
+                    await stop.wait()

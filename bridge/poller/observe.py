@@ -11,6 +11,7 @@ error in observation is logged and never stops polling or delivery.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import tempfile
 import time
@@ -27,6 +28,7 @@ from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import AuthenticationFailed, ConnectionLost, InsecureAuthRefused, TLSFailure
 from bridge.runtime import record_delivery
 from bridge.store.base import OutboxItem, Store
+from bridge.store.custody import trail_document
 
 __all__ = ["Observer", "login_failure_reason"]
 
@@ -45,6 +47,10 @@ def login_failure_reason(exc: BaseException) -> str | None:
 
 
 OAuthStates = Callable[[], dict[str, tuple[str | None, float | None]]]
+
+
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
 
 
 def _setter(gauge: Any, account: str, value: float) -> Callable[[], None]:
@@ -201,6 +207,13 @@ class Observer:
                 if len(ids) < 20:
                     ids.append(letter.id)
 
+    async def message(self, msg_id: str) -> dict[str, Any] | None:
+        """`GET /v1/messages/{id}`: the custody trail document, None when unknown."""
+        events = await self.store.custody_trail(msg_id)
+        if not events:
+            return None
+        return trail_document(events, iso=_iso)
+
     async def store_reachable(self) -> bool:
         await self.store.pending_count()
         return True
@@ -230,6 +243,7 @@ class Observer:
             readiness_checks=[self.store_reachable, self.state_writable],
             status_provider=self.status,
             refreshers=[self.refresh],
+            message_provider=self.message,
         )
         await server.start()
         try:

@@ -38,11 +38,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bridge import mail
+from bridge.delivery.ids import msg_id_for
 from bridge.delivery.worker import Deliveries
 from bridge.outbox import outbox_row
 from bridge.poller.canary import FoundCanary, find_canary
@@ -50,7 +52,7 @@ from bridge.poller.migration import suspicious
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.client import POP3Client, login_with_fallback
 from bridge.pop3.errors import AuthenticationFailed
-from bridge.store.base import NewMessage, Store
+from bridge.store.base import CustodyEvent, NewMessage, Store
 
 __all__ = [
     "LeaseLost",
@@ -111,6 +113,8 @@ class PollReport:
     login_delay: float | None = None
     started_at: float = field(default_factory=time.time)
     duration: float = 0.0
+    # Names this POP3 session in the custody trail (who fetched a message, who sent its DELE).
+    session: str = field(default_factory=lambda: secrets.token_hex(6))
 
 
 def max_answer_size(max_message_size: int) -> int:
@@ -186,6 +190,7 @@ def account_outbox_row(
     oversize: bool,
     now: float,
     defer: bool = False,
+    session: str | None = None,
 ) -> NewMessage:
     """The outbox row for one fetched message (for an oversize one `raw` holds only headers).
 
@@ -213,6 +218,7 @@ def account_outbox_row(
         defer_any_size=spec.fetch.reshaped,
         options=spec.fetch.options,
         links=spec.fetch.links if defer else None,
+        session=session,
     )
 
 
@@ -322,6 +328,7 @@ class _Poll:
             more = await self.wait_delivered(delete_wait)
             if more:
                 self.check()
+                await self.note_dele(more)
                 await client.delete_many(sorted(more.values()))
                 self.to_delete.update(more)
 
@@ -332,7 +339,9 @@ class _Poll:
     async def after_quit(self) -> None:
         now = self.clock()
         if self.to_delete:
-            await self.store.mark_deleted(self.account, list(self.to_delete), now)
+            await self.store.mark_deleted(
+                self.account, list(self.to_delete), now, self.report.session
+            )
             self.report.deleted = len(self.to_delete)
             log.info(
                 "deleted %d delivered messages",
@@ -354,11 +363,25 @@ class _Poll:
         gone = [u for u in deletable if u not in self.number_of]
         if gone:
             # Removed by someone else (another client, server expiry): nothing left to delete.
-            await self.store.mark_deleted(self.account, gone, self.clock())
+            await self.store.mark_deleted(
+                self.account, gone, self.clock(), self.report.session, vanished=True
+            )
         if here:
             self.check()
+            await self.note_dele(here)
             await self.client.delete_many(sorted(here.values()))
         self.to_delete = here
+
+    async def note_dele(self, uidls: Iterable[str]) -> None:
+        """The custody trail's `dele_sent`, written before the DELEs go out: whether they took
+        effect shows as `deleted` (after QUIT +OK) or its absence."""
+        account, session, now = self.account, self.report.session, self.clock()
+        await self.store.add_custody(
+            [
+                CustodyEvent(msg_id_for(account, u), account, u, now, "dele_sent", session=session)
+                for u in uidls
+            ]
+        )
 
     async def first_poll(self, new: list[tuple[int, str]]) -> list[tuple[int, str]]:
         """Flag the account as polled; with `initial: new` its existing mail is seen, not sent."""
@@ -455,7 +478,13 @@ class _Poll:
     async def fetch_oversize(self, n: int, uidl: str, size: int) -> None:
         headers = await self.client.top(n, 0)
         message = account_outbox_row(
-            self.spec, uidl, size, headers, oversize=True, now=self.clock()
+            self.spec,
+            uidl,
+            size,
+            headers,
+            oversize=True,
+            now=self.clock(),
+            session=self.report.session,
         )
         self.add(message, len(headers))
         self.report.oversize += 1
@@ -470,7 +499,8 @@ class _Poll:
                 self.report.canary_numbers.append(rn)
                 continue
             message = account_outbox_row(
-                self.spec, uidl_of[rn], len(raw), raw, oversize=False, now=self.clock(), defer=True
+                self.spec, uidl_of[rn], len(raw), raw, oversize=False, now=self.clock(),
+                defer=True, session=self.report.session
             )
             self.add(message, len(raw))
 

@@ -8,6 +8,7 @@ enter a runtime and call one method of `PollerApp` or the store.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -65,6 +66,9 @@ class PollerRuntime(DeliveryRuntime):
             shared_store=self.shared_store,
             webhook_timeouts=[float(w.timeout) for w in self.settings.webhooks],
         )
+        retention = getattr(self.settings, "retention", None)
+        if retention is not None:
+            options = dataclasses.replace(options, custody_retention=float(retention.custody))
         return PollerApp(self.store, self.sender, self.routes, self.accounts, options, **hooks)
 
 

@@ -44,8 +44,12 @@ __all__ = [
     "TEMPLATE",
     "AccountStats",
     "AccountStore",
+    "Attempt",
+    "CustodyEvent",
+    "CustodyStore",
     "DeadLetter",
     "LeaseStore",
+    "LedgerEntry",
     "LinkContent",
     "LinkStore",
     "NewMessage",
@@ -149,6 +153,9 @@ class NewMessage:
     delete_after_delivery: bool
     links: tuple[LinkContent, ...] = ()  # content served by signed link (`payload` templated)
     links_expire: float | None = None  # when the links minted for this message expire
+    # For the custody trail: the poll session that fetched it and its Message-ID header.
+    session: str | None = None
+    message_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +206,53 @@ class SeenState:
     polled: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One delivery attempt as the custody trail keeps it: never a body, never a secret."""
+
+    msg_id: str
+    account: str
+    uidl: str
+    at: float
+    status: int | None
+    error: str | None
+    duration: float | None
+    response_head: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CustodyEvent:
+    """One step in a message's custody trail.
+
+    `event` is one of: `fetched` (recorded from the mailbox by poll `session`; `detail` has
+    size and fingerprint), `delivered` / `retry` / `dead` (one delivery attempt each: HTTP
+    `status`, `detail` with error, duration and the first bytes of the answer), `replayed`,
+    `dele_sent` (session `session` sent DELE), `deleted` (that session's QUIT got +OK),
+    `vanished` (gone from the server without our DELE, after delivery).
+    """
+
+    msg_id: str
+    account: str
+    uidl: str
+    at: float
+    event: str
+    session: str | None = None
+    status: int | None = None
+    message_id: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the store knows of one UIDL of an account (for `pop3bridge reconcile`)."""
+
+    uidl: str
+    seen: bool  # in the seen set (recorded or deliberately skipped)
+    state: str | None  # outbox row: pending | delivered | dead; None without a row
+    delivered_at: float | None  # from the custody trail, also after the row was pruned
+    msg_id: str | None
+
+
 class SeenStore(abc.ABC):
     """The seen set: which UIDLs of each account the bridge already has (or chose to skip)."""
 
@@ -239,10 +293,14 @@ class OutboxStore(abc.ABC):
     deletion after delivery that a row's 2xx allows."""
 
     @abc.abstractmethod
-    async def record(self, messages: Sequence[NewMessage], now: float) -> None:
+    async def record(
+        self, messages: Sequence[NewMessage], now: float, *, replay: bool = False
+    ) -> None:
         """Outbox rows (due `now`) + raw bytes + seen UIDLs, in one transaction.
 
         Idempotent on (account, uidl): a message whose UIDL is already seen inserts nothing.
+        With `replay` (`pop3bridge replay` fetched it from the server again because the store
+        no longer had its row) a seen UIDL does not stop the row; an existing row still does.
         """
 
     @abc.abstractmethod
@@ -255,11 +313,15 @@ class OutboxStore(abc.ABC):
         `now + claim_seconds` has passed.
         """
 
-    async def mark_delivered(self, item_id: int, status: int, now: float) -> None:
-        await self.mark_delivered_many([(item_id, status)], now)
+    async def mark_delivered(
+        self, item_id: int, status: int, now: float, attempt: Attempt | None = None
+    ) -> None:
+        await self.mark_delivered_many([(item_id, status)], now, [attempt] if attempt else ())
 
     @abc.abstractmethod
-    async def mark_delivered_many(self, marks: Sequence[tuple[int, int]], now: float) -> None:
+    async def mark_delivered_many(
+        self, marks: Sequence[tuple[int, int]], now: float, attempts: Sequence[Attempt] = ()
+    ) -> None:
         """Mark each (item_id, status) delivered, in ONE transaction; a no-op when empty.
 
         The worker commits the deliveries that finish together as a group: one commit per
@@ -268,12 +330,25 @@ class OutboxStore(abc.ABC):
 
     @abc.abstractmethod
     async def mark_retry(
-        self, item_id: int, next_attempt_at: float, error: str, status: int | None, now: float
+        self,
+        item_id: int,
+        next_attempt_at: float,
+        error: str,
+        status: int | None,
+        now: float,
+        attempt: Attempt | None = None,
     ) -> None:
         """Count a failed attempt and schedule the next one; releases the claim."""
 
     @abc.abstractmethod
-    async def mark_dead(self, item_id: int, error: str, status: int | None, now: float) -> None:
+    async def mark_dead(
+        self,
+        item_id: int,
+        error: str,
+        status: int | None,
+        now: float,
+        attempt: Attempt | None = None,
+    ) -> None:
         """Count the final failed attempt and move the item to the dead-letter list."""
 
     @abc.abstractmethod
@@ -307,8 +382,17 @@ class OutboxStore(abc.ABC):
         """UIDLs delivered with a 2xx whose deletion was requested and not yet confirmed."""
 
     @abc.abstractmethod
-    async def mark_deleted(self, account: str, uidls: Collection[str], now: float) -> None:
-        """The server confirmed (QUIT +OK) the deletion of `uidls`.
+    async def mark_deleted(
+        self,
+        account: str,
+        uidls: Collection[str],
+        now: float,
+        session: str | None = None,
+        *,
+        vanished: bool = False,
+    ) -> None:
+        """The server confirmed (QUIT +OK of poll `session`) the deletion of `uidls`; with
+        `vanished`, they left the server without our DELE (the trail says which).
 
         The stored raw message of each is dropped at once unless a link was minted for it:
         nothing can ask for it any more (a delivered row is never replayed).
@@ -318,6 +402,48 @@ class OutboxStore(abc.ABC):
     @abc.abstractmethod
     async def account_stats(self, now: float) -> list[AccountStats]:
         """One row per account that has outbox rows (pending or dead), sorted by account."""
+
+
+class CustodyStore(abc.ABC):
+    """The custody trail: what happened to each message, kept `retention` after delivery.
+
+    `record`, the `mark_*` methods and `mark_deleted` write their events in their own
+    transactions (an event exists exactly when the change it describes was committed);
+    `add_custody` is for what happens outside the store (DELE sent in a session).
+    """
+
+    @abc.abstractmethod
+    async def add_custody(self, events: Sequence[CustodyEvent]) -> None: ...
+
+    @abc.abstractmethod
+    async def custody_trail(self, msg_id: str) -> list[CustodyEvent]:
+        """Every event of one message, oldest first (empty when unknown or purged)."""
+
+    @abc.abstractmethod
+    async def custody_lookup(
+        self,
+        *,
+        account: str | None = None,
+        uidl: str | None = None,
+        message_id: str | None = None,
+        since: float | None = None,
+    ) -> list[str]:
+        """msg_ids of fetched messages matching every given criterion, oldest first."""
+
+    @abc.abstractmethod
+    async def purge_custody(self, delivered_before: float) -> int:
+        """Forget the trails of messages whose last event is a delivery (or their deletion
+        after one) older than `delivered_before`; returns how many events went."""
+
+    @abc.abstractmethod
+    async def ledger(self, account: str) -> dict[str, LedgerEntry]:
+        """uidl -> what the store knows: seen set, outbox rows and delivered trails."""
+
+    @abc.abstractmethod
+    async def requeue(self, msg_ids: Collection[str], now: float) -> list[str]:
+        """Put these messages' rows back to pending, due `now`, whatever their state (a replay
+        of delivered mail keeps its webhook-id); returns the msg_ids that had a row whose body
+        can still be built (a deleted message's raw copy is not kept)."""
 
 
 class LeaseStore(abc.ABC):
@@ -405,7 +531,7 @@ class LinkStore(abc.ABC):
         """Bytes of content currently held for links."""
 
 
-class Store(SeenStore, OutboxStore, LeaseStore, AccountStore, LinkStore):
+class Store(SeenStore, OutboxStore, CustodyStore, LeaseStore, AccountStore, LinkStore):
     """Durable state of the bridge. Every method is one transaction (or none).
 
     The four parts are separate so a component can say which state it uses (the delivery

@@ -16,16 +16,20 @@ Rules kept here once for every backend:
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Any
 
 from bridge.store.base import (
     DEFERRED,
     TEMPLATE,
     AccountStats,
+    Attempt,
+    CustodyEvent,
     DeadLetter,
     NewMessage,
     OutboxItem,
     OutboxStore,
 )
+from bridge.store.custody import attempt_event, custody_rows
 from bridge.store.links import insert_links
 from bridge.store.sql import Execute, Fetch, Many, SQLPart, Tx, atomic, read, write
 
@@ -48,20 +52,23 @@ _RELEASE = "claimed_by = NULL, claim_until = NULL"
 
 class OutboxSQL(SQLPart, OutboxStore):
     @atomic
-    def record(self, messages: Sequence[NewMessage], now: float) -> Tx[None]:
+    def record(
+        self, messages: Sequence[NewMessage], now: float, *, replay: bool = False
+    ) -> Tx[None]:
         unique: dict[tuple[str, str], NewMessage] = {}
         for m in messages:
             unique.setdefault((m.account, m.uidl), m)  # a duplicate in one batch: first wins
         if not unique:
             return
         d = self.dialect
-        rows = yield Fetch(
-            f"SELECT account, uidl FROM seen WHERE {d.in_list('account', 'text')} "
-            f"AND {d.in_list('uidl', 'text')}",
-            (d.array({a for a, _ in unique}), d.array({u for _, u in unique})),
-        )
-        for r in rows:
-            unique.pop((r[0], r[1]), None)
+        if not replay:
+            rows = yield Fetch(
+                f"SELECT account, uidl FROM seen WHERE {d.in_list('account', 'text')} "
+                f"AND {d.in_list('uidl', 'text')}",
+                (d.array({a for a, _ in unique}), d.array({u for _, u in unique})),
+            )
+            for r in rows:
+                unique.pop((r[0], r[1]), None)
         fresh = list(unique.values())
         if not fresh:
             return
@@ -106,6 +113,22 @@ class OutboxSQL(SQLPart, OutboxStore):
         for m in fresh:
             if m.links:
                 yield from insert_links(m, now)
+        yield custody_rows(
+            d,
+            [
+                CustodyEvent(
+                    m.msg_id,
+                    m.account,
+                    m.uidl,
+                    now,
+                    "fetched",
+                    session=m.session,
+                    message_id=m.message_id,
+                    detail={"size": m.size, "fingerprint": m.fingerprint},
+                )
+                for m in fresh
+            ],
+        )
 
     @write
     def claim_due(
@@ -132,8 +155,10 @@ class OutboxSQL(SQLPart, OutboxStore):
         )
         return [OutboxItem(*r) for r in rows]
 
-    @write
-    def mark_delivered_many(self, marks: Sequence[tuple[int, int]], now: float) -> Tx[None]:
+    @atomic
+    def mark_delivered_many(
+        self, marks: Sequence[tuple[int, int]], now: float, attempts: Sequence[Attempt] = ()
+    ) -> Tx[None]:
         if not marks:
             return
         yield Many(
@@ -142,24 +167,52 @@ class OutboxSQL(SQLPart, OutboxStore):
             "WHERE id = ? AND state <> 'delivered'",
             [(status, now, item_id) for item_id, status in marks],
         )
+        if attempts:
+            yield custody_rows(self.dialect, [attempt_event(a, "delivered") for a in attempts])
 
-    @write
+    @atomic
     def mark_retry(
-        self, item_id: int, next_attempt_at: float, error: str, status: int | None, now: float
+        self,
+        item_id: int,
+        next_attempt_at: float,
+        error: str,
+        status: int | None,
+        now: float,
+        attempt: Attempt | None = None,
     ) -> Tx[None]:
-        yield Execute(
+        yield from self._attempt_failed(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, "
             f"last_status = ?, {_RELEASE} WHERE id = ? AND state = 'pending'",
             (next_attempt_at, error, status, item_id),
+            attempt,
+            "retry",
         )
 
-    @write
-    def mark_dead(self, item_id: int, error: str, status: int | None, now: float) -> Tx[None]:
-        yield Execute(
+    @atomic
+    def mark_dead(
+        self,
+        item_id: int,
+        error: str,
+        status: int | None,
+        now: float,
+        attempt: Attempt | None = None,
+    ) -> Tx[None]:
+        yield from self._attempt_failed(
             "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?, "
             f"last_status = ?, finished_at = ?, {_RELEASE} WHERE id = ? AND state = 'pending'",
             (error, status, now, item_id),
+            attempt,
+            "dead",
         )
+
+    def _attempt_failed(
+        self, sql: str, args: tuple[Any, ...], attempt: Attempt | None, event: str
+    ) -> Tx[None]:
+        """Count a failed attempt (`sql` changes only a still-pending row) and, when it did
+        change the row, the attempt's custody event."""
+        changed = yield Execute(sql, args)
+        if attempt is not None and changed:
+            yield custody_rows(self.dialect, [attempt_event(attempt, event)])
 
     @read
     def dead_letters(self, limit: int = 100) -> Tx[list[DeadLetter]]:
@@ -185,12 +238,15 @@ class OutboxSQL(SQLPart, OutboxStore):
                 f"(SELECT msg_id FROM outbox WHERE state = 'dead'{which})",
                 (links_expire, links_expire, *args),
             )
-        replayed: int = yield Execute(
+        rows = yield Fetch(
             "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, "
-            f"finished_at = NULL, {_RELEASE} WHERE state = 'dead'{which}",
+            f"finished_at = NULL, {_RELEASE} WHERE state = 'dead'{which} "
+            "RETURNING msg_id, account, uidl",
             (now, *args),
         )
-        return replayed
+        if rows:
+            yield custody_rows(d, [CustodyEvent(r[0], r[1], r[2], now, "replayed") for r in rows])
+        return len(rows)
 
     @read
     def pending_count(self, account: str | None = None) -> Tx[int]:
@@ -223,14 +279,22 @@ class OutboxSQL(SQLPart, OutboxStore):
         )
         return [r[0] for r in rows]
 
-    @write
-    def mark_deleted(self, account: str, uidls: Collection[str], now: float) -> Tx[None]:
+    @atomic
+    def mark_deleted(
+        self,
+        account: str,
+        uidls: Collection[str],
+        now: float,
+        session: str | None = None,
+        *,
+        vanished: bool = False,
+    ) -> Tx[None]:
         if not uidls:
             return
         d = self.dialect
-        yield Execute(
+        rows = yield Fetch(
             "UPDATE outbox SET deleted_at = ? WHERE account = ? "
-            f"AND {d.in_list('uidl', 'text')} AND deleted_at IS NULL",
+            f"AND {d.in_list('uidl', 'text')} AND deleted_at IS NULL RETURNING msg_id, uidl",
             (now, account, d.array(set(uidls))),
         )
         # Nothing can ask for the raw message of a delivered, deleted message any more unless
@@ -242,6 +306,11 @@ class OutboxSQL(SQLPart, OutboxStore):
             "AND NOT EXISTS (SELECT 1 FROM links l WHERE l.msg_id = bodies.msg_id)",
             (account, d.array(set(uidls))),
         )
+        event = "vanished" if vanished else "deleted"
+        if rows:
+            yield custody_rows(
+                d, [CustodyEvent(r[0], account, r[1], now, event, session=session) for r in rows]
+            )
 
     # -- status -----------------------------------------------------------------------------
     @read

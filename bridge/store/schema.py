@@ -116,4 +116,23 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (msg_id, part, seq)
     );
     """,
+    # 4: the custody trail (one row per event of a message; see base.CustodyEvent).
+    """
+    CREATE TABLE custody (
+        id         {serial},
+        msg_id     text NOT NULL,
+        account    text NOT NULL,
+        uidl       text NOT NULL,
+        at         {real} NOT NULL,
+        event      text NOT NULL,
+        session    text,
+        status     integer,
+        message_id text,
+        detail     text
+    );
+    CREATE INDEX custody_msg ON custody (msg_id, id);
+    CREATE INDEX custody_uidl ON custody (account, uidl);
+    CREATE INDEX custody_message_id ON custody (message_id) WHERE message_id IS NOT NULL;
+    CREATE INDEX custody_delivered ON custody (at) WHERE event = 'delivered';
+    """,
 )

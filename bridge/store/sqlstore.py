@@ -10,6 +10,7 @@ import logging
 
 from bridge.store.accounts import AccountSQL
 from bridge.store.base import Store
+from bridge.store.custody import CustodySQL
 from bridge.store.errors import StoreError
 from bridge.store.leases import LeaseSQL
 from bridge.store.links import LinkSQL
@@ -23,7 +24,7 @@ __all__ = ["SQLStore"]
 log = logging.getLogger(__name__)
 
 
-class SQLStore(SeenSQL, OutboxSQL, LeaseSQL, AccountSQL, LinkSQL, Store):
+class SQLStore(SeenSQL, OutboxSQL, CustodySQL, LeaseSQL, AccountSQL, LinkSQL, Store):
     @atomic
     def migrate(self) -> Tx[None]:
         """Versioned and idempotent; concurrent callers apply each step once (the dialect's

@@ -194,9 +194,9 @@ async def test_deliveries_finishing_together_share_a_commit(store: Store) -> Non
     groups: list[int] = []
     real = store.mark_delivered_many
 
-    async def counting(marks: list[tuple[int, int]], now: float) -> None:
+    async def counting(marks: list[tuple[int, int]], now: float, attempts: object = ()) -> None:
         groups.append(len(marks))
-        await real(marks, now)
+        await real(marks, now, attempts)  # type: ignore[arg-type]
 
     store.mark_delivered_many = counting  # type: ignore[assignment,method-assign]
     reported: list[int] = []
@@ -215,7 +215,7 @@ async def test_deliveries_finishing_together_share_a_commit(store: Store) -> Non
 async def test_a_failed_group_commit_fails_each_delivery_in_it(store: Store) -> None:
     await store.record(msgs(6), time.time())
 
-    async def broken(marks: list[tuple[int, int]], now: float) -> None:
+    async def broken(marks: list[tuple[int, int]], now: float, attempts: object = ()) -> None:
         raise StoreError("disk on fire")
 
     store.mark_delivered_many = broken  # type: ignore[assignment,method-assign]

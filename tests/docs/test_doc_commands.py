@@ -50,7 +50,7 @@ TIMEOUT = 120.0
 
 MESSAGE = (
     b"From: Zoe <zoe@example.com>\r\nTo: support@example.com\r\nSubject: Invoice 42\r\n"
-    b"Message-ID: <doc-commands@example.com>\r\n\r\nHello, invoice attached.\r\n"
+    b"Message-ID: <invoice-42@mail.example.com>\r\n\r\nHello, invoice attached.\r\n"
 )
 
 

@@ -111,6 +111,12 @@ class Report:
     left_on_server_delete_mode: int = 0
     asyncio_errors: int = 0  # errors asyncio itself logged: unhandled task exceptions etc.
     clean_exit: bool = False
+    # From the custody trails alone (state-after.db): messages whose DELE or removal is
+    # recorded before their first 2xx, and messages that left a delete-mode mailbox without a
+    # trail proving a delivery first.
+    trail_dele_before_2xx: int = 0
+    trail_removed_unproven: int = 0
+    trails_checked: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -123,6 +129,9 @@ class Report:
             and self.kills >= MIN_KILLS
             and self.sent > 0
             and self.asyncio_errors == 0
+            and self.trail_dele_before_2xx == 0
+            and self.trail_removed_unproven == 0
+            and self.trails_checked > 0
         )
 
     def render(self) -> str:
@@ -142,6 +151,9 @@ class Report:
             f"  left on server (delete):  {self.left_on_server_delete_mode}",
             f"  final SIGTERM exit 0:     {'yes' if self.clean_exit else 'NO'}",
             f"  asyncio errors in log:    {self.asyncio_errors}",
+            f"  custody trails checked:   {self.trails_checked}: DELE before 2xx "
+            f"{self.trail_dele_before_2xx}, removed without a proven delivery "
+            f"{self.trail_removed_unproven}",
             "  faults injected:          "
             + ", ".join(f"{k}={v}" for k, v in sorted(self.faults.items())),
             "  relay faults that fired:  "
@@ -491,6 +503,7 @@ class Soak:
                     t.join(10)
                 self.report.dead_lettered = asyncio.run(_dead_letters(f"sqlite:///{db}"))
                 _copy_db(db, self.workdir / "state-after.db")  # for a post-mortem
+                self._audit_trails(self.workdir / "state-after.db")
         finally:
             self._stop.set()
             self._watch_done.set()
@@ -556,6 +569,39 @@ class Soak:
                 out[f"recorded, {state}" + ("" if on_server else ", gone from server")] += 1
         return out
 
+    def _audit_trails(self, db: Path) -> None:
+        """Check the guarantees from the custody trails alone: every DELE (and every removal
+        it caused or saw) comes after the message's first 2xx, and every message that left a
+        delete-mode mailbox has a trail that proves its delivery came first."""
+        trails = asyncio.run(_trails(f"sqlite:///{db}", [b.account for b in self.boxes]))
+        r = self.report
+        r.trails_checked = len(trails)
+        by_soak: dict[str, list[Any]] = {}
+        for events in trails.values():
+            first_2xx = min((e.at for e in events if e.event == "delivered"), default=None)
+            for e in events:
+                if e.event in ("dele_sent", "deleted", "vanished") and (
+                    first_2xx is None or e.at < first_2xx
+                ):
+                    r.trail_dele_before_2xx += 1
+                    r.notes.append(f"trail: {e.event} before 2xx for {e.msg_id}")
+                    break
+            mid = next((e.message_id for e in events if e.message_id), "") or ""
+            by_soak[mid.strip("<>").split("@", 1)[0]] = events
+        for box in self.boxes:
+            if not box.delete:
+                continue
+            present = self._present(box.user)
+            for sent in self.sent:
+                if sent.box is not box or sent.file in present:
+                    continue
+                events = by_soak.get(sent.soak_id, [])
+                removal = [e.at for e in events if e.event in ("dele_sent", "deleted", "vanished")]
+                delivered = [e.at for e in events if e.event == "delivered"]
+                if not removal or not delivered or min(delivered) > min(removal):
+                    r.trail_removed_unproven += 1
+                    r.notes.append(f"trail: {sent.soak_id} left the server, no proof of delivery")
+
     def _tally(self) -> None:
         r = self.report
         delivered = self.delivered_ids()
@@ -609,6 +655,19 @@ def _outbox_state(db: Path, soak_id: str) -> str | None:
         ).fetchone()
         return None if row is None else str(row[0])
     return None
+
+
+async def _trails(url: str, accounts: list[str]) -> dict[str, list[Any]]:
+    """Every custody trail of `accounts` in the store, by msg_id."""
+    store = open_store(url)
+    try:
+        await store.migrate()
+        ids: set[str] = set()
+        for account in accounts:
+            ids.update(await store.custody_lookup(account=account))
+        return {m: await store.custody_trail(m) for m in sorted(ids)}
+    finally:
+        await store.close()
 
 
 async def _dead_letters(url: str) -> int:

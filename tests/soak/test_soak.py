@@ -34,6 +34,10 @@ def test_soak_loses_nothing_and_deletes_nothing_early(
     assert report.invalid_signatures == 0, text
     assert report.unexpected_exits == [], f"{text}\n{log_tail}"
     assert report.asyncio_errors == 0, text
+    # The same guarantees, proven from the custody trails alone.
+    assert report.trails_checked >= report.sent, text
+    assert report.trail_dele_before_2xx == 0, text
+    assert report.trail_removed_unproven == 0, text
     assert report.clean_exit, f"{text}\n{log_tail}"
     # Every fault kind was injected, and the relay's faults really hit sessions.
     assert all(report.faults[k] >= 1 for k in ("webhook down", "dovecot restart")), text
