@@ -27,6 +27,7 @@ import orjson
 from aiohttp import web
 
 from bridge.delivery.worker import WebhookRoute
+from bridge.lifecycle import Service
 from bridge.outbox import DeferredPayload
 from bridge.poller.app import PollerApp, PollerOptions
 from bridge.poller.spec import AccountSpec
@@ -55,7 +56,7 @@ def _verify(secret: str, headers: Any, body: bytes) -> bool:
     return any(hmac.compare_digest(expected, sig) for sig in offered)
 
 
-class DemoReceiver:
+class DemoReceiver(Service):
     """An aiohttp endpoint that prints one line per webhook (subject, from, id, signature)."""
 
     def __init__(self, secret: str, out: TextIO, payload_dir: str | None = None) -> None:
@@ -64,11 +65,13 @@ class DemoReceiver:
         # Each body is also written here as `<webhook-id>.json`, for the user to read while
         # the demo runs: a one-line summary does not show what a receiver gets.
         self.payload_dir = payload_dir
+        super().__init__()
         self.received: list[dict[str, Any]] = []
         self.url = ""
         self._runner: web.AppRunner | None = None
 
-    async def __aenter__(self) -> DemoReceiver:
+    # -- lifecycle (bridge.lifecycle.Service: start / ready / stop) ----------------------------
+    async def _start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/webhook", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -77,11 +80,11 @@ class DemoReceiver:
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}/webhook"
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    async def _stop(self, grace: float | None) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -243,10 +246,7 @@ async def run_demo(
                 if ops is not None:
                     await ops.stop()
                 await store.close()
-            out.write(
-                f"demo finished: {len(receiver.received)} webhooks received\n"
-                f"{PEEK_HINT}\n"
-            )
+            out.write(f"demo finished: {len(receiver.received)} webhooks received\n{PEEK_HINT}\n")
             out.flush()
     return receiver
 

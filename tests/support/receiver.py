@@ -31,12 +31,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import orjson
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
+
+from bridge.lifecycle import Service
 
 __all__ = ["Received", "Reply", "ThreadedReceiver", "WebhookReceiver", "new_secret"]
 
@@ -72,7 +73,7 @@ class Received:
         return self.headers.get("webhook-id")
 
 
-class WebhookReceiver:
+class WebhookReceiver(Service):
     def __init__(
         self,
         secrets: Sequence[str] | str | None = None,
@@ -82,6 +83,7 @@ class WebhookReceiver:
         path: str = "/hook",
         default_status: int = 204,
     ) -> None:
+        super().__init__()
         if secrets is None:
             secrets = [new_secret()]
         elif isinstance(secrets, str):
@@ -157,23 +159,9 @@ class WebhookReceiver:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(enough)
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    async def __aenter__(self) -> WebhookReceiver:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
+    # -- lifecycle (bridge.lifecycle.Service: start / ready / stop) --------------------------
+    async def _start(self) -> None:
         """Listen (again) on `self.port`; the first start picks a free port."""
-        if self._runner is not None:
-            return
         if self.port == 0:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
@@ -202,7 +190,7 @@ class WebhookReceiver:
 
             server.connection_made = counting  # type: ignore[method-assign]
 
-    async def stop(self) -> None:
+    async def _stop(self, grace: float | None) -> None:
         """Stop listening and drop open connections (in-flight requests are cut)."""
         runner, self._runner = self._runner, None
         if runner is not None:
