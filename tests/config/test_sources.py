@@ -128,3 +128,22 @@ def test_policy_verbs_are_the_cores_table_last_included() -> None:
     with pytest.raises(ConfigError) as exc:
         validate(Settings, {"proxy": {"policy": {"deny": ["XLST"]}}}, {"env": {}})
     assert "LAST" in dict(exc.value.problems)["proxy.policy.deny"]
+
+
+def test_config_check_reads_the_secrets_directory_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bridge.cli import main
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "POP3BRIDGE_ACCOUNTS__support__PASSWORD").write_text("pw-from-volume\n")
+    (secrets / "POP3BRIDGE_WEBHOOKS__main__SECRET").write_text(SECRET)
+    path = config(tmp_path)
+    monkeypatch.setenv(SECRETS_DIR_ENV, str(secrets))
+    assert main(["config", "check", "--config", path]) == 0
+    out = capsys.readouterr().out
+    assert "pw-from-volume" not in out and SECRET not in out
+    monkeypatch.delenv(SECRETS_DIR_ENV)
+    assert main(["config", "check", "--config", path]) == 2
+    assert "accounts[0].password" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from deploy_support import (
 )
 
 from bridge.cli import EVENT_LOOP_ENV
-from bridge.config import CONFIG_ENV, ENV_PREFIX, Settings, load_settings
+from bridge.config import CONFIG_ENV, ENV_PREFIX, SECRETS_DIR_ENV, Settings, load_settings
 from tests.support.secretfiles import swap_secret_files
 
 SECRETS_DIR = "/run/secrets/pop3bridge/"
@@ -256,8 +256,9 @@ def test_every_pop3bridge_env_name_in_the_deployment_files_is_a_real_key() -> No
     assert found
     for where, name in sorted(found):
         rest = name[len(ENV_PREFIX) :]
-        if name in (CONFIG_ENV, EVENT_LOOP_ENV) or not rest:
-            # The config path and the event loop (read by the program itself, not settings),
+        if name in (CONFIG_ENV, EVENT_LOOP_ENV, SECRETS_DIR_ENV) or not rest:
+            # The config path, the secrets directory and the event loop (read by the program
+            # itself, not settings keys),
             # or the prefix itself as prose writes it.
             continue
         parts = [p.lower() for p in rest.split("__")]
