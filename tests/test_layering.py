@@ -41,7 +41,17 @@ ALLOWED: dict[str, set[str]] = {
         "ops",
         "attachments",
     },
-    "proxy": {"pop3", "mail", "store", "delivery", "runtime", "outbox", "config", "ops"},
+    "proxy": {
+        "pop3",
+        "mail",
+        "store",
+        "delivery",
+        "runtime",
+        "outbox",
+        "config",
+        "ops",
+        "attachments",
+    },
     "config": {"pop3", "mail", "store", "delivery", "ops"},
 }
 # The lifecycle base (bridge/lifecycle.py) imports nothing from bridge: every layer may use it.

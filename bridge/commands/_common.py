@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
 __all__ = [
@@ -174,3 +175,27 @@ def stop_on_signals(logger: logging.Logger, *, what: str, second: str) -> asynci
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     return stop
+
+
+@contextlib.asynccontextmanager
+async def serve_links(store: Any, settings: Any) -> AsyncIterator[None]:
+    """The attachment link listener on `store` while the block runs, when
+    `attachments.enabled` (`run`, and `proxy` for its tap's copies); else nothing."""
+    from bridge.runtime import link_minter
+
+    links = link_minter(settings)
+    if links is None:
+        yield
+        return
+    from bridge.attachments.server import LinkServer
+
+    section = settings.attachments
+    server = LinkServer(
+        store,
+        links.signer,
+        str(section.bind),
+        int(section.port),
+        sweep_interval=float(section.sweep_interval),
+    )
+    async with server:
+        yield

@@ -23,6 +23,7 @@ from bridge.commands._common import (
     EXIT_OK,
     add_config_argument,
     run_with_settings,
+    serve_links,
     stop_on_signals,
 )
 from bridge.ops.logging import console
@@ -62,7 +63,9 @@ async def _run(settings: Any) -> int:
                     host=host,
                     port=port,
                 )
-            async with _ops(settings, server):
+            # Links in the tap's copies are served here too (or by a `run` on the same store).
+            links = contextlib.nullcontext() if tap is None else serve_links(tap.store, settings)
+            async with _ops(settings, server), links:
                 await stop.wait()
         finally:
             await server.stop()
@@ -97,12 +100,13 @@ def _has_listeners(settings: Any) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bridge.attachments.server import LinkServerError
     from bridge.proxy.server import ProxyStartError
 
     return run_with_settings(
         args,
         _run,
         command="proxy",
-        failures=(ProxyStartError, OpsEndpointError),
+        failures=(ProxyStartError, OpsEndpointError, LinkServerError),
         check=_has_listeners,
     )

@@ -13,16 +13,15 @@ keeps everything) and unfinished deliveries come back after the restart.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
-from bridge.attachments.server import LinkServer, LinkServerError
+from bridge.attachments.server import LinkServerError
 from bridge.commands._common import (
     EXIT_OK,
     add_config_argument,
     run_with_settings,
+    serve_links,
     stop_on_signals,
 )
 from bridge.ops.server import OpsEndpointError
@@ -50,29 +49,11 @@ async def _run(settings: Any) -> int:
             on_leases=observer.on_leases,
         )
         observer.canaries = app.scheduler.canaries
-        async with observer.serving(settings), _links(rt, settings):
+        async with observer.serving(settings), serve_links(rt.store, settings):
             log.info("pop3bridge running", extra={"replica": app.options.replica_id})
             await app.run(stop)
     log.info("pop3bridge stopped")
     return EXIT_OK
-
-
-@contextlib.asynccontextmanager
-async def _links(rt: PollerRuntime, settings: Any) -> AsyncIterator[None]:
-    """The attachment link listener, when `attachments.enabled`."""
-    if rt.links is None:
-        yield
-        return
-    section = settings.attachments
-    server = LinkServer(
-        rt.store,
-        rt.links.signer,
-        str(section.bind),
-        int(section.port),
-        sweep_interval=float(section.sweep_interval),
-    )
-    async with server:
-        yield
 
 
 def run(args: argparse.Namespace) -> int:

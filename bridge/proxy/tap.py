@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.attachments.templates import LinkMinter
 from bridge.outbox import outbox_row
 from bridge.store.base import NewMessage, Store
 from bridge.store.errors import StoreError
@@ -70,6 +71,9 @@ class TapTarget:
     # The webhook has a delivery format (bridge.mail.formats): copies are kept raw and shaped
     # at delivery, so the request carries every attachment's bytes.
     reshaped: bool = False
+    # Big attachments by signed link (`attachments:`), served by the proxy or a `run` sharing
+    # the store.
+    links: LinkMinter | None = None
 
 
 def tap_account(route: str, user: str) -> str:
@@ -358,10 +362,11 @@ class Tap:
             source="proxy",
             defer=target.reshaped,
             defer_any_size=target.reshaped,
+            links=target.links,
         )
 
 
-def targets_from_settings(settings: Any) -> dict[str, TapTarget]:
+def targets_from_settings(settings: Any, links: LinkMinter | None = None) -> dict[str, TapTarget]:
     """Route name -> TapTarget for every route with a tap; webhook options shape the payload."""
     hooks = {w.name: w for w in settings.webhooks}
     out: dict[str, TapTarget] = {}
@@ -375,6 +380,7 @@ def targets_from_settings(settings: Any) -> dict[str, TapTarget]:
             attachment_inline_limit=int(getattr(hook, "attachment_inline_limit", 1024 * 1024)),
             include_raw=bool(getattr(hook, "include_raw", False)),
             reshaped=str(getattr(hook, "format", "standard") or "standard") != "standard",
+            links=links,
         )
     return out
 
@@ -387,7 +393,9 @@ async def build_tap(settings: Any, *, grace: float | None = None) -> AsyncIterat
     each within `grace` seconds (default `proxy.shutdown_grace`); undelivered rows stay in the
     outbox and go out on the next start, of the proxy or of a poller sharing the store.
     """
-    targets = targets_from_settings(settings)
+    from bridge.runtime import link_minter
+
+    targets = targets_from_settings(settings, link_minter(settings))
     if not targets:
         yield None
         return

@@ -128,3 +128,70 @@ def test_messages_retrieved_through_the_proxy_reach_the_webhook(
     assert ".a line that starts with a dot" in dotted["text"]
     assert "..two dots" in dotted["text"]
     assert dovecot_user.password not in log
+
+
+def test_tap_copies_carry_attachment_links_the_proxy_serves(
+    dovecot: Any, dovecot_user: Any, tmp_path: Path
+) -> None:
+    import asyncio
+    import hashlib
+    import urllib.parse
+
+    import aiohttp
+
+    from tests.attachments.support import Part, message
+    from tests.support.dovecot import free_port
+
+    big = Part("report.pdf", "application/pdf", os.urandom(3 * 1024 * 1024))
+    dovecot.deliver(dovecot_user, message(big))
+    link_port = free_port()
+    with ThreadedReceiver() as rx:
+        config = {
+            "logging": {"format": "json", "level": "INFO"},
+            "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
+            "webhooks": [{"name": "copies", "url": rx.url, "secret": rx.secret}],
+            "attachments": {
+                "enabled": True,
+                "bind": "127.0.0.1",
+                "port": link_port,
+                "public_url": "https://files.example.test",
+                "signing_key": "t" * 40,
+            },
+            "proxy": {
+                "shutdown_grace": 10,
+                "listeners": [{"name": "plain", "port": 0}],
+                "routes": [
+                    {
+                        "match": "*",
+                        "upstream": {
+                            "host": dovecot.host,
+                            "port": dovecot.pop3_port,
+                            "tls": "none",
+                        },
+                        "tap": {"webhook": "copies"},
+                    }
+                ],
+            },
+        }
+        proc, port = start_proxy(config, tmp_path)
+        try:
+            fetch(port, dovecot_user.name, dovecot_user.password)
+            rx.wait_for(1, timeout=30)
+            (body,) = [r.json for r in rx.verified]
+            (item,) = body["data"]["attachments"]
+            assert item["content"] is None and item["sha256"] == big.sha256
+            parts = urllib.parse.urlsplit(item["url"])
+            assert parts.netloc == "files.example.test"
+
+            async def download() -> tuple[int, bytes]:
+                url = f"http://127.0.0.1:{link_port}{parts.path}?{parts.query}"
+                async with aiohttp.ClientSession() as session, session.get(url) as r:
+                    return r.status, await r.read()
+
+            status, data = asyncio.run(download())
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)
+    assert code == 0, (tmp_path / "proxy.log").read_text(errors="replace")
+    assert status == 200 and hashlib.sha256(data).hexdigest() == big.sha256
