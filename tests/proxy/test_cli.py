@@ -219,7 +219,12 @@ def test_secrets_never_logged_and_ops_and_metrics(dovecot, dovecot_user, proxy):
     _, metrics = proxy.get("/metrics")
     assert 'pop3bridge_proxy_commands_total{outcome="ok",verb="AUTH"}' in metrics
     assert 'pop3bridge_proxy_sessions_total{listener="plain"}' in metrics
-    time.sleep(0.3)
+    # The log is written in order: once the last of these lines is there, so is every earlier
+    # one (waiting on it, not on a fixed time, before checking that no secret was written).
+    deadline = time.monotonic() + 10
+    while not any(x.get("reason") == "too-long" for x in proxy.log_lines()):
+        assert time.monotonic() < deadline, proxy.log_text()[-3000:]
+        time.sleep(0.05)
     assert_no_secret(proxy, dovecot_user.password, plain_ir.decode())
     lines = proxy.log_lines()
     auth = [x for x in lines if x.get("verb") == "AUTH"]
@@ -235,10 +240,16 @@ def test_graceful_shutdown_lets_a_running_session_finish(dovecot, dovecot_user, 
     conn.user(dovecot_user.name)
     conn.pass_(dovecot_user.password)
     proxy.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    # New connections are refused, the open session carries on to its QUIT.
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", proxy.ports["plain"]), timeout=2).recv(1)
+    # New connections are refused (once the listener is closed), the open session carries on
+    # to its QUIT.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", proxy.ports["plain"]), timeout=2).recv(1)
+        except OSError:
+            break
+        assert time.monotonic() < deadline, "the listener stayed open after SIGTERM"
+        time.sleep(0.05)
     assert conn.stat()[0] == 1
     assert conn.quit().startswith(b"+OK")
     assert proxy.proc.wait(timeout=10) == 0
