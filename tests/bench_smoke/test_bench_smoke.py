@@ -68,3 +68,25 @@ def test_other_scripts_parse_their_arguments(script: str) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "--quick" in out.stdout
+
+
+def test_the_long_framer_fuzz_runs_a_round() -> None:
+    """bench/fuzz_framers.py runs for hours outside CI; here one tiny round proves it works."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "fuzz_framers.py"),
+            "--minutes",
+            "0.001",
+            "--round",
+            "5",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "stray LF bound" in out.stdout and "total" in out.stdout
