@@ -26,7 +26,7 @@ import inspect
 import logging
 import re
 from collections.abc import Collection
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -194,18 +194,15 @@ class PostgresStore(SQLStore):
         return await result if inspect.isawaitable(result) else result
 
     async def _drive(self, conn: asyncpg.Connection, body: sql.Tx[T], op: sql.Op) -> T:
-        while True:
-            result = await self._perform(conn, op)
-            try:
-                op = body.send(result)
-            except StopIteration as done:
-                return cast(T, done.value)
+        step: sql.Op | sql.Done[T] = op
+        while not isinstance(step, sql.Done):
+            step = sql.advance(body, await self._perform(conn, step))
+        return step.value
 
     async def _transact(self, body: sql.Tx[T], mode: sql.Mode) -> T:
-        try:
-            op = next(body)
-        except StopIteration as done:
-            return cast(T, done.value)  # nothing to run (an empty batch): no round trip
+        op = sql.advance(body, first=True)
+        if isinstance(op, sql.Done):
+            return op.value  # nothing to run (an empty batch): no round trip
         pool = await self._get_pool()
         try:
             async with pool.acquire() as conn:

@@ -46,7 +46,7 @@ import logging
 import re
 from collections.abc import Callable, Collection, Coroutine, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, Concatenate, Literal, ParamSpec, TypeAlias, TypeVar
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeAlias, TypeVar, cast
 
 from bridge.store.base import NewMessage
 from bridge.store.schema import COLUMN_TYPES, DIALECTS
@@ -54,6 +54,7 @@ from bridge.store.schema import COLUMN_TYPES, DIALECTS
 __all__ = [
     "Columns",
     "Dialect",
+    "Done",
     "Execute",
     "Fetch",
     "Many",
@@ -64,6 +65,7 @@ __all__ = [
     "SQLPart",
     "Script",
     "Tx",
+    "advance",
     "atomic",
     "read",
     "write",
@@ -114,6 +116,25 @@ Op: TypeAlias = Execute | Fetch | Many | Script | Native
 # A store method's body: yields operations, is sent each one's result, returns the method's.
 Tx: TypeAlias = Generator[Op, Any, T]
 Mode = Literal["read", "write", "atomic"]
+
+
+@dataclass(frozen=True, slots=True)
+class Done(Generic[T]):
+    """A store method's body has finished with `value`."""
+
+    value: T
+
+
+def advance(body: Tx[T], result: Any = None, *, first: bool = False) -> Op | Done[T]:
+    """The body's next operation after `result` (or its first), or `Done` when it returned.
+
+    Both adapters step bodies with this; a body that is `Done` at once (an empty batch) costs
+    them no thread hop, round trip or transaction.
+    """
+    try:
+        return next(body) if first else body.send(result)
+    except StopIteration as done:
+        return Done(cast(T, done.value))
 
 
 class Dialect(abc.ABC):

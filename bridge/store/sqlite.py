@@ -37,7 +37,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import orjson
 
@@ -242,25 +242,18 @@ class SQLiteStore(SQLStore):
         return await loop.run_in_executor(self._executor, call)
 
     async def _transact(self, body: sql.Tx[T], mode: sql.Mode) -> T:
-        try:
-            op = next(body)
-        except StopIteration as done:
-            return cast(T, done.value)  # nothing to run (an empty batch): no hop, no transaction
-        first: sql.Op = op
+        first = sql.advance(body, first=True)
+        if isinstance(first, sql.Done):
+            return first.value  # nothing to run (an empty batch): no hop, no transaction
 
         def run(conn: sqlite3.Connection) -> T:
             tx = mode != "read"
             if tx:
                 conn.execute("BEGIN IMMEDIATE")
             try:
-                step = first
-                while True:
-                    result = _perform(conn, step)
-                    try:
-                        step = body.send(result)
-                    except StopIteration as done:
-                        value = cast(T, done.value)
-                        break
+                step: sql.Op | sql.Done[T] = first
+                while not isinstance(step, sql.Done):
+                    step = sql.advance(body, _perform(conn, step))
                 if tx:
                     conn.execute("COMMIT")
             except BaseException:
@@ -271,7 +264,7 @@ class SQLiteStore(SQLStore):
                     except sqlite3.Error:
                         log.warning("SQLite rollback failed on %s", self.path, exc_info=True)
                 raise
-            return value
+            return step.value
 
         return await self._run(run)
 
