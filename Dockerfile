@@ -1,8 +1,9 @@
-# syntax=docker/dockerfile:1
-#
 # pop3bridge container image. Build from the repository root:
 #   docker build -t pop3bridge:0.1.0 .
-# See docs/deploy.md for how to run it (config file, state volume, read-only root fs).
+# No `# syntax=` line: BuildKit would pull a frontend image for it, and nothing here needs more
+# than the engine's own builders. CI builds it with the classic builder (DOCKER_BUILDKIT=0) and
+# --network=host (tests/deploy/engine.py); docs/deploy.md says how it is built where no registry
+# is reachable, and how to run it.
 
 # ---- builder: resolve dependencies and install the package into a self-contained venv ----------
 FROM python:3.11-slim-bookworm AS builder

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -126,8 +127,12 @@ class BuiltImage:
 
 
 def build(docker: Docker, log_dir: Path) -> BuiltImage:
-    """Build the repository's Dockerfile (runtime stage, then the builder stage for its size
-    record; the second build is all cache hits)."""
+    """Build the repository's Dockerfile once, and tag the builder stage's venv-installing
+    step as BUILDER (its /opt/venv.size records the venv before and after the clean-up).
+
+    The step is found in the classic builder's log rather than by a second `--target builder`
+    build: a second build reads the context again, and any file changed in between would make
+    it install everything anew."""
     base = base_image()
     found = docker("image", "inspect", base, check=False)
     if found.returncode != 0:
@@ -136,16 +141,26 @@ def build(docker: Docker, log_dir: Path) -> BuiltImage:
     base_kind = labels.get("org.pop3bridge.base", "pulled")
     started = time.monotonic()
     log_path = log_dir / "docker-build.log"
-    args = ["build", "--network=host", "--pull=false", "--rm", "--force-rm"]
-    proc = docker(*args, "-t", IMAGE, str(ROOT), timeout=1800, check=False)
-    log_path.write_text(proc.stdout + proc.stderr)
+    args = ["build", "--network=host", "--pull=false", "--rm", "--force-rm", "-t", IMAGE]
+    proc = docker(*args, str(ROOT), timeout=1800, check=False)
+    log = proc.stdout + proc.stderr
+    log_path.write_text(log)
     if proc.returncode != 0:
-        raise AssertionError(
-            f"docker build failed ({log_path}):\n{(proc.stdout + proc.stderr)[-4000:]}"
-        )
-    builder = docker(*args, "--target", "builder", "-t", BUILDER, str(ROOT), timeout=1800)
+        raise AssertionError(f"docker build failed ({log_path}):\n{log[-4000:]}")
     seconds = time.monotonic() - started
+    docker("tag", step_image(log, "/opt/venv.size"), BUILDER)
     size = int(docker("image", "inspect", "-f", "{{.Size}}", IMAGE).stdout.strip())
-    return BuiltImage(
-        IMAGE, BUILDER, size, base, base_kind, seconds, proc.stdout + proc.stderr + builder.stdout
-    )
+    return BuiltImage(IMAGE, BUILDER, size, base, base_kind, seconds, log)
+
+
+def step_image(log: str, marker: str) -> str:
+    """The image the classic builder committed for the first step whose text has `marker`."""
+    lines = log.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("Step ") and marker in line)
+    for line in lines[start + 1 :]:
+        if line.startswith("Step "):
+            break
+        m = re.fullmatch(r" ---> ([0-9a-f]{12,64})", line)
+        if m:
+            return m.group(1)
+    raise AssertionError(f"no image committed after the step with {marker!r}")
