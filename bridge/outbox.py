@@ -18,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -45,8 +46,11 @@ __all__ = [
     "DEFER_MAX",
     "BodySpec",
     "DeferredPayload",
+    "ParseLimits",
     "ParsePool",
     "build_bodies",
+    "current_pool",
+    "isolated_row",
     "outbox_row",
 ]
 
@@ -282,7 +286,12 @@ class DeferredPayload:
         return _build(self.spec, item, self.clock() if now is None else now)
 
 
-def _build(spec: BodySpec, item: OutboxItem, now: float) -> bytes:
+def _build(
+    spec: BodySpec, item: OutboxItem, now: float, fallback: tuple[str, bool] | None = None
+) -> bytes:
+    """The body of `item` under `spec`. With `fallback=(reason, minimal)` the message is not
+    parsed: `mail.degraded` (headers only) or, with `minimal`, `mail.minimal` (no header read)
+    stand in for its data, with `reason` in `parse_errors` and the raw message attached."""
     note = deferred_source(item.payload)
     reshape = not spec.format.standard
     if note is None:
@@ -292,12 +301,17 @@ def _build(spec: BodySpec, item: OutboxItem, now: float) -> bytes:
     if item.raw is None:
         raise ValueError(f"outbox row {item.id} has a deferred payload but no raw message")
     source, options = _from_note(note)
-    data = mail.build_message_data(
-        item.raw,
-        attachment_inline_limit=_ALL_CONTENT if reshape else spec.attachment_inline_limit,
-        include_raw=spec.include_raw and not reshape,
-        options=options,
-    )
+    if fallback is not None:
+        reason, bare = fallback
+        stand_in = mail.minimal if bare else mail.degraded
+        data = stand_in(item.raw, reason, options=options)
+    else:
+        data = mail.build_message_data(
+            item.raw,
+            attachment_inline_limit=_ALL_CONTENT if reshape else spec.attachment_inline_limit,
+            include_raw=spec.include_raw and not reshape,
+            options=options,
+        )
     kwargs: dict[str, Any] = {
         "msg_id": item.msg_id,
         "account": item.account,
@@ -311,112 +325,338 @@ def _build(spec: BodySpec, item: OutboxItem, now: float) -> bytes:
     return render(spec.format, _envelope(data, **kwargs), raw=item.raw, now=now)
 
 
-def build_bodies(items: Sequence[OutboxItem], spec: BodySpec, now: float) -> list[bytes]:
-    """The body of each item under `spec`: what a parse worker process runs."""
-    return [_build(spec, item, now) for item in items]
+class ParseLimits(NamedTuple):
+    """What one message may cost a parse worker: CPU seconds and address space in bytes."""
+
+    cpu_seconds: float = 30.0
+    memory: int = 2 << 30
+
+
+class _OutOfTime(BaseException):
+    """Raised in a worker by SIGPROF when a message has used up its CPU time (a
+    BaseException, so no `except Exception` inside the parser can swallow it)."""
+
+
+def _on_sigprof(signum: int, frame: object) -> None:
+    raise _OutOfTime
+
+
+def _init_worker(memory: int) -> None:
+    """Runs once in each worker process: the memory cap and the CPU-time alarm's handler."""
+    import resource
+    import signal
+
+    if memory > 0:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = memory if hard == resource.RLIM_INFINITY else min(memory, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    signal.signal(signal.SIGPROF, _on_sigprof)
+
+
+@contextlib.contextmanager
+def _cpu_budget(seconds: float) -> Iterator[None]:
+    """`_OutOfTime` once this process has spent `seconds` of CPU inside the block.
+
+    SIGPROF is handled between bytecodes, so a long call into C code would delay it: the
+    RLIMIT_CPU soft limit is the backstop (SIGXCPU ends the worker, and the pool treats the
+    message like one that killed its worker).
+    """
+    import resource
+    import signal
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    backstop = int(usage.ru_utime + usage.ru_stime + 2 * seconds + 5)
+    if hard != resource.RLIM_INFINITY:
+        backstop = min(backstop, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (backstop, hard))
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def _isolated(spec: BodySpec, item: OutboxItem, now: float, cpu_seconds: float) -> bytes:
+    """One body in a worker: the full parse within the CPU budget, else the degraded one."""
+    try:
+        with _cpu_budget(cpu_seconds):
+            return _build(spec, item, now)
+    except (_OutOfTime, MemoryError) as exc:
+        reason = (
+            f"parsing the message took more than poller.parse_timeout ({cpu_seconds:g}s of CPU)"
+            if isinstance(exc, _OutOfTime)
+            else "parsing the message needed more memory than a parse worker may use"
+        )
+    try:
+        with _cpu_budget(cpu_seconds):
+            return _build(spec, item, now, fallback=(reason, False))
+    except (_OutOfTime, MemoryError):
+        return _build(spec, item, now, fallback=(reason, True))
+
+
+def build_bodies(
+    items: Sequence[OutboxItem], spec: BodySpec, now: float, cpu_seconds: float = 0.0
+) -> list[bytes]:
+    """The body of each item under `spec`: what a parse worker process runs. With
+    `cpu_seconds`, each item gets that much CPU time (`_isolated`)."""
+    if cpu_seconds <= 0:
+        return [_build(spec, item, now) for item in items]
+    return [_isolated(spec, item, now, cpu_seconds) for item in items]
+
+
+async def isolated_row(raw: bytes, **kwargs: Any) -> NewMessage:
+    """`outbox_row(raw, **kwargs)`, with the parse (when the row needs one now) done by this
+    process's `ParsePool` if it has one, so the event loop never parses a big message.
+
+    The row is built as a deferred one first, and the pool builds its body exactly as it
+    would at delivery (same options, the fetch time as `created_at`).
+    """
+    pool = current_pool()
+    links = kwargs.get("links")
+    linked = links is not None and 2 * len(raw) > int(kwargs["attachment_inline_limit"])
+    if pool is None or kwargs.get("oversize_reason") is not None or linked:
+        # An oversize row reads only capped headers. A row with attachment links is still
+        # built here: its attachments' contents go to the store with it (a known gap: only
+        # the cheap caps protect that path, docs/security.md).
+        return outbox_row(raw, **kwargs)
+    row = outbox_row(raw, **{**kwargs, "defer": True, "defer_any_size": True})
+    if kwargs.get("defer") and (len(raw) < DEFER_MAX or kwargs.get("defer_any_size")):
+        return row  # built at delivery
+    now = float(kwargs["now"])
+    item = OutboxItem(
+        id=0,
+        msg_id=row.msg_id,
+        account=row.account,
+        uidl=row.uidl,
+        webhook=row.webhook,
+        payload=row.payload,
+        attempts=0,
+        created_at=now,
+        next_attempt_at=now,
+        last_error=None,
+        size=row.size,
+        raw=raw,
+    )
+    spec = BodySpec(
+        attachment_inline_limit=int(kwargs["attachment_inline_limit"]),
+        include_raw=bool(kwargs["include_raw"]),
+    )
+    body = await pool.build_spec(item, spec, now)
+    return dataclasses.replace(row, payload=body)
+
+
+class _PoolFailed(Exception):
+    """A batch got no answer from the workers: one died, or none answered in time."""
+
+
+_Pending = tuple[OutboxItem, asyncio.Future[bytes]]
+_current: ParsePool | None = None
+
+
+def current_pool() -> ParsePool | None:
+    """The open `ParsePool` of this process, if any (the poller's fetch uses it for the
+    messages it builds at once: those of `DEFER_MAX` bytes or more)."""
+    return _current
 
 
 class ParsePool:
-    """Worker processes (`poller.parse_workers`) that build deferred bodies.
+    """Worker processes (`poller.parse_workers`) that build webhook bodies from raw mail.
 
-    Parsing MIME is most of the CPU a delivery costs, and the event loop that sends the
-    webhooks is one core. Requests that arrive while a batch is with the workers are sent
-    together as the next batch, so a process round trip carries about ten messages and the
-    main process's share of a message falls from ~0.45 to ~0.22 ms (BENCHMARKS.md).
+    Mail is untrusted, and parts of the stdlib parser are quadratic (bridge/mail/_limits.py),
+    so the event loop, which answers /healthz and serves every other account, never parses
+    it. A worker gives each message `limits.cpu_seconds` of CPU (`poller.parse_timeout`;
+    SIGPROF, with RLIMIT_CPU as the backstop) in an address space capped at `limits.memory`.
+    A message over either is delivered with the degraded payload: headers only, raw message
+    attached, the reason in `parse_errors`.
 
-    Workers start from a forkserver (safe beside the store's thread). If the pool breaks (a
-    worker killed, say), it is not restarted: bodies are built in this process from then on,
-    with one warning, and nothing is lost, since a body is only ever built from the stored raw
-    message.
+    If a batch kills its worker (or none answers within a generous wall-clock deadline, when
+    the workers are killed), the pool is restarted and the batch's messages are retried one
+    by one: the one that kills a worker alone is delivered with `mail.minimal` (no header
+    read at all, built here), the others normally. Each message is thus parsed at most
+    twice, never in a loop, and the main process never runs the parser on it.
+
+    Requests that arrive while a batch is with the workers are sent together as the next
+    batch: a process round trip carries about ten messages (the main process's share of a
+    message falls from ~0.45 to ~0.22 ms, BENCHMARKS.md), each raw message is pickled once
+    and only the body comes back.
     """
 
-    def __init__(self, workers: int) -> None:
-        import multiprocessing  # only here: most runs have no parse workers
+    def __init__(self, workers: int, limits: ParseLimits | None = None) -> None:
+        global _current
+        self.workers = max(1, workers)
+        self.limits = limits or ParseLimits()
+        self.restarts = 0
+        self._closed = False
+        self._executor = self._start()
+        self._queued: dict[tuple[BodySpec, float], list[_Pending]] = {}
+        self._running: asyncio.Task[None] | None = None
+        _current = self
+        log.info("webhook bodies are parsed in %d worker process(es)", self.workers)
+
+    def _start(self) -> concurrent.futures.ProcessPoolExecutor:
+        import multiprocessing  # only here: commands that parse nothing never pay for it
 
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["bridge.outbox"])
-        self._executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
-        self._broken = False
-        self._queued: list[tuple[OutboxItem, DeferredPayload, asyncio.Future[bytes]]] = []
-        self._running: asyncio.Task[None] | None = None
+        executor = concurrent.futures.ProcessPoolExecutor(
+            self.workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(self.limits.memory,),
+        )
         # Start the workers now, while the poller logs in, rather than on the first message,
-        # and from a thread: starting a forkserver takes a few hundred milliseconds that the
-        # event loop would otherwise spend blocked.
-        threading.Thread(target=self._warm_up, name="parse-pool-start", daemon=True).start()
-        log.info("webhook bodies are parsed in %d worker process(es)", workers)
+        # and from a thread: starting a forkserver takes a few hundred milliseconds (seconds
+        # on a busy machine), and the executor holds a lock meanwhile that a `submit` from
+        # the event loop would wait on. `_send` therefore waits for `_ready` first.
+        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        threading.Thread(
+            target=_warm_up, args=(executor, self._ready), name="parse-pool-start", daemon=True
+        ).start()
+        return executor
 
-    def _warm_up(self) -> None:
-        with contextlib.suppress(Exception):  # a failed start shows up on the first batch
-            self._executor.submit(build_bodies, [], BodySpec(0, False), 0.0).add_done_callback(
-                _ignore_result
-            )
+    async def started(self, wait: float) -> None:
+        """Wait (at most `wait` seconds, without blocking the loop) for the workers' launch."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await asyncio.wrap_future(self._ready)
 
     async def build(self, item: OutboxItem, builder: DeferredPayload) -> bytes:
-        if self._broken:
-            return builder.body(item)
+        """The body `builder.body(item)` gives, built in a worker."""
+        return await self.build_spec(item, builder.spec, builder.clock())
+
+    async def build_spec(self, item: OutboxItem, spec: BodySpec, now: float) -> bytes:
         done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._queued.append((item, builder, done))
-        if self._running is None:
-            self._running = asyncio.ensure_future(self._run())
+        if self._closed:
+            done.cancel()  # shutting down: the row is built again after the restart
+        else:
+            # `now` only matters to delivery formats' timestamps: batch by the second.
+            self._queued.setdefault((spec, float(int(now))), []).append((item, done))
+            if self._running is None:
+                self._running = asyncio.ensure_future(self._run())
         return await done
 
     async def _run(self) -> None:
         try:
             while self._queued:
-                group, self._queued = self._queued, []
-                by_options: dict[BodySpec, list[tuple[OutboxItem, asyncio.Future[bytes]]]]
-                by_options = {}
-                clocks: dict[BodySpec, Callable[[], float]] = {}
-                for item, builder, done in group:
-                    by_options.setdefault(builder.spec, []).append((item, done))
-                    clocks[builder.spec] = builder.clock
-                await asyncio.gather(
-                    *(self._batch(k, v, clocks[k]()) for k, v in by_options.items())
-                )
+                groups, self._queued = self._queued, {}
+                await asyncio.gather(*(self._batch(*k, v) for k, v in groups.items()))
         finally:
             self._running = None
 
-    async def _batch(
-        self,
-        spec: BodySpec,
-        batch: list[tuple[OutboxItem, asyncio.Future[bytes]]],
-        now: float,
-    ) -> None:
-        loop = asyncio.get_running_loop()
+    async def _batch(self, spec: BodySpec, now: float, batch: list[_Pending]) -> None:
         try:
-            if self._broken:
-                raise concurrent.futures.BrokenExecutor("parse workers are gone")
-            bodies = await loop.run_in_executor(
-                self._executor, build_bodies, [item for item, _ in batch], spec, now
-            )
-        except Exception as exc:
-            if isinstance(exc, concurrent.futures.BrokenExecutor) and not self._broken:
-                self._broken = True
-                log.warning(
-                    "parse worker processes failed (%s); parsing in the main process from now on",
-                    exc,
-                )
-            # Build here, one by one, so each item gets its own result or its own error.
+            bodies = await self._send([item for item, _ in batch], spec, now)
+        except _PoolFailed:
+            # One by one, so the message that kills a worker is found and the rest are built.
             for item, done in batch:
                 if done.done():
                     continue
                 try:
-                    done.set_result(_build(spec, item, now))
-                except Exception as error:
-                    done.set_exception(error)
+                    [body] = await self._send([item], spec, now)
+                except _PoolFailed as exc:
+                    log.error(
+                        "a message could not be parsed (%s); delivered with its raw content "
+                        "and no parsed fields",
+                        exc,
+                        extra={"account": item.account, "msg_id": item.msg_id},
+                    )
+                    try:
+                        body = _build(spec, item, now, fallback=(str(exc), True))
+                    except Exception as error:  # no raw message: the worker marks the row
+                        done.set_exception(error)
+                        continue
+                if not done.done():
+                    done.set_result(body)
             return
         for (_, done), body in zip(batch, bodies, strict=True):
             if not done.done():
                 done.set_result(body)
 
+    async def _send(self, items: list[OutboxItem], spec: BodySpec, now: float) -> list[bytes]:
+        """One round trip; `_PoolFailed` (after restarting the pool) when it cannot answer."""
+        executor, ready = self._executor, self._ready
+        cpu = self.limits.cpu_seconds
+        # CPU time is enforced in the worker; this only catches a worker that stopped
+        # answering at all, so it allows for a machine busy with other work.
+        deadline = len(items) * (3 * cpu + 5) + 30
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(deadline):
+                await asyncio.wrap_future(ready)
+                return await loop.run_in_executor(executor, build_bodies, items, spec, now, cpu)
+        except TimeoutError:
+            _kill_workers(executor)
+            self._restart(executor)
+            raise _PoolFailed(
+                f"the parse worker did not answer within {deadline:g}s and was killed"
+            ) from None
+        except concurrent.futures.BrokenExecutor:
+            self._restart(executor)
+            raise _PoolFailed("the parse worker process died while parsing it") from None
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # a bug in the worker: the message still goes out
+            raise _PoolFailed(f"parsing failed ({type(exc).__name__}: {exc})") from None
+
+    def _restart(self, broken: concurrent.futures.ProcessPoolExecutor) -> None:
+        if broken is not self._executor or self._closed:
+            return  # another batch restarted it already
+        self.restarts += 1
+        log.warning("a parse worker process died or hung; starting new ones")
+        broken.shutdown(wait=False, cancel_futures=True)
+        self._executor = self._start()
+
     def close(self) -> None:
         """Stop the workers; bodies not yet built are built again from the store next time."""
-        self._broken = True
-        for _, _, done in self._queued:
-            if not done.done():
-                done.cancel()
-        self._queued = []
+        global _current
+        self._closed = True
+        if _current is self:
+            _current = None
+        for pending in self._queued.values():
+            for _, done in pending:
+                if not done.done():
+                    done.cancel()
+        self._queued = {}
+        # A worker deep in a slow message would hold the exit for up to its CPU limit (the
+        # interpreter joins the pool at exit); what it was building is built again later.
+        # Wait for a start in progress first: a worker launched after this would be missed,
+        # and it would outlive us holding our stdout and stderr.
+        with contextlib.suppress(Exception):
+            self._ready.result(timeout=30)
+        processes = _processes(self._executor)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        _kill(processes)
+
+
+def _warm_up(
+    executor: concurrent.futures.ProcessPoolExecutor, ready: concurrent.futures.Future[None]
+) -> None:
+    try:
+        # `submit` returns once the worker processes are launched.
+        future = executor.submit(build_bodies, [], BodySpec(0, False), 0.0)
+        future.add_done_callback(_ignore_result)
+    except Exception:  # noqa: S110 - a failed start shows up on the first batch
+        pass
+    finally:
+        ready.set_result(None)
+
+
+def _processes(executor: concurrent.futures.ProcessPoolExecutor) -> list[Any]:
+    # The executor has no public way to stop a running call; its processes are reachable
+    # (until `shutdown` forgets them).
+    return list((getattr(executor, "_processes", None) or {}).values())
+
+
+def _kill(processes: list[Any]) -> None:
+    for process in processes:
+        with contextlib.suppress(Exception):
+            process.kill()
+
+
+def _kill_workers(executor: concurrent.futures.ProcessPoolExecutor) -> None:
+    _kill(_processes(executor))
 
 
 def _ignore_result(future: concurrent.futures.Future[list[bytes]]) -> None:

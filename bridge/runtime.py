@@ -21,7 +21,7 @@ from bridge.attachments.templates import LinkMinter
 from bridge.delivery.worker import DEFAULT_CLAIM_SECONDS, WebhookRoute
 from bridge.mail import MailOptions
 from bridge.mail.formats import FormatOptions
-from bridge.outbox import DeferredPayload, ParsePool
+from bridge.outbox import DeferredPayload, ParseLimits, ParsePool
 from bridge.store import Store, open_store
 from bridge.store.base import OutboxItem
 
@@ -39,6 +39,8 @@ __all__ = [
     "webhook_target",
 ]
 
+# Longest wait at start-up for the parse workers to be launched (seconds; a busy machine).
+PARSE_POOL_START_WAIT = 30.0
 # Slack on top of the sends a delivery claim must cover: store writes, event-loop stalls.
 CLAIM_MARGIN = 20.0
 
@@ -214,9 +216,14 @@ class DeliveryRuntime:
         await self._stack.__aenter__()
         try:
             self._stack.push_async_callback(self.store.close)
+            pool = self._start_parse_pool() if self.with_sender else None
             await self.store.migrate()
             if self.with_sender:
-                await self._open_sender()
+                await self._open_sender(pool)
+            if pool is not None:
+                # The workers start while the store migrates; the first deliveries (and a
+                # delete-mode poll waiting on them) should not pay for the start-up.
+                await pool.started(PARSE_POOL_START_WAIT)
         except BaseException:
             await self._stack.aclose()
             raise
@@ -230,17 +237,28 @@ class DeliveryRuntime:
     ) -> None:
         await self._stack.__aexit__(exc_type, exc, tb)
 
-    async def _open_sender(self) -> None:
+    def _start_parse_pool(self) -> ParsePool | None:
+        """The parse workers (`poller.parse_workers`, with `parse_timeout` and
+        `parse_memory_limit`); None with 0 workers (parsing in this process)."""
+        poller = self.settings.poller
+        workers = int(getattr(poller, "parse_workers", 0) or 0)
+        if workers <= 0:
+            return None
+        default = ParseLimits()
+        limits = ParseLimits(
+            cpu_seconds=float(getattr(poller, "parse_timeout", default.cpu_seconds)),
+            memory=int(getattr(poller, "parse_memory_limit", default.memory)),
+        )
+        pool = ParsePool(workers, limits)
+        self._stack.callback(pool.close)
+        return pool
+
+    async def _open_sender(self, pool: ParsePool | None) -> None:
         from bridge.delivery.sender import WebhookSender
 
         self.sender = await self._stack.enter_async_context(
             WebhookSender(limit=self.delivery_concurrency * 2)
         )
-        pool = None
-        workers = int(getattr(self.settings.poller, "parse_workers", 0) or 0)
-        if workers > 0:
-            pool = ParsePool(workers)
-            self._stack.callback(pool.close)
         for name, hook in self.webhooks.items():
             self.routes[name] = WebhookRoute(
                 target=webhook_target(hook),

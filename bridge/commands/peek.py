@@ -56,7 +56,9 @@ async def peek(spec: AccountSpec, limit: int, out: Any = None) -> int:
             oversize = n not in bodies
             raw = bodies.pop(n) if not oversize else await client.top(n, 0)
             size = sizes.get(n, len(raw)) if oversize else len(raw)
-            message = account_outbox_row(spec, uidl, size, raw, oversize=oversize, now=time.time())
+            message = await account_outbox_row(
+                spec, uidl, size, raw, oversize=oversize, now=time.time()
+            )
             out.write(message.payload.decode("utf-8") + "\n")
             count += 1
     return count

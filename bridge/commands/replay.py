@@ -84,7 +84,7 @@ async def _refetch(rt: PollerRuntime, spec: Any, wanted: dict[str, str]) -> tupl
         messages = []
         for uidl in present.values():
             raw = await client.retrieve(numbers[uidl])
-            row = account_outbox_row(
+            row = await account_outbox_row(
                 spec, uidl, len(raw), raw, oversize=False, now=time.time(), defer=True,
                 session=session,
             )

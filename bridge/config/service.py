@@ -7,7 +7,7 @@ from typing import Any, Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from bridge.config.base import Section
-from bridge.config.units import Duration
+from bridge.config.units import Duration, Size
 
 __all__ = ["LoggingConfig", "OpsConfig", "PollerConfig", "StateConfig"]
 
@@ -42,12 +42,25 @@ class PollerConfig(Section):
     )
     delivery_concurrency: int = Field(default=16, ge=1, description="Webhook requests in flight.")
     parse_workers: int = Field(
-        default=0,
+        default=1,
         ge=0,
         le=64,
-        description="Processes that parse MIME into webhook bodies beside the main one; 0 parses "
-        "in the main process. 1 roughly halves the main process's CPU per message on a machine "
-        "with a core to spare (see BENCHMARKS.md).",
+        description="Processes that parse MIME into webhook bodies, so untrusted mail never "
+        "stalls the event loop (docs/security.md). 0 parses in the main process, without the "
+        "time and memory limits: for tests and benchmarks, not for mail from strangers.",
+    )
+    parse_timeout: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="CPU seconds a parse worker may spend on one message (a 50 MB message "
+        "takes a few); over it the message is delivered with headers only, the raw message "
+        "attached and the reason in `parse_errors`.",
+    )
+    parse_memory_limit: Size = Field(
+        default=2 * 1024**3,
+        ge=256 * 1024**2,
+        description="Address space of each parse worker process; a message that needs more "
+        "is delivered like one over `parse_timeout`.",
     )
     replica_id: str | None = Field(
         default=None, description="This replica's lease holder id (default: hostname-pid)."

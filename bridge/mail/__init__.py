@@ -8,10 +8,12 @@ from bridge.mail._payload import (
     MAX_PARSE_ERRORS,
     build_message_data,
     build_message_data_and_fingerprint,
+    degraded,
     encode,
     envelope,
     fingerprint,
     metadata_only,
+    minimal,
     schema,
 )
 from bridge.mail.errors import MailError, PayloadEncodingError
@@ -26,11 +28,13 @@ __all__ = [
     "PayloadEncodingError",
     "build_message_data",
     "build_message_data_and_fingerprint",
+    "degraded",
     "encode",
     "envelope",
     "fingerprint",
     "header_uid",
     "message_id",
     "metadata_only",
+    "minimal",
     "schema",
 ]

@@ -37,7 +37,9 @@ from bridge.mail._helpdesk import (
     original_recipient,
     spam_verdict,
 )
+from bridge.mail._limits import MAX_HEADER_BLOCK, field_over_limits, over_limits
 from bridge.mail._mime import Content, parse, parse_headers, walk
+from bridge.mail._mime import header_end as _header_end
 from bridge.mail._reply import reply_text
 from bridge.mail._text import clean
 from bridge.mail.errors import PayloadEncodingError
@@ -49,10 +51,12 @@ __all__ = [
     "MailOptions",
     "build_message_data",
     "build_message_data_and_fingerprint",
+    "degraded",
     "encode",
     "envelope",
     "fingerprint",
     "metadata_only",
+    "minimal",
     "schema",
 ]
 
@@ -108,6 +112,11 @@ def build_message_data_and_fingerprint(
     block parses the same alone or as part of the whole message, so the fingerprint is the
     one `fingerprint(raw)` gives (stored fingerprints keep matching). Never raises.
     """
+    over = over_limits(raw, _header_end(raw))
+    if over is not None:
+        log.warning("message over a parse limit, delivered with headers only: %s", over)
+        data = degraded(raw, f"{over}; the message was not parsed", options=options)
+        return data, fingerprint(raw)
     errors: list[str] = []
     msg: Message | None = None
     try:
@@ -204,12 +213,62 @@ def _top_mailbox_hash(data: dict[str, Any], recipient: str | None, sep: str) -> 
     return None
 
 
+def degraded(raw: bytes, reason: str, *, options: MailOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
+    """Payload data when the whole message may not or could not be parsed: headers only
+    (each field within the caps of `_limits`), the raw message attached, `reason` first.
+
+    Used for messages over a cheap cap and, in the parse workers, for messages that ran out
+    of CPU time or memory. Linear in the size of the header block.
+    """
+    errors = [f"{clean(reason)}; headers only, raw message attached"]
+    return _attached(_headers_only(raw, errors), raw, options, errors)
+
+
+def minimal(raw: bytes, reason: str, *, options: MailOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
+    """`degraded` without even the header block: for a message whose parse killed its worker
+    process, which the main process must not try to parse at all. Constant work plus base64.
+    """
+    errors = [f"{clean(reason)}; raw message attached"]
+    data = _header_fields(Message(), errors)
+    data["text"], data["html"], data["attachments"] = None, None, []
+    return _attached(data, raw, options, errors)
+
+
+def _attached(
+    data: dict[str, Any], raw: bytes, options: MailOptions, errors: list[str]
+) -> dict[str, Any]:
+    data["raw"] = base64.b64encode(raw).decode("ascii")
+    helpdesk = _helpdesk_fields(data, options, None, errors)
+    data["parse_errors"] = _tidy(errors)
+    data.update(helpdesk)
+    return data
+
+
+_CUT = 256  # characters kept of a header field over a cap
+
+
 def _headers_only(raw: bytes, errors: list[str]) -> dict[str, Any]:
+    """The payload's header fields from the header block alone, within the caps of `_limits`:
+    a field over one is cut to its first characters and noted, so no decoder sees it whole.
+    """
+    end = _header_end(raw)
+    if end > MAX_HEADER_BLOCK:
+        errors.append(f"only the first {MAX_HEADER_BLOCK} bytes of the header block were read")
+        end = MAX_HEADER_BLOCK
     try:
-        data = _header_fields(parse_headers(raw), errors)
+        parsed = parse_headers(raw[:end])
     except Exception as exc:
         errors.append(f"the header block could not be parsed either ({type(exc).__name__})")
-        data = _header_fields(Message(), errors)
+        parsed = Message()
+    safe = Message()
+    for name, value in parsed.raw_items():
+        text = str(value)
+        over = field_over_limits(str(name).lower(), text)
+        if over is not None:
+            errors.append(f"{over}; its value is cut to {_CUT} characters and not decoded")
+            text = text[:_CUT]
+        safe[name] = text
+    data = _header_fields(safe, errors)
     data["text"], data["html"], data["attachments"] = None, None, []
     return data
 

@@ -46,8 +46,9 @@ from dataclasses import dataclass, field
 from bridge import mail
 from bridge.delivery.ids import msg_id_for
 from bridge.delivery.worker import Deliveries
-from bridge.outbox import outbox_row
+from bridge.outbox import isolated_row
 from bridge.poller.canary import FoundCanary, find_canary
+from bridge.poller.listing import checked_listing
 from bridge.poller.migration import suspicious
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.client import POP3Client, login_with_fallback
@@ -181,7 +182,7 @@ async def connect_and_login(spec: AccountSpec, report: PollReport | None = None)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def account_outbox_row(
+async def account_outbox_row(
     spec: AccountSpec,
     uidl: str,
     size: int,
@@ -203,7 +204,7 @@ def account_outbox_row(
         if oversize
         else None
     )
-    return outbox_row(
+    return await isolated_row(
         raw,
         account=spec.name,
         uidl=uidl,
@@ -293,10 +294,11 @@ class _Poll:
 
     async def run(self, delete_wait: float) -> None:
         client, report = self.client, self.report
-        for n, uidl in await client.uidl(header_id=mail.header_uid):
-            # Identical header-derived ids (servers without UIDL) would alias: first one wins
-            # and the copies wait for a later poll once the first is gone.
-            self.number_of.setdefault(uidl, n)
+        # STAT first: its count bounds the UIDL answer and the numbers in it
+        # (bridge.poller.listing; a hostile listing is a protocol error, not 100,000 rows).
+        count, _ = await client.stat()
+        listing = await client.uidl(header_id=mail.header_uid, messages=count)
+        self.number_of = await checked_listing(listing, count, self.account, self.fingerprints)
         report.on_server = len(self.number_of)
 
         state = await self.store.seen_state(self.account)
@@ -477,7 +479,7 @@ class _Poll:
 
     async def fetch_oversize(self, n: int, uidl: str, size: int) -> None:
         headers = await self.client.top(n, 0)
-        message = account_outbox_row(
+        message = await account_outbox_row(
             self.spec,
             uidl,
             size,
@@ -498,9 +500,15 @@ class _Poll:
                 self.report.canaries.append((found, self.clock()))
                 self.report.canary_numbers.append(rn)
                 continue
-            message = account_outbox_row(
-                self.spec, uidl_of[rn], len(raw), raw, oversize=False, now=self.clock(),
-                defer=True, session=self.report.session
+            message = await account_outbox_row(
+                self.spec,
+                uidl_of[rn],
+                len(raw),
+                raw,
+                oversize=False,
+                now=self.clock(),
+                defer=True,
+                session=self.report.session,
             )
             self.add(message, len(raw))
 

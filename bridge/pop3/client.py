@@ -109,6 +109,10 @@ def _ssl_context(
     return ctx
 
 
+# Octets one UIDL line may take when the answer is bounded by STAT's count: RFC 1939 ids are
+# at most 70 characters; servers that send longer ones stay far below this.
+UIDL_LINE_MAX = 512
+
 class POP3Client:
     """An authenticated-or-not POP3 session over asyncio. Create it with `connect`."""
 
@@ -331,7 +335,7 @@ class POP3Client:
             raise self._error(command.verb, status)
         return status
 
-    async def _body(self) -> bytes:
+    async def _body(self, limit: int | None = None) -> bytes:
         # A body that arrives in one chunk (most mail) is returned as is. Longer ones go into a
         # BytesIO, not a list joined at the end: getvalue() hands over BytesIO's own buffer
         # without copying, so a 50 MB RETR peaks near 1.1x its size instead of 2x.
@@ -351,10 +355,11 @@ class POP3Client:
                     rest.write(event.data)
                     first = b""
                 size += len(event.data)
-                if self.max_body is not None and size > self.max_body:
+                cap = self.max_body if limit is None else limit
+                if cap is not None and size > cap:
                     self.abort()  # the rest of the answer must not be read as the next one
                     raise RemoteProtocolError(
-                        f"{self.host} sent a multi-line answer of more than {self.max_body} "
+                        f"{self.host} sent a multi-line answer of more than {cap} "
                         "octets, far more than it announced; the connection was dropped"
                     )
             elif isinstance(event, EndOfMultiline):
@@ -563,18 +568,26 @@ class POP3Client:
         return [parse_list_line(line) for line in body.splitlines() if line.strip()]
 
     async def uidl(
-        self, *, header_id: Callable[[bytes], str] | None = None
+        self,
+        *,
+        header_id: Callable[[bytes], str] | None = None,
+        messages: int | None = None,
     ) -> builtins.list[tuple[int, str]]:
         """(number, uid) for every message.
 
         A server without UIDL (or one that leaves ids out) gets ids derived from each
         message's headers by `header_id` (read with pipelined `TOP n 0`); the poller passes
         `bridge.mail.header_uid`. Without `header_id` such messages keep an empty uid.
+
+        With `messages` (STAT's count) the answer may be at most `UIDL_LINE_MAX` octets per
+        message: a server listing far more entries than it has messages is dropped with
+        `RemoteProtocolError` before it can fill memory.
         """
         await self._send(Command("UIDL"))
         status = await self._status()
         if status.ok:
-            body = await self._body()
+            limit = None if messages is None else (messages + 1) * UIDL_LINE_MAX
+            body = await self._body(limit)
             entries = [parse_uidl_line(line) for line in body.splitlines() if line.strip()]
         elif status.has_code("SYS") or status.has_code("IN-USE"):
             raise self._error("UIDL", status)

@@ -137,7 +137,7 @@ async def test_unreachable_endpoint_is_a_typed_error() -> None:
 
 
 class OAuthPOP3:
-    """Just enough POP3 for a poll: CAPA, AUTH XOAUTH2/OAUTHBEARER, UIDL, LIST, QUIT."""
+    """Just enough POP3 for a poll: CAPA, AUTH XOAUTH2/OAUTHBEARER, STAT, UIDL, LIST, QUIT."""
 
     def __init__(self, valid: set[str]) -> None:
         self.valid = valid
@@ -175,6 +175,8 @@ class OAuthPOP3:
                     w.write(b"+OK welcome\r\n" if ok else b"-ERR [AUTH] invalid token\r\n")
                 elif verb in ("UIDL", "LIST"):
                     w.write(b"+OK\r\n.\r\n")
+                elif verb == "STAT":  # the poll asks first: its count bounds UIDL
+                    w.write(b"+OK 0 0\r\n")
                 elif verb == "QUIT":
                     w.write(b"+OK bye\r\n")
                     await w.drain()

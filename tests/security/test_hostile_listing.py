@@ -1,0 +1,162 @@
+"""Issue 19, findings 3 and 4: UIDL listings a hostile or broken server sends.
+
+3. A UIDL answer of 100,000 tiny entries all for message 1 while STAT says 1: before, the
+   bridge buffered and parsed all of it (95 MB drove `once` to 2.3 GB RSS) and recorded
+   100,000 new messages, fetching message 1 for each. Now STAT's count bounds the answer's
+   size and its numbers: the poll is a clear protocol error, nothing recorded or fetched.
+   Duplicate UIDLs for different messages: every one is delivered (before: one of three).
+4. One non-UTF-8 UIDL (`b"\\xff\\xfe"`) made every poll of the mailbox fail with
+   UnicodeEncodeError; now it is keyed by its escaped bytes, with a warning, and the mailbox
+   is delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bridge.poller.poll import poll_account
+from bridge.poller.spec import AccountSpec
+from bridge.pop3.errors import RemoteProtocolError
+from bridge.store import Store
+from bridge.testing.fakepop3 import FakePOP3Server
+from tests.support.rss import RssPeak
+
+
+def spec(port: int) -> AccountSpec:
+    return AccountSpec(
+        name="acct",
+        host="127.0.0.1",
+        port=port,
+        username="user",
+        password="password",
+        webhook="main",
+        tls="none",
+        auth="user",
+        allow_plaintext=True,
+        connect_timeout=10,
+        read_timeout=10,
+    )
+
+
+def mail(n: int) -> bytes:
+    return b"From: a@example.com\r\nSubject: message %d\r\n\r\nbody %d\r\n" % (n, n)
+
+
+async def test_a_non_utf8_uidl_does_not_stop_the_mailbox(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with FakePOP3Server([mail(1), mail(2), mail(3)]) as server:
+        server.set_uidl(1, b"\xff\xfe".decode("utf-8", "surrogateescape"))
+        server.set_uidl(2, "ctl\x01id")
+        report = await poll_account(spec(server.port), store)
+        again = await poll_account(spec(server.port), store)
+    assert report.recorded == 3 and again.recorded == 0  # the keys are stable across polls
+    assert {"x-uidl:%FF%FE", "x-uidl:ctl%01id"} <= await store.seen_uidls("acct")
+    assert "not RFC 1939 text" in caplog.text
+
+
+def test_storable_uids_keep_what_stores_already_hold() -> None:
+    from bridge.poller.listing import storable_uid
+
+    for uid in ("abc", "with space", "ünïcode-ok", "x" * 200):
+        assert storable_uid(uid) == uid
+
+
+async def test_duplicate_uidls_deliver_every_message(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with FakePOP3Server([mail(1), mail(2), mail(3), mail(4)]) as server:
+        for index in range(3):
+            server.set_uidl(index, "same-id")
+        report = await poll_account(spec(server.port), store)
+        again = await poll_account(spec(server.port), store)
+    assert report.recorded == 4 and again.recorded == 0
+    keys = await store.seen_uidls("acct")
+    assert "same-id" in keys and sum(k.startswith("same-id#") for k in keys) == 2
+    assert "a UIDL another message has" in caplog.text
+
+
+class ListingBomb:
+    """STAT says one message; UIDL then lists `entries` distinct ids, all for message 1."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self.sent = 0
+        self.commands: list[bytes] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ListingBomb:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        answers = {
+            b"CAPA": b"-ERR no\r\n",
+            b"USER": b"+OK\r\n",
+            b"PASS": b"+OK\r\n",
+            b"STAT": b"+OK 1 100\r\n",
+            b"LIST": b"+OK\r\n1 100\r\n.\r\n",
+            b"RETR": b"+OK\r\nSubject: x\r\n\r\nx\r\n.\r\n",
+            b"QUIT": b"+OK\r\n",
+        }
+        w.write(b"+OK ready\r\n")
+        with contextlib.suppress(ConnectionError):
+            while line := await r.readline():
+                verb = line.split()[0].upper() if line.split() else b""
+                self.commands.append(verb)
+                if verb == b"UIDL":
+                    w.write(b"+OK\r\n")
+                    chunk = []
+                    for k in range(self.entries):
+                        chunk.append(b"1 u%d\r\n" % k)
+                        if len(chunk) == 1000:
+                            data = b"".join(chunk)
+                            w.write(data)
+                            self.sent += len(data)
+                            chunk = []
+                            await w.drain()
+                    w.write(b"".join(chunk) + b".\r\n")
+                else:
+                    w.write(answers.get(verb, b"-ERR unknown\r\n"))
+                await w.drain()
+        w.close()
+
+
+@pytest.fixture
+async def bomb() -> AsyncIterator[ListingBomb]:
+    async with ListingBomb(entries=2_000_000) as server:  # about 20 MB of UIDL lines
+        yield server
+
+
+async def test_a_listing_beyond_stat_is_a_protocol_error_with_bounded_memory(
+    store: Store, bomb: ListingBomb
+) -> None:
+    with (
+        RssPeak(os.getpid()) as rss,
+        pytest.raises(RemoteProtocolError, match="multi-line answer of more than"),
+    ):
+        await poll_account(spec(bomb.port), store)
+    assert b"RETR" not in bomb.commands and b"QUIT" not in bomb.commands
+    assert await store.seen_uidls("acct") == set()
+    assert bomb.sent < 5_000_000  # it stopped reading almost at once
+    assert rss.growth < 30 * 1024 * 1024, rss.growth
+
+
+async def test_numbers_beyond_stat_or_repeated_are_refused(store: Store) -> None:
+    async with ListingBomb(entries=3) as server:  # small: the size cap does not trigger
+        with pytest.raises(RemoteProtocolError, match="more than once"):
+            await poll_account(spec(server.port), store)
+    assert await store.seen_uidls("acct") == set()
+    assert b"RETR" not in server.commands
