@@ -37,7 +37,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from bridge.attachments.signing import LinkSigner, Verdict, parse_path
+from bridge.attachments.signing import LinkSigner, LinkVerdict, parse_path
 from bridge.ops import metrics
 from bridge.ops.metrics import best_effort
 from bridge.ops.server import HTTPService
@@ -204,9 +204,9 @@ class LinkServer(HTTPService):
         verdict = self.signer.check(
             path, request.query.get("expires"), request.query.get("signature"), self.clock()
         )
-        if verdict is Verdict.FORBIDDEN:
+        if verdict is LinkVerdict.FORBIDDEN:
             return _plain(403, "forbidden: the link's signature is missing or wrong")
-        if verdict is Verdict.EXPIRED:
+        if verdict is LinkVerdict.EXPIRED:
             return _plain(403, "expired: this link is no longer valid; ask for a fresh one")
         link = await self.store.stored_link(*target)
         if link is None:

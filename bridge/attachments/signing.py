@@ -24,7 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["MIN_KEY_LENGTH", "RAW", "LinkSigner", "Verdict", "link_path", "parse_path"]
+__all__ = ["MIN_KEY_LENGTH", "RAW", "LinkSigner", "LinkVerdict", "link_path", "parse_path"]
 
 RAW = -1  # the part number of the whole raw message
 MIN_KEY_LENGTH = 32
@@ -34,7 +34,7 @@ _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{43}")
 _EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
 
 
-class Verdict(enum.Enum):
+class LinkVerdict(enum.Enum):
     OK = "ok"
     FORBIDDEN = "forbidden"  # missing, malformed or wrong signature
     EXPIRED = "expired"  # correctly signed, past its expiry
@@ -78,7 +78,9 @@ class LinkSigner:
         mac = hmac.new(key or self.keys[0], f"{path}\n{expires}".encode(), hashlib.sha256)
         return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
 
-    def check(self, path: str, expires: str | None, signature: str | None, now: float) -> Verdict:
+    def check(
+        self, path: str, expires: str | None, signature: str | None, now: float
+    ) -> LinkVerdict:
         """Whether a request for `path` (relative to public_url) may be served at `now`."""
         if (
             expires is None
@@ -86,11 +88,11 @@ class LinkSigner:
             or _EXPIRES.fullmatch(expires) is None
             or _SIGNATURE.fullmatch(signature) is None
         ):
-            return Verdict.FORBIDDEN
+            return LinkVerdict.FORBIDDEN
         given = signature.encode("ascii")
         valid = False
         for key in self.keys:  # no early exit: the time taken does not say which key matched
             valid |= hmac.compare_digest(self.sign(path, int(expires), key).encode(), given)
         if not valid:
-            return Verdict.FORBIDDEN
-        return Verdict.OK if now < int(expires) else Verdict.EXPIRED
+            return LinkVerdict.FORBIDDEN
+        return LinkVerdict.OK if now < int(expires) else LinkVerdict.EXPIRED

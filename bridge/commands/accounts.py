@@ -24,7 +24,7 @@ from bridge.commands._common import (
     add_config_argument,
     run_with_settings,
 )
-from bridge.poller.resources import PollerRuntime, validate_account
+from bridge.poller.resources import PollerRuntime
 from bridge.store.errors import StoreError
 
 HELP = "add, list or remove accounts kept in the state database"
@@ -111,7 +111,7 @@ async def _accounts(settings: Any, args: argparse.Namespace) -> int:
             return EXIT_FAILED
         try:
             config = _config_from(args)
-            validate_account({**config, "name": args.name}, rt)
+            rt.validate_account({**config, "name": args.name})
         except Exception as exc:
             print(f"accounts add {args.name}: invalid account: {exc}", file=sys.stderr)
             return EXIT_CONFIG

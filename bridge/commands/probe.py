@@ -62,7 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--insecure", action="store_true", help="do not verify the server certificate"
     )
     secret = parser.add_mutually_exclusive_group()
-    secret.add_argument("--password-file", help="read the password (or token) from this file")
+    secret.add_argument(
+        "--password-file",
+        help="read the password (or token) from this file (one trailing newline is stripped, "
+        "as for password_file in the configuration)",
+    )
     secret.add_argument("--password-env", metavar="VAR", help="read it from this variable")
     parser.add_argument(
         "--allow-plaintext",
@@ -82,10 +86,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _password(args: argparse.Namespace) -> str:
+    from bridge.config.secret_source import strip_one_newline
+
     if args.password_file:
         try:
             with open(args.password_file, encoding="utf-8") as fh:
-                return fh.read().rstrip("\r\n")
+                return strip_one_newline(fh.read())
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise ProbeCannotStart(

@@ -49,9 +49,6 @@ from bridge.config.sources import CONFIG_ENV, ENV_PREFIX, SECRETS_DIR_ENV
 from bridge.config.units import Duration, Size, parse_duration, parse_size
 from bridge.config.webhook import MailgunFormat, SendGridFormat, WebhookConfig
 
-# The tests validate dicts through the same entry `load_settings` uses after reading sources.
-_validate = validate
-
 __all__ = [
     "CONFIG_ENV",
     "ENV_PREFIX",

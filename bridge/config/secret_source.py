@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["SecretField", "SecretSource", "read_secret_file", "resolve_secrets"]
+__all__ = [
+    "SecretField",
+    "SecretSource",
+    "read_secret_file",
+    "resolve_secrets",
+    "strip_one_newline",
+]
 
 Problem = tuple[str, str]
 
@@ -85,10 +91,15 @@ def read_secret_file(name: str, base: Path | None) -> str:
         raise ValueError(f"file {str(path)!r} is not UTF-8 text") from None
     except OSError as exc:
         raise ValueError(f"file {str(path)!r} cannot be read ({exc.strerror})") from None
+    return strip_one_newline(text)
+
+
+def strip_one_newline(text: str) -> str:
+    """`text` less one trailing newline (``\\n`` or ``\\r\\n``), the one `echo` adds."""
     if text.endswith("\r\n"):
-        text = text[:-2]
-    elif text.endswith("\n"):
-        text = text[:-1]
+        return text[:-2]
+    if text.endswith("\n"):
+        return text[:-1]
     return text
 
 

@@ -18,7 +18,7 @@ from bridge.poller.oauth import TokenProvider
 from bridge.poller.spec import AccountSpec
 from bridge.runtime import DeliveryRuntime
 
-__all__ = ["PollerRuntime", "validate_account"]
+__all__ = ["PollerRuntime"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class PollerRuntime(DeliveryRuntime):
                     log.warning("database account %r ignored: the config file defines it", name)
                     continue
                 try:
-                    specs[name] = self._spec(validate_account({**config, "name": name}, self))
+                    specs[name] = self._spec(self.validate_account({**config, "name": name}))
                 except Exception as exc:
                     log.error("database account %r is invalid, skipped: %s", name, exc)
         return list(specs.values())
@@ -54,6 +54,12 @@ class PollerRuntime(DeliveryRuntime):
             name: (p.needs_reauth, p.refresh_token_expires_at)
             for name, p in self._providers.items()
         }
+
+    def validate_account(self, config: dict[str, Any]) -> Any:
+        """A database account's JSON, checked with the config-file rules and webhook names."""
+        from bridge.config import validate_account
+
+        return validate_account(config, webhooks=list(self.webhooks))
 
     def _spec(self, account: Any) -> AccountSpec:
         return account_spec(
@@ -71,9 +77,3 @@ class PollerRuntime(DeliveryRuntime):
             options = dataclasses.replace(options, custody_retention=float(retention.custody))
         return PollerApp(self.store, self.sender, self.routes, self.accounts, options, **hooks)
 
-
-def validate_account(config: dict[str, Any], runtime: PollerRuntime) -> Any:
-    """A database account's JSON validated with the same model as a config-file account."""
-    from bridge.config import validate_account as validate
-
-    return validate(config, webhooks=list(runtime.webhooks))

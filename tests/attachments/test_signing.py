@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.attachments.server import content_disposition, parse_range
-from bridge.attachments.signing import RAW, LinkSigner, Verdict, link_path, parse_path
+from bridge.attachments.signing import RAW, LinkSigner, LinkVerdict, link_path, parse_path
 from tests.attachments.support import KEY, OLD_KEY
 
 MSG = "msg_" + "ab" * 16
@@ -27,23 +27,23 @@ def test_a_minted_link_verifies_until_it_expires() -> None:
     path, q = _query(url)
     assert url.startswith("https://h.test/base/a/" + MSG + "/3?")
     rel = path.removeprefix("/base")
-    assert signer.check(rel, q["expires"], q["signature"], 999.9) is Verdict.OK
-    assert signer.check(rel, q["expires"], q["signature"], 1000) is Verdict.EXPIRED
+    assert signer.check(rel, q["expires"], q["signature"], 999.9) is LinkVerdict.OK
+    assert signer.check(rel, q["expires"], q["signature"], 1000) is LinkVerdict.EXPIRED
 
 
 def test_tampering_with_any_part_is_forbidden() -> None:
     signer = LinkSigner("https://h.test", [KEY])
     path, q = _query(signer.url(MSG, 0, 5000))
     sig, exp = q["signature"], q["expires"]
-    assert signer.check(link_path(MSG, 1), exp, sig, 0) is Verdict.FORBIDDEN
-    assert signer.check(link_path(MSG, RAW), exp, sig, 0) is Verdict.FORBIDDEN
-    assert signer.check(path, "5001", sig, 0) is Verdict.FORBIDDEN
+    assert signer.check(link_path(MSG, 1), exp, sig, 0) is LinkVerdict.FORBIDDEN
+    assert signer.check(link_path(MSG, RAW), exp, sig, 0) is LinkVerdict.FORBIDDEN
+    assert signer.check(path, "5001", sig, 0) is LinkVerdict.FORBIDDEN
     flipped = ("B" if sig[0] == "A" else "A") + sig[1:]
-    assert signer.check(path, exp, flipped, 0) is Verdict.FORBIDDEN
+    assert signer.check(path, exp, flipped, 0) is LinkVerdict.FORBIDDEN
     for bad_exp, bad_sig in [(None, sig), (exp, None), ("", sig), ("0x10", sig), (exp, sig + "=")]:
-        assert signer.check(path, bad_exp, bad_sig, 0) is Verdict.FORBIDDEN
+        assert signer.check(path, bad_exp, bad_sig, 0) is LinkVerdict.FORBIDDEN
     # An expired link with a wrong signature says nothing about expiry.
-    assert signer.check(path, exp, flipped, 10**9) is Verdict.FORBIDDEN
+    assert signer.check(path, exp, flipped, 10**9) is LinkVerdict.FORBIDDEN
 
 
 def test_rotation_signs_with_the_first_key_and_accepts_every_key() -> None:
@@ -51,10 +51,10 @@ def test_rotation_signs_with_the_first_key_and_accepts_every_key() -> None:
     rotated = LinkSigner("https://h.test", [KEY, OLD_KEY])
     new_only = LinkSigner("https://h.test", [KEY])
     path, q = _query(old.url(MSG, 0, 5000))
-    assert rotated.check(path, q["expires"], q["signature"], 0) is Verdict.OK
-    assert new_only.check(path, q["expires"], q["signature"], 0) is Verdict.FORBIDDEN
+    assert rotated.check(path, q["expires"], q["signature"], 0) is LinkVerdict.OK
+    assert new_only.check(path, q["expires"], q["signature"], 0) is LinkVerdict.FORBIDDEN
     path, q = _query(rotated.url(MSG, 0, 5000))
-    assert new_only.check(path, q["expires"], q["signature"], 0) is Verdict.OK
+    assert new_only.check(path, q["expires"], q["signature"], 0) is LinkVerdict.OK
 
 
 def test_short_keys_are_refused() -> None:

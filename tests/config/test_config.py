@@ -326,9 +326,9 @@ def test_every_error_names_its_key(case: str, changes: dict[str, Any], key: str)
 
 
 def load_dict(data: dict[str, Any]) -> Settings:
-    from bridge.config import _validate  # the same entry load_settings uses after YAML
+    from bridge.config import validate  # the same entry load_settings uses after its sources
 
-    result: Settings = _validate(Settings, data, {"env": {}})
+    result: Settings = validate(Settings, data, {"env": {}})
     return result
 
 
