@@ -101,7 +101,10 @@ __all__ = ["MAX_PIPELINE", "Actions", "CaptureSink", "Exchange", "Relay", "logga
 
 MAX_PIPELINE = 64
 MAX_CAPA_BODY = 64 * 1024
-CLIENT_BACKLOG_LIMIT = 64 * 1024
+# Must exceed the longest line the reader accepts (a SASL response, 64 KiB): with the two
+# equal, a client that sent a 64 KiB response and nothing more was neither read further nor
+# refused, and the session hung (issue 19).
+CLIENT_BACKLOG_LIMIT = 2 * 64 * 1024
 _BARRIERS = STATE_CHANGING | {"STLS"}
 _AUTH_STATES = (State.AUTHORIZATION, State.AUTHORIZATION_USER)
 _LOGIN_VERBS = frozenset({"PASS", "APOP", "AUTH"})
@@ -290,6 +293,12 @@ class Relay:
                 if exc.reason == "too-long":
                     self._too_long_seen = True
                 self.errors += 1
+                if self._auth_line_expected:
+                    # A SASL exchange cannot skip a response: the upstream (or the routing
+                    # login) waits for it. Answer at once, past the waiting AUTH, and close.
+                    self._out.to_client.append(_err(f"SASL response refused: {exc}"))
+                    self._close("SASL response over the line limit")
+                    return
                 self._local("-", (), _err(f"bad command line: {exc}"), "bad", note=exc.reason)
                 continue
             if event is NEED_DATA:
