@@ -63,12 +63,41 @@ def reply_text(text: str | None) -> str | None:
     """The reply's own text (module docstring); None when it cannot tell."""
     if not text:
         return None
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    end = _history_start(lines)
-    kept = _drop_quotes(lines[:end])
-    kept = _drop_signature(kept)
-    result = _tidy(kept)
-    return result or None
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not _may_have_history(text):
+        # No quote, separator, header block or attribution can be here, and most mail is
+        # not a reply: the text-level path costs a few microseconds, the per-line rules ~70.
+        return _tidy(_cut_signature(text)) or None
+    lines = text.split("\n")
+    kept = _drop_signature(_drop_quotes(lines[: _history_start(lines)]))
+    return _tidy("\n".join(kept)) or None
+
+
+# Substrings without which no rule above can match (a quoted line, a line ending in ":", a
+# separator); a "From:"-like field at a line start. Plain `in` tests: one regex over the
+# whole text cost as much as the rest of the reply parsing.
+_MARKS = ("\n>", "\n >", ":\n", "：\n", ": \n", "________", "-----")
+_FIELD_STARTS = tuple(
+    f"\n{star}{name}"
+    for name in ("from", "von", "de", "da", "van", "från", "fra", "差出人", "送信者", "发件人")
+    for star in ("", "*")
+)
+
+
+def _may_have_history(text: str) -> bool:
+    if text.startswith((">", " >")) or any(mark in text for mark in _MARKS):
+        return True
+    if text.rstrip(" \t\n").endswith((":", "：")):
+        return True
+    low = "\n" + text.lower()
+    for start in _FIELD_STARTS:
+        at = low.find(start)
+        while at >= 0:  # "\nde" also starts "delivery": look at what follows each one
+            after = at + len(start)
+            if low[after : after + 8].lstrip(" \t*").startswith((":", "：")):
+                return True
+            at = low.find(start, after)
+    return False
 
 
 def _quoted(line: str) -> bool:
@@ -101,9 +130,10 @@ def _attribution_span(lines: list[str], i: int) -> int:
     for span in (1, 2):
         if i + span > len(lines):
             return 0
-        joined = " ".join(line.strip() for line in lines[i : i + span])
-        if not joined.endswith((":", "：")):
+        # Most lines end in something else: decided before any joining (this runs per line).
+        if not lines[i + span - 1].rstrip().endswith((":", "：")):
             continue
+        joined = " ".join(line.strip() for line in lines[i : i + span])
         if not (_WROTE.search(joined) or _HINT.search(joined)):
             return 0
         after = i + span
@@ -167,11 +197,29 @@ def _drop_signature(lines: list[str]) -> list[str]:
     return lines
 
 
-def _tidy(lines: list[str]) -> str:
-    out: list[str] = []
-    for line in lines:
-        line = line.rstrip()
-        if not line and (not out or not out[-1]):
-            continue
-        out.append(line)
-    return "\n".join(out).strip("\n")
+def _tidy(text: str) -> str:
+    """Trailing blanks off every line, runs of empty lines made one, no empty first/last.
+
+    String methods, not regexes: on a few kilobytes of text each regex pass cost 20-40 us.
+    """
+    if " \n" in text or "\t\n" in text or text.endswith((" ", "\t")):
+        text = "\n".join(line.rstrip(" \t") for line in text.split("\n"))
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text.strip("\n")
+
+
+def _cut_signature(text: str) -> str:
+    """`_drop_signature` over the whole text, for texts without history (same result)."""
+    cut = len(text)
+    for mark in ("\n-- \n", "\n--\n"):
+        at = text.find(mark)
+        if at >= 0:
+            cut = min(cut, at)
+    if text.startswith(("-- \n", "--\n")) or text in ("--", "-- "):
+        cut = 0
+    elif text.endswith(("\n--", "\n-- ")):
+        cut = min(cut, text.rindex("\n"))
+    text = text[:cut].rstrip()
+    head, _, last = text.rpartition("\n")
+    return head if _MOBILE.match(last) else text

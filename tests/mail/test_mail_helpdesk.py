@@ -11,6 +11,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import bridge.mail as mail
 from bridge.mail._reply import reply_text
@@ -343,3 +345,49 @@ def test_metadata_only_has_the_helpdesk_fields() -> None:
     )
     assert data["original_recipient"] == "a+z@b.c" and data["mailbox_hash"] == "z"
     assert data["reply_text"] is None and data["auto_submitted"] is True
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "",
+                " ",
+                "--",
+                "-- ",
+                "a",
+                "Hi there",
+                "de",
+                "From",
+                "x:",
+                "> q",
+                "Sent from my x",
+                "\t",
+                "On Mon, a@b wrote:",
+                "Von: Bob",
+                "Date: now",
+                "____",
+                "2026:",
+            ]
+        ),
+        max_size=12,
+    )
+)
+def test_the_fast_path_gives_what_the_line_rules_give(lines: list[str]) -> None:
+    """Texts the gate lets through the text-level path come out as the per-line rules make
+    them; the gate only ever skips rules that could not have matched."""
+    from bridge.mail import _reply
+
+    text = "\n".join(lines)
+    slow_lines = text.split("\n")
+    slow = _reply._tidy(
+        "\n".join(
+            _reply._drop_signature(
+                _reply._drop_quotes(slow_lines[: _reply._history_start(slow_lines)])
+            )
+        )
+    )
+    if not _reply._may_have_history(text):
+        assert _reply._tidy(_reply._cut_signature(text)) == slow
+    assert reply_text(text) == (slow or None)
