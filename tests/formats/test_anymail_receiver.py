@@ -127,18 +127,22 @@ class AnymailReceiver:
             "ANYMAIL_MAILGUN_KEY": mailgun_key,
             "PYTHONWARNINGS": "ignore",
         }
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "anymail_receiver.py"), str(self.records_file)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        # Its log goes to a file: a pipe nobody drains would block the server once full.
+        self.log_file = tmp / f"anymail-{id(self)}.log"
+        with open(self.log_file, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(HERE / "anymail_receiver.py"), str(self.records_file)],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+            )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("listening "):
             self.proc.kill()
-            _, err = self.proc.communicate(timeout=10)
+            self.proc.wait(10)
+            err = self.log_file.read_text(errors="replace")
             raise RuntimeError(f"anymail receiver did not start: {line!r} {err[-2000:]}")
         self.port = int(line.split()[1])
 
@@ -154,11 +158,11 @@ class AnymailReceiver:
     def stop(self) -> str:
         self.proc.terminate()
         try:
-            _, err = self.proc.communicate(timeout=10)
+            self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate(timeout=10)
-        return err
+            self.proc.communicate(timeout=10)
+        return self.log_file.read_text(errors="replace")
 
 
 @pytest.fixture
