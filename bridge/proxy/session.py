@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from bridge.pop3.wire import LineEnding, ResponseFramer
 from bridge.proxy.handler import ProxyHandler, ProxySession
 from bridge.proxy.log import SessionLog
 from bridge.proxy.policy import Policy
-from bridge.proxy.relay import UPSTREAM_LOST, Actions, CaptureSink, Relay
+from bridge.proxy.relay import MAX_CAPA_BODY, UPSTREAM_LOST, Actions, CaptureSink, Relay
 from bridge.proxy.routing import Route, RoutingTable, UnknownUser
 
 __all__ = ["SessionSettings", "TapFactory", "connect_upstream", "run_session", "set_nodelay"]
@@ -79,7 +79,16 @@ def upstream_name(up: ProxyUpstream) -> str:
     return f"{up.host}:{up.port}"
 
 
+# One deadline for everything before relaying starts: connect, greeting, CAPA and (routing)
+# the login. Per-read timeouts alone let an upstream that trickles a line at a time hold a
+# client (and its slot) for ever (issue 19).
+UPSTREAM_SETUP_DEADLINE = 30.0
+
+
 async def connect_upstream(up: ProxyUpstream, connect_timeout: float) -> POP3Client:
+    """A logged-out client for `up`. Its multi-line answers (the CAPA read at connect) are
+    capped like the client-facing CAPA: an endless one from a hostile upstream is cut, not
+    buffered until memory runs out."""
     return await POP3Client.connect(
         up.host,
         up.port,
@@ -88,7 +97,21 @@ async def connect_upstream(up: ProxyUpstream, connect_timeout: float) -> POP3Cli
         insecure=up.insecure,
         connect_timeout=connect_timeout,
         read_timeout=connect_timeout,
+        max_body=MAX_CAPA_BODY,
     )
+
+
+@contextlib.asynccontextmanager
+async def setup_deadline(seconds: float) -> AsyncIterator[None]:
+    """`ConnectionLost` once `seconds` have passed inside the block."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise ConnectionLost(
+            f"the upstream did not get through connect, greeting, CAPA and login within "
+            f"{seconds:g}s"
+        ) from None
 
 
 class _Closed(Exception):
@@ -228,13 +251,14 @@ class _Session:
 
         try:
             # `auth: auto` tries the next mechanism the upstream offers when one is refused.
-            client = await login_with_fallback(
-                connect,
-                route.upstream_user(creds.user),
-                creds.password,
-                mechanism=route.upstream.auth,
-                allow_plaintext=route.upstream.tls == "none",
-            )
+            async with setup_deadline(UPSTREAM_SETUP_DEADLINE):
+                client = await login_with_fallback(
+                    connect,
+                    route.upstream_user(creds.user),
+                    creds.password,
+                    mechanism=route.upstream.auth,
+                    allow_plaintext=route.upstream.tls == "none",
+                )
         except ResponseError as exc:
             reply = exc.status.raw if exc.status is not None else b"-ERR [AUTH] login failed\r\n"
             if not reply.endswith(b"\n"):
@@ -314,7 +338,8 @@ class _Session:
             route = settings.routes.lookup("")
             self.slog.upstream = upstream_name(route.upstream)
             try:
-                upstream = await connect_upstream(route.upstream, settings.connect_timeout)
+                async with setup_deadline(UPSTREAM_SETUP_DEADLINE):
+                    upstream = await connect_upstream(route.upstream, settings.connect_timeout)
             except POP3Error as exc:
                 log.warning(
                     "upstream unavailable", extra={"session": self.slog.session, "error": str(exc)}
