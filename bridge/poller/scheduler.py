@@ -369,6 +369,12 @@ class Scheduler:
 
     async def _poll(self, spec: AccountSpec) -> PollReport:
         async with self._sessions:
+            # The loop saw the lease held, but waiting for a session slot can outlast it (a
+            # heartbeat may hand the account on meanwhile: it is not busy yet). Checked here,
+            # before the session is counted or logged, so "session start" lines mean a
+            # session that may really open the mailbox.
+            if self.leases is not None and not self.owns(spec.name):
+                raise LeaseLost(spec.name)
             task = asyncio.create_task(
                 poll_account(
                     spec,

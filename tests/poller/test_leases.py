@@ -221,6 +221,26 @@ async def test_no_session_starts_without_the_lease(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_a_lease_lost_while_waiting_for_a_session_slot_starts_no_session(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The loop saw the lease held, then waited for a slot while a heartbeat handed the
+    account on: no session is logged (the replicas test reads those lines as mailbox
+    sessions) and nothing is dialled."""
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    await store.migrate()
+    clocks = Clocks()
+    try:
+        sched = replica(store, "r1", ["x"], clocks)
+        sched._held = {"x": clocks.mono - 1}  # expired by the time the slot was free
+        with caplog.at_level("DEBUG", logger="bridge.poller.scheduler"), pytest.raises(LeaseLost):
+            await sched._poll(spec("x"))
+        assert not [r for r in caplog.records if r.getMessage() == "session start"]
+        assert sched._busy == set()
+    finally:
+        await store.close()
+
+
 async def test_a_removed_account_is_released_and_an_added_one_taken(
     stores: Callable[[], Store],
 ) -> None:
