@@ -52,7 +52,7 @@ from bridge.poller.listing import checked_listing
 from bridge.poller.migration import suspicious
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.client import POP3Client, login_with_fallback
-from bridge.pop3.errors import AuthenticationFailed
+from bridge.pop3.errors import AuthenticationFailed, ReadTimeout
 from bridge.store.base import CustodyEvent, NewMessage, Store
 
 __all__ = [
@@ -67,6 +67,16 @@ log = logging.getLogger(__name__)
 
 BATCH_MESSAGES = 100
 BATCH_BYTES = 1024 * 1024
+# The slowest transfer a RETR is allowed: its deadline is read_timeout plus its announced
+# size at this rate (issue 19: a body trickling a line a second never ended the poll).
+MIN_TRANSFER_RATE = 16 * 1024
+
+
+def retr_deadline(read_timeout: float, octets: int) -> float:
+    """Seconds a pipelined RETR of `octets` announced octets may take in all."""
+    return read_timeout + octets / MIN_TRANSFER_RATE
+
+
 # How long a delete-mode session waits for fresh mail to be delivered so it can be DELE'd now
 # rather than next poll. Bounded so a slow webhook never keeps a mailbox locked.
 DELETE_WAIT = 3.0
@@ -462,7 +472,7 @@ class _Poll:
                         run.append((rn, ru))
                         run_bytes += sizes.get(rn, 0)
                         position += 1
-                    await self.fetch_run(run)
+                    await self.fetch_run(run, run_bytes)
                 if len(self.batch) >= BATCH_MESSAGES or self.batch_bytes >= BATCH_BYTES:
                     await self.flush()
                 # Give the delivery worker (which parses) and other sessions a turn.
@@ -491,26 +501,44 @@ class _Poll:
         self.add(message, len(headers))
         self.report.oversize += 1
 
-    async def fetch_run(self, run: list[tuple[int, str]]) -> None:
+    async def fetch_run(self, run: list[tuple[int, str]], run_bytes: int = 0) -> None:
+        """RETR `run` (pipelined) within one size-aware deadline: the read timeout is per
+        read, so a server trickling a line at a time would otherwise hold the poll for ever.
+        Time spent building rows between reads does not count against it."""
         uidl_of = dict(run)
         key = self.spec.canary_key
-        async for rn, raw in self.client.retrieve_many([rn for rn, _ in run]):
-            self.report.bytes_fetched += len(raw)
-            if key is not None and (found := find_canary(raw, self.spec.name, key)):
-                self.report.canaries.append((found, self.clock()))
-                self.report.canary_numbers.append(rn)
-                continue
-            message = await account_outbox_row(
-                self.spec,
-                uidl_of[rn],
-                len(raw),
-                raw,
-                oversize=False,
-                now=self.clock(),
-                defer=True,
-                session=self.report.session,
-            )
-            self.add(message, len(raw))
+        loop = asyncio.get_running_loop()
+        allowed = retr_deadline(self.spec.read_timeout, run_bytes)
+        try:
+            async with asyncio.timeout_at(loop.time() + allowed) as deadline:
+                async for rn, raw in self.client.retrieve_many([rn for rn, _ in run]):
+                    self.report.bytes_fetched += len(raw)
+                    if key is not None and (found := find_canary(raw, self.spec.name, key)):
+                        self.report.canaries.append((found, self.clock()))
+                        self.report.canary_numbers.append(rn)
+                        continue
+                    building = loop.time()
+                    message = await account_outbox_row(
+                        self.spec,
+                        uidl_of[rn],
+                        len(raw),
+                        raw,
+                        oversize=False,
+                        now=self.clock(),
+                        defer=True,
+                        session=self.report.session,
+                    )
+                    when = deadline.when()
+                    if when is not None:
+                        deadline.reschedule(when + loop.time() - building)
+                    self.add(message, len(raw))
+        except TimeoutError:
+            self.client.abort()  # nothing is committed: the mailbox stays as it was
+            raise ReadTimeout(
+                f"RETR of {len(run)} message(s), {run_bytes} octets announced, took over "
+                f"{allowed:.0f}s (read_timeout plus {MIN_TRANSFER_RATE // 1024} KiB/s); the "
+                "server is too slow or stalling, the session was dropped"
+            ) from None
 
     def add(self, message: NewMessage, fetched: int) -> None:
         self.batch.append(message)
