@@ -83,6 +83,8 @@ async def test_a_50_mb_attachment_to_a_slow_reader_stays_within_16_mb(
             head, digest, size = _slow_get(port, target, pause=0.004)
         assert head.startswith(b"HTTP/1.1 200"), head
         assert (digest, size) == (big.sha256, len(big.data))
+        # Shown with `pytest -s`: the figure the report quotes.
+        print(f"\n50 MB to a slow reader: serving process RSS +{rss.growth / MB:.1f} MB")
         assert rss.growth <= BOUND, f"RSS grew by {rss.growth / MB:.1f} MB (bound 16 MB)"
     finally:
         proc.terminate()
