@@ -77,6 +77,16 @@ def retr_deadline(read_timeout: float, octets: int) -> float:
     return read_timeout + octets / MIN_TRANSFER_RATE
 
 
+# Steps of a session before its fetch, each bounded by read_timeout: STAT, UIDL (with the
+# TOP n 0 fallback), LIST, the delete-mode DELEs, QUIT, plus slack for the store.
+SESSION_STEPS = 8
+
+
+def session_budget(read_timeout: float, delete_wait: float) -> float:
+    """A session's deadline before LIST says what it will fetch (`_Poll.extend` adds that)."""
+    return SESSION_STEPS * read_timeout + delete_wait
+
+
 # How long a delete-mode session waits for fresh mail to be delivered so it can be DELE'd now
 # rather than next poll. Bounded so a slow webhook never keeps a mailbox locked.
 DELETE_WAIT = 3.0
@@ -259,7 +269,20 @@ async def poll_account(
     client = await connect_and_login(spec, report)
     async with client:
         poll = _Poll(client, spec, store, report, clock, notify, deliveries, stopping, owned)
-        await poll.run(delete_wait)
+        # One deadline for the whole session, sized once LIST says what is to be fetched
+        # (`_Poll.extend`): per-read timeouts alone let a trickling server hold it for ever.
+        loop = asyncio.get_running_loop()
+        budget = poll.allowed = session_budget(spec.read_timeout, delete_wait)
+        try:
+            async with asyncio.timeout_at(loop.time() + budget) as poll.deadline:
+                await poll.run(delete_wait)
+        except TimeoutError:
+            client.abort()  # no QUIT: nothing is committed on the server
+            raise ReadTimeout(
+                f"the poll session took longer than its deadline ({poll.allowed:.0f}s: "
+                "read_timeout per step plus the messages' size at "
+                f"{MIN_TRANSFER_RATE // 1024} KiB/s); the session was dropped"
+            ) from None
     report.duration = time.monotonic() - start
     return report
 
@@ -277,6 +300,9 @@ class _Poll:
     deliveries: Deliveries | None
     stopping: Callable[[], bool] | None
     owned: Owned | None
+    # The session's deadline (poll_account) and the seconds it allows so far.
+    deadline: asyncio.Timeout | None = None
+    allowed: float = 0.0
     # UIDL -> message number, for this session only.
     number_of: dict[str, int] = field(default_factory=dict)
     # Seen before this poll (the store's seen set).
@@ -321,6 +347,8 @@ class _Poll:
             for u, n in self.number_of.items()
             if u not in self.seen and u not in self.to_delete
         )
+        if new:  # first sight and re-keying read TOP n 0 of each new message
+            self.extend(self.spec.read_timeout * (len(new) // BATCH_MESSAGES + 1))
         if not state.polled:
             new = await self.first_poll(new)
         elif new and suspicious(list(self.number_of), self.seen, [u for _, u in new]):
@@ -329,6 +357,13 @@ class _Poll:
         report.new = len(new)
         # Sizes matter only for what is fetched: an idle poll skips LIST (one round trip fewer).
         sizes = dict(await client.list()) if new else {}
+        fetched = [sizes.get(n, 0) for n, _ in new]
+        self.extend(
+            retr_deadline(
+                self.spec.read_timeout, sum(min(f, self.spec.max_message_size) for f in fetched)
+            )
+            + self.spec.read_timeout * (len(new) // BATCH_MESSAGES + 1)
+        )
         await self.fetch_and_record(new, sizes)
         if report.canary_numbers:
             # Canaries are ours: removed even with `on_delivered: keep`. Not recorded anywhere,
@@ -500,6 +535,13 @@ class _Poll:
         )
         self.add(message, len(headers))
         self.report.oversize += 1
+
+    def extend(self, seconds: float) -> None:
+        """Move the session's deadline `seconds` later (once the work ahead is known)."""
+        self.allowed += seconds
+        when = self.deadline.when() if self.deadline is not None else None
+        if self.deadline is not None and when is not None:
+            self.deadline.reschedule(when + seconds)
 
     async def fetch_run(self, run: list[tuple[int, str]], run_bytes: int = 0) -> None:
         """RETR `run` (pipelined) within one size-aware deadline: the read timeout is per

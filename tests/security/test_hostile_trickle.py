@@ -17,9 +17,11 @@ from bridge.store import Store
 
 
 class Trickler:
-    """STAT/UIDL/LIST say one 100-octet message; RETR then sends a line every 0.2 s, for ever."""
+    """STAT/UIDL/LIST say one 100-octet message; RETR then sends a line every 0.2 s, for ever.
+    With `uidl=True` the UIDL answer trickles instead (STAT says 100,000 messages)."""
 
-    def __init__(self) -> None:
+    def __init__(self, uidl: bool = False) -> None:
+        self.uidl = uidl
         self.commands: list[bytes] = []
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -50,6 +52,16 @@ class Trickler:
             while line := await r.readline():
                 verb = line.split()[0].upper() if line.split() else b""
                 self.commands.append(verb)
+                if verb == b"STAT" and self.uidl:
+                    w.write(b"+OK 100000 10000000\r\n")
+                    await w.drain()
+                    continue
+                if verb == b"UIDL" and self.uidl:
+                    w.write(b"+OK\r\n")
+                    for n in range(1, 100_001):
+                        w.write(b"%d slow-%d\r\n" % (n, n))
+                        await w.drain()
+                        await asyncio.sleep(0.2)
                 if verb == b"RETR":
                     w.write(b"+OK\r\nSubject: slow\r\n\r\n")
                     while True:
@@ -64,6 +76,32 @@ class Trickler:
 def test_the_deadline_grows_with_the_announced_size() -> None:
     assert retr_deadline(120, 0) == 120
     assert retr_deadline(120, 50 * 1024 * 1024) == 120 + 3200
+
+
+def spec_for(port: int) -> AccountSpec:
+    return AccountSpec(
+        name="acct",
+        host="127.0.0.1",
+        port=port,
+        username="u",
+        password="p-trickle",
+        webhook="main",
+        tls="none",
+        auth="user",
+        allow_plaintext=True,
+        connect_timeout=5,
+        read_timeout=0.5,  # every single read is quick: only an overall deadline can end it
+    )
+
+
+async def test_a_trickling_uidl_meets_the_session_deadline(store: Store) -> None:
+    async with Trickler(uidl=True) as server:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(ReadTimeout, match="poll session took longer"):
+            await asyncio.wait_for(poll_account(spec_for(server.port), store, delete_wait=1), 30)
+        assert loop.time() - started < 15
+    assert b"QUIT" not in server.commands and b"RETR" not in server.commands
 
 
 async def test_a_trickling_retr_ends_the_poll_without_quit(store: Store) -> None:
