@@ -682,9 +682,16 @@ class POP3Client:
 
     # -- ending ----------------------------------------------------------------------------
     async def quit(self) -> None:
-        """Send QUIT: commits deletions (and, on some servers, retrievals). Closes the link."""
+        """Send QUIT: commits deletions (and, on some servers, retrievals). Closes the link.
+
+        On a connection already dropped nothing can be committed, so that is `ConnectionLost`,
+        never a silent return: a caller records deletions only after QUIT returned.
+        """
         if self._closed:
-            return
+            raise ConnectionLost(
+                "QUIT was not sent: the connection was already closed, so the server "
+                "committed nothing (no DELE took effect)"
+            )
         try:
             await self._send(Command("QUIT"))
             status = await self._status()

@@ -71,6 +71,19 @@ async def test_quit_is_the_only_commit() -> None:
         assert ("QUIT", ()) in fake.commands_seen
 
 
+async def test_quit_on_a_dropped_connection_is_an_error_not_a_commit() -> None:
+    from bridge.pop3.errors import ConnectionLost
+
+    async with FakePOP3Server(list(MAIL)) as fake:
+        client = await connect(fake)
+        await client.delete_many([1])
+        client.abort()
+        # A caller that records deletions after quit() returns must not be told it committed.
+        with pytest.raises(ConnectionLost, match="committed nothing"):
+            await client.quit()
+        assert fake.deleted_uidls == []
+
+
 async def test_leaving_the_context_without_quit_changes_nothing() -> None:
     async with FakePOP3Server(list(MAIL)) as fake:
         with pytest.raises(RuntimeError):
