@@ -22,6 +22,7 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -341,16 +342,31 @@ def _on_sigprof(signum: int, frame: object) -> None:
     raise _OutOfTime
 
 
-def _init_worker(memory: int) -> None:
-    """Runs once in each worker process: the memory cap and the CPU-time alarm's handler."""
+def _init_worker(memory: int, owner: int) -> None:
+    """Runs once in each worker process: the memory cap, the CPU-time alarm's handler, and a
+    watch on `owner` (the bridge's pid): a worker whose bridge was SIGKILLed would otherwise
+    wait on its queue for ever, holding its memory."""
     import resource
     import signal
+
+    threading.Thread(target=_exit_with, args=(owner,), name="owner-watch", daemon=True).start()
 
     if memory > 0:
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         limit = memory if hard == resource.RLIM_INFINITY else min(memory, hard)
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     signal.signal(signal.SIGPROF, _on_sigprof)
+
+
+def _exit_with(owner: int) -> None:
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except OSError:  # alive, but not ours to signal: keep watching
+            pass
 
 
 @contextlib.contextmanager
@@ -504,7 +520,7 @@ class ParsePool:
             self.workers,
             mp_context=context,
             initializer=_init_worker,
-            initargs=(self.limits.memory,),
+            initargs=(self.limits.memory, os.getpid()),
         )
         # Start the workers now, while the poller logs in, rather than on the first message,
         # and from a thread: starting a forkserver takes a few hundred milliseconds (seconds

@@ -299,3 +299,45 @@ def test_healthz_answers_within_a_second_while_a_bomb_is_parsed(tmp_path: Path) 
     assert len(latencies) > 20
     assert max(latencies) < 1.0, sorted(latencies)[-5:]
     json.loads(output.splitlines()[0])  # the log is still JSON lines
+
+
+# --- a SIGKILLed bridge leaves no parse worker behind ----------------------------------------
+
+OWNER = """
+import asyncio, time
+from bridge.outbox import BodySpec, ParsePool
+from tests.security.test_parse_isolation import job
+
+async def main():
+    pool = ParsePool(1)
+    await pool.build_spec(job(b"Subject: x\\r\\n\\r\\nx\\r\\n", 1), BodySpec(1024, False), 0.0)
+    print(*[p.pid for p in pool._executor._processes.values()], flush=True)
+    time.sleep(600)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_parse_workers_exit_when_the_bridge_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "owner.py"
+    script.write_text(OWNER)
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        env={"PYTHONPATH": str(root)},
+    )
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert pids and all(psutil.pid_exists(p) for p in pids)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 15
+    while any(psutil.pid_exists(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not alive, "parse workers outlived their SIGKILLed owner"
