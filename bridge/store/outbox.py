@@ -62,10 +62,13 @@ class OutboxSQL(SQLPart, OutboxStore):
             return
         d = self.dialect
         if not replay:
+            # One index probe per message (a batch of several accounts must not probe every
+            # account with every UIDL).
+            table, args = d.pairs_table(list(unique))
             rows = yield Fetch(
-                f"SELECT account, uidl FROM seen WHERE {d.in_list('account', 'text')} "
-                f"AND {d.in_list('uidl', 'text')}",
-                (d.array({a for a, _ in unique}), d.array({u for _, u in unique})),
+                f"SELECT s.account, s.uidl FROM {table} "
+                "JOIN seen s ON s.account = t.a AND s.uidl = t.u",
+                args,
             )
             for r in rows:
                 unique.pop((r[0], r[1]), None)

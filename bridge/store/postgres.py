@@ -25,7 +25,7 @@ import hashlib
 import inspect
 import logging
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -59,6 +59,12 @@ class PostgresDialect(sql.Dialect):
 
     def array_table(self, kind: str) -> str:
         return f"unnest(?::{_ARRAY[kind]}[]) WITH ORDINALITY AS t(v, n)"
+
+    def pairs_table(self, pairs: Sequence[tuple[str, str]]) -> tuple[str, tuple[Any, ...]]:
+        return "unnest(?::text[], ?::text[]) AS t(a, u)", (
+            [a for a, _ in pairs],
+            [u for _, u in pairs],
+        )
 
     def array(self, values: Collection[Any]) -> Any:
         return list(values)

@@ -158,6 +158,10 @@ class Dialect(abc.ABC):
         """A FROM item `t(v, n)` over a list bound as one argument: value and position."""
 
     @abc.abstractmethod
+    def pairs_table(self, pairs: Sequence[tuple[str, str]]) -> tuple[str, tuple[Any, ...]]:
+        """A FROM item `t(a, u)` over text pairs, and the arguments that bind them."""
+
+    @abc.abstractmethod
     def array(self, values: Collection[Any]) -> Any:
         """The argument for `in_list` / `array_table`."""
 

@@ -93,6 +93,10 @@ class SQLiteDialect(sql.Dialect):
     def array_table(self, kind: str) -> str:
         return "(SELECT value AS v, key AS n FROM json_each(?)) AS t"
 
+    def pairs_table(self, pairs: Sequence[tuple[str, str]]) -> tuple[str, tuple[Any, ...]]:
+        table = "(SELECT value ->> 0 AS a, value ->> 1 AS u FROM json_each(?)) AS t"
+        return table, (orjson.dumps(pairs).decode(),)
+
     def array(self, values: Collection[Any]) -> Any:
         # One JSON argument whatever the length: no chunking under SQLite's parameter limit.
         return orjson.dumps(list(values)).decode()
