@@ -14,7 +14,6 @@ body or a secret. Exit 0 when at least one trail was found, 1 when none (unknown
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from typing import Any
@@ -39,9 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="one JSON document per message")
 
-
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _line(event: dict[str, Any]) -> str:
@@ -89,7 +85,7 @@ async def _trace(settings: Any, args: argparse.Namespace) -> int:
         for msg_id in ids:
             events = await rt.store.custody_trail(msg_id)
             if events:
-                documents.append(trail_document(events, iso=_iso))
+                documents.append(trail_document(events))
     for doc in documents:
         if args.json:
             print(json.dumps(doc))

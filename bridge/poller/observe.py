@@ -11,7 +11,6 @@ error in observation is logged and never stops polling or delivery.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import os
 import tempfile
 import time
@@ -48,9 +47,6 @@ def login_failure_reason(exc: BaseException) -> str | None:
 
 OAuthStates = Callable[[], dict[str, tuple[str | None, float | None]]]
 
-
-def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
 
 
 def _setter(gauge: Any, account: str, value: float) -> Callable[[], None]:
@@ -212,7 +208,7 @@ class Observer:
         events = await self.store.custody_trail(msg_id)
         if not events:
             return None
-        return trail_document(events, iso=_iso)
+        return trail_document(events)
 
     async def store_reachable(self) -> bool:
         await self.store.pending_count()

@@ -11,6 +11,7 @@ and never read by SQL.
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -53,8 +54,12 @@ def attempt_event(attempt: Attempt, event: str) -> CustodyEvent:
     )
 
 
+def _iso(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="milliseconds")
+
+
 def trail_document(
-    events: Sequence[CustodyEvent], *, iso: Callable[[float], str] = str
+    events: Sequence[CustodyEvent], *, iso: Callable[[float], str] = _iso
 ) -> dict[str, Any]:
     """One message's trail as `pop3bridge trace --json` and `GET /v1/messages/{id}` show it,
     with the verdict the trail proves (`delivered_before_removal` is False only when a DELE
