@@ -14,30 +14,31 @@ identity) and stay stable while the element is in the list.
 It deliberately does not reuse the project's command reader or response framer: a fake that
 shared the client's parsing would share its bugs. Only `dot_stuff` (how bytes go on the wire) is
 shared, so the fake and the real stack agree on one definition.
+
+Scripted answers: a hostile server is this server with one verb answered by a script of the
+test's own (`Faults(answer={"UIDL": script})`; the script gets the `FakeSession` and writes raw
+bytes with `session.send`), so each test writes only its stimulus and every other command is
+answered correctly. This module holds the listener, the mailbox and the fault switches;
+`bridge.testing._fakesession` holds the per-connection state machine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import contextlib
 import hashlib
-import hmac
 import itertools
 import logging
 import os
 import ssl
-import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from bridge.lifecycle import Service
-from bridge.pop3.wire import dot_stuff
+from bridge.testing._fakesession import Drop, Entry, FakeSession, Script
 
-__all__ = ["ConnectionInfo", "FakePOP3Server", "Faults"]
+__all__ = ["ConnectionInfo", "FakePOP3Server", "FakeSession", "Faults", "Script"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,11 @@ class Faults:
     """Close the connection right after refusing a login (APOP, PASS or AUTH)."""
     no_sasl: bool = False
     """No SASL in CAPA and AUTH unknown, as GNU mailutils pop3d built without GNU SASL."""
+    answer: Mapping[str, Script] = field(default_factory=dict)
+    """Verb (upper case) -> a script that answers it instead of the server, in any state:
+    ``async def script(session: FakeSession, args: tuple[str, ...]) -> None`` (raw bytes with
+    ``session.send``, ``session.readline()`` for a continuation, ``session.hang_up()``). For
+    the hostile servers of tests/security: the lie is the script, the rest stays correct."""
 
 
 @dataclass
@@ -101,16 +107,6 @@ class ConnectionInfo:
     error: bool = False  # the session ended on an unexpected exception in the fake itself
 
 
-class _Drop(Exception):
-    """Ends a session without a reply (a fault, or the client vanished)."""
-
-
-@dataclass
-class _Entry:
-    data: bytes
-    uidl: str
-
-
 class FakePOP3Server(Service):
     """``async with FakePOP3Server(mailbox) as server:`` serves POP3 on 127.0.0.1:`server.port`.
 
@@ -119,6 +115,9 @@ class FakePOP3Server(Service):
     from the first byte instead (POP3S) and STLS is not offered. With `utf8=True` it offers
     and accepts RFC 6856's UTF8 command (in AUTHORIZATION only, as §2 says). With
     `login_delay=n` its CAPA announces `LOGIN-DELAY n` (RFC 2449 §6.5), before and after login.
+    With `bearer_tokens` (a collection the caller may change while the server runs) it also
+    offers SASL XOAUTH2 and OAUTHBEARER and accepts exactly those tokens for `user`; every
+    such attempt is recorded in `bearer_logins` as (mechanism, token, accepted).
     """
 
     def __init__(
@@ -135,6 +134,7 @@ class FakePOP3Server(Service):
         hostname: str = "fakepop3.test",
         utf8: bool = False,
         login_delay: int | None = None,
+        bearer_tokens: Collection[str] | None = None,
     ) -> None:
         if implicit_tls and ssl_context is None:
             raise ValueError("implicit_tls=True needs an ssl_context")
@@ -150,11 +150,13 @@ class FakePOP3Server(Service):
         self.hostname = hostname
         self.utf8 = utf8
         self.login_delay = login_delay
+        self.bearer_tokens = bearer_tokens
+        self.bearer_logins: list[tuple[str, str, bool]] = []
         self.deleted_uidls: list[str] = []
         self.commands_seen: list[tuple[str, tuple[str, ...]]] = []
         self.connections: list[ConnectionInfo] = []
         self._queued: deque[Faults] = deque()
-        self._entries: list[_Entry] = []
+        self._entries: list[Entry] = []
         self._uid_counter = itertools.count(1)
         self._uid_prefix = hashlib.sha256(os.urandom(8)).hexdigest()[:8]
         self._locked = False
@@ -187,6 +189,11 @@ class FakePOP3Server(Service):
         self._queued.extend(faults)
 
     @property
+    def verbs(self) -> list[str]:
+        """The verb of every command received so far, in order (arguments left out)."""
+        return [verb for verb, _ in self.commands_seen]
+
+    @property
     def uidls(self) -> list[str]:
         """The UIDL of every message currently in `mailbox`, in order."""
         self._sync()
@@ -198,18 +205,18 @@ class FakePOP3Server(Service):
         self._entries[index].uidl = uidl
 
     # -- internals --------------------------------------------------------------------------
-    def _sync(self) -> list[_Entry]:
+    def _sync(self) -> list[Entry]:
         """Match `mailbox` (possibly changed by the caller) to UIDLs, keeping known ones."""
-        pool: dict[int, deque[_Entry]] = {}
+        pool: dict[int, deque[Entry]] = {}
         for entry in self._entries:
             pool.setdefault(id(entry.data), deque()).append(entry)
-        fresh: list[_Entry] = []
+        fresh: list[Entry] = []
         for data in self.mailbox:
             known = pool.get(id(data))
             if known:
                 fresh.append(known.popleft())
             else:
-                fresh.append(_Entry(data, f"{self._uid_prefix}.{next(self._uid_counter):06d}"))
+                fresh.append(Entry(data, f"{self._uid_prefix}.{next(self._uid_counter):06d}"))
         self._entries = fresh
         return list(fresh)
 
@@ -227,11 +234,11 @@ class FakePOP3Server(Service):
         faults = self._queued.popleft() if self._queued else self.faults
         info = ConnectionInfo(len(self.connections), faults, tls=self.implicit_tls)
         self.connections.append(info)
-        session = _Session(self, reader, writer, info)
+        session = FakeSession(self, reader, writer, info)
         graceful = True
         try:
             await session.run()
-        except (_Drop, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+        except (Drop, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except asyncio.CancelledError:
             graceful = False  # server stopping: cut the session like a crash would
@@ -252,372 +259,3 @@ class FakePOP3Server(Service):
                 writer.transport.abort()
         else:
             writer.transport.abort()
-
-
-class _Session:
-    """One client connection: AUTHORIZATION -> TRANSACTION -> UPDATE (RFC 1939 §3)."""
-
-    def __init__(
-        self,
-        server: FakePOP3Server,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        info: ConnectionInfo,
-    ) -> None:
-        self.server = server
-        self.reader = reader
-        self.writer = writer
-        self.info = info
-        self.faults = info.faults
-        self.eol = b"\n" if self.faults.bare_lf else b"\r\n"
-        self.timestamp = f"<{os.getpid()}.{info.index}.{time.time_ns()}@{server.hostname}>"
-        self.pending_user: str | None = None
-        self.entries: list[_Entry] | None = None  # set in TRANSACTION
-        self.deleted: set[int] = set()  # 0-based indexes into `entries`
-        self.holds_lock = False
-        self.answered = 0
-
-    def release(self) -> None:
-        if self.holds_lock:
-            self.server._locked = False
-            self.holds_lock = False
-
-    # -- output -----------------------------------------------------------------------------
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    def status(self, text: str) -> bytes:
-        line = _utf8(text)
-        huge = self.faults.huge_line
-        if huge is not None and huge[0] == "status" and line.startswith(b"+OK"):
-            room = huge[1] - len(line) - len(self.eol) - 1
-            if room > 0:
-                line += b" " + b"x" * room
-        return line + self.eol
-
-    def multiline(self, head: str, lines: Iterable[str]) -> bytes:
-        body = _utf8("".join(f"{line}\r\n" for line in lines))
-        return self.status(head) + self.body(body)
-
-    def body(self, data: bytes) -> bytes:
-        wire = dot_stuff(data)
-        return wire.replace(b"\r\n", b"\n") if self.faults.bare_lf else wire
-
-    # -- main loop --------------------------------------------------------------------------
-    async def run(self) -> None:
-        await self.stall("GREETING")
-        await self.send(self.status(f"+OK POP3 fake server ready {self.timestamp}"))
-        if self.faults.garbage_after_greeting is not None:
-            await self.send(self.faults.garbage_after_greeting)
-        while True:
-            try:
-                raw = await self.reader.readuntil(b"\n")
-            except asyncio.LimitOverrunError:
-                await self.send(self.status("-ERR line too long"))
-                raise _Drop from None
-            except asyncio.IncompleteReadError:
-                raise _Drop from None
-            line = raw.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
-            verb, _, rest = line.partition(" ")
-            verb = verb.upper()
-            args = (rest,) if verb == "PASS" else tuple(rest.split(" ")) if rest else ()
-            record = (verb, ("<redacted>",) if verb == "PASS" and args else args)
-            if verb == "AUTH" and len(args) > 1:
-                record = (verb, (args[0], "<redacted>"))
-            self.server.commands_seen.append(record)
-            self.info.commands.append(record)
-            await self.stall(verb)
-            done = await self.dispatch(verb, args)
-            self.answered += 1
-            if done:
-                return
-            limit = self.faults.close_after_commands
-            if limit is not None and self.answered >= limit:
-                self.info.dropped_by_server = True
-                raise _Drop
-
-    async def stall(self, verb: str) -> None:
-        delay = self.faults.stall_on.get(verb)
-        if delay:
-            await asyncio.sleep(delay)
-
-    async def dispatch(self, verb: str, args: tuple[str, ...]) -> bool:
-        """Answer one command; True when the session is over."""
-        if verb == "QUIT":
-            return await self.quit()
-        if verb == "CAPA":
-            await self.capa()
-        elif verb == "NOOP" and self.entries is not None:
-            await self.send(self.status("+OK"))
-        elif self.entries is None:
-            await self.authorization(verb, args)
-        else:
-            await self.transaction(verb, args)
-        return False
-
-    async def capa(self) -> None:
-        if self.faults.no_capa:
-            await self.send(self.status("-ERR unknown command"))
-            return
-        caps = ["TOP"]
-        if not self.faults.no_uidl:
-            caps.append("UIDL")
-        caps += ["PIPELINING", "RESP-CODES", "AUTH-RESP-CODE"]
-        if self.server.login_delay is not None:
-            caps.append(f"LOGIN-DELAY {self.server.login_delay}")
-        if self.entries is None:
-            caps += ["USER"] if self.faults.no_sasl else ["USER", "SASL PLAIN LOGIN"]
-            if self.server.utf8:
-                caps.append("UTF8")
-            if self.stls_offered():
-                caps.append("STLS")
-        caps.append("IMPLEMENTATION pop3bridge-fake")
-        await self.send(self.multiline("+OK capability list follows", caps))
-
-    def stls_offered(self) -> bool:
-        return (
-            self.server.ssl_context is not None and not self.info.tls and not self.faults.strip_stls
-        )
-
-    # -- AUTHORIZATION ----------------------------------------------------------------------
-    async def authorization(self, verb: str, args: tuple[str, ...]) -> None:
-        pending, self.pending_user = self.pending_user, None
-        if verb == "USER" and len(args) == 1:
-            self.pending_user = args[0]
-            await self.send(self.status("+OK send PASS"))
-        elif verb == "PASS" and pending is not None:
-            await self.login(pending, args[0] if args else "")
-        elif verb == "APOP" and len(args) == 2 and self.faults.refuse_apop is not None:
-            await self.refuse(self.faults.refuse_apop)
-        elif verb == "APOP" and len(args) == 2:
-            expected = hashlib.md5(  # noqa: S324 - APOP is defined on MD5 (RFC 1939 §7)
-                (self.timestamp + self.server.password).encode()
-            ).hexdigest()
-            ok = hmac.compare_digest(_utf8(args[1].lower()), expected.encode())
-            await self.login(args[0], self.server.password if ok else None)
-        elif verb == "AUTH" and args and not self.faults.no_sasl:
-            await self.auth(args)
-        elif verb == "STLS" and not args:
-            await self.stls()
-        elif verb == "UTF8" and not args and self.server.utf8:
-            await self.send(self.status("+OK UTF8 enabled"))
-        elif verb in {"USER", "PASS", "APOP", "AUTH", "STLS"}:
-            await self.send(self.status("-ERR invalid arguments or command order"))
-        elif verb in {"STAT", "LIST", "UIDL", "RETR", "TOP", "DELE", "RSET", "NOOP"}:
-            await self.send(self.status("-ERR not allowed before authentication"))
-        else:
-            await self.send(self.status("-ERR unknown command"))
-
-    async def login(self, name: str, password: str | None) -> None:
-        if self.faults.err_on_pass is not None:
-            await self.send(self.status(self.faults.err_on_pass))
-            return
-        good = (
-            password is not None
-            and hmac.compare_digest(_utf8(name), _utf8(self.server.user))
-            and hmac.compare_digest(_utf8(password), _utf8(self.server.password))
-        )
-        if not good:
-            await self.refuse("-ERR [AUTH] invalid user name or password")
-            return
-        if self.server._locked:
-            await self.send(self.status("-ERR [IN-USE] maildrop is locked by another session"))
-            return
-        self.server._locked = self.holds_lock = True
-        self.entries = self.server._sync()
-        self.info.authenticated_as = name
-        await self.send(self.status(f"+OK maildrop has {len(self.entries)} messages"))
-
-    async def refuse(self, status: str) -> None:
-        await self.send(self.status(status))
-        if self.faults.hang_up_on_refused_login:
-            self.info.dropped_by_server = True
-            raise _Drop
-
-    async def auth(self, args: tuple[str, ...]) -> None:
-        mech = args[0].upper()
-        if mech not in {"PLAIN", "LOGIN"}:
-            await self.send(self.status("-ERR unsupported SASL mechanism"))
-            return
-        try:
-            if mech == "PLAIN":
-                blob = args[1] if len(args) > 1 else await self.challenge("")
-                raw = b"" if blob == "=" else base64.b64decode(blob, validate=True)
-                parts = raw.split(b"\0")
-                if len(parts) != 3:
-                    raise ValueError("PLAIN needs authzid NUL authcid NUL password")
-                name, password = parts[1].decode(), parts[2].decode()
-            else:
-                first = args[1] if len(args) > 1 else await self.challenge("VXNlcm5hbWU6")
-                name = base64.b64decode(first, validate=True).decode()
-                password = base64.b64decode(
-                    await self.challenge("UGFzc3dvcmQ6"), validate=True
-                ).decode()
-        except _Cancelled:
-            await self.send(self.status("-ERR authentication cancelled"))
-            return
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            await self.send(self.status("-ERR malformed SASL response"))
-            return
-        await self.login(name, password)
-
-    async def challenge(self, payload: str) -> str:
-        await self.send(f"+ {payload}".encode() + self.eol)
-        raw = await self.reader.readuntil(b"\n")
-        self.server.commands_seen.append(("<sasl-response>", ("<redacted>",)))
-        line = raw.rstrip(b"\r\n").decode("ascii", "replace")
-        if line == "*":
-            raise _Cancelled
-        return line
-
-    async def stls(self) -> None:
-        ctx = self.server.ssl_context
-        if not self.stls_offered() or ctx is None:
-            await self.send(self.status("-ERR STLS not available"))
-            return
-        await self.send(self.status("+OK begin TLS negotiation"))
-        # Anything the client pipelined behind STLS arrived in cleartext and must not be
-        # executed inside the TLS session (RFC 2595 §4; the STARTTLS injection class of bugs).
-        buffered = getattr(self.reader, "_buffer", None)
-        if isinstance(buffered, bytearray):
-            buffered.clear()
-        await self.writer.start_tls(ctx)
-        self.info.tls = True
-
-    # -- TRANSACTION ------------------------------------------------------------------------
-    def wire_message(self, entry: _Entry) -> bytes:
-        huge = self.faults.huge_line
-        if huge is not None and huge[0] == "body":
-            filler = max(huge[1] - len(b"X-Huge-Line: \r\n"), 0)
-            return b"X-Huge-Line: " + b"a" * filler + b"\r\n" + entry.data
-        return entry.data
-
-    def message(self, arg: str) -> tuple[int, _Entry] | str:
-        """Resolve a message-number argument, or return the -ERR text."""
-        assert self.entries is not None
-        if not arg.isdigit():
-            return f"-ERR invalid message number {arg[:20]!r}"
-        n = int(arg)
-        if not 1 <= n <= len(self.entries):
-            return f"-ERR no such message {n}"
-        if n - 1 in self.deleted:
-            return f"-ERR message {n} already deleted"
-        return n, self.entries[n - 1]
-
-    def live(self) -> list[tuple[int, _Entry]]:
-        assert self.entries is not None
-        return [(i + 1, e) for i, e in enumerate(self.entries) if i not in self.deleted]
-
-    async def transaction(self, verb: str, args: tuple[str, ...]) -> None:
-        handler = {
-            "STAT": self.cmd_stat,
-            "LIST": self.cmd_list,
-            "UIDL": self.cmd_uidl,
-            "RETR": self.cmd_retr,
-            "TOP": self.cmd_top,
-            "DELE": self.cmd_dele,
-            "RSET": self.cmd_rset,
-        }.get(verb)
-        if verb == "UIDL" and self.faults.no_uidl:
-            handler = None
-        if handler is None:
-            known = {"USER", "PASS", "APOP", "AUTH", "STLS"}
-            reply = "-ERR not allowed after authentication" if verb in known else None
-            await self.send(self.status(reply or "-ERR unknown command"))
-            return
-        await handler(args)
-
-    async def cmd_stat(self, args: tuple[str, ...]) -> None:
-        live = self.live()
-        size = sum(len(self.wire_message(e)) for _, e in live)
-        await self.send(self.status(f"+OK {len(live)} {size}"))
-
-    async def _listing(self, args: tuple[str, ...], value: str) -> None:
-        def show(e: _Entry) -> str:
-            return e.uidl if value == "uidl" else str(len(self.wire_message(e)))
-
-        if args:
-            found = self.message(args[0])
-            if isinstance(found, str):
-                await self.send(self.status(found))
-            else:
-                await self.send(self.status(f"+OK {found[0]} {show(found[1])}"))
-            return
-        live = self.live()
-        lines = [f"{n} {show(e)}" for n, e in live]
-        await self.send(self.multiline(f"+OK {len(live)} messages", lines))
-
-    async def cmd_list(self, args: tuple[str, ...]) -> None:
-        await self._listing(args, "size")
-
-    async def cmd_uidl(self, args: tuple[str, ...]) -> None:
-        await self._listing(args, "uidl")
-
-    async def cmd_retr(self, args: tuple[str, ...]) -> None:
-        found = self.message(args[0] if len(args) == 1 else "")
-        if isinstance(found, str):
-            await self.send(self.status(found))
-            return
-        data = self.wire_message(found[1])
-        head = self.status(f"+OK {len(data)} octets")
-        wire = self.body(data)
-        cut = self.faults.drop_after_bytes_in_retr
-        if cut is not None:
-            await self.send(head + wire[:cut])
-            self.info.dropped_by_server = True
-            raise _Drop
-        await self.send(head + wire)
-
-    async def cmd_top(self, args: tuple[str, ...]) -> None:
-        if len(args) != 2 or not args[1].isdigit():
-            await self.send(self.status("-ERR usage: TOP msg lines"))
-            return
-        found = self.message(args[0])
-        if isinstance(found, str):
-            await self.send(self.status(found))
-            return
-        data = self.wire_message(found[1])
-        wanted = int(args[1])
-        split = data.find(b"\r\n\r\n")
-        part = data
-        if split >= 0:
-            lines = data[split + 4 :].split(b"\r\n")
-            real = len(lines) - (1 if lines[-1] == b"" else 0)
-            if wanted < real:
-                part = data[: split + 4] + b"".join(line + b"\r\n" for line in lines[:wanted])
-        await self.send(self.status("+OK top of message follows") + self.body(part))
-
-    async def cmd_dele(self, args: tuple[str, ...]) -> None:
-        found = self.message(args[0] if len(args) == 1 else "")
-        if isinstance(found, str):
-            await self.send(self.status(found))
-            return
-        self.deleted.add(found[0] - 1)
-        await self.send(self.status(f"+OK message {found[0]} deleted"))
-
-    async def cmd_rset(self, args: tuple[str, ...]) -> None:
-        self.deleted.clear()
-        live = self.live()
-        await self.send(self.status(f"+OK maildrop has {len(live)} messages"))
-
-    # -- UPDATE -----------------------------------------------------------------------------
-    async def quit(self) -> bool:
-        self.info.quit = True
-        if self.entries is not None and not self.faults.quit_no_commit:
-            self.server._commit([self.entries[i].uidl for i in sorted(self.deleted)])
-        count = len(self.server.mailbox) if self.entries is not None else 0
-        await self.send(self.status(f"+OK bye ({count} messages left)"))
-        with contextlib.suppress(ConnectionError, OSError):
-            if self.writer.can_write_eof():
-                self.writer.write_eof()
-        return True
-
-
-def _utf8(text: str) -> bytes:
-    # Command arguments are decoded with surrogateescape; echoing them must not raise.
-    return text.encode("utf-8", "surrogateescape")
-
-
-class _Cancelled(Exception):
-    """The client answered a SASL challenge with "*" (RFC 5034 §4)."""

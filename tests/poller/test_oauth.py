@@ -1,10 +1,10 @@
 """OAuth2: the token provider against a local aiohttp token endpoint, and XOAUTH2/OAUTHBEARER
-logins (with the refresh-and-retry-once rule) against a small POP3 server that checks tokens."""
+logins (with the refresh-and-retry-once rule) against the fake POP3 server checking bearer
+tokens."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,6 +17,7 @@ from bridge.poller.poll import poll_account
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import AuthenticationFailed
 from bridge.store import Store
+from bridge.testing.fakepop3 import FakePOP3Server
 
 REFRESH = "rt-secret-123"
 CLIENT_SECRET = "cs-secret-456"
@@ -136,56 +137,10 @@ async def test_unreachable_endpoint_is_a_typed_error() -> None:
         await p.token()
 
 
-class OAuthPOP3:
-    """Just enough POP3 for a poll: CAPA, AUTH XOAUTH2/OAUTHBEARER, STAT, UIDL, LIST, QUIT."""
-
-    def __init__(self, valid: set[str]) -> None:
-        self.valid = valid
-        self.logins: list[tuple[str, str, bool]] = []  # (mechanism, token, accepted)
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> OAuthPOP3:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        w.write(b"+OK ready\r\n")
-        try:
-            while line := await r.readline():
-                verb, *args = line.decode().strip().split(" ")
-                verb = verb.upper()
-                if verb == "CAPA":
-                    w.write(b"+OK\r\nUIDL\r\nSASL XOAUTH2 OAUTHBEARER\r\n.\r\n")
-                elif verb == "AUTH":
-                    blob = args[1] if len(args) > 1 else ""
-                    if not blob:
-                        w.write(b"+ \r\n")
-                        blob = (await r.readline()).decode().strip()
-                    text = base64.b64decode(blob).decode()
-                    token = text.split("auth=Bearer ", 1)[1].split("\x01", 1)[0]
-                    ok = token in self.valid
-                    self.logins.append((args[0].upper(), token, ok))
-                    w.write(b"+OK welcome\r\n" if ok else b"-ERR [AUTH] invalid token\r\n")
-                elif verb in ("UIDL", "LIST"):
-                    w.write(b"+OK\r\n.\r\n")
-                elif verb == "STAT":  # the poll asks first: its count bounds UIDL
-                    w.write(b"+OK 0 0\r\n")
-                elif verb == "QUIT":
-                    w.write(b"+OK bye\r\n")
-                    await w.drain()
-                    break
-                else:
-                    w.write(b"-ERR unknown\r\n")
-                await w.drain()
-        finally:
-            w.close()
+def oauth_pop3(valid: set[str]) -> FakePOP3Server:
+    """An empty mailbox for me@example.com that accepts exactly the bearer tokens in `valid`
+    (a set the test may change while it runs); `bearer_logins` records every attempt."""
+    return FakePOP3Server(user="me@example.com", bearer_tokens=valid)
 
 
 def oauth_spec(port: int, provider: TokenProvider, mech: str) -> AccountSpec:
@@ -208,10 +163,10 @@ async def test_oauth_login_refreshes_once_after_a_refused_token(
     endpoint: TokenEndpoint, store: Store, mech: str
 ) -> None:
     p = TokenProvider(endpoint.url, "cid", REFRESH)
-    async with OAuthPOP3(valid={"at-1"}) as server:  # the first token is already revoked
+    async with oauth_pop3(valid={"at-1"}) as server:  # the first token is already revoked
         report = await poll_account(oauth_spec(server.port, p, mech), store)
     assert report.on_server == 0
-    assert server.logins == [(mech.upper(), "at-0", False), (mech.upper(), "at-1", True)]
+    assert server.bearer_logins == [(mech.upper(), "at-0", False), (mech.upper(), "at-1", True)]
     assert p.refreshes == 2
 
 
@@ -219,10 +174,10 @@ async def test_oauth_login_refused_twice_is_an_authentication_failure(
     endpoint: TokenEndpoint, store: Store
 ) -> None:
     p = TokenProvider(endpoint.url, "cid", REFRESH)
-    async with OAuthPOP3(valid=set()) as server:
+    async with oauth_pop3(valid=set()) as server:
         with pytest.raises(AuthenticationFailed):
             await poll_account(oauth_spec(server.port, p, "xoauth2"), store)
-    assert len(server.logins) == 2  # one retry, not a loop
+    assert len(server.bearer_logins) == 2  # one retry, not a loop
 
 
 # -- lifecycle: a revoked grant, an announced refresh-token expiry ---------------------------
@@ -318,7 +273,7 @@ async def test_scheduler_parks_a_revoked_account_and_resumes_on_a_new_grant(
         return {n: (p.needs_reauth, p.refresh_token_expires_at) for n, p in providers.items()}
 
     observer = Observer(store, oauth=states)
-    async with OAuthPOP3(valid={"at-0"}) as server:
+    async with oauth_pop3(valid={"at-0"}) as server:
         sched = Scheduler(store, accounts, jitter=0.0, refresh=0.05, on_report=observer.on_poll)
         stop = asyncio.Event()
         task = asyncio.create_task(sched.run(stop, grace=1.0))
@@ -338,9 +293,9 @@ async def test_scheduler_parks_a_revoked_account_and_resumes_on_a_new_grant(
             endpoint.rotate_to = "rt-new"
             current["refresh"] = "rt-new"
             async with asyncio.timeout(10):
-                while not server.logins:
+                while not server.bearer_logins:
                     await asyncio.sleep(0.01)
-            assert server.logins[0] == ("XOAUTH2", "at-0", True)
+            assert server.bearer_logins[0] == ("XOAUTH2", "at-0", True)
             status = await observer.status()
             assert status["accounts"]["revoked"]["needs_reauth"] is None
             assert metrics.ACCOUNT_NEEDS_REAUTH.labels(account="revoked")._value.get() == 0

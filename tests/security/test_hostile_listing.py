@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from collections.abc import AsyncIterator
 
@@ -23,7 +21,7 @@ from bridge.poller.poll import poll_account
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import RemoteProtocolError
 from bridge.store import Store
-from bridge.testing.fakepop3 import FakePOP3Server
+from bridge.testing.fakepop3 import FakePOP3Server, FakeSession, Faults
 from tests.support.rss import RssPeak
 
 
@@ -82,62 +80,34 @@ async def test_duplicate_uidls_deliver_every_message(
 
 
 class ListingBomb:
-    """STAT says one message; UIDL then lists `entries` distinct ids, all for message 1."""
+    """The fake server with one message, whose UIDL answer lists `entries` distinct ids, all
+    for message 1 (STAT, LIST and the rest stay correct: STAT says one message)."""
 
     def __init__(self, entries: int) -> None:
         self.entries = entries
         self.sent = 0
-        self.commands: list[bytes] = []
-        self.port = 0
-        self._server: asyncio.Server | None = None
+        self.server = FakePOP3Server(
+            [mail(1)], faults=Faults(no_capa=True, answer={"UIDL": self.uidl})
+        )
 
-    async def __aenter__(self) -> ListingBomb:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-
-    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        answers = {
-            b"CAPA": b"-ERR no\r\n",
-            b"USER": b"+OK\r\n",
-            b"PASS": b"+OK\r\n",
-            b"STAT": b"+OK 1 100\r\n",
-            b"LIST": b"+OK\r\n1 100\r\n.\r\n",
-            b"RETR": b"+OK\r\nSubject: x\r\n\r\nx\r\n.\r\n",
-            b"QUIT": b"+OK\r\n",
-        }
-        w.write(b"+OK ready\r\n")
-        with contextlib.suppress(ConnectionError):
-            while line := await r.readline():
-                verb = line.split()[0].upper() if line.split() else b""
-                self.commands.append(verb)
-                if verb == b"UIDL":
-                    w.write(b"+OK\r\n")
-                    chunk = []
-                    for k in range(self.entries):
-                        chunk.append(b"1 u%d\r\n" % k)
-                        if len(chunk) == 1000:
-                            data = b"".join(chunk)
-                            w.write(data)
-                            self.sent += len(data)
-                            chunk = []
-                            await w.drain()
-                    w.write(b"".join(chunk) + b".\r\n")
-                else:
-                    w.write(answers.get(verb, b"-ERR unknown\r\n"))
-                await w.drain()
-        w.close()
+    async def uidl(self, session: FakeSession, args: tuple[str, ...]) -> None:
+        await session.send(b"+OK\r\n")
+        chunk = []
+        for k in range(self.entries):
+            chunk.append(b"1 u%d\r\n" % k)
+            if len(chunk) == 1000:
+                data = b"".join(chunk)
+                self.sent += len(data)
+                chunk = []
+                await session.send(data)
+        await session.send(b"".join(chunk) + b".\r\n")
 
 
 @pytest.fixture
 async def bomb() -> AsyncIterator[ListingBomb]:
-    async with ListingBomb(entries=2_000_000) as server:  # about 20 MB of UIDL lines
-        yield server
+    bomb = ListingBomb(entries=2_000_000)  # about 20 MB of UIDL lines
+    async with bomb.server:
+        yield bomb
 
 
 async def test_a_listing_beyond_stat_is_a_protocol_error_with_bounded_memory(
@@ -147,16 +117,16 @@ async def test_a_listing_beyond_stat_is_a_protocol_error_with_bounded_memory(
         RssPeak(os.getpid()) as rss,
         pytest.raises(RemoteProtocolError, match="multi-line answer of more than"),
     ):
-        await poll_account(spec(bomb.port), store)
-    assert b"RETR" not in bomb.commands and b"QUIT" not in bomb.commands
+        await poll_account(spec(bomb.server.port), store)
+    assert "RETR" not in bomb.server.verbs and "QUIT" not in bomb.server.verbs
     assert await store.seen_uidls("acct") == set()
     assert bomb.sent < 5_000_000  # it stopped reading almost at once
     assert rss.growth < 30 * 1024 * 1024, rss.growth
 
 
 async def test_numbers_beyond_stat_or_repeated_are_refused(store: Store) -> None:
-    async with ListingBomb(entries=3) as server:  # small: the size cap does not trigger
+    async with ListingBomb(entries=3).server as server:  # small: the size cap does not trigger
         with pytest.raises(RemoteProtocolError, match="more than once"):
             await poll_account(spec(server.port), store)
     assert await store.seen_uidls("acct") == set()
-    assert b"RETR" not in server.commands
+    assert "RETR" not in server.verbs

@@ -6,7 +6,6 @@ nothing recorded from the unfinished message) and the next poll tries again."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
@@ -14,63 +13,39 @@ from bridge.poller.poll import poll_account, retr_deadline
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import ReadTimeout
 from bridge.store import Store
+from bridge.testing.fakepop3 import FakePOP3Server, FakeSession, Faults
 
 
-class Trickler:
-    """STAT/UIDL/LIST say one 100-octet message; RETR then sends a line every 0.2 s, for ever.
-    With `uidl=True` the UIDL answer trickles instead (STAT says 100,000 messages)."""
+async def trickle_retr(session: FakeSession, args: tuple[str, ...]) -> None:
+    """The stimulus: a body that never ends, one line every 0.2 s (a sleep on purpose)."""
+    await session.send(b"+OK\r\nSubject: slow\r\n\r\n")
+    while True:
+        await session.send(b"x\r\n")
+        await asyncio.sleep(0.2)
 
-    def __init__(self, uidl: bool = False) -> None:
-        self.uidl = uidl
-        self.commands: list[bytes] = []
-        self.port = 0
-        self._server: asyncio.Server | None = None
 
-    async def __aenter__(self) -> Trickler:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
+async def huge_stat(session: FakeSession, args: tuple[str, ...]) -> None:
+    await session.send(b"+OK 100000 10000000\r\n")
 
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), 5)
 
-    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        answers = {
-            b"CAPA": b"-ERR no\r\n",
-            b"USER": b"+OK\r\n",
-            b"PASS": b"+OK\r\n",
-            b"STAT": b"+OK 1 100\r\n",
-            b"UIDL": b"+OK\r\n1 slow-1\r\n.\r\n",
-            b"LIST": b"+OK\r\n1 100\r\n.\r\n",
-            b"QUIT": b"+OK\r\n",
-        }
-        w.write(b"+OK trickler\r\n")
-        with contextlib.suppress(ConnectionError, OSError):
-            while line := await r.readline():
-                verb = line.split()[0].upper() if line.split() else b""
-                self.commands.append(verb)
-                if verb == b"STAT" and self.uidl:
-                    w.write(b"+OK 100000 10000000\r\n")
-                    await w.drain()
-                    continue
-                if verb == b"UIDL" and self.uidl:
-                    w.write(b"+OK\r\n")
-                    for n in range(1, 100_001):
-                        w.write(b"%d slow-%d\r\n" % (n, n))
-                        await w.drain()
-                        await asyncio.sleep(0.2)
-                if verb == b"RETR":
-                    w.write(b"+OK\r\nSubject: slow\r\n\r\n")
-                    while True:
-                        w.write(b"x\r\n")
-                        await w.drain()
-                        await asyncio.sleep(0.2)
-                w.write(answers.get(verb, b"-ERR unknown\r\n"))
-                await w.drain()
-        w.close()
+async def trickle_uidl(session: FakeSession, args: tuple[str, ...]) -> None:
+    """The stimulus: a listing of 100,000 lines, one every 0.2 s (a sleep on purpose)."""
+    await session.send(b"+OK\r\n")
+    for n in range(1, 100_001):
+        await session.send(b"%d slow-%d\r\n" % (n, n))
+        await asyncio.sleep(0.2)
+
+
+def trickler(uidl: bool = False) -> FakePOP3Server:
+    """The fake server with one small message whose RETR trickles a line every 0.2 s, for
+    ever; with `uidl=True` the UIDL answer trickles instead (STAT says 100,000 messages)."""
+    answer = {"STAT": huge_stat, "UIDL": trickle_uidl} if uidl else {"RETR": trickle_retr}
+    return FakePOP3Server(
+        [b"Subject: slow\r\n\r\nx\r\n"],
+        user="u",
+        password="p-trickle",
+        faults=Faults(no_capa=True, answer=answer),
+    )
 
 
 def test_the_deadline_grows_with_the_announced_size() -> None:
@@ -78,7 +53,7 @@ def test_the_deadline_grows_with_the_announced_size() -> None:
     assert retr_deadline(120, 50 * 1024 * 1024) == 120 + 3200
 
 
-def spec_for(port: int) -> AccountSpec:
+def spec_for(port: int, read_timeout: float = 0.5) -> AccountSpec:
     return AccountSpec(
         name="acct",
         host="127.0.0.1",
@@ -90,39 +65,27 @@ def spec_for(port: int) -> AccountSpec:
         auth="user",
         allow_plaintext=True,
         connect_timeout=5,
-        read_timeout=0.5,  # every single read is quick: only an overall deadline can end it
+        read_timeout=read_timeout,  # every read is quick: only an overall deadline ends it
     )
 
 
 async def test_a_trickling_uidl_meets_the_session_deadline(store: Store) -> None:
-    async with Trickler(uidl=True) as server:
+    async with trickler(uidl=True) as server:
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(ReadTimeout, match="poll session took longer"):
             await asyncio.wait_for(poll_account(spec_for(server.port), store, delete_wait=1), 30)
         assert loop.time() - started < 15
-    assert b"QUIT" not in server.commands and b"RETR" not in server.commands
+    assert "QUIT" not in server.verbs and "RETR" not in server.verbs
 
 
 async def test_a_trickling_retr_ends_the_poll_without_quit(store: Store) -> None:
-    async with Trickler() as server:
-        spec = AccountSpec(
-            name="acct",
-            host="127.0.0.1",
-            port=server.port,
-            username="u",
-            password="p-trickle",
-            webhook="main",
-            tls="none",
-            auth="user",
-            allow_plaintext=True,
-            connect_timeout=5,
-            read_timeout=1,  # every single read is quick: only an overall deadline can end it
-        )
+    async with trickler() as server:
+        spec = spec_for(server.port, read_timeout=1)
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(ReadTimeout, match="RETR of 1 message"):
             await asyncio.wait_for(poll_account(spec, store), 20)
         assert loop.time() - started < 10
-    assert b"QUIT" not in server.commands and b"DELE" not in server.commands
+    assert "QUIT" not in server.verbs and "DELE" not in server.verbs
     assert await store.seen_uidls("acct") == set()

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bridge.proxy import session
+from bridge.testing.fakepop3 import FakePOP3Server, FakeSession, Faults
 from tests.proxy.support import running_proxy
 from tests.support.rss import RssPeak
 
@@ -25,45 +26,36 @@ LINE = b"X-" + b"a" * 1000 + b"\r\n"
 
 
 class HostileUpstream:
-    """Greets, then answers CAPA with lines that never end (`pause` seconds apart, up to
-    `limit` octets so the test itself stays bounded on the old code)."""
+    """The fake server whose CAPA answer never ends: lines `pause` seconds apart (the
+    stimulus; a sleep on purpose), up to `limit` octets so the test itself stays bounded on
+    the old code, then silence without the terminating dot."""
 
     def __init__(self, pause: float, limit: int, chunk: bytes = LINE * 64) -> None:
         self.pause = pause
         self.chunk = chunk
         self.limit = limit
         self.sent = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
+        self.server = FakePOP3Server(faults=Faults(answer={"CAPA": self.capa}))
+
+    async def capa(self, session: FakeSession, args: tuple[str, ...]) -> None:
+        await session.send(b"+OK\r\n")
+        while self.sent < self.limit:
+            self.sent += len(self.chunk)
+            await session.send(self.chunk)
+            if self.pause:
+                await asyncio.sleep(self.pause)
+        await asyncio.Event().wait()  # never the terminating dot
+
+    @property
+    def port(self) -> int:
+        return self.server.port
 
     async def __aenter__(self) -> HostileUpstream:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self.server.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), 5)
-
-    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            w.write(b"+OK hostile\r\n")
-            while line := await r.readline():
-                if line.upper().startswith(b"CAPA"):
-                    w.write(b"+OK\r\n")
-                    while self.sent < self.limit:
-                        w.write(self.chunk)
-                        self.sent += len(self.chunk)
-                        await w.drain()
-                        if self.pause:
-                            await asyncio.sleep(self.pause)
-                    await asyncio.sleep(3600)  # never the terminating dot
-                else:
-                    w.write(b"-ERR no\r\n")
-                await w.drain()
-        w.close()
+        await self.server.stop()
 
 
 @contextlib.asynccontextmanager

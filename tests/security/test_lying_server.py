@@ -5,8 +5,6 @@ from `max_message_size`, so the mailbox is left as it was and nothing is recorde
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 from bridge.poller.poll import max_answer_size
 from bridge.pop3.client import POP3Client
 from bridge.pop3.errors import RemoteProtocolError
+from bridge.testing.fakepop3 import FakePOP3Server, FakeSession, Faults
 from tests.security.cli import bridge, write_config
 from tests.support.loop import LoopThread
 
@@ -22,63 +21,39 @@ LINE = b"x" * 1000 + b"\r\n"
 
 
 class LyingServer:
-    """Says every message is 100 octets; RETR then sends `retr_lines` lines of 1 KB."""
+    """The fake server with one small message; RETR then sends `retr_lines` lines of 1 KB
+    behind a "100 octets" status line (LIST and STAT tell the truth about the small one)."""
 
     def __init__(self, retr_lines: int) -> None:
         self.retr_lines = retr_lines
         self.sent = 0  # RETR octets actually written before the client gave up
-        self.commands: list[bytes] = []
-        self.port = 0
-        self._server: asyncio.Server | None = None
+        self.server = FakePOP3Server(
+            [b"Subject: small\r\n\r\nx\r\n"],
+            user="u",
+            password="p-lying-server",
+            faults=Faults(no_capa=True, answer={"RETR": self.retr}),
+        )
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        answers = {
-            b"CAPA": b"-ERR no\r\n",
-            b"USER": b"+OK\r\n",
-            b"PASS": b"+OK\r\n",
-            b"STAT": b"+OK 1 100\r\n",
-            b"UIDL": b"+OK\r\n1 lie-1\r\n.\r\n",
-            b"LIST": b"+OK\r\n1 100\r\n.\r\n",
-            b"QUIT": b"+OK\r\n",
-        }
-        w.write(b"+OK liar ready\r\n")
-        with contextlib.suppress(ConnectionError):
-            while line := await r.readline():
-                verb = line.split()[0].upper() if line.split() else b""
-                self.commands.append(verb)
-                if verb == b"RETR":
-                    w.write(b"+OK 100 octets\r\n")
-                    for _ in range(self.retr_lines):
-                        w.write(LINE)
-                        self.sent += len(LINE)
-                        await w.drain()
-                    w.write(b".\r\n")
-                else:
-                    w.write(answers.get(verb, b"-ERR unknown\r\n"))
-                await w.drain()
-        w.close()
+    async def retr(self, session: FakeSession, args: tuple[str, ...]) -> None:
+        await session.send(b"+OK 100 octets\r\n")
+        for _ in range(self.retr_lines):
+            self.sent += len(LINE)
+            await session.send(LINE)
+        await session.send(b".\r\n")
 
 
 @pytest.fixture
 async def liar() -> AsyncIterator[LyingServer]:
-    server = LyingServer(retr_lines=3000)  # ~3 MB behind a "100 octets" LIST entry
-    await server.start()
-    yield server
-    await server.stop()
+    liar = LyingServer(retr_lines=3000)  # ~3 MB behind a "100 octets" LIST entry
+    async with liar.server:
+        yield liar
 
 
 async def test_client_drops_an_answer_over_max_body(liar: LyingServer) -> None:
-    client = await POP3Client.connect("127.0.0.1", liar.port, tls="none", max_body=256 * 1024)
-    await client.login("u", "p", allow_plaintext=True)
+    client = await POP3Client.connect(
+        "127.0.0.1", liar.server.port, tls="none", max_body=256 * 1024
+    )
+    await client.login("u", "p-lying-server", allow_plaintext=True)
     with pytest.raises(RemoteProtocolError, match="more than 262144 octets"):
         await client.retrieve(1)
     assert client.closed
@@ -86,8 +61,8 @@ async def test_client_drops_an_answer_over_max_body(liar: LyingServer) -> None:
 
 async def test_without_a_cap_the_whole_lie_is_buffered(liar: LyingServer) -> None:
     """The control: the same server, no cap, and the client takes all ~3 MB."""
-    client = await POP3Client.connect("127.0.0.1", liar.port, tls="none")
-    await client.login("u", "p", allow_plaintext=True)
+    client = await POP3Client.connect("127.0.0.1", liar.server.port, tls="none")
+    await client.login("u", "p-lying-server", allow_plaintext=True)
     assert len(await client.retrieve(1)) == 3000 * len(LINE)
     client.abort()
 
@@ -100,11 +75,11 @@ def test_poller_caps_answers_from_max_message_size() -> None:
 def liar_in_thread() -> Iterator[LyingServer]:
     with LoopThread() as loop:
         server = LyingServer(retr_lines=20_000)  # ~20 MB streamed after "100 octets"
-        loop.call(server.start())
+        loop.call(server.server.start())
         try:
             yield server
         finally:
-            loop.call(server.stop())
+            loop.call(server.server.stop())
 
 
 def test_once_against_a_lying_server_fails_cleanly(
@@ -113,7 +88,7 @@ def test_once_against_a_lying_server_fails_cleanly(
     account = {
         "name": "liar",
         "host": "127.0.0.1",
-        "port": liar_in_thread.port,
+        "port": liar_in_thread.server.port,
         "tls": "none",
         "allow_plaintext": True,
         "auth": "user",
@@ -130,4 +105,5 @@ def test_once_against_a_lying_server_fails_cleanly(
     # It stopped reading near the cap (plus what sat in socket buffers), not at 20 MB...
     assert liar_in_thread.sent < 10 * 1024 * 1024
     # ...and left without QUIT or DELE: the mailbox is as it was.
-    assert b"DELE" not in liar_in_thread.commands and b"QUIT" not in liar_in_thread.commands
+    verbs = liar_in_thread.server.verbs
+    assert "DELE" not in verbs and "QUIT" not in verbs

@@ -53,7 +53,20 @@ Outside pytest
                               ssl_context=tls_certs.server_context(),
                               faults=Faults(stall_on={"RETR": 5})) as server:
         ...  # server.host, server.port, server.mailbox, server.uidls, server.deleted_uidls,
-             # server.commands_seen, server.connections, server.queue_faults(Faults(...))
+             # server.commands_seen, server.verbs, server.connections,
+             # server.queue_faults(Faults(...))
+
+A hostile server is that fake with one verb scripted (``Faults(answer={"RETR": script})``, the
+script writing raw bytes with ``session.send``): tests/security's listing bomb, trickler,
+lying and endless-CAPA servers are written so. ``bearer_tokens=`` makes it check XOAUTH2 /
+OAUTHBEARER tokens (tests/poller/test_oauth.py).
+
+Waiting
+-------
+`tests.support.wait.wait_until(pred, timeout)` (async) and ``wait_until_sync`` poll a condition
+with a deadline. Use them, or an event, instead of a sleep that guesses how long something
+takes; a sleep stays only where it is the stimulus (a server that stalls on purpose), with a
+comment saying so.
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.testing.fakepop3 import FakePOP3Server, Faults
+from bridge.testing.fakepop3 import FakePOP3Server, FakeSession, Faults
 from bridge.testing.samples import generate_messages
 from tests.support.certs import TestCerts
+from tests.support.wait import wait_until
 
 MSG1 = b"Subject: one\r\nMessage-ID: <1@x>\r\n\r\nhello\r\n.\r\n..two dots\r\nend\r\n"
 MSG2 = b"Subject: two\r\n\r\nline 1\r\nline 2\r\nline 3\r\n"
@@ -108,7 +109,7 @@ async def test_dele_then_drop_deletes_nothing_and_dele_then_quit_deletes() -> No
         assert (await c.cmd("DELE 1")).startswith(b"+OK")
         assert (await c.cmd("STAT")) == f"+OK 1 {len(MSG2)}\r\n".encode()
         c.close()  # no QUIT
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: server.connections[0].closed)
         assert mailbox == [MSG1, MSG2] and server.deleted_uidls == []
         c = await Raw.connect(server)
         await c.login()
@@ -168,7 +169,7 @@ async def test_apop_and_sasl_plain_login() -> None:
         digest = hashlib.md5((stamp.group(0) + "s3cr3t pw").encode()).hexdigest()
         assert (await c.cmd(f"APOP bob {digest}")).startswith(b"+OK")
         c.close()
-        await asyncio.sleep(0.05)  # lock released when the session ends
+        await wait_until(lambda: server.connections[-1].closed)  # the lock goes with it
 
         c = await Raw.connect(server)
         await c.line()
@@ -176,14 +177,14 @@ async def test_apop_and_sasl_plain_login() -> None:
         assert (await c.cmd(f"AUTH PLAIN {ir}")).startswith(b"+OK")
         assert (await c.cmd("AUTH PLAIN")).startswith(b"-ERR")  # already authenticated
         c.close()
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: server.connections[-1].closed)
 
         c = await Raw.connect(server)
         await c.line()
         assert (await c.cmd("AUTH PLAIN")) == b"+ \r\n"
         assert (await c.cmd(ir)).startswith(b"+OK")
         c.close()
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: server.connections[-1].closed)
 
         c = await Raw.connect(server)
         await c.line()
@@ -405,6 +406,61 @@ async def test_close_after_commands_and_per_connection_faults() -> None:
         assert (await c.cmd("NOOP")) == b"+OK\r\n"
         c.close()
     assert len(server.connections) == 2
+
+
+async def test_a_scripted_verb_is_answered_by_the_script_and_the_rest_by_the_server() -> None:
+    seen: list[tuple[str, ...]] = []
+
+    async def uidl(session: FakeSession, args: tuple[str, ...]) -> None:
+        seen.append(args)
+        await session.send(b"+OK\r\n1 made-up\r\n")
+        assert await session.readline() == b"MORE\r\n"  # a script may read a continuation
+        await session.send(b".\r\n")
+
+    async def dele(session: FakeSession, args: tuple[str, ...]) -> None:
+        session.hang_up()
+
+    async with FakePOP3Server([MSG1], faults=Faults(answer={"UIDL": uidl, "DELE": dele})) as s:
+        c = await Raw.connect(s)
+        await c.login()
+        assert (await c.cmd("UIDL 1")) == b"+OK\r\n"
+        assert (await c.cmd("MORE")) == b"1 made-up\r\n"
+        assert (await c.line()) == b".\r\n"
+        assert (await c.cmd("STAT")) == f"+OK 1 {len(MSG1)}\r\n".encode()  # the server's own
+        c.writer.write(b"DELE 1\r\n")
+        assert await c.eof()
+    assert seen == [("1",)]
+    assert s.verbs == ["USER", "PASS", "UIDL", "STAT", "DELE"]  # the continuation is no verb
+    assert s.connections[0].dropped_by_server and s.mailbox == [MSG1]
+
+
+async def test_bearer_tokens_are_checked_and_recorded() -> None:
+    def blob(mech: str, token: str) -> str:
+        if mech == "XOAUTH2":
+            raw = f"user=me@x\x01auth=Bearer {token}\x01\x01"
+        else:
+            raw = f"n,a=me@x,\x01host=h\x01port=110\x01auth=Bearer {token}\x01\x01"
+        return base64.b64encode(raw.encode()).decode()
+
+    valid = {"good"}
+    async with FakePOP3Server([MSG1], user="me@x", bearer_tokens=valid) as server:
+        c = await Raw.connect(server)
+        await c.line()
+        assert (await c.cmd("CAPA")).startswith(b"+OK")
+        assert "SASL PLAIN LOGIN XOAUTH2 OAUTHBEARER" in (await c.body()).decode()
+        assert (await c.cmd(f"AUTH XOAUTH2 {blob('XOAUTH2', 'bad')}")).startswith(b"-ERR [AUTH]")
+        valid.add("later")  # the caller's set is read at each attempt
+        assert (await c.cmd("AUTH OAUTHBEARER")) == b"+ \r\n"
+        assert (await c.cmd(blob("OAUTHBEARER", "later"))).startswith(b"+OK")
+        assert (await c.cmd("STAT")).startswith(b"+OK 1 ")
+        c.close()
+    assert server.bearer_logins == [("XOAUTH2", "bad", False), ("OAUTHBEARER", "later", True)]
+    assert server.connections[0].authenticated_as == "me@x"
+    async with FakePOP3Server([MSG1]) as plain:  # without bearer_tokens: not offered
+        c = await Raw.connect(plain)
+        await c.line()
+        assert (await c.cmd("AUTH XOAUTH2")).startswith(b"-ERR")
+        c.close()
 
 
 _VERBS = [
