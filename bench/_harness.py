@@ -15,6 +15,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -67,7 +68,8 @@ class Sample:
 @dataclass
 class Contender:
     """`cpu` says whose CPU time is the contender's: "children" (a subprocess: its user+system
-    time from getrusage) or "self" (runs in this process: process_time)."""
+    time from getrusage), "self" (runs in this process: process_time) or "reported" (the
+    sample's own `extra["cpu_s"]`, e.g. a process tree measured by bench/_tree.py)."""
 
     name: str
     run: Callable[[], Sample]
@@ -114,7 +116,8 @@ def alternate(
         for c in contenders:
             cpu0 = _cpu(c.cpu)
             s = c.run()
-            s.extra["cpu_s"] = _cpu(c.cpu) - cpu0
+            if c.cpu != "reported":
+                s.extra["cpu_s"] = _cpu(c.cpu) - cpu0
             samples[c.name].append(s)
             log(
                 f"  round {r + 1}/{rounds} {c.name:28s} {s.rate:10.1f}/s  ({s.seconds:.3f} s, "
@@ -125,6 +128,8 @@ def alternate(
 
 def _cpu(whose: str) -> float:
     """CPU seconds (user + system) of this process, or of every waited-for descendant."""
+    if whose == "reported":
+        return 0.0
     if whose == "self":
         return time.process_time()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -210,13 +215,44 @@ def _fmt(v: Any) -> str:
 
 @dataclass
 class OnceRun:
-    """One `pop3bridge once` whose webhooks all arrived verified (see `run_once`)."""
+    """One bridge process whose webhooks all arrived verified (see `run_once`, `run_until`)."""
 
     seconds: float  # exec to exit
     to_first_post_s: float  # exec until the receiver saw the first POST
     after_last_post_s: float  # the last POST until the process had exited
     first_post_at: float
     last_post_at: float
+    cpu_s: float = 0.0  # user + system of the whole process tree (parse workers included)
+
+
+TREE = Path(__file__).resolve().parent / "_tree.py"
+
+
+def _bridge_command(
+    config: Path, command: str, loop: str, tree: Path | None
+) -> tuple[list[str], dict[str, str]]:
+    env = {**os.environ, "POP3BRIDGE_EVENT_LOOP": loop}
+    argv = [str(Path(sys.executable).parent / "pop3bridge"), command, "--config", str(config)]
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+        argv = [sys.executable, "-m", "bridge", command, "--config", str(config)]
+    return argv, env
+
+
+def _wrapped(argv: list[str], report: Path) -> list[str]:
+    """`argv` under bench/_tree.py, which reports the CPU of the whole process tree."""
+    return [sys.executable, "-S", "-I", str(TREE), str(report), "--", *argv]
+
+
+def _check(receiver: Any, before: int, expected: int, rc: int, stderr: bytes, what: str) -> Any:
+    got = receiver.requests[before:]  # the nginx receiver verifies here, after the clock
+    verified = {r.msg_id for r in got if r.verified and r.status and 200 <= r.status < 300}
+    if rc != 0 or len(verified) != expected or receiver.invalid:
+        raise SystemExit(
+            f"pop3bridge {what} failed: exit {rc}, {len(verified)} of {expected} "
+            f"verified, {receiver.invalid} invalid\n{stderr.decode()[-2000:]}"
+        )
+    return got
 
 
 def run_once(
@@ -228,34 +264,72 @@ def run_once(
     tree: Path | None = None,
 ) -> OnceRun:
     """Run `pop3bridge once --config CONFIG` and check that `expected` distinct webhooks
-    arrived at `receiver` (a `tests.support.receiver.ThreadedReceiver`) verified, with exit
-    0; anything else ends the benchmark, since a slow wrong answer is no result. `tree` runs
-    the `bridge` package of another checkout (a baseline) with this interpreter."""
-    env = {**os.environ, "POP3BRIDGE_EVENT_LOOP": loop}
-    command = [str(Path(sys.executable).parent / "pop3bridge"), "once", "--config", str(config)]
-    if tree is not None:
-        env["PYTHONPATH"] = str(tree)
-        command = [sys.executable, "-m", "bridge", "once", "--config", str(config)]
+    arrived at `receiver` (a `tests.support.receiver.ThreadedReceiver` or a
+    `bench._webhook_nginx.NginxReceiver`) verified, with exit 0; anything else ends the
+    benchmark, since a slow wrong answer is no result. `tree` runs the `bridge` package of
+    another checkout (a baseline) with this interpreter. The wall time and CPU come from
+    bench/_tree.py: the process tree's, parse workers included."""
+    argv, env = _bridge_command(config, "once", loop, tree)
+    report = config.with_suffix(".tree.json")
     before = len(receiver.requests)
-    started_at = time.time()  # the receiver stamps arrivals with time.time()
-    start = time.perf_counter()
-    proc = subprocess.run(
-        command,
-        capture_output=True,
-        env=env,
-        check=False,
-    )
-    elapsed = time.perf_counter() - start
-    ended_at = time.time()
-    got = receiver.requests[before:]
-    verified = {r.msg_id for r in got if r.verified and r.status == 200}
-    if proc.returncode != 0 or len(verified) != expected or receiver.invalid:
-        raise SystemExit(
-            f"pop3bridge once failed: exit {proc.returncode}, {len(verified)} of {expected} "
-            f"verified, {receiver.invalid} invalid\n{proc.stderr.decode()[-2000:]}"
-        )
+    started_at = time.time()  # the receivers stamp arrivals with time.time()
+    proc = subprocess.run(_wrapped(argv, report), capture_output=True, env=env, check=False)
+    got = _check(receiver, before, expected, proc.returncode, proc.stderr, "once")
+    done = json.loads(report.read_text())
     first, last = min(r.at for r in got), max(r.at for r in got)
-    return OnceRun(elapsed, first - started_at, ended_at - last, first, last)
+    return OnceRun(
+        done["seconds"],
+        first - started_at,
+        done["exited_at"] - last,
+        first,
+        last,
+        done["cpu_s"],
+    )
+
+
+def run_until(
+    config: Path,
+    receiver: Any,
+    expected: int,
+    *,
+    loop: str = "asyncio",
+    timeout: float = 600.0,
+) -> OnceRun:
+    """Run `pop3bridge run --config CONFIG` (the daemon) until `expected` webhooks arrived,
+    then stop it with SIGTERM; `seconds` is exec to the last arrival (the drain; the shutdown
+    that follows is not part of it). Arrivals are polled while the clock runs, through the
+    receiver's `count()` when it has one (the nginx receiver: no verification then).
+    Verification as in `run_once`, after the clock."""
+    argv, env = _bridge_command(config, "run", loop, None)
+    report = config.with_suffix(".tree.json")
+    before = _arrivals(receiver)
+    started_at = time.time()
+    proc = subprocess.Popen(
+        _wrapped(argv, report), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    deadline = time.monotonic() + timeout
+    while _arrivals(receiver) - before < expected and proc.poll() is None:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    got = _check(receiver, before, expected, proc.returncode, stderr, "run")
+    done = json.loads(report.read_text())
+    first, last = min(r.at for r in got), max(r.at for r in got)
+    return OnceRun(
+        last - started_at,
+        first - started_at,
+        done["exited_at"] - last,
+        first,
+        last,
+        done["cpu_s"],
+    )
+
+
+def _arrivals(receiver: Any) -> int:
+    count = getattr(receiver, "count", None)
+    return int(count()) if callable(count) else len(receiver.requests)
 
 
 def poller_config(

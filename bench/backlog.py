@@ -1,18 +1,25 @@
-"""Backlog drain: the webhook was down, N messages wait in the outbox; how fast do they go out?
+"""Backlog drain: the webhook was down, N messages wait; how fast does `pop3bridge run` deliver?
 
-    python bench/backlog.py [--messages 6000] [--rounds 3] [--workers 0,1] [--quick]
+    python bench/backlog.py [--messages 6000] [--rounds 3] [--workers 0,1] [--receiver nginx]
+                            [--quick]
 
-This is the delivery stage alone, the part of the poller that parses MIME into webhook bodies,
-signs them and POSTs them, after an outage, when it has more work than one core can do. Each
-round fills a fresh SQLite outbox with N recorded-but-undelivered ~5 KB messages (the rows the
-poller writes while the receiver is down) and runs ``pop3bridge once`` on it against an empty
-Dovecot mailbox, with ``poller.parse_workers`` set to each value in turn (alternated). The
-receiver verifies every signature with the `standardwebhooks` library; a round counts only if
-all N arrived verified.
+Issue 17's target: `pop3bridge run` draining a 6,000-message backlog at >= 1.2x fetchmail's
+rate, on the nginx receiver (bench/_webhook_nginx.py: answers 204, keeps every request, the
+signatures verified with the `standardwebhooks` library after the timed part). Contenders,
+alternated every round:
 
-Reported: messages/s over the whole process (exec to exit) and over the drain itself (first to
-last POST, which leaves out start-up), and the CPU of the main process per message (worker
-processes are not waited for by it, so their CPU is not in that figure).
+- ``run, outbox backlog, parse_workers W`` for each W of --workers: a fresh SQLite outbox holds
+  N recorded-but-undelivered ~5 KB messages (the rows the poller writes while the receiver is
+  down) and ``pop3bridge run`` (the daemon) delivers them; the mailbox is empty.
+- ``run, mailbox backlog``: the N messages wait in the POP3 mailbox instead (the bridge was
+  down), fresh state, default configuration: fetch, record, parse, sign, POST.
+- ``fetchmail -> BSMTP``: fetchmail moving the same N messages out of a mailbox
+  (``--all --keep``, no TLS), counted from the BSMTP file, as in bench/poller_throughput.py.
+
+A bridge round counts only if all N arrived verified. Its rate is N over exec to the last POST
+(the daemon is then stopped with SIGTERM; its shutdown is not in the rate); also reported: the
+drain alone (first to last POST, without start-up) and the CPU of the whole process tree per
+message, parse workers included (bench/_tree.py).
 """
 
 from __future__ import annotations
@@ -31,30 +38,34 @@ from _harness import (
     Contender,
     Sample,
     alternate,
+    fill_mailbox,
     machine,
     poller_config,
     print_table,
     private_dovecot,
-    run_once,
+    run_until,
     summarize,
     write_results,
 )
+from _webhook_nginx import NginxReceiver
+from poller_throughput import fetchmail_run
 
 from bridge.outbox import outbox_row
 from bridge.store import open_store
 from bridge.testing.samples import generate_messages
-from tests.support.dovecot import DovecotServer, DovecotUser
+from tests.support.dovecot import DovecotServer
 from tests.support.receiver import ThreadedReceiver
 
 ACCOUNT = "bench"
+FETCHMAIL = "fetchmail -> BSMTP"
 
 
 class Backlog:
-    def __init__(self, server: DovecotServer, user: DovecotUser, n: int, work: Path) -> None:
-        self.server, self.user, self.n, self.work = server, user, n, work
+    def __init__(self, server: DovecotServer, n: int, work: Path, receiver: Any) -> None:
+        self.server, self.n, self.work, self.receiver = server, n, work, receiver
         self.messages = list(generate_messages(n, seed=7, size=5000))
-        self.receiver = ThreadedReceiver(default_status=200)
-        self.receiver.start()
+        self.empty = server.add_user()
+        self.full = fill_mailbox(server, self.messages)
 
     async def _fill(self, db: Path) -> None:
         store = open_store(f"sqlite:///{db}")
@@ -78,21 +89,33 @@ class Backlog:
             await store.record(rows[at : at + 500], now)
         await store.close()
 
-    def drain(self, workers: int) -> Sample:
+    def drain(self, workers: int | None, *, mailbox: bool = False) -> Sample:
+        """`pop3bridge run` until all N arrived; the backlog in the outbox, or in the mailbox."""
         run = Path(tempfile.mkdtemp(dir=self.work))
         db = run / "state.db"
-        asyncio.run(self._fill(db))
+        if not mailbox:
+            asyncio.run(self._fill(db))
         path = poller_config(
             run / "state.yaml",
             db,
             self.receiver,
-            [self.server.plain_account(self.user, ACCOUNT)],
-            poller={"parse_workers": workers},
+            [self.server.plain_account(self.full if mailbox else self.empty, ACCOUNT)],
+            poller=None if workers is None else {"parse_workers": workers},
         )
-        done = run_once(path, self.receiver, self.n)
+        done = run_until(path, self.receiver, self.n)
         shutil.rmtree(run)
         drain = done.last_post_at - done.first_post_at
-        return Sample(done.seconds, self.n, {"drain_s": drain, "drain_rate": (self.n - 1) / drain})
+        return Sample(
+            done.seconds,
+            self.n,
+            {"drain_s": drain, "drain_rate": (self.n - 1) / drain, "cpu_s": done.cpu_s},
+        )
+
+    def fetchmail(self) -> Sample:
+        run = Path(tempfile.mkdtemp(dir=self.work))
+        seconds = fetchmail_run(self.server, self.full, self.n, run)
+        shutil.rmtree(run)
+        return Sample(seconds, self.n, {"drain_rate": self.n / seconds})
 
 
 def main() -> int:
@@ -100,18 +123,33 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=6000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", default="0,1", help="parse_workers values, comma-separated")
+    ap.add_argument("--receiver", choices=("nginx", "python"), default="nginx")
     ap.add_argument("--quick", action="store_true", help="smoke run: 200 messages, 1 round")
     args = ap.parse_args()
     if args.quick:
         args.messages, args.rounds = 200, 1
     work = Path(tempfile.mkdtemp(prefix="pop3bridge-bench-backlog-"))
     before = machine()
-    with private_dovecot() as server:
-        user = server.add_user()
-        bench = Backlog(server, user, args.messages, work)
+    receiver: Any = (
+        NginxReceiver() if args.receiver == "nginx" else ThreadedReceiver(default_status=200)
+    )
+    with private_dovecot() as server, receiver:
+        bench = Backlog(server, args.messages, work, receiver)
         contenders = [
-            Contender(f"parse_workers: {w}", functools.partial(bench.drain, w))
+            Contender(
+                f"run, outbox backlog, parse_workers {w}",
+                functools.partial(bench.drain, w),
+                cpu="reported",
+            )
             for w in (int(x) for x in args.workers.split(","))
+        ]
+        contenders += [
+            Contender(
+                "run, mailbox backlog (defaults)",
+                functools.partial(bench.drain, None, mailbox=True),
+                cpu="reported",
+            ),
+            Contender(FETCHMAIL, bench.fetchmail),
         ]
         samples = alternate(contenders, args.rounds)
     after = machine()
@@ -133,16 +171,25 @@ def main() -> int:
             ]
         )
     print_table(
-        f"Backlog of {args.messages} messages drained by pop3bridge once (medians of rounds)",
-        ["contender", "msg/s exec->exit", "msg/s drain", "drain min - max", "main CPU ms/msg"],
+        f"Backlog of {args.messages} messages, {args.receiver} receiver (medians of rounds)",
+        ["contender", "msg/s exec->last POST", "msg/s drain", "drain min - max", "CPU ms/msg"],
         rows,
     )
+    theirs = results[FETCHMAIL]["median_rate"]
+    targets = []
+    for name, r in results.items():
+        if name != FETCHMAIL:
+            ratio = r["median_rate"] / theirs
+            targets.append({"contender": name, "ratio": ratio, "goal": 1.2, "met": ratio >= 1.2})
+            print(f"  {name} / fetchmail: {ratio:.2f} (target >= 1.2)")
     print(f"machine: load average before {before['loadavg']}, after {after['loadavg']}")
     path = write_results(
         "backlog",
         {
             "messages": args.messages,
             "rounds": args.rounds,
+            "receiver": args.receiver,
+            "targets": targets,
             "machine": before,
             "after": after,
             "results": results,

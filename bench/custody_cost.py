@@ -1,8 +1,14 @@
-"""What the custody trail costs the poller: `pop3bridge once` end to end, this tree against a
-baseline tree (a checkout without custody writes), alternated in one run.
+"""What a change costs the poller: `pop3bridge once` end to end, this tree against a baseline
+tree, alternated in one run. Written for the custody trail (a baseline without its writes);
+issue 17 used it for the 29 November tree against today's.
 
-    git worktree add /tmp/pre-custody <commit before the custody trail>
-    python bench/custody_cost.py --baseline /tmp/pre-custody [--messages 2000] [--rounds 3]
+    mkdir /tmp/base && git archive <commit> bridge | tar -x -C /tmp/base
+    python bench/custody_cost.py --baseline /tmp/base [--messages 2000] [--rounds 3]
+        [--receiver python|nginx] [--workers 1,0]
+
+`--workers` adds one contender of this tree per `poller.parse_workers` value (default: only
+the configuration's default); the baseline runs with its own defaults. CPU is the whole
+process tree's (bench/_tree.py), parse workers included.
 
 Each round fetches N ~5 KB messages from a private Dovecot over plain POP3 into a fresh SQLite
 state file and delivers them to a local receiver that verifies every signature (the same set-up
@@ -32,11 +38,14 @@ from _harness import (
     summarize,
     write_results,
 )
+from _webhook_nginx import NginxReceiver
 
 from bridge.testing.samples import generate_messages
 from tests.support.receiver import ThreadedReceiver
 
 HERE = Path(__file__).resolve().parents[1]
+MINE = "this tree (its defaults)"
+BASE = "baseline tree (its defaults)"
 
 
 def main() -> int:
@@ -44,35 +53,53 @@ def main() -> int:
     ap.add_argument("--baseline", type=Path, required=True, help="checkout without custody")
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--receiver", choices=("python", "nginx"), default="python")
+    ap.add_argument("--workers", help="parse_workers values for this tree, comma-separated")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pop3bridge-bench-custody-"))
     work.chmod(0o755)
     before = machine()
-    with private_dovecot() as server, ThreadedReceiver(default_status=200) as receiver:
+    receiver: Any = (
+        NginxReceiver() if args.receiver == "nginx" else ThreadedReceiver(default_status=200)
+    )
+    with private_dovecot() as server, receiver:
         user = fill_mailbox(server, generate_messages(args.messages, seed=7, size=5000))
         account = server.plain_account(user, "bench")
 
-        def once(tree: Path) -> Sample:
+        def once(tree: Path, workers: int | None = None) -> Sample:
             run = Path(tempfile.mkdtemp(dir=work))
-            cfg = poller_config(run / "c.yaml", run / "state.db", receiver, [account])
+            poller = None if workers is None else {"parse_workers": workers}
+            cfg = poller_config(
+                run / "c.yaml", run / "state.db", receiver, [account], poller=poller
+            )
             done = run_once(cfg, receiver, args.messages, tree=tree)
             shutil.rmtree(run)
-            return Sample(done.seconds, args.messages)
+            return Sample(done.seconds, args.messages, {"cpu_s": done.cpu_s})
 
-        contenders = [
-            Contender("with custody trail", lambda: once(HERE)),
-            Contender("baseline (no trail)", lambda: once(args.baseline.resolve())),
-        ]
+        contenders = [Contender(MINE, lambda: once(HERE), cpu="reported")]
+        for w in [int(x) for x in args.workers.split(",")] if args.workers else []:
+            contenders.append(
+                Contender(
+                    f"this tree, parse_workers {w}",
+                    lambda w=w: once(HERE, w),  # type: ignore[misc]
+                    cpu="reported",
+                )
+            )
+        contenders.append(
+            Contender(BASE, lambda: once(args.baseline.resolve(), None), cpu="reported")
+        )
         samples = alternate(contenders, args.rounds)
     shutil.rmtree(work, ignore_errors=True)
     results = {name: summarize(s) for name, s in samples.items()}
-    mine, base = results["with custody trail"], results["baseline (no trail)"]
+    mine, base = results[MINE], results[BASE]
     ratio = mine["median_rate"] / base["median_rate"] if base["median_rate"] else 0.0
     cpu = mine["median_cpu_ms_per_item"] / max(base["median_cpu_ms_per_item"], 1e-9)
     data: dict[str, Any] = {
         "benchmark": "custody_cost",
         "messages": args.messages,
         "rounds": args.rounds,
+        "receiver": args.receiver,
+        "baseline": str(args.baseline),
         "machine_before": before,
         "machine_after": machine(),
         "results": results,
@@ -87,8 +114,8 @@ def main() -> int:
             for name, r in results.items()
         ],
     )
-    print(f"\nthroughput with the trail / without: {ratio:.3f} (target >= 0.90)")
-    print(f"CPU per message with the trail / without: {cpu:.3f}")
+    print(f"\nthroughput this tree / baseline: {ratio:.3f} (custody target >= 0.90)")
+    print(f"CPU per message this tree / baseline: {cpu:.3f}")
     print(f"results: {write_results('custody_cost', data)}")
     return 0
 

@@ -44,6 +44,7 @@ def test_poller_throughput_quick(tmp_path: Path) -> None:
     assert data["messages"] == 40
     assert {
         "pop3bridge once (end to end)",
+        "pop3bridge once (end to end, nginx receiver)",
         "pop3bridge fetch stage",
         "raw pipelined loop",
         "poplib sequential",
@@ -51,6 +52,9 @@ def test_poller_throughput_quick(tmp_path: Path) -> None:
     } <= set(data["results"])
     for name, result in data["results"].items():
         assert result["median_rate"] > 0, name
+        if name.startswith("pop3bridge once"):
+            # CPU of the whole process tree, reported by bench/_tree.py.
+            assert result["median_cpu_ms_per_item"] > 0, name
     # Start-up and wind-down of the process, from the receiver's arrival times.
     phases = data["results"]["pop3bridge once (end to end)"]["extra"][0]
     assert phases["to_first_post_s"] > 0
