@@ -33,7 +33,7 @@ from email.message import Message
 from email.policy import Compat32
 from typing import Any
 
-from bridge.mail import _boundary
+from bridge.mail import _boundary, _fastmime
 from bridge.mail._headers import decode_header_value, decode_words, raw_to_str, unfold
 from bridge.mail._text import clean, decode_bytes, recover_bytes
 
@@ -73,7 +73,13 @@ def parse(raw: bytes, *, set_aside: bool = True) -> Message:
     end-of-part handling is unchanged) and the text is put back into whichever part holds
     the placeholder, decoded straight from `raw`. The result is the same Message;
     `set_aside=False` parses without this (tests compare the two).
+
+    Ordinary mail does not reach the feed parser at all: `_fastmime` builds the same tree
+    from the bytes, or returns None and the feed parser runs as described.
     """
+    fast = _fastmime.parse(raw, _POLICY)
+    if fast is not None:
+        return fast
     parser = FeedParser(policy=_POLICY)
     runs: dict[str, tuple[int, int]] = {}
     pos = 0

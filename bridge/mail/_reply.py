@@ -76,7 +76,8 @@ def reply_text(text: str | None) -> str | None:
 # Substrings without which no rule above can match (a quoted line, a line ending in ":", a
 # separator); a "From:"-like field at a line start. Plain `in` tests: one regex over the
 # whole text cost as much as the rest of the reply parsing.
-_MARKS = ("\n>", "\n >", ":\n", "：\n", ": \n", "________", "-----")
+_MARKS_NO_COLON = ("\n>", "\n >", "________", "-----")
+_MARKS_COLON = (":\n", "：\n", ": \n")
 _FIELD_STARTS = tuple(
     f"\n{star}{name}"
     for name in ("from", "von", "de", "da", "van", "från", "fra", "差出人", "送信者", "发件人")
@@ -85,7 +86,13 @@ _FIELD_STARTS = tuple(
 
 
 def _may_have_history(text: str) -> bool:
-    if text.startswith((">", " >")) or any(mark in text for mark in _MARKS):
+    if text.startswith((">", " >")) or any(mark in text for mark in _MARKS_NO_COLON):
+        return True
+    # Every remaining rule needs a colon (lower-casing makes none), and most mail has none in
+    # its text: the lower-cased copy and the field-start searches cost ~50 us on 4 KB of text.
+    if ":" not in text and "：" not in text:
+        return False
+    if any(mark in text for mark in _MARKS_COLON):
         return True
     if text.rstrip(" \t\n").endswith((":", "：")):
         return True

@@ -5,6 +5,10 @@ parser sees them and puts the text back afterwards. Every place a run can sit (a
 the last lines before a boundary, preamble, epilogue, a text part, a nested message, a body
 without headers, LF-only line ends, two runs in one part) must give exactly what the parser
 gives without it.
+
+Ordinary mail of these shapes no longer reaches the feed parser (`_fastmime` builds its tree;
+tests/mail/test_mail_fast_parse.py compares it on these cases too), so the tests here switch
+the fast path off to reach the set-aside code.
 """
 
 from __future__ import annotations
@@ -19,7 +23,13 @@ import pytest
 
 import bridge.mail as mail
 import bridge.mail._payload as payload_module
-from bridge.mail import _mime
+from bridge.mail import _fastmime, _mime
+
+
+@pytest.fixture(autouse=True)
+def _feed_parser_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_fastmime, "parse", lambda raw, policy: None)
+
 
 # Long enough to be a run, in a message big enough to be scanned for runs.
 LINES = max(_mime._RUN_MIN_LINES, _mime._SCAN_MIN_BYTES // 70) + 37
