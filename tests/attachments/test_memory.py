@@ -46,7 +46,7 @@ def _slow_get(port: int, target: str, *, pause: float, extra: str = "") -> tuple
                     continue
             sha.update(piece)
             size += len(piece)
-            time.sleep(pause)
+            time.sleep(pause)  # the stimulus: a slow reader
         return head, sha.hexdigest(), size
 
 

@@ -83,7 +83,7 @@ def test_ordinary_exit_waits_for_a_live_thread() -> None:
         import threading, time
         from bridge.cli import exit_now
         def work():
-            time.sleep(0.3)
+            time.sleep(0.3)  # still working when exit_now() is called
             print("thread finished", flush=True)
         threading.Thread(target=work).start()
         try:

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import aiohttp
+import pytest
 
 from bridge.delivery.sender import WebhookSender
 from bridge.delivery.signing import sign
@@ -64,3 +65,21 @@ def test_threaded_receiver_for_blocking_tests() -> None:
         assert rx.port == port
         assert asyncio.run(deliver(1)) == [204]
         assert rx.invalid == 0 and rx.ids["msg_0"] == 2
+
+
+async def test_wait_quiet_returns_once_the_client_has_hung_up(receiver: WebhookReceiver) -> None:
+    ts = int(time.time())
+    headers = {
+        "webhook-id": "msg_q",
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign([receiver.secret], "msg_q", ts, b"{}"),
+    }
+    http = aiohttp.ClientSession()  # keep-alive: the connection stays open after the answer
+    async with http.post(receiver.url, data=b"{}", headers=headers) as resp:
+        assert resp.status == 204
+    assert receiver.open_connections == 1
+    with pytest.raises(AssertionError, match="1 connection"):
+        await receiver.wait_quiet(timeout=0.3)
+    await http.close()
+    await receiver.wait_quiet()
+    assert receiver.open_connections == 0

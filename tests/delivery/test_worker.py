@@ -50,7 +50,7 @@ class ScriptedSender:
         self.progress.set()
         try:
             if self.delay:
-                await asyncio.sleep(self.delay)
+                await asyncio.sleep(self.delay)  # the stimulus: a slow receiver
             self.calls.append((str(target), msg_id, body))
             status = self.script.get(msg_id, []).pop(0) if self.script.get(msg_id) else 200
             if status is None:

@@ -67,7 +67,7 @@ def test_sigkill_at_random_moments_loses_and_deletes_nothing(
             if round_ == 2:
                 receiver.fail_next = 5  # some retries pending when the next kill lands
             proc = start_bridge(cfg, tmp_path / "bridge.log")
-            time.sleep(rng.uniform(0.4, 2.5))
+            time.sleep(rng.uniform(0.4, 2.5))  # the stimulus: SIGKILL at a random moment
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
         once_until_ok(cfg)

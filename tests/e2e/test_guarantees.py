@@ -3,10 +3,14 @@ Dovecot and a real aiohttp receiver that verifies signatures with `standardwebho
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ from bridge.delivery.ids import msg_id_for
 from bridge.testing.samples import generate_messages
 from tests.e2e.harness import Receiver, dovecot_account, write_config
 from tests.support.dovecot import DovecotServer, DovecotUser
+from tests.support.wait import wait_until_sync
 
 pytestmark = pytest.mark.dovecot
 
@@ -28,13 +33,16 @@ def once(config: Path, timeout: float = 60) -> tuple[int, dict[str, Any]]:
     return rc, summary
 
 
-def once_logged(config: Path, timeout: float = 60) -> tuple[int, dict[str, Any], str]:
+def once_logged(
+    config: Path, timeout: float = 60, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], str]:
     proc = subprocess.run(
         [sys.executable, "-m", "bridge", "once", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env=env,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     assert lines, f"no summary; rc={proc.returncode} stderr={proc.stderr[-2000:]}"
@@ -73,12 +81,21 @@ def setup(
     return cfg, acct["name"]
 
 
-def _forkservers() -> set[int]:
-    return {
-        p.pid
-        for p in psutil.process_iter(["cmdline"])
-        if "multiprocessing.forkserver" in " ".join(p.info["cmdline"] or [])
-    }
+_RUN_MARK = "POP3BRIDGE_TEST_RUN"
+
+
+def _descendants_of_run(mark: str) -> set[int]:
+    """Processes started by the `once` run that carries `mark` in its environment: its
+    forkserver and parse workers inherit it. Other processes on the machine (another test
+    session's forkservers) do not count, so the check does not depend on what else runs."""
+    found = set()
+    for p in psutil.process_iter(["cmdline"]):
+        if "multiprocessing.forkserver" not in " ".join(p.info["cmdline"] or []):
+            continue
+        with contextlib.suppress(psutil.Error):
+            if p.environ().get(_RUN_MARK) == mark and p.status() != psutil.STATUS_ZOMBIE:
+                found.add(p.pid)
+    return found
 
 
 def test_every_message_once_then_only_new_mail(
@@ -154,12 +171,13 @@ def test_hostile_corpus_reaches_the_receiver_schema_valid(
     for parse_workers in (0, 1):
         run = tmp_path / f"parse_workers_{parse_workers}"
         run.mkdir()
-        before = _forkservers()
+        mark = f"{os.getpid()}-{uuid.uuid4().hex}"
         already = len(receiver.delivered())
         cfg, _ = setup(
             run, dovecot, dovecot_user, receiver, poller={"parse_workers": parse_workers}
         )
-        rc, summary, log = once_logged(cfg, timeout=120)
+        env = {**os.environ, _RUN_MARK: mark}
+        rc, summary, log = once_logged(cfg, timeout=120, env=env)
         assert rc == 0, summary
         assert ("parsed in 1 worker process" in log) == (parse_workers == 1), log[-2000:]
         got = receiver.delivered()[already:]
@@ -174,8 +192,6 @@ def test_hostile_corpus_reaches_the_receiver_schema_valid(
             for r in got
         )
         # No parse worker or forkserver outlives `once`.
-        deadline = time.monotonic() + 10
-        while _forkservers() - before and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _forkservers() - before
+        alive = functools.partial(_descendants_of_run, mark)
+        wait_until_sync(lambda: not alive(), 10, what="no forkserver of the run left")  # noqa: B023
     assert bodies[0] == bodies[1]

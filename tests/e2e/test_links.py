@@ -34,6 +34,7 @@ from tests.e2e.test_guarantees import once
 from tests.e2e.test_ops import Bridge, run_config
 from tests.support.dovecot import DovecotServer, DovecotUser, free_port
 from tests.support.pgschema import drop_schema, schema_url
+from tests.support.wait import wait_until_sync
 
 pytestmark = pytest.mark.dovecot
 
@@ -196,7 +197,10 @@ def test_dlq_replay_mints_fresh_links(
     receiver.fail_next, receiver.fail_status = 1, 410  # permanent: a dead letter at once
     assert once(cfg)[0] == 1
     first = receiver.received[0].body["data"]["attachments"][0]
-    time.sleep(1.5)  # expiries have a resolution of one second
+    # Expiries are whole seconds (now + ttl): the replay's link is later once the wall clock
+    # has passed the second the first one was minted in.
+    minted = dt.datetime.fromisoformat(first["expires_at"]).timestamp() - 3600
+    wait_until_sync(lambda: time.time() >= int(minted) + 1, 5, what="the next second")
     replay = subprocess.run(
         [sys.executable, "-m", "bridge", "dlq", "replay", "--all", "--config", str(cfg)],
         capture_output=True,

@@ -40,6 +40,7 @@ from tests.support import require_service
 from tests.support.certs import TestCerts
 from tests.support.dovecot import DovecotServer, DovecotUser, dovecot_available
 from tests.support.pgschema import drop_schema, schema_url
+from tests.support.wait import wait_until_sync
 
 pytestmark = pytest.mark.dovecot
 
@@ -229,6 +230,11 @@ def test_three_replicas_share_sixty_mailboxes_and_survive_a_sigkill(
         while not trickle_stop.wait(0.08):
             deliver(rng.choice(users))
 
+    def more_mail(count: int) -> None:
+        """Wait until the trickle has delivered `count` more messages to Dovecot."""
+        mark = len(sent)
+        wait_until_sync(lambda: len(sent) >= mark + count, 60, what=f"{count} more messages")
+
     schema = pg_url.rsplit("=", 1)[1]
     sampler = LeaseSampler(postgres_dsn, schema)
     logs = {f"replica-{i}": tmp_path / f"replica-{i}.log" for i in range(REPLICAS)}
@@ -276,7 +282,7 @@ def test_three_replicas_share_sixty_mailboxes_and_survive_a_sigkill(
             lambda live: len(live) == ACCOUNTS and max(per_holder(live).values()) <= full_cap,
             timeout=15,
         )
-        time.sleep(1.0)
+        more_mail(12)  # about a second's worth of the trickle, however loaded the machine
 
         # 3. SIGKILL one replica while mail is flowing.
         victim = "replica-0"
@@ -290,7 +296,7 @@ def test_three_replicas_share_sixty_mailboxes_and_survive_a_sigkill(
             timeout=TTL + 4 * HEARTBEAT + 5,
         )
         takeover = taken_at - killed_at
-        time.sleep(1.0)
+        more_mail(12)  # mail for the survivors after the takeover too
         trickle_stop.set()
         feeder.join(5)
 

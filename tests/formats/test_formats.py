@@ -3,7 +3,6 @@ fetch (oversize, the proxy's tap) reshaped from their stored JSON, and the worke
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import email
 import hashlib
@@ -25,6 +24,7 @@ from bridge.store import Store
 from bridge.store.base import OutboxItem
 from tests.delivery.test_worker import QuickRetries, ScriptedSender
 from tests.formats.test_anymail_receiver import BIG, PDF, PDF_NAME, big_message, rich_message
+from tests.support.wait import wait_until
 
 T0 = 1_764_000_000.0
 KEY = "mailgun-key"
@@ -206,11 +206,12 @@ async def test_the_worker_reshapes_rows_built_at_fetch(store: Store) -> None:
     sender = ScriptedSender(script={row.msg_id: [503]})
     routes = {"main": WebhookRoute(target="t", policy=QuickRetries(), prepare=builder)}  # type: ignore[arg-type]
     worker = DeliveryWorker(store, sender, routes, holder="t", claim_seconds=30)  # type: ignore[arg-type]
-    for _ in range(50):
+
+    async def delivered() -> bool:  # the 503, then the retry once it is due (QuickRetries)
         await worker.deliver_due()
-        if await store.pending_count() == 0:
-            break
-        await asyncio.sleep(0.02)
+        return await store.pending_count() == 0
+
+    await wait_until(delivered)
     bodies = [body for _, msg_id, body in sender.calls if msg_id == row.msg_id]
     assert len(bodies) == 2 and bodies[0] == bodies[1]  # retried with the same bytes
     assert _fields(bodies[0])["subject"].decode() == "Rückfrage zu Bestellung — 注文 #42"

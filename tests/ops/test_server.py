@@ -87,7 +87,7 @@ async def test_failing_and_hanging_checks_fail_readiness() -> None:
         raise ConnectionError("database at postgresql://app:pgpw@db refused")
 
     async def hangs() -> bool:
-        await asyncio.sleep(30)
+        await asyncio.sleep(30)  # the stimulus: a check that never answers in time
         return True
 
     register_secret("pgpw")

@@ -13,6 +13,7 @@ from bridge.poller.spec import AccountSpec
 from bridge.store import Store
 from bridge.testing.fakepop3 import FakePOP3Server
 from tests.poller.test_scheduler import fake_spec
+from tests.support.wait import wait_until
 
 
 async def test_advertised_login_delay_slows_polling_to_it(
@@ -39,10 +40,7 @@ async def test_advertised_login_delay_slows_polling_to_it(
         stop = asyncio.Event()
         task = asyncio.create_task(sched.run(stop, grace=2))
         # The account without a delay polls every 0.1 s: let it poll 6 times.
-        for _ in range(400):
-            if sum(1 for n, r in reports if n == "plain" and r) >= 6:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: sum(1 for n, r in reports if n == "plain" and r) >= 6, 20)
         stop.set()
         await asyncio.wait_for(task, 5)
 

@@ -18,6 +18,7 @@ from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import AuthenticationFailed
 from bridge.store import Store
 from bridge.testing.fakepop3 import FakePOP3Server
+from tests.support.wait import wait_until
 
 REFRESH = "rt-secret-123"
 CLIENT_SECRET = "cs-secret-456"
@@ -265,8 +266,10 @@ async def test_scheduler_parks_a_revoked_account_and_resumes_on_a_new_grant(
         )  # fmt: skip
 
     current = {"refresh": REFRESH}
+    rounds = [0]  # the scheduler asks for the accounts once per round (refresh=0.05)
 
     async def accounts() -> list[AccountSpec]:
+        rounds[0] += 1
         return [account_spec(model(current["refresh"]), None, providers)]
 
     def states() -> dict[str, tuple[str | None, float | None]]:
@@ -278,11 +281,11 @@ async def test_scheduler_parks_a_revoked_account_and_resumes_on_a_new_grant(
         stop = asyncio.Event()
         task = asyncio.create_task(sched.run(stop, grace=1.0))
         try:
-            async with asyncio.timeout(10):
-                while not endpoint.forms:
-                    await asyncio.sleep(0.01)
-            # Many poll intervals later the token endpoint has still been asked only once.
-            await asyncio.sleep(0.5)
+            await wait_until(lambda: endpoint.forms)
+            # Ten scheduler rounds (many poll intervals) later the token endpoint has still
+            # been asked only once: the account is parked, not backing off and retrying.
+            seen = rounds[0]
+            await wait_until(lambda: rounds[0] >= seen + 10)
             assert len(endpoint.forms) == 1
             status = await observer.status()
             assert "consent flow" in (status["accounts"]["revoked"]["needs_reauth"] or "")
@@ -292,9 +295,7 @@ async def test_scheduler_parks_a_revoked_account_and_resumes_on_a_new_grant(
             endpoint.refuse = False
             endpoint.rotate_to = "rt-new"
             current["refresh"] = "rt-new"
-            async with asyncio.timeout(10):
-                while not server.bearer_logins:
-                    await asyncio.sleep(0.01)
+            await wait_until(lambda: server.bearer_logins)
             assert server.bearer_logins[0] == ("XOAUTH2", "at-0", True)
             status = await observer.status()
             assert status["accounts"]["revoked"]["needs_reauth"] is None

@@ -11,6 +11,7 @@ from bridge.poller.spec import AccountSpec
 from bridge.store import Store
 from bridge.testing.fakepop3 import FakePOP3Server, Faults
 from bridge.testing.samples import generate_messages
+from tests.support.wait import wait_until
 
 
 def fake_spec(name: str, server: FakePOP3Server, **kw: object) -> AccountSpec:
@@ -65,15 +66,13 @@ async def test_a_failing_account_never_stops_another(store: Store) -> None:
         )
         stop = asyncio.Event()
         task = asyncio.create_task(sched.run(stop, grace=2))
-        for _ in range(100):
-            if sum(1 for n, r, _ in reports if n == "good" and r) >= 3:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: sum(1 for n, r, _ in reports if n == "good" and r) >= 3)
         good.mailbox.append(generate_messages(1, seed=62)[0])
-        for _ in range(100):
-            if await store.pending_count("good") == 4:
-                break
-            await asyncio.sleep(0.05)
+
+        async def four_pending() -> bool:
+            return await store.pending_count("good") == 4
+
+        await wait_until(four_pending, what="the new message recorded")
         stop.set()
         await asyncio.wait_for(task, 5)
 

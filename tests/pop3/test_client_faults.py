@@ -25,19 +25,31 @@ from bridge.pop3.errors import (
     TLSFailure,
 )
 from bridge.pop3.wire import dot_stuff
+from tests.support.wait import wait_until
 
 Answer = bytes | None | float | tuple[bytes, str]
 Responder = Callable[[bytes], Answer]
 HOST = "127.0.0.1"
 
 
+class Received(list[bytes]):
+    """The command lines the server got, in order; `open` counts live connections."""
+
+    open = 0
+
+    async def hung_up(self) -> None:
+        """Wait until every connection has ended: nothing more can be received after that."""
+        await wait_until(lambda: self.open == 0, what="the client closed its connection")
+
+
 @asynccontextmanager
 async def server(
     respond: Responder, greeting: bytes = b"+OK ready\r\n", sndbuf: int | None = None
-) -> AsyncIterator[tuple[int, list[bytes]]]:
-    received: list[bytes] = []
+) -> AsyncIterator[tuple[int, Received]]:
+    received = Received()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.open += 1
         if sndbuf:
             sock = writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
@@ -48,7 +60,7 @@ async def server(
                 received.append(line)
                 answer = respond(line.rstrip(b"\r\n"))
                 if isinstance(answer, float):
-                    await asyncio.sleep(answer)
+                    await asyncio.sleep(answer)  # the stimulus: a stall, then no answer
                     continue
                 if answer is None:
                     break
@@ -61,6 +73,7 @@ async def server(
         except ConnectionError:
             pass
         finally:
+            received.open -= 1
             writer.close()
 
     srv = await asyncio.start_server(handle, HOST, 0)
@@ -248,7 +261,7 @@ async def test_stls_stripped_from_capa_fails_closed() -> None:
     async with server(basic()) as (port, received):
         with pytest.raises(TLSFailure, match="does not offer STLS"):
             await POP3Client.connect(HOST, port, tls="starttls", read_timeout=5.0)
-        await asyncio.sleep(0.05)
+        await received.hung_up()
         assert not any(line.startswith((b"USER", b"PASS", b"AUTH")) for line in received)
 
 
@@ -277,7 +290,7 @@ async def test_plaintext_credentials_refused_without_tls() -> None:
         with pytest.raises(InsecureAuthRefused):
             await client.login("u", "p")
         client.abort()
-        await asyncio.sleep(0.05)
+        await received.hung_up()
         assert not any(line.startswith((b"USER", b"PASS")) for line in received)
 
 
@@ -319,5 +332,5 @@ async def test_pipelined_error_aborts_without_commit() -> None:
             async for _ in client.retrieve_many([1, 2, 3]):
                 pass
         assert client.closed
-        await asyncio.sleep(0.05)
+        await received.hung_up()
         assert b"QUIT\r\n" not in received

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import poplib
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from bridge.testing.fakepop3 import FakePOP3Server
 from bridge.testing.samples import generate_messages
 from tests.proxy.support import fetch_all, fixed_config, in_thread, running_proxy
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.dovecot
 
@@ -182,7 +182,7 @@ async def test_per_user_limit_refuses_a_second_login_and_frees_on_close(
         # The first session is untouched: it still sees its mailbox.
         assert (await in_thread(first.stat))[0] == 2
         await in_thread(first.quit)
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: proxy.session_count == 0)  # its slot is given back
         again = await in_thread(login)
         await in_thread(again.quit)
 

@@ -308,11 +308,11 @@ async def _serve(chunks: list[bytes], *, close: bool, pause: float = 0.0):
         for chunk in chunks:
             writer.write(chunk)
             await writer.drain()
-            await asyncio.sleep(pause)
+            await asyncio.sleep(pause)  # the stimulus: the header arrives in pieces
         if close:
             writer.close()
         else:
-            await asyncio.sleep(5)
+            await asyncio.sleep(5)  # the stimulus: a peer that goes silent, never closing
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]

@@ -40,6 +40,7 @@ from bridge.testing.fakepop3 import FakePOP3Server
 from tests.e2e.harness import Receiver
 from tests.support.dovecot import free_port
 from tests.support.loop import LoopThread
+from tests.support.wait import wait_until_sync
 
 MB = 1_000_000
 
@@ -273,7 +274,14 @@ def test_healthz_answers_within_a_second_while_a_bomb_is_parsed(tmp_path: Path) 
                 if len(receiver.delivered()) >= len(mailbox):
                     break
                 time.sleep(0.05)
-            time.sleep(2)  # a second delivery of anything would show up now
+            # Two more whole polls after the last delivery: a message recorded twice would
+            # have been recorded again by now (and is then sent before the graceful exit).
+            after = len(server.connections)
+            wait_until_sync(
+                lambda: sum(c.closed for c in server.connections[after:]) >= 2,
+                30,
+                what="two more polls",
+            )
         finally:
             proc.terminate()
             try:
@@ -312,7 +320,7 @@ async def main():
     pool = ParsePool(1)
     await pool.build_spec(job(b"Subject: x\\r\\n\\r\\nx\\r\\n", 1), BodySpec(1024, False), 0.0)
     print(*[p.pid for p in pool._executor._processes.values()], flush=True)
-    time.sleep(600)
+    time.sleep(600)  # the stimulus: alive, holding its workers, until the test SIGKILLs it
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -23,6 +23,7 @@ from bridge.store import Store
 from bridge.store.base import deferred_source
 from bridge.testing.samples import big_message, generate_messages
 from tests.delivery.test_worker import QuickRetries, ScriptedSender
+from tests.support.wait import wait_until
 
 CORPUS = sorted((Path(__file__).resolve().parent.parent / "corpus" / "eml").glob("*.eml"))
 T0 = 1_764_000_000.25
@@ -105,11 +106,12 @@ async def test_worker_sends_the_built_body_and_the_same_one_on_retry(store: Stor
     await store.record([deferred], time.time())
     sender = ScriptedSender(script={deferred.msg_id: [503]})
     w = _worker(store, sender, DeferredPayload(attachment_inline_limit=1 << 20, include_raw=False))
-    for _ in range(50):
+
+    async def delivered() -> bool:  # the 503, then the retry once it is due (QuickRetries)
         await w.deliver_due()
-        if await store.pending_count() == 0:
-            break
-        await asyncio.sleep(0.02)
+        return await store.pending_count() == 0
+
+    await wait_until(delivered)
     bodies = [body for _, msg_id, body in sender.calls if msg_id == deferred.msg_id]
     assert len(bodies) == 2 and bodies[0] == bodies[1]
     # Same bytes as at fetch time, but for the timestamp, which is the row's created_at.

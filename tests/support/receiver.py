@@ -9,6 +9,7 @@ signing code, so a bug there cannot hide itself), recorded, and answered from a 
         ...  # rx.url, rx.requests, rx.ids (Counter), rx.unique_ids, rx.duplicates, rx.invalid
         await rx.stop(); await rx.start()                         # same port ("receiver down")
         await rx.wait_for(10)                                     # 10 verified requests seen
+        await rx.wait_quiet()              # no connection open: after the sender exited, final
 
 Requests whose signature does not verify are recorded with `verified=False`, counted in
 `rx.invalid`, answered 401, and do not consume the script: tests assert `rx.invalid == 0`.
@@ -159,6 +160,23 @@ class WebhookReceiver(Service):
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(enough)
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections aiohttp holds open now (each may carry a request in progress)."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
+
+    async def wait_quiet(self, timeout: float = 10.0) -> None:
+        """Wait until no client connection is open. After the sender's process has exited,
+        that is the moment from which nothing more can arrive: every request it sent has
+        been answered (and recorded) or cut. Proves "no stray request" without a sleep."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.open_connections:
+            if loop.time() > deadline:
+                raise AssertionError(f"{self.open_connections} connection(s) still open")
+            await asyncio.sleep(0.01)
+
     # -- lifecycle (bridge.lifecycle.Service: start / ready / stop) --------------------------
     async def _start(self) -> None:
         """Listen (again) on `self.port`; the first start picks a free port."""
@@ -304,6 +322,9 @@ class ThreadedReceiver:
 
     def wait_for(self, count: int, timeout: float = 10.0) -> None:
         self._call(self._inner().wait_for(count, timeout), timeout + 5)
+
+    def wait_quiet(self, timeout: float = 10.0) -> None:
+        self._call(self._inner().wait_quiet(timeout), timeout + 5)
 
     def close(self) -> None:
         if self._loop is None:

@@ -10,6 +10,7 @@ that must come after the thing that should not happen, then assert it did not.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable
 
@@ -19,9 +20,15 @@ __all__ = ["wait_until", "wait_until_sync"]
 async def wait_until(
     predicate: Callable[[], object], timeout: float = 10.0, *, what: str = "", step: float = 0.01
 ) -> None:
-    """Return as soon as `predicate()` is true; fail after `timeout` seconds."""
+    """Return as soon as `predicate()` is true (it may return an awaitable, e.g. a store
+    query); fail after `timeout` seconds."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"not true within {timeout} s: {what or predicate}")
         await asyncio.sleep(step)
