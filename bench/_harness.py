@@ -294,13 +294,14 @@ def run_until(
     *,
     loop: str = "asyncio",
     timeout: float = 600.0,
+    tree: Path | None = None,
 ) -> OnceRun:
     """Run `pop3bridge run --config CONFIG` (the daemon) until `expected` webhooks arrived,
     then stop it with SIGTERM; `seconds` is exec to the last arrival (the drain; the shutdown
     that follows is not part of it). Arrivals are polled while the clock runs, through the
     receiver's `count()` when it has one (the nginx receiver: no verification then).
-    Verification as in `run_once`, after the clock."""
-    argv, env = _bridge_command(config, "run", loop, None)
+    Verification as in `run_once`, after the clock; `tree` as there."""
+    argv, env = _bridge_command(config, "run", loop, tree)
     report = config.with_suffix(".tree.json")
     before = _arrivals(receiver)
     started_at = time.time()

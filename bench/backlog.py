@@ -89,7 +89,9 @@ class Backlog:
             await store.record(rows[at : at + 500], now)
         await store.close()
 
-    def drain(self, workers: int | None, *, mailbox: bool = False) -> Sample:
+    def drain(
+        self, workers: int | None, *, mailbox: bool = False, tree: Path | None = None
+    ) -> Sample:
         """`pop3bridge run` until all N arrived; the backlog in the outbox, or in the mailbox."""
         run = Path(tempfile.mkdtemp(dir=self.work))
         db = run / "state.db"
@@ -102,7 +104,7 @@ class Backlog:
             [self.server.plain_account(self.full if mailbox else self.empty, ACCOUNT)],
             poller=None if workers is None else {"parse_workers": workers},
         )
-        done = run_until(path, self.receiver, self.n)
+        done = run_until(path, self.receiver, self.n, tree=tree)
         shutil.rmtree(run)
         drain = done.last_post_at - done.first_post_at
         return Sample(
@@ -124,6 +126,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", default="0,1", help="parse_workers values, comma-separated")
     ap.add_argument("--receiver", choices=("nginx", "python"), default="nginx")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        help="another tree's bridge package (git archive REV bridge | tar -x -C DIR): its "
+        "outbox-backlog drains run alternated with this tree's",
+    )
+    ap.add_argument("--no-mailbox", action="store_true", help="leave out the mailbox backlog")
     ap.add_argument("--quick", action="store_true", help="smoke run: 200 messages, 1 round")
     args = ap.parse_args()
     if args.quick:
@@ -135,22 +144,32 @@ def main() -> int:
     )
     with private_dovecot() as server, receiver:
         bench = Backlog(server, args.messages, work, receiver)
-        contenders = [
-            Contender(
-                f"run, outbox backlog, parse_workers {w}",
-                functools.partial(bench.drain, w),
-                cpu="reported",
+        contenders = []
+        for w in (int(x) for x in args.workers.split(",")):
+            contenders.append(
+                Contender(
+                    f"run, outbox backlog, parse_workers {w}",
+                    functools.partial(bench.drain, w),
+                    cpu="reported",
+                )
             )
-            for w in (int(x) for x in args.workers.split(","))
-        ]
-        contenders += [
-            Contender(
-                "run, mailbox backlog (defaults)",
-                functools.partial(bench.drain, None, mailbox=True),
-                cpu="reported",
-            ),
-            Contender(FETCHMAIL, bench.fetchmail),
-        ]
+            if args.baseline is not None:
+                contenders.append(
+                    Contender(
+                        f"baseline: run, outbox backlog, parse_workers {w}",
+                        functools.partial(bench.drain, w, tree=args.baseline.resolve()),
+                        cpu="reported",
+                    )
+                )
+        if not args.no_mailbox:
+            contenders.append(
+                Contender(
+                    "run, mailbox backlog (defaults)",
+                    functools.partial(bench.drain, None, mailbox=True),
+                    cpu="reported",
+                )
+            )
+        contenders.append(Contender(FETCHMAIL, bench.fetchmail))
         samples = alternate(contenders, args.rounds)
     after = machine()
     shutil.rmtree(work, ignore_errors=True)

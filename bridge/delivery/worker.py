@@ -217,19 +217,23 @@ class DeliveryWorker:
         return len(items)
 
     async def _deliver(self, item: OutboxItem) -> None:
+        route = self.routes.get(item.webhook)
+        if route is None:
+            # A webhook removed from the config: keep the row as a dead letter, replayable
+            # once the webhook is back, rather than retrying forever or dropping it.
+            error = f"no webhook named {item.webhook!r} is configured"
+            await self.store.mark_dead(item.id, error, None, self.clock())
+            log.error(error, extra={"msg_id": item.msg_id, "account": item.account})
+            self._report(item, "dead", None)
+            return
+        # The body is built before a request slot is taken: with parse workers, the whole
+        # claim goes to them at once, and they parse the next bodies while this process
+        # sends the finished ones (inside the slot, a worker waited for the sends of its
+        # last batch before it got the next one).
+        body = await self._body(item, route)
+        if body is None:
+            return
         async with self._slots:
-            route = self.routes.get(item.webhook)
-            if route is None:
-                # A webhook removed from the config: keep the row as a dead letter, replayable
-                # once the webhook is back, rather than retrying forever or dropping it.
-                error = f"no webhook named {item.webhook!r} is configured"
-                await self.store.mark_dead(item.id, error, None, self.clock())
-                log.error(error, extra={"msg_id": item.msg_id, "account": item.account})
-                self._report(item, "dead", None)
-                return
-            body = await self._body(item, route)
-            if body is None:
-                return
             try:
                 result = await self.sender.send(route.target, item.msg_id, body)
             except Exception as exc:
