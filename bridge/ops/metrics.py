@@ -99,7 +99,9 @@ MESSAGES_FETCHED = _counter("messages_fetched", "New messages fetched and record
 BYTES_FETCHED = _counter("bytes_fetched", "Message bytes fetched from POP3.", ("account",))
 LOGIN_FAILURES = _counter(
     "login_failures",
-    "Polls that failed at or before login, by reason (auth|insecure|tls|connect).",
+    "Polls that failed at or before login, by reason (auth|dropped|insecure|tls|connect): "
+    "`auth` the server refused the credentials, `dropped` it closed the connection during the "
+    "login without an answer.",
     ("account", "reason"),
 )
 

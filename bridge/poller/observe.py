@@ -33,9 +33,16 @@ __all__ = ["Observer", "login_failure_reason"]
 
 
 def login_failure_reason(exc: BaseException) -> str | None:
-    """A metric label for failures that happen at or before login, else None."""
+    """A metric label for failures that happen at or before login, else None.
+
+    `dropped`: the server closed the connection during the login instead of answering it.
+    The client raises that as `AuthenticationFailed` (some servers hang up on a wrong
+    password, and `auth: auto` must move on), but the credentials were never refused in
+    words, and an operator alerting on `auth` should not be paged for a flaky link.
+    """
     if isinstance(exc, AuthenticationFailed):
-        return "auth"
+        hung_up = exc.status is None and isinstance(exc.__cause__, ConnectionLost)
+        return "dropped" if hung_up else "auth"
     if isinstance(exc, InsecureAuthRefused):
         return "insecure"
     if isinstance(exc, TLSFailure):

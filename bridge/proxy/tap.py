@@ -3,10 +3,14 @@
 The relay calls `Tap.begin` when a RETR is sent upstream, `TapCapture.feed` with the dot-unstuffed
 message bytes as they pass to the client, and `finish` (the terminating line arrived) or `abort`
 (the response was -ERR, cut off, or the session ended). Everything slow happens elsewhere:
-`feed` only appends to a list, `finish` only queues, and a background task parses the message
-(in a thread when it is large), records it in the store's outbox and wakes the delivery worker,
+`feed` only appends to a list, `finish` only queues, and a background task hashes the copy (in
+a thread when it is large), turns it into an outbox row the way the poller does
+(`bridge.outbox.isolated_row`: kept raw and shaped at delivery, or, for a big message or one
+with attachment links, parsed now; every parse in the parse worker processes, with
+`poller.parse_timeout` and `parse_memory_limit`), records it and wakes the delivery worker,
 which sends it with the poller's signing, retries and dead letters. The client never waits for
-the tap.
+the tap, and a hostile message cannot hold the proxy's event loop (a parse in a thread would:
+it holds the GIL).
 
 What "nothing lost" means for a copy: the client already has its mail from the server, so the
 tap never holds the session back to protect the copy. Once a copy is in the outbox it has every
@@ -35,10 +39,10 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from bridge.attachments.templates import LinkMinter
-from bridge.outbox import outbox_row
+from bridge.outbox import isolated_row
 from bridge.store.base import NewMessage, Store
 from bridge.store.errors import StoreError
 
@@ -54,7 +58,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 HEADER_LIMIT = 256 * 1024  # header bytes kept for a metadata-only copy
-INLINE_PARSE_LIMIT = 64 * 1024  # larger messages are hashed and parsed in a worker thread
+INLINE_HASH_LIMIT = 64 * 1024  # larger copies are joined and hashed in a thread
 QUEUE_ITEMS = 1000
 QUEUE_BYTES = 256 * 1024 * 1024
 STORE_RETRY_MAX = 30.0
@@ -306,10 +310,11 @@ class Tap:
 
     async def _record(self, copy: _Copy) -> None:
         try:
-            if copy.held > INLINE_PARSE_LIMIT:
-                message = await asyncio.to_thread(self._build, copy)
+            if copy.held > INLINE_HASH_LIMIT:
+                key = await asyncio.to_thread(self._key, copy)
             else:
-                message = self._build(copy)
+                key = self._key(copy)
+            message = await self._build(copy, key)
         except Exception as exc:  # the mail package never raises on bad mail; this is a bug
             log.exception("tap could not build a payload")
             self._lose(copy, "failed", f"{type(exc).__name__}: {exc}")
@@ -334,36 +339,46 @@ class Tap:
         if self.notify is not None:
             self.notify()
 
-    def _build(self, copy: _Copy) -> NewMessage:
-        """The outbox row for one copy; pure CPU (runs in a thread for large messages)."""
+    def _key(self, copy: _Copy) -> _Keyed:
+        """The copy's bytes and UIDL; joining and hashing (linear, but tens of megabytes for a
+        big message: in a thread then)."""
         target = copy.target
         content = copy.content()
-        reason = None
         if copy.oversize:
             reason = (
                 f"message of {copy.size} bytes exceeds the tap's max_message_size "
                 f"({target.max_message_size} bytes); only its headers were kept"
             )
             digest = hashlib.sha256(content + b"\0" + str(copy.size).encode())
-            uidl = "sha256-headers:" + digest.hexdigest()
-        else:
-            uidl = "sha256:" + hashlib.sha256(content).hexdigest()
+            return _Keyed(content, "sha256-headers:" + digest.hexdigest(), reason)
+        return _Keyed(content, "sha256:" + hashlib.sha256(content).hexdigest(), None)
+
+    async def _build(self, copy: _Copy, key: _Keyed) -> NewMessage:
+        """The outbox row for one copy, as the poller makes it: deferred when it can be, any
+        parse needed now done by the parse workers (`isolated_row`)."""
+        target = copy.target
         # The proxy never deletes (the default): the client owns the mailbox.
-        return outbox_row(
-            content,
+        return await isolated_row(
+            key.content,
             account=tap_account(copy.route, copy.user),
-            uidl=uidl,
+            uidl=key.uidl,
             size=copy.size,
             webhook=target.webhook,
             now=self.clock(),
             attachment_inline_limit=target.attachment_inline_limit,
             include_raw=target.include_raw,
-            oversize_reason=reason,
+            oversize_reason=key.reason,
             source="proxy",
-            defer=target.reshaped,
+            defer=True,
             defer_any_size=target.reshaped,
             links=target.links,
         )
+
+
+class _Keyed(NamedTuple):
+    content: bytes  # the message, or its header block for an oversize copy
+    uidl: str
+    reason: str | None  # why only the headers were kept
 
 
 def targets_from_settings(settings: Any, links: LinkMinter | None = None) -> dict[str, TapTarget]:

@@ -18,6 +18,7 @@ import pytest
 from bridge.config import Settings
 from bridge.mail import fingerprint
 from bridge.ops.metrics import REGISTRY
+from bridge.outbox import current_pool
 from bridge.proxy.tap import HEADER_LIMIT, Tap, TapTarget, build_tap, tap_account
 from bridge.store import open_store
 from bridge.testing.samples import big_message, generate_messages
@@ -219,17 +220,27 @@ async def test_ten_thousand_chunks_are_cheap_and_large_parses_leave_the_loop(
 ) -> None:
     raw = big_message(10_000 * 512, seed=5)
     step = -(-len(raw) // 10_000)
-    builders: list[int] = []
+    hashers: list[int] = []
+    jobs: list[str] = []
     async with build_tap(settings_for(tmp_path, rx), grace=10) as tap:
         assert tap is not None
-        original = tap._build
+        original = tap._key
 
         def watched(copy: Any) -> Any:
-            builders.append(threading.get_ident())
+            hashers.append(threading.get_ident())
             assert len(copy.parts) == 10_000  # not joined on the event loop either
             return original(copy)
 
-        tap._build = watched  # type: ignore[method-assign]
+        tap._key = watched  # type: ignore[method-assign]
+        pool = current_pool()
+        assert pool is not None  # the proxy's tap has the poller's parse workers
+        parse = pool.run
+
+        async def counted(job: Any) -> Any:
+            jobs.append(type(job).__name__)
+            return await parse(job)
+
+        pool.run = counted  # type: ignore[method-assign]
         capture = tap.begin(user="ann@example.org", route=ROUTE, listener="pop3", msgno=9)
         assert capture is not None
         chunks = [raw[at : at + step] for at in range(0, len(raw), step)]
@@ -243,7 +254,9 @@ async def test_ten_thousand_chunks_are_cheap_and_large_parses_leave_the_loop(
         capture.finish()
         assert tap.recorded == 0  # finish only queued the copy
         await rx.wait_for(1, timeout=30)
-    assert builders and builders[0] != threading.get_ident()
+    assert hashers and hashers[0] != threading.get_ident()
+    # Over DEFER_MAX, so built at once: by a parse worker process, not on this loop.
+    assert jobs == ["BodyJob"]
     assert rx.verified[0].json["data"]["size"] == len(raw)
 
 

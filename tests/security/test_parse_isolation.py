@@ -34,7 +34,7 @@ import pytest
 import yaml
 
 from bridge import mail
-from bridge.outbox import BodySpec, ParseLimits, ParsePool
+from bridge.outbox import BodyJob, BodySpec, ParseLimits, ParsePool
 from bridge.store.base import OutboxItem, deferred_payload
 from bridge.testing.fakepop3 import FakePOP3Server
 from tests.e2e.harness import Receiver
@@ -131,7 +131,7 @@ def job(raw: bytes, n: int) -> OutboxItem:
 
 
 async def build(pool: ParsePool, item: OutboxItem) -> bytes:
-    return await pool.build_spec(item, BodySpec(1 << 20, False), 1_700_000_000.0)
+    return await pool.run(BodyJob(BodySpec(1 << 20, False), item, 1_700_000_000.0))
 
 
 def data_of(body: bytes) -> dict[str, Any]:
@@ -313,12 +313,12 @@ def test_healthz_answers_within_a_second_while_a_bomb_is_parsed(tmp_path: Path) 
 
 OWNER = """
 import asyncio, time
-from bridge.outbox import BodySpec, ParsePool
+from bridge.outbox import BodyJob, BodySpec, ParsePool
 from tests.security.test_parse_isolation import job
 
 async def main():
     pool = ParsePool(1)
-    await pool.build_spec(job(b"Subject: x\\r\\n\\r\\nx\\r\\n", 1), BodySpec(1024, False), 0.0)
+    await pool.run(BodyJob(BodySpec(1024, False), job(b"Subject: x\\r\\n\\r\\nx\\r\\n", 1), 0.0))
     print(*[p.pid for p in pool._executor._processes.values()], flush=True)
     time.sleep(600)  # the stimulus: alive, holding its workers, until the test SIGKILLs it
 
