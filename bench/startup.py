@@ -1,113 +1,300 @@
-"""Start-up cost of `pop3bridge once` up to validated settings, this tree beside others.
+"""Start-up of `pop3bridge once`: exec until the first POST arrives, for one account (issue 17).
 
-    python bench/startup.py [--baseline DIR ...] [--rounds 15] [--accounts 20]
+    python bench/startup.py [--rounds 7] [--messages 20] [--parse-workers 1]
+                            [--baseline DIR ...] [--top 25]
 
-Each round runs, in a fresh interpreter per tree (alternated, so load on the shared machine
-hits every tree alike), what `pop3bridge once` does before its first connection: parse the
-command line (importing the `once` command and all it runs), then load and validate a small
-configuration file with a secret file and an environment override. Reported per tree: the
-median and least CPU time (user + system, which the machine's other load disturbs far less
-than wall time) from the first import to validated settings, the median wall time of the whole
-process, the modules imported, and the ratio of the medians to this tree. A DIR is another
-checkout (e.g. ``/work/main``); it runs with ``PYTHONPATH=DIR`` on this interpreter.
+Each round runs `python -m bridge once --config FILE` against a private Dovecot holding one
+mailbox of `--messages` small messages (one account, plain POP3 on loopback, a fresh SQLite
+state file each run, so every run finds the mailbox new) and a webhook receiver in this
+process that stamps each arrival with `time.time()` and verifies its signature with the
+`standardwebhooks` library. Reported per tree, medians of the rounds:
+
+- **exec -> first POST**: from just before `exec` to the receiver seeing the first request.
+- **phases** of that time, from a probe that runs the real command (`bridge.cli.main`) in the
+  same interpreter with an audit hook and two wrapped functions, so nothing is imported earlier
+  or in another order than without it: *interpreter* (exec until the probe's first line: the
+  interpreter and `site`), *imports* (until the configuration starts loading: the CLI, the
+  command's module and what it imports), *config* (`load`: reading, validating), *store*
+  (until the POP3 connect: the runtime's lazy imports, opening and migrating the store, the
+  sender, the parse workers' launch), *connect* (until the first RETR is sent: TCP, greeting,
+  login, UIDL), *first RETR* (until the first message is recorded in the outbox) and *first
+  POST* (until its arrival: the parse and the signed request).
+- *main CPU*: the CPU time (user + system, all threads) the bridge's own process had used when
+  it opened the connection for the first POST. On this shared 2-core machine it is the figure
+  least disturbed by other load: wall times there follow the load average.
+- *CPU ms*: the CPU time of the whole run (the process and its parse workers, forkserver
+  included) on its 20 messages.
+- with `--top N`, one extra run of each tree under `python -X importtime`: the modules
+  imported and the N costliest imports (self time, with their cumulative time).
+
+Trees alternate within a round (A B A B ...), so load from the shared machine hits both alike;
+say the load (printed) next to any figure. A DIR is another checkout (e.g. an export of main):
+it runs with `PYTHONPATH=DIR` on this interpreter.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
+import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import yaml
+from _harness import fill_mailbox, poller_config, private_dovecot
+
+from bridge.testing.samples import generate_messages
+from tests.support.dovecot import DovecotServer, DovecotUser
+from tests.support.receiver import ThreadedReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
+PHASES = ("interpreter", "imports", "config", "store", "connect", "first RETR", "first POST")
 
-PROBE = """\
+# Runs `pop3bridge once` as `python -m bridge` would, recording when each phase ends. The
+# audit hook sees the POP3 connect; `load` and the outbox's first write are wrapped when their
+# modules are first imported (an import hook), so the probe changes no import order.
+PROBE = r"""
 import sys, time
-t0 = time.process_time()
-import argparse
-from bridge.cli import build_parser
-build_parser(["once", "--config", sys.argv[1]])
-from bridge.commands._common import load
-settings = load(argparse.Namespace(config=sys.argv[1]))
-assert settings.accounts[0].poll_interval == 30
-print(time.process_time() - t0, len(sys.modules))
+_T = {"main": time.time()}
+import json, os
+_POP3 = int(os.environ["STARTUP_POP3_PORT"])
+_HOOK = int(os.environ["STARTUP_HOOK_PORT"])
+
+def _audit(event, args):
+    if event == "socket.connect":
+        addr = args[1]
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            if addr[1] == _POP3:
+                _T.setdefault("connect", time.time())
+            elif addr[1] == _HOOK and "post_cpu" not in _T:
+                _T["post_cpu"] = time.process_time()  # this process's CPU, all its threads
+
+sys.addaudithook(_audit)
+
+def _wrap_load(module):
+    inner = module.load
+    def load(*a, **k):
+        _T.setdefault("config_start", time.time())
+        try:
+            return inner(*a, **k)
+        finally:
+            _T.setdefault("config_end", time.time())
+    module.load = load
+
+def _wrap_client(module):
+    cls = module.POP3Client
+    inner = cls._encode
+    def _encode(self, command):
+        data = inner(self, command)
+        if "retr" not in _T and data[:4].upper() == b"RETR":
+            _T["retr"] = time.time()
+        return data
+    cls._encode = _encode
+
+_WRAP = {"bridge.commands._common": _wrap_load, "bridge.pop3.client": _wrap_client}
+
+import importlib.abc, importlib.machinery
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name not in _WRAP:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader, patch = spec.loader, _WRAP[name]
+        run = loader.exec_module
+        def exec_module(module):
+            run(module)
+            patch(module)
+        loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, _Finder())
+
+import atexit, sqlite3
+def _stamps():
+    # The outbox's first row: the first message fetched and recorded (read back at exit).
+    try:
+        db = sqlite3.connect(os.environ["STARTUP_DB"])
+        row = db.execute("SELECT min(created_at) FROM outbox").fetchone()
+        if row and row[0] is not None:
+            _T["recorded"] = float(row[0])
+        db.close()
+    except Exception as exc:  # a schema change: say so instead of guessing
+        _T["recorded_error"] = repr(exc)
+    with open(os.environ["STARTUP_STAMPS"], "w") as f:
+        json.dump(_T, f)
+atexit.register(_stamps)
+
+sys.argv = ["pop3bridge", *sys.argv[1:]]
+from bridge.cli import main
+main()
 """
 
 
-def write_config(work: Path, accounts: int) -> Path:
-    (work / "pw").write_text("correct-horse\n")
-    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
-    data = {
-        "state": {"url": f"sqlite:///{work / 'state.db'}"},
-        "webhooks": [{"name": "main", "url": "http://127.0.0.1:9/hook", "secret": secret}],
-        "accounts": [
-            {
-                "name": f"acct{i}",
-                "url": f"pop3s://user{i}@127.0.0.1:995",
-                "password_file": "pw",
-                "webhook": "main",
-            }
-            for i in range(accounts)
-        ],
-    }
-    path = work / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+@dataclass
+class Run:
+    to_first_post: float
+    phases: dict[str, float]
+    cpu: float
 
 
-def run(tree: Path, config: Path) -> tuple[float, float, int]:
-    env = {**os.environ, "PYTHONPATH": str(tree), "POP3BRIDGE_ACCOUNTS__acct0__POLL_INTERVAL": "30"}
-    start = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(config)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tree,
-        check=True,
-    )
-    wall = time.perf_counter() - start
-    inner, modules = out.stdout.split()
-    return float(inner), wall, int(modules)
+class Bench:
+    def __init__(self, server: DovecotServer, user: DovecotUser, work: Path, workers: int):
+        self.server, self.user, self.work, self.workers = server, user, work, workers
+        self.receiver = ThreadedReceiver(default_status=204)
+        self.receiver.start()
+
+    def close(self) -> None:
+        self.receiver.close()
+
+    def config(self) -> tuple[Path, Path]:
+        run = Path(tempfile.mkdtemp(dir=self.work))
+        db = run / "state.db"
+        path = poller_config(
+            run / "config.yaml",
+            db,
+            self.receiver,
+            [self.server.plain_account(self.user, "bench")],
+            poller={"parse_workers": self.workers},
+        )
+        return path, db
+
+    def once(self, tree: Path, *, probe: bool, importtime: bool = False) -> tuple[Run, str]:
+        config, db = self.config()
+        stamps = db.with_suffix(".stamps.json")
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(tree),
+            "STARTUP_POP3_PORT": str(self.server.pop3_port),
+            "STARTUP_HOOK_PORT": str(urlsplit(self.receiver.url).port),
+            "STARTUP_DB": str(db),
+            "STARTUP_STAMPS": str(stamps),
+        }
+        env.pop("POP3BRIDGE_EVENT_LOOP", None)
+        # Installed packages carry their .pyc files; let the warm-up run write this tree's.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        flags = ["-X", "importtime"] if importtime else []
+        command = [sys.executable, *flags]
+        args = ["once", "--config", str(config)]
+        command += ["-c", PROBE, *args] if probe else ["-m", "bridge", *args]
+        before = len(self.receiver.requests)
+        usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.time()
+        proc = subprocess.run(command, capture_output=True, env=env, cwd=tree, check=False)
+        usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        got = self.receiver.requests[before:]
+        if proc.returncode != 0 or not got or self.receiver.invalid:
+            raise SystemExit(
+                f"pop3bridge once failed in {tree}: exit {proc.returncode}, {len(got)} "
+                f"requests, {self.receiver.invalid} invalid\n{proc.stderr.decode()[-3000:]}"
+            )
+        first = min(r.at for r in got)
+        cpu = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
+        phases: dict[str, float] = {}
+        if probe:
+            t = json.loads(stamps.read_text())
+            if "recorded" not in t:
+                raise SystemExit(f"probe could not read the outbox: {t.get('recorded_error')}")
+            marks = [
+                started,
+                t["main"],
+                t["config_start"],
+                t["config_end"],
+                t["connect"],
+                t["retr"],
+                t["recorded"],
+                first,
+            ]
+            phases = {name: b - a for name, a, b in zip(PHASES, marks[:-1], marks[1:], strict=True)}
+            phases["main CPU"] = t["post_cpu"]
+        return Run(first - started, phases, cpu), proc.stderr.decode()
+
+
+def importtime_top(stderr: str, top: int) -> tuple[int, float, list[tuple[int, int, str]]]:
+    """(modules, total ms of the outermost imports, [(self us, cumulative us, name)])."""
+    rows: list[tuple[int, int, str]] = []
+    total = 0
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, cumulative, name = line[len("import time:") :].split("|", 2)
+        name = name[1:]  # one space, then two per level of nesting
+        rows.append((int(self_us), int(cumulative), name))
+        if not name.startswith(" "):
+            total += int(cumulative)
+    costly = sorted(rows, reverse=True)[:top]
+    return len(rows), total / 1000, costly
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--messages", type=int, default=20)
+    parser.add_argument("--parse-workers", type=int, default=1, help="poller.parse_workers")
     parser.add_argument("--baseline", action="append", default=[], type=Path)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--accounts", type=int, default=20, help="accounts in the config file")
+    parser.add_argument("--top", type=int, default=25, help="-X importtime list (0: none)")
     args = parser.parse_args()
     trees = [ROOT, *(p.resolve() for p in args.baseline)]
-    results: dict[Path, list[tuple[float, float, int]]] = {t: [] for t in trees}
-    with tempfile.TemporaryDirectory() as tmp:
-        config = write_config(Path(tmp), args.accounts)
-        for tree in trees:  # warm the file cache and .pyc files; not counted
-            run(tree, config)
-        for _ in range(args.rounds):
-            for tree in trees:
-                results[tree].append(run(tree, config))
-    load = os.getloadavg()[0]
-    print(f"{args.rounds} rounds, {args.accounts} accounts, load {load:.1f}, {sys.executable}")
+    load0 = os.getloadavg()[0]
+    results: dict[Path, list[Run]] = {t: [] for t in trees}
+    with private_dovecot() as server, tempfile.TemporaryDirectory() as tmp:
+        user = fill_mailbox(server, generate_messages(args.messages))
+        bench = Bench(server, user, Path(tmp), args.parse_workers)
+        try:
+            for tree in trees:  # warm the page cache and the .pyc files; not counted
+                bench.once(tree, probe=False)
+            for _ in range(args.rounds):
+                for tree in trees:
+                    plain, _ = bench.once(tree, probe=False)
+                    probed, _ = bench.once(tree, probe=True)
+                    plain.phases = probed.phases
+                    results[tree].append(plain)
+            imports = {t: bench.once(t, probe=False, importtime=True)[1] for t in trees}
+        finally:
+            bench.close()
+    load1 = os.getloadavg()[0]
     print(
-        f"{'tree':<28} {'CPU to settings ms':>19} {'min':>7} {'wall ms':>9} {'modules':>8} "
-        f"{'ratio':>6}"
+        f"`pop3bridge once`, 1 account, {args.messages} messages, parse_workers "
+        f"{args.parse_workers}, {args.rounds} rounds; load {load0:.1f} -> {load1:.1f}; "
+        f"{sys.executable}"
     )
-    mine = statistics.median(r[0] for r in results[ROOT])
-    for tree, rows in results.items():
-        inner = statistics.median(r[0] for r in rows)
-        wall = statistics.median(r[1] for r in rows)
-        low = min(r[0] for r in rows)
-        print(
-            f"{tree!s:<28} {inner * 1000:>19.1f} {low * 1000:>7.1f} {wall * 1000:>9.1f} "
-            f"{rows[0][2]:>8} {inner / mine:>6.2f}"
+    head = f"{'tree':<28} {'exec->1st POST ms':>17} {'min':>6} {'max':>6} {'CPU ms':>7}"
+    print(head + "".join(f" {p:>11}" for p in (*PHASES, "main CPU")))
+    for tree, runs in results.items():
+        post = [r.to_first_post * 1000 for r in runs]
+        cpu = statistics.median(r.cpu for r in runs) * 1000
+        line = (
+            f"{tree!s:<28} {statistics.median(post):>17.0f} {min(post):>6.0f} "
+            f"{max(post):>6.0f} {cpu:>7.0f}"
         )
+        for p in (*PHASES, "main CPU"):
+            line += f" {statistics.median(r.phases[p] for r in runs) * 1000:>11.1f}"
+        print(line)
+    print("(phases: medians of the probed runs, which run beside the plain ones; their sum")
+    print(" need not equal the plain runs' median)")
+    if args.top:
+        for tree, stderr in imports.items():
+            count, total, costly = importtime_top(stderr, args.top)
+            print(
+                f"\n-X importtime, {tree}: {count} imports (main process and workers), "
+                f"{total:.0f} ms at top level; costliest by self time:"
+            )
+            print(f"  {'self ms':>8} {'cumul ms':>9}  module")
+            for self_us, cumulative, name in costly:
+                print(f"  {self_us / 1000:>8.1f} {cumulative / 1000:>9.1f}  {name.strip()}")
     return 0
 
 

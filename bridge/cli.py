@@ -144,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Called with `argv` (tests, embedding), it returns like any function.
     """
     if argv is None:
+        from bridge.commands._common import own_process
+
+        own_process()
         exit_now(_main(sys.argv[1:]))
     return _main(argv)
 
@@ -180,22 +183,25 @@ def exit_now(code: int) -> NoReturn:
 
 
 def _main(argv: Sequence[str]) -> int:
-    args_list = list(argv)
-    parser = build_parser(args_list)
-    args = parser.parse_args(args_list)
-    # Every subcommand logs through the one redacting handler from its first line on; commands
-    # that read a configuration then switch it to `logging.format`/`level`. Without this, a
-    # warning from a command that never configures logging would reach stderr unredacted
-    # through Python's last-resort handler.
-    from bridge.ops.logging import configure_logging
+    from bridge.commands._common import starting
 
-    configure_logging("text", "WARNING")
-    try:
-        use_event_loop(os.environ, args.command)
-    except EventLoopUnavailable as exc:
-        print(f"pop3bridge: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    module = _load(args.command)
+    args_list = list(argv)
+    with starting():  # the imports, without the garbage collector
+        parser = build_parser(args_list)
+        args = parser.parse_args(args_list)
+        # Every subcommand logs through the one redacting handler from its first line on;
+        # commands that read a configuration then switch it to `logging.format`/`level`.
+        # Without this, a warning from a command that never configures logging would reach
+        # stderr unredacted through Python's last-resort handler.
+        from bridge.ops.logging import configure_logging
+
+        configure_logging("text", "WARNING")
+        try:
+            use_event_loop(os.environ, args.command)
+        except EventLoopUnavailable as exc:
+            print(f"pop3bridge: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        module = _load(args.command)
     code: int = module.run(args)  # type: ignore[attr-defined]
     return code
 

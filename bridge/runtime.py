@@ -36,11 +36,10 @@ __all__ = [
     "record_delivery",
     "retry_policy",
     "secret_value",
+    "start_parse_pool",
     "webhook_target",
 ]
 
-# Longest wait at start-up for the parse workers to be launched (seconds; a busy machine).
-PARSE_POOL_START_WAIT = 30.0
 # Slack on top of the sends a delivery claim must cover: store writes, event-loop stalls.
 CLAIM_MARGIN = 20.0
 
@@ -179,17 +178,43 @@ def record_delivery(item: OutboxItem, outcome: str, result: Any) -> None:
         _safe(metrics.DEAD_LETTERS.inc)
 
 
+def start_parse_pool(settings: Any) -> ParsePool | None:
+    """The parse workers (`poller.parse_workers`, with `parse_timeout` and
+    `parse_memory_limit`), launching from a thread; None with 0 workers (parsing in this
+    process). The caller closes the pool.
+
+    `DeliveryRuntime` starts one itself; `pop3bridge once` starts it before importing the
+    poller, so the workers' forkserver (a new interpreter importing the parser, 100-250 ms)
+    starts on the other core while this process imports the rest (bench/startup.py).
+    """
+    poller = settings.poller
+    workers = int(getattr(poller, "parse_workers", 0) or 0)
+    if workers <= 0:
+        return None
+    default = ParseLimits()
+    limits = ParseLimits(
+        cpu_seconds=float(getattr(poller, "parse_timeout", default.cpu_seconds)),
+        memory=int(getattr(poller, "parse_memory_limit", default.memory)),
+    )
+    return ParsePool(workers, limits)
+
+
 class DeliveryRuntime:
     """Store + sender + routes for one process, built from settings.
 
     An async context manager: entering opens and migrates the store and (unless
-    `with_sender=False`, for commands that only read the store) opens the pooled sender and one
+    `with_sender=False`, for commands that only read the store) starts the parse workers
+    (or uses `pool`, which its caller then closes) and opens the pooled sender and one
     `WebhookRoute` per webhook; leaving closes them in reverse order.
     """
 
-    def __init__(self, settings: Any, *, with_sender: bool = True) -> None:
+    def __init__(
+        self, settings: Any, *, with_sender: bool = True, pool: ParsePool | None = None
+    ) -> None:
         self.settings = settings
         self.with_sender = with_sender
+        # A pool its caller started earlier (`start_parse_pool`) and closes itself.
+        self._given_pool = pool
         self.url = str(settings.state.url)
         self.store: Store = open_store(self.url)
         self.sender: Any = None
@@ -216,14 +241,18 @@ class DeliveryRuntime:
         await self._stack.__aenter__()
         try:
             self._stack.push_async_callback(self.store.close)
-            pool = self._start_parse_pool() if self.with_sender else None
+            # The workers start (on another core, from a thread) while the store migrates,
+            # the sender is imported and the poller logs in; nothing waits for them but the
+            # first body to build (`ParsePool` does). Waiting here put their whole start-up,
+            # 100-250 ms, before the first POP3 connect (bench/startup.py).
+            pool = self._given_pool
+            if pool is None and self.with_sender:
+                pool = start_parse_pool(self.settings)
+                if pool is not None:
+                    self._stack.callback(pool.close)
             await self.store.migrate()
             if self.with_sender:
                 await self._open_sender(pool)
-            if pool is not None:
-                # The workers start while the store migrates; the first deliveries (and a
-                # delete-mode poll waiting on them) should not pay for the start-up.
-                await pool.started(PARSE_POOL_START_WAIT)
         except BaseException:
             await self._stack.aclose()
             raise
@@ -236,22 +265,6 @@ class DeliveryRuntime:
         tb: TracebackType | None,
     ) -> None:
         await self._stack.__aexit__(exc_type, exc, tb)
-
-    def _start_parse_pool(self) -> ParsePool | None:
-        """The parse workers (`poller.parse_workers`, with `parse_timeout` and
-        `parse_memory_limit`); None with 0 workers (parsing in this process)."""
-        poller = self.settings.poller
-        workers = int(getattr(poller, "parse_workers", 0) or 0)
-        if workers <= 0:
-            return None
-        default = ParseLimits()
-        limits = ParseLimits(
-            cpu_seconds=float(getattr(poller, "parse_timeout", default.cpu_seconds)),
-            memory=int(getattr(poller, "parse_memory_limit", default.memory)),
-        )
-        pool = ParsePool(workers, limits)
-        self._stack.callback(pool.close)
-        return pool
 
     async def _open_sender(self, pool: ParsePool | None) -> None:
         from bridge.delivery.sender import WebhookSender

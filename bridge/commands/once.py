@@ -13,12 +13,18 @@ failed poll is also logged at ERROR, as `run` logs it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 
-from bridge.commands._common import EXIT_FAILED, EXIT_OK, add_config_argument, run_with_settings
-from bridge.poller.resources import PollerRuntime
+from bridge.commands._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_config_argument,
+    run_with_settings,
+    starting,
+)
 from bridge.store.errors import StoreError
 
 HELP = "poll every account once, deliver what is due, exit (non-zero if anything failed)"
@@ -29,7 +35,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _once(settings: object) -> int:
-    async with PollerRuntime(settings) as rt:
+    # The parse workers first, then the poller's imports: the workers' forkserver (a new
+    # interpreter) starts on the other core while this one imports the poller, the store and
+    # the sender, instead of after them (bench/startup.py).
+    # Until the runtime is up (store, sender: aiohttp is imported there) the garbage collector
+    # waits too (`starting`).
+    from bridge.runtime import start_parse_pool
+
+    async with contextlib.AsyncExitStack() as stack:
+        with starting():
+            pool = start_parse_pool(settings)
+            if pool is not None:
+                stack.callback(pool.close)
+            from bridge.poller.resources import PollerRuntime
+
+            rt = await stack.enter_async_context(PollerRuntime(settings, pool=pool))
         result = await rt.app().once()
         dead = sum(s.dead for s in await rt.store.account_stats(time.time()))
     summary = {

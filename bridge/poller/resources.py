@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 class PollerRuntime(DeliveryRuntime):
     """`DeliveryRuntime` plus the poller's account source and `PollerApp`, built from settings."""
 
-    def __init__(self, settings: Any, *, with_sender: bool = True) -> None:
-        super().__init__(settings, with_sender=with_sender)
+    def __init__(self, settings: Any, *, with_sender: bool = True, pool: Any = None) -> None:
+        super().__init__(settings, with_sender=with_sender, pool=pool)
         self._providers: dict[str, TokenProvider] = {}
 
     async def accounts(self) -> list[AccountSpec]:

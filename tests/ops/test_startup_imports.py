@@ -1,35 +1,13 @@
-"""`pop3bridge once` exposes no metrics, so it does not import prometheus_client; the delivery
-metrics hook of the long-running commands still counts."""
+"""`pop3bridge once` exposes no metrics, so it does not import prometheus_client
+(tests/commands/test_once_imports.py checks that on a real run); the delivery metrics hook of
+the long-running commands still counts."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
-from pathlib import Path
 
 from bridge.delivery.sender import DeliveryResult
 from bridge.ops.metrics import REGISTRY
 from bridge.runtime import record_delivery
 from bridge.store.base import OutboxItem
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_once_does_not_import_prometheus() -> None:
-    code = (
-        "import sys\n"
-        "from bridge.cli import build_parser\n"
-        "build_parser(['once'])\n"  # imports the once command and everything it runs
-        "import bridge.config, bridge.ops.logging\n"
-        "print('bridge.poller.resources' in sys.modules, 'aiohttp' in sys.modules)\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('prometheus_client', "
-        "'bridge.ops.metrics', 'bridge.ops.server'))))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["True True", "[]"]
 
 
 def test_delivery_metrics_still_count() -> None:

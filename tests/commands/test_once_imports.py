@@ -1,0 +1,195 @@
+"""What `pop3bridge once` imports: what it runs, and nothing of the other commands (issue 17).
+
+Start-up time is most of a short `once` from cron, and most of it is imports; these tests keep
+the lazy structure that bench/startup.py measured from quietly coming undone. They assert on
+module names, in fresh interpreters, never on time:
+
+- the command line builds its parser without the configuration, the poller or aiohttp;
+- a real `once` run (its POP3 server refusing the connection, so it goes through settings,
+  store, sender and poll and exits 1) imports none of the metrics, the ops server, the proxy,
+  PostgreSQL, the link server, uvloop or the other commands;
+- what a parse worker's forkserver preloads (`bridge.outbox`) needs neither aiohttp nor
+  pydantic, so the workers are up while the bridge is still importing those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Runs the console script's `main` and writes the names in sys.modules at exit (the CLI ends
+# the process with `exit_now`, which runs the atexit hooks).
+PROBE = """
+import atexit, json, sys
+out = sys.argv[1]
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+sys.argv = ["pop3bridge", *sys.argv[2:]]
+from bridge.cli import main
+main()
+"""
+
+# Never imported by `once`: (prefix, why it is not needed).
+NOT_FOR_ONCE = {
+    "prometheus_client": "once exposes no metrics",
+    "bridge.ops.metrics": "once exposes no metrics",
+    "bridge.ops.server": "no ops endpoint in once",
+    "bridge.ops.status": "no ops endpoint in once",
+    "bridge.ops.page": "no ops endpoint in once",
+    "aiohttp.web": "aiohttp's server side: the ops and link servers, not the sender",
+    "asyncpg": "the state URL is SQLite",
+    "bridge.store.postgres": "the state URL is SQLite",
+    "bridge.proxy": "the POP3 proxy",
+    "bridge.attachments.server": "the link server runs under `run`",
+    "bridge.demo": "the demo command",
+    "bridge.docgen": "the config reference",
+    "bridge.testing": "test servers and sample mail",
+    "uvloop": "once runs on asyncio unless POP3BRIDGE_EVENT_LOOP says otherwise",
+    "multiprocessing": "parse_workers is 0 here",
+    **{
+        f"bridge.commands.{name}": "another command"
+        for name in (
+            "run",
+            "peek",
+            "demo",
+            "probe",
+            "dlq",
+            "trace",
+            "reconcile",
+            "replay",
+            "accounts",
+            "proxy",
+            "config",
+        )
+    },
+}
+
+
+def matching(modules: set[str], prefix: str) -> list[str]:
+    return sorted(m for m in modules if m == prefix or m.startswith(prefix + "."))
+
+
+def fresh_modules(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> set[str]:
+    out = tmp_path / "modules.json"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("POP3BRIDGE_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**environ, **(env or {})},
+        timeout=120,
+        check=False,
+    )
+    assert out.exists(), proc.stderr
+    modules = set(json.loads(out.read_text()))
+    modules.add(f"__exit_status__{proc.returncode}")
+    modules.add(f"__stdout__{proc.stdout.strip()}")
+    return modules
+
+
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound, never listening."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
+
+
+def config(tmp_path: Path, pop3_port: int, workers: int = 0) -> Path:
+    path = tmp_path / "config.yaml"
+    data = {
+        "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
+        "webhooks": [
+            {
+                "name": "main",
+                "url": "http://127.0.0.1:9/hook",
+                "secret": "whsec_" + "a2tr" * 10 + "a2s=",
+            }
+        ],
+        "accounts": [
+            {
+                "name": "box",
+                "host": "127.0.0.1",
+                "port": pop3_port,
+                "tls": "none",
+                "allow_plaintext": True,
+                "username": "u",
+                "password": "p",
+                "webhook": "main",
+            }
+        ],
+        "poller": {"parse_workers": workers},
+        "ops": {"enabled": False},
+        "logging": {"level": "CRITICAL"},
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_once_imports_only_what_it_runs(tmp_path: Path, refusing_port: int) -> None:
+    modules = fresh_modules(tmp_path, "once", "--config", str(config(tmp_path, refusing_port)))
+    # It really ran: exit 1 for the refused account, after the store, sender and poller.
+    assert "__exit_status__1" in modules, sorted(m for m in modules if m.startswith("__"))
+    stdout = next(m for m in modules if m.startswith("__stdout__"))[len("__stdout__") :]
+    assert "ConnectionLost" in json.loads(stdout)["accounts"]["box"]["error"]
+    for needed in (
+        "bridge.commands.once",
+        "bridge.config.settings",
+        "bridge.store.sqlite",
+        "bridge.delivery.sender",
+        "aiohttp",
+        "bridge.poller.poll",
+        "bridge.pop3.client",
+    ):
+        assert needed in modules, needed
+    found = {prefix: matching(modules, prefix) for prefix in NOT_FOR_ONCE}
+    unexpected = {f"{p} ({NOT_FOR_ONCE[p]})": names for p, names in found.items() if names}
+    assert not unexpected
+
+
+def test_parsing_the_command_line_loads_no_configuration_or_poller(tmp_path: Path) -> None:
+    code = (
+        "import json, sys\n"
+        "from bridge.cli import build_parser\n"
+        "build_parser(['once']).parse_args(['once', '--config', 'x.yaml'])\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    modules = set(json.loads(proc.stdout))
+    assert "bridge.commands.once" in modules  # its arguments are the chosen command's
+    later = ("pydantic", "yaml", "aiohttp", "bridge.config", "bridge.poller", "bridge.runtime")
+    for name in later:
+        assert not matching(modules, name), name
+
+
+def test_version_imports_no_command(tmp_path: Path) -> None:
+    modules = fresh_modules(tmp_path, "--version")
+    assert "__exit_status__0" in modules
+    assert not matching(modules, "bridge.commands.once")
+    for heavy in ("pydantic", "aiohttp", "bridge.config", "bridge.poller"):
+        assert not matching(modules, heavy), heavy
+
+
+def test_parse_worker_preload_needs_neither_aiohttp_nor_pydantic() -> None:
+    code = "import json, sys\nimport bridge.outbox\nprint(json.dumps(sorted(sys.modules)))\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    modules = set(json.loads(proc.stdout))
+    assert "bridge.mail" in modules
+    for heavy in ("aiohttp", "pydantic", "yaml", "bridge.config", "bridge.poller", "tenacity"):
+        assert not matching(modules, heavy), heavy
