@@ -5,20 +5,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.harness import Receiver
+from tests.e2e import harness
 
 if TYPE_CHECKING:
     from tests.e2e.test_ops import Bridge
 
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    try:
-        yield r
-    finally:
-        r.stop()
+receiver = harness.receiver  # a started Receiver (defined there: tests/formats uses it too)
 
 
 @pytest.fixture

@@ -13,11 +13,13 @@ import os
 import socket
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import yaml
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
@@ -119,6 +121,17 @@ class Receiver:
                 status = self.fail_status
             self.received.append(Received(msg_id, orjson.loads(raw), status))
         return web.Response(status=status)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A started `Receiver`, stopped after the test (import it where a test needs one)."""
+    r = Receiver()
+    r.start()
+    try:
+        yield r
+    finally:
+        r.stop()
 
 
 def write_config(

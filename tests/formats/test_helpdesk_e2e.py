@@ -3,7 +3,6 @@ body built at delivery (they travel with the deferred row), and the body is sche
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
@@ -11,21 +10,13 @@ import pytest
 
 from bridge import mail
 from tests.corpus.test_corpus import EML
+from tests.e2e import harness
 from tests.e2e.harness import Receiver, dovecot_account, write_config
 from tests.e2e.test_guarantees import once_logged
 from tests.support.dovecot import DovecotServer, DovecotUser
 
 pytestmark = pytest.mark.dovecot
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    try:
-        yield r
-    finally:
-        r.stop()
+receiver = harness.receiver  # the e2e suite's fixture
 
 
 @pytest.mark.timeout(120)

@@ -15,10 +15,10 @@ import pytest
 
 from bridge import mail
 from bridge.poller.poll import poll_account
-from bridge.poller.spec import AccountSpec
 from bridge.store import Store
 from bridge.testing.fakepop3 import FakePOP3Server, Faults
 from bridge.testing.samples import generate_messages
+from tests.support.accounts import fake_account
 
 _LEGACY_HEADERS = (b"message-id", b"date", b"from", b"subject")
 
@@ -45,19 +45,6 @@ def legacy_header_uid(headers: bytes) -> str:
     return "hdr-" + digest.hexdigest()
 
 
-def spec_for(server: FakePOP3Server) -> AccountSpec:
-    return AccountSpec(
-        name="no-uidl",
-        host="127.0.0.1",
-        port=server.port,
-        tls="none",
-        username="u",
-        password="pw",
-        allow_plaintext=True,
-        webhook="main",
-    )
-
-
 async def deliver_all(store: Store) -> list[str]:
     items = await store.claim_due(time.time() + 1, 10_000, "test", 60)
     for item in items:
@@ -70,7 +57,7 @@ async def test_no_mailbox_is_delivered_again_after_the_header_id_change(
 ) -> None:
     box = generate_messages(5, seed=181)
     async with FakePOP3Server(box, user="u", password="pw", faults=Faults(no_uidl=True)) as srv:
-        spec = spec_for(srv)
+        spec = fake_account(srv, "no-uidl", connect_timeout=30.0, read_timeout=120.0)
         with monkeypatch.context() as old_release:
             old_release.setattr(mail, "header_uid", legacy_header_uid)
             before = await poll_account(spec, store)

@@ -11,25 +11,8 @@ from bridge.poller.spec import AccountSpec
 from bridge.store import Store
 from bridge.testing.fakepop3 import FakePOP3Server, Faults
 from bridge.testing.samples import generate_messages
+from tests.support.accounts import fake_account
 from tests.support.wait import wait_until
-
-
-def fake_spec(name: str, server: FakePOP3Server, **kw: object) -> AccountSpec:
-    values: dict[str, object] = dict(
-        name=name,
-        host="127.0.0.1",
-        port=server.port,
-        tls="none",
-        username=server.user,
-        password=server.password,
-        allow_plaintext=True,
-        webhook="main",
-        poll_interval=0.2,
-        connect_timeout=5.0,
-        read_timeout=5.0,
-    )
-    values.update(kw)
-    return AccountSpec(**values)  # type: ignore[arg-type]
 
 
 def test_backoff_doubles_caps_and_obeys_the_server() -> None:
@@ -51,7 +34,10 @@ async def test_a_failing_account_never_stops_another(store: Store) -> None:
             [], user="b", password="pw", faults=Faults(err_on_pass="-ERR [IN-USE] locked")
         ) as bad,
     ):
-        specs = [fake_spec("good", good), fake_spec("bad", bad)]
+        specs = [
+            fake_account(good, "good", poll_interval=0.2, read_timeout=5.0),
+            fake_account(bad, "bad", poll_interval=0.2, read_timeout=5.0),
+        ]
         reports: list[tuple[str, PollReport | None, BaseException | None]] = []
 
         async def accounts() -> list[AccountSpec]:
@@ -90,7 +76,10 @@ async def test_poll_all_once_reports_each_account(store: Store) -> None:
         FakePOP3Server(generate_messages(2, seed=63), user="u", password="pw") as ok,
         FakePOP3Server([], user="u", password="pw") as wrong,
     ):
-        specs = [fake_spec("ok", ok), fake_spec("wrong", wrong, password="nope")]
+        specs = [
+            fake_account(ok, "ok", poll_interval=0.2, read_timeout=5.0),
+            fake_account(wrong, "wrong", password="nope", poll_interval=0.2, read_timeout=5.0),
+        ]
 
         async def accounts() -> list[AccountSpec]:
             return specs

@@ -16,13 +16,13 @@ import pytest
 
 from bridge.config import ProxyConfig
 from bridge.poller.poll import connect_and_login, poll_account
-from bridge.poller.spec import AccountSpec
 from bridge.pop3.client import POP3Client, login_with_fallback
 from bridge.pop3.errors import AuthenticationFailed
 from bridge.store import Store
 from bridge.testing.fakepop3 import FakePOP3Server, Faults
 from bridge.testing.samples import generate_messages
 from tests.proxy.support import in_thread, running_proxy
+from tests.support.accounts import fake_account
 
 MAILUTILS = Faults(refuse_apop="-ERR Bad login", no_sasl=True)
 HANGS_UP = Faults(refuse_apop="-ERR Bad login", no_sasl=True, hang_up_on_refused_login=True)
@@ -88,22 +88,6 @@ async def test_a_wrong_password_is_one_attempt_per_kind_of_secret() -> None:
     assert logins(server) == ["APOP", "AUTH"]
 
 
-def spec(server: FakePOP3Server, **overrides: object) -> AccountSpec:
-    values: dict[str, object] = {
-        "name": "mailutils",
-        "host": "127.0.0.1",
-        "port": server.port,
-        "tls": "none",
-        "username": "u",
-        "password": "pw",
-        "allow_plaintext": True,
-        "webhook": "main",
-        "read_timeout": 10.0,
-    }
-    values.update(overrides)
-    return AccountSpec(**values)  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize("faults", [MAILUTILS, HANGS_UP], ids=["same-connection", "hangs-up"])
 async def test_the_poller_logs_in_to_a_mailutils_like_server(
     store: Store, faults: Faults, caplog: pytest.LogCaptureFixture
@@ -111,12 +95,16 @@ async def test_the_poller_logs_in_to_a_mailutils_like_server(
     box = generate_messages(3, seed=121)
     async with FakePOP3Server(box, user="u", password="pw", faults=faults) as server:
         with caplog.at_level(logging.INFO):
-            report = await poll_account(spec(server), store)
+            report = await poll_account(
+                fake_account(server, "mailutils", connect_timeout=30.0), store
+            )
         assert report.recorded == 3
         assert len(await store.claim_due(time.time() + 1, 100, "t", 60)) == 3
         # Without allow_plaintext the password is never sent in the clear: the poll fails.
         with pytest.raises(AuthenticationFailed, match="APOP refused"):
-            await connect_and_login(spec(server, allow_plaintext=False))
+            await connect_and_login(
+                fake_account(server, "mailutils", connect_timeout=30.0, allow_plaintext=False)
+            )
     assert "with USER after APOP was refused" in caplog.text
 
 

@@ -33,6 +33,26 @@ DOTTED = (
 )
 
 
+def hook(rx: ThreadedReceiver) -> dict[str, Any]:
+    return {"name": "copies", "url": rx.url, "secret": rx.secret}
+
+
+def tap_config(tmp: Path, dovecot: Any, webhook: dict[str, Any]) -> dict[str, Any]:
+    """`pop3bridge proxy` in front of Dovecot's plain port, copying every user's RETRs to
+    `webhook` (named "copies")."""
+    upstream = {"host": dovecot.host, "port": dovecot.pop3_port, "tls": "none"}
+    return {
+        "logging": {"format": "json", "level": "INFO"},
+        "state": {"url": f"sqlite:///{tmp / 'state.db'}"},
+        "webhooks": [webhook],
+        "proxy": {
+            "shutdown_grace": 10,
+            "listeners": [{"name": "plain", "port": 0}],
+            "routes": [{"match": "*", "upstream": upstream, "tap": {"webhook": "copies"}}],
+        },
+    }
+
+
 def start_proxy(config: dict[str, Any], tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     path = tmp / "proxy.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -83,28 +103,7 @@ def test_messages_retrieved_through_the_proxy_reach_the_webhook(
     mail = [*generate_messages(2, seed=61), DOTTED]
     dovecot.deliver_many(dovecot_user, mail)
     with ThreadedReceiver() as rx:
-        config = {
-            "logging": {"format": "json", "level": "INFO"},
-            "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
-            "webhooks": [
-                {"name": "copies", "url": rx.url, "secret": rx.secret, "include_raw": True}
-            ],
-            "proxy": {
-                "shutdown_grace": 10,
-                "listeners": [{"name": "plain", "port": 0}],
-                "routes": [
-                    {
-                        "match": "*",
-                        "upstream": {
-                            "host": dovecot.host,
-                            "port": dovecot.pop3_port,
-                            "tls": "none",
-                        },
-                        "tap": {"webhook": "copies"},
-                    }
-                ],
-            },
-        }
+        config = tap_config(tmp_path, dovecot, {**hook(rx), "include_raw": True})
         proc, port = start_proxy(config, tmp_path)
         try:
             served = fetch(port, dovecot_user.name, dovecot_user.password)
@@ -159,32 +158,13 @@ def test_tap_copies_carry_attachment_links_the_proxy_serves(
     dovecot.deliver(dovecot_user, message(big))
     link_port = free_port()
     with ThreadedReceiver() as rx:
-        config = {
-            "logging": {"format": "json", "level": "INFO"},
-            "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
-            "webhooks": [{"name": "copies", "url": rx.url, "secret": rx.secret}],
-            "attachments": {
-                "enabled": True,
-                "bind": "127.0.0.1",
-                "port": link_port,
-                "public_url": "https://files.example.test",
-                "signing_key": "t" * 40,
-            },
-            "proxy": {
-                "shutdown_grace": 10,
-                "listeners": [{"name": "plain", "port": 0}],
-                "routes": [
-                    {
-                        "match": "*",
-                        "upstream": {
-                            "host": dovecot.host,
-                            "port": dovecot.pop3_port,
-                            "tls": "none",
-                        },
-                        "tap": {"webhook": "copies"},
-                    }
-                ],
-            },
+        config = tap_config(tmp_path, dovecot, hook(rx))
+        config["attachments"] = {
+            "enabled": True,
+            "bind": "127.0.0.1",
+            "port": link_port,
+            "public_url": "https://files.example.test",
+            "signing_key": "t" * 40,
         }
         proc, port = start_proxy(config, tmp_path)
         try:

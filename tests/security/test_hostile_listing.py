@@ -18,27 +18,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bridge.poller.poll import poll_account
-from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import RemoteProtocolError
 from bridge.store import Store
 from bridge.testing.fakepop3 import FakePOP3Server, FakeSession, Faults
+from tests.support.accounts import fake_account
 from tests.support.rss import RssPeak
-
-
-def spec(port: int) -> AccountSpec:
-    return AccountSpec(
-        name="acct",
-        host="127.0.0.1",
-        port=port,
-        username="user",
-        password="password",
-        webhook="main",
-        tls="none",
-        auth="user",
-        allow_plaintext=True,
-        connect_timeout=10,
-        read_timeout=10,
-    )
 
 
 def mail(n: int) -> bytes:
@@ -51,8 +35,8 @@ async def test_a_non_utf8_uidl_does_not_stop_the_mailbox(
     async with FakePOP3Server([mail(1), mail(2), mail(3)]) as server:
         server.set_uidl(1, b"\xff\xfe".decode("utf-8", "surrogateescape"))
         server.set_uidl(2, "ctl\x01id")
-        report = await poll_account(spec(server.port), store)
-        again = await poll_account(spec(server.port), store)
+        report = await poll_account(fake_account(server, auth="user", connect_timeout=10), store)
+        again = await poll_account(fake_account(server, auth="user", connect_timeout=10), store)
     assert report.recorded == 3 and again.recorded == 0  # the keys are stable across polls
     assert {"x-uidl:%FF%FE", "x-uidl:ctl%01id"} <= await store.seen_uidls("acct")
     assert "not RFC 1939 text" in caplog.text
@@ -71,8 +55,8 @@ async def test_duplicate_uidls_deliver_every_message(
     async with FakePOP3Server([mail(1), mail(2), mail(3), mail(4)]) as server:
         for index in range(3):
             server.set_uidl(index, "same-id")
-        report = await poll_account(spec(server.port), store)
-        again = await poll_account(spec(server.port), store)
+        report = await poll_account(fake_account(server, auth="user", connect_timeout=10), store)
+        again = await poll_account(fake_account(server, auth="user", connect_timeout=10), store)
     assert report.recorded == 4 and again.recorded == 0
     keys = await store.seen_uidls("acct")
     assert "same-id" in keys and sum(k.startswith("same-id#") for k in keys) == 2
@@ -117,7 +101,7 @@ async def test_a_listing_beyond_stat_is_a_protocol_error_with_bounded_memory(
         RssPeak(os.getpid()) as rss,
         pytest.raises(RemoteProtocolError, match="multi-line answer of more than"),
     ):
-        await poll_account(spec(bomb.server.port), store)
+        await poll_account(fake_account(bomb.server, auth="user", connect_timeout=10), store)
     assert "RETR" not in bomb.server.verbs and "QUIT" not in bomb.server.verbs
     assert await store.seen_uidls("acct") == set()
     assert bomb.sent < 5_000_000  # it stopped reading almost at once
@@ -127,6 +111,6 @@ async def test_a_listing_beyond_stat_is_a_protocol_error_with_bounded_memory(
 async def test_numbers_beyond_stat_or_repeated_are_refused(store: Store) -> None:
     async with ListingBomb(entries=3).server as server:  # small: the size cap does not trigger
         with pytest.raises(RemoteProtocolError, match="more than once"):
-            await poll_account(spec(server.port), store)
+            await poll_account(fake_account(server, auth="user", connect_timeout=10), store)
     assert await store.seen_uidls("acct") == set()
     assert "RETR" not in server.verbs

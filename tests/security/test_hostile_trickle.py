@@ -14,6 +14,7 @@ from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import ReadTimeout
 from bridge.store import Store
 from bridge.testing.fakepop3 import FakePOP3Server, FakeSession, Faults
+from tests.support.accounts import fake_account
 
 
 async def trickle_retr(session: FakeSession, args: tuple[str, ...]) -> None:
@@ -48,25 +49,14 @@ def trickler(uidl: bool = False) -> FakePOP3Server:
     )
 
 
+def trickled(server: FakePOP3Server, read_timeout: float) -> AccountSpec:
+    # Every single read is quick: only an overall deadline can end the poll.
+    return fake_account(server, auth="user", read_timeout=read_timeout)
+
+
 def test_the_deadline_grows_with_the_announced_size() -> None:
     assert retr_deadline(120, 0) == 120
     assert retr_deadline(120, 50 * 1024 * 1024) == 120 + 3200
-
-
-def spec_for(port: int, read_timeout: float = 0.5) -> AccountSpec:
-    return AccountSpec(
-        name="acct",
-        host="127.0.0.1",
-        port=port,
-        username="u",
-        password="p-trickle",
-        webhook="main",
-        tls="none",
-        auth="user",
-        allow_plaintext=True,
-        connect_timeout=5,
-        read_timeout=read_timeout,  # every read is quick: only an overall deadline ends it
-    )
 
 
 async def test_a_trickling_uidl_meets_the_session_deadline(store: Store) -> None:
@@ -74,14 +64,14 @@ async def test_a_trickling_uidl_meets_the_session_deadline(store: Store) -> None
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(ReadTimeout, match="poll session took longer"):
-            await asyncio.wait_for(poll_account(spec_for(server.port), store, delete_wait=1), 30)
+            await asyncio.wait_for(poll_account(trickled(server, 0.5), store, delete_wait=1), 30)
         assert loop.time() - started < 15
     assert "QUIT" not in server.verbs and "RETR" not in server.verbs
 
 
 async def test_a_trickling_retr_ends_the_poll_without_quit(store: Store) -> None:
     async with trickler() as server:
-        spec = spec_for(server.port, read_timeout=1)
+        spec = trickled(server, 1)
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(ReadTimeout, match="RETR of 1 message"):
