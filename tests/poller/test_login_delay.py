@@ -12,7 +12,7 @@ from bridge.poller.scheduler import Scheduler
 from bridge.poller.spec import AccountSpec
 from bridge.store import Store
 from bridge.testing.fakepop3 import FakePOP3Server
-from tests.poller.test_scheduler import fake_spec
+from tests.support.accounts import fake_account
 from tests.support.wait import wait_until
 
 
@@ -25,8 +25,8 @@ async def test_advertised_login_delay_slows_polling_to_it(
         FakePOP3Server([], user="u", password="pw") as plain,
     ):
         specs = [
-            fake_spec("slow", slow, poll_interval=0.1),
-            fake_spec("plain", plain, poll_interval=0.1),
+            fake_account(slow, "slow", poll_interval=0.1, read_timeout=5.0),
+            fake_account(plain, "plain", poll_interval=0.1, read_timeout=5.0),
         ]
         reports: list[tuple[str, PollReport | None]] = []
 
@@ -56,7 +56,7 @@ async def test_advertised_login_delay_slows_polling_to_it(
 
 async def test_a_login_delay_below_poll_interval_changes_nothing(store: Store) -> None:
     async with FakePOP3Server([], user="u", password="pw", login_delay=5) as server:
-        spec = fake_spec("a", server, poll_interval=60)
+        spec = fake_account(server, "a", poll_interval=60, read_timeout=5.0)
         sched = Scheduler(store, lambda: asyncio.sleep(0, [spec]))
         report = PollReport("a", login_delay=5)
         assert sched._interval(spec, report) == 60
