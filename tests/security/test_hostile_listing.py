@@ -42,13 +42,6 @@ async def test_a_non_utf8_uidl_does_not_stop_the_mailbox(
     assert "not RFC 1939 text" in caplog.text
 
 
-def test_storable_uids_keep_what_stores_already_hold() -> None:
-    from bridge.poller.listing import storable_uid
-
-    for uid in ("abc", "with space", "ünïcode-ok", "x" * 200):
-        assert storable_uid(uid) == uid
-
-
 async def test_duplicate_uidls_deliver_every_message(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
