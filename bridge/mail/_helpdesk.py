@@ -261,14 +261,28 @@ def spam_verdict(headers: Headers, trusted: bool, errors: list[str]) -> dict[str
     return {"score": score, "is_spam": is_spam, "status": status}
 
 
+_AUTO_FIELDS = frozenset(
+    {
+        "auto-submitted",
+        "precedence",
+        "x-precedence",
+        "x-autoreply",
+        "x-autorespond",
+        "x-autoresponder",
+        "x-auto-response-suppress",
+        "x-post-messageclass",
+        "return-path",
+    }
+)
 _AUTO_REPLY_SUPPRESS = re.compile(r"\b(?:oof|autoreply|all)\b", re.IGNORECASE)
 
 
 def auto_submitted(headers: Headers, content_type: str | None) -> bool:
     """True for auto-generated mail a receiver must not answer automatically (RFC 3834)."""
     first: dict[str, str] = {}
-    for name, value in headers:
-        first.setdefault(name, clean(unfold(value)).strip())
+    for name, value in headers:  # the first of each field it reads, tidied once
+        if name in _AUTO_FIELDS and name not in first:
+            first[name] = clean(unfold(value)).strip()
     auto = first.get("auto-submitted")
     # The keyword, without parameters (";") or a comment ("(...)"), RFC 3834 §5.
     if auto is not None and re.split(r"[;(\s]", auto, maxsplit=1)[0].lower() not in ("no", ""):

@@ -4,6 +4,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 Build = Callable[..., dict[str, Any]]
 
@@ -178,3 +180,95 @@ def test_absent_ids_are_null(build: Build) -> None:
     assert data["references"] == []
     assert data["subject"] == "x"
     assert build(msg("From: a@b.c"))["subject"] is None
+
+
+# --- the plain address lists read without the stdlib parser (`_headers._plain_addresses`) -----
+
+_ADDRESS_PIECES = [
+    "a",
+    "Z",
+    "0",
+    ".",
+    "-",
+    "_",
+    "+",
+    "=",
+    "?",
+    "'",
+    "/",
+    "é",
+    " ",
+    "\t",
+    "@",
+    ",",
+    "<",
+    ">",
+    '"',
+    "\\",
+    "(",
+    ")",
+    ":",
+    ";",
+    "[",
+    "]",
+    "=?utf-8?B?w6k=?=",
+    "x.y",
+    "@x.test",
+    "\x1c",
+    "a@b",
+    "<a@b>",
+    '"N" ',
+    "N ",
+]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(_ADDRESS_PIECES), max_size=24).map("".join))
+def test_plain_address_lists_read_as_the_stdlib_reads_them(text: str) -> None:
+    from email.utils import getaddresses
+
+    from bridge.mail._headers import _plain_addresses
+
+    plain = _plain_addresses(text)
+    if plain is not None:
+        assert plain == tuple(getaddresses([text]))
+
+
+_NAME = st.sampled_from(
+    [
+        '"Alice Example"',
+        '"Müller, Jörg"',
+        '""',
+        "Bob",
+        "John Q. Public",
+        "=?utf-8?B?w6k=?=",
+        "=?utf-8?Q?J=C3=B6rg?= =?utf-8?Q?_M?=",
+        "O'Neil",
+    ]
+)
+_ADDR = st.sampled_from(["a@b.c", "first.last@example.com", "u+tag@x-y.test", "x=y?z@h", "A_1@D"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.one_of(st.none(), _NAME), _ADDR, st.sampled_from(["", " ", "\t "])),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_ordinary_address_lists_take_the_plain_reading(
+    entries: list[tuple[str | None, str, str]],
+) -> None:
+    from email.utils import getaddresses
+
+    from bridge.mail._headers import _plain_addresses
+
+    text = ",".join(
+        f"{blank}{addr}{blank}" if name is None else f"{blank}{name}{blank}<{addr}>{blank}"
+        for name, addr, blank in entries
+    )
+    if '"Müller, Jörg"' in text:  # a comma inside quotes: left to the stdlib parser
+        assert _plain_addresses(text) is None
+        return
+    assert _plain_addresses(text) == tuple(getaddresses([text]))
