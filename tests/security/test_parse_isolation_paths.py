@@ -41,6 +41,7 @@ from tests.security.test_parse_isolation import (
 from tests.support.dovecot import free_port
 from tests.support.loop import LoopThread
 from tests.support.receiver import ThreadedReceiver
+from tests.support.wait import wait_until_sync
 
 MB = 1_000_000
 LIMIT = 64 * 1024  # attachment_inline_limit: every bomb below is over half of it
@@ -187,7 +188,17 @@ def test_healthz_and_another_account_keep_going_while_a_linked_bomb_is_parsed(
                 if len(receiver.delivered()) >= expected:
                     break
                 time.sleep(0.05)
-            time.sleep(2)  # a second delivery of anything would show up now
+            # Two more whole polls of each mailbox after the last delivery: a message recorded
+            # twice would have been recorded again by now (and is sent before the exit).
+            after = {id(s): len(s.connections) for s in (victim, bystander)}
+            wait_until_sync(
+                lambda: all(
+                    sum(c.closed for c in s.connections[after[id(s)] :]) >= 2
+                    for s in (victim, bystander)
+                ),
+                30,
+                what="two more polls of each mailbox",
+            )
         finally:
             proc.terminate()
             try:
