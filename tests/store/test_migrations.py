@@ -178,3 +178,27 @@ async def _versions(store: Store) -> list[int]:
         return [int(r[0]) for r in rows]
 
     return await store._transact(body(), "read")  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_a_current_schema_is_checked_without_the_write_lock(tmp_path: Path) -> None:
+    """Every start migrates; when the schema is current that is a plain read. It used to take
+    SQLite's write lock (BEGIN IMMEDIATE) each time, so a start waited for any writer (another
+    replica's, a long claim) up to the busy timeout, and failed after it."""
+    from bridge.store.sqlite import SQLiteStore
+
+    path = tmp_path / "state.db"
+    first = SQLiteStore(str(path))
+    await first.migrate()
+    await first.close()
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process mid-transaction
+    try:
+        store = SQLiteStore(str(path), busy_timeout_ms=50)
+        try:
+            await store.migrate()
+            assert await store.pending_count() == 0  # reads work under the writer too
+        finally:
+            await store.close()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
