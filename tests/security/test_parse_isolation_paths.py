@@ -12,18 +12,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import poplib
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
 from bridge.attachments.signing import RAW
 from bridge.outbox import ParseLimits, ParsePool, isolated_row
@@ -32,16 +28,12 @@ from bridge.testing.fakepop3 import FakePOP3Server
 from tests.attachments.support import minter
 from tests.e2e.harness import Receiver
 from tests.proxy.test_tap_process import start_proxy
-from tests.security.test_parse_isolation import (
-    SHAPES,
-    healthz_latency,
-    slow_but_under_the_caps,
-    worker_killer,
-)
+from tests.security.cli import fake_account_config as account
+from tests.security.cli import run_until_delivered
+from tests.security.test_parse_isolation import SHAPES, slow_but_under_the_caps, worker_killer
 from tests.support.dovecot import free_port
 from tests.support.loop import LoopThread
 from tests.support.receiver import ThreadedReceiver
-from tests.support.wait import wait_until_sync
 
 MB = 1_000_000
 LIMIT = 64 * 1024  # attachment_inline_limit: every bomb below is over half of it
@@ -114,21 +106,6 @@ async def test_a_message_with_links_that_kills_its_worker_is_recorded_with_its_r
     assert rendered(after)["subject"] == "after"  # the pool keeps working
 
 
-def account(name: str, server: FakePOP3Server) -> dict[str, Any]:
-    return {
-        "name": name,
-        "host": "127.0.0.1",
-        "port": server.port,
-        "tls": "none",
-        "allow_plaintext": True,
-        "auth": "user",
-        "username": "user",
-        "password": "password",
-        "webhook": "main",
-        "poll_interval": 1,
-    }
-
-
 def test_healthz_and_another_account_keep_going_while_a_linked_bomb_is_parsed(
     tmp_path: Path,
 ) -> None:
@@ -168,44 +145,22 @@ def test_healthz_and_another_account_keep_going_while_a_linked_bomb_is_parsed(
             "ops": {"enabled": True, "port": ops_port},
             "logging": {"format": "json", "level": "INFO"},
         }
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(config))
-        log = (tmp_path / "bridge.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "run", "--config", str(path)],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        latencies: list[float] = []
         expected = 5 + len(other)
+
+        def more_mail() -> None:  # mail keeps arriving for the bystander meanwhile
+            if len(receiver.delivered()) >= 3 and len(bystander.mailbox) < len(other):
+                bystander.mailbox.extend(other[3:])
+
         try:
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                with contextlib.suppress(OSError):
-                    latencies.append(healthz_latency(ops_port))
-                if len(receiver.delivered()) >= 3 and len(bystander.mailbox) < len(other):
-                    bystander.mailbox.extend(other[3:])  # mail keeps arriving meanwhile
-                if len(receiver.delivered()) >= expected:
-                    break
-                time.sleep(0.05)
-            # Two more whole polls of each mailbox after the last delivery: a message recorded
-            # twice would have been recorded again by now (and is sent before the exit).
-            after = {id(s): len(s.connections) for s in (victim, bystander)}
-            wait_until_sync(
-                lambda: all(
-                    sum(c.closed for c in s.connections[after[id(s)] :]) >= 2
-                    for s in (victim, bystander)
-                ),
-                30,
-                what="two more polls of each mailbox",
+            latencies = run_until_delivered(
+                config,
+                tmp_path,
+                done=lambda: len(receiver.delivered()) >= expected,
+                servers=[victim, bystander],
+                ops_port=ops_port,
+                each=more_mail,
             )
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
             loop.call(victim.stop())
             loop.call(bystander.stop())
             receiver.stop()
