@@ -4,11 +4,12 @@
     python bench/fuzz_framers.py --minutes 120 --seed 7
 
 Runs the properties of tests/pop3/framer_props.py (stray LFs, status-line, command-line and
-SASL-answer limits, typed errors only, over inputs built to reach each bound) in rounds of
-`--round` examples each, round-robin, until the time is up, and prints how many inputs each
-tried. tests/pop3/test_framer_bounds.py runs the same properties in CI with a small fixed
-budget; this script is not part of CI. A failure prints hypothesis' shrunk example and exits 1.
-bench/fuzz_atheris.py is the coverage-guided sibling (needs atheris).
+SASL-answer limits, typed errors only, span mode against event mode, over inputs built to reach
+each bound) in rounds of `--round` examples each, round-robin, until the time is up, and prints
+how many inputs each tried. tests/pop3/test_framer_bounds.py and test_span_mode.py run the same
+properties in CI with a small fixed budget; this script is not part of CI. A failure prints
+hypothesis' shrunk example and exits 1. bench/fuzz_atheris.py is the coverage-guided sibling
+(needs atheris).
 """
 
 from __future__ import annotations
@@ -69,6 +70,18 @@ PROPERTIES: list[Property] = [
         "reader: typed errors only",
         (props.bounded_bytes, props.cuts, st.sampled_from([8, 255, 64 * 1024])),
         props.check_reader_only_raises_typed_errors,
+    ),
+    (
+        "framer: span mode = event mode",
+        (
+            props.span_wire(),
+            props.span_kinds,
+            props.span_cuts,
+            st.sampled_from(["crlf", "auto", "lf"]),
+            st.booleans(),
+            st.sampled_from([0, 7, 600, 1 << 20]) | st.integers(0, 20_000),
+        ),
+        props.check_span_mode_equals_event_mode,
     ),
 ]
 

@@ -13,6 +13,13 @@ credit). Logins, STLS and QUIT are never pipelined (the core refuses). If a pipe
 fails or the caller stops iterating early, the connection is aborted (nothing committed):
 replies still in flight would otherwise be read as answers to later commands.
 
+Reading replies, batches and the typed errors live in `bridge.pop3.channel` (the base class),
+the TLS context in `bridge.pop3.tls`; this module holds what a session does: connect, STLS,
+login, the verbs, QUIT. It stays one module (about 600 lines) because those steps read and
+change the same per-connection facts (capabilities re-read after STLS and after login, the
+encryption that decides which mechanisms may run, the greeting's APOP stamp) in an order the
+RFCs fix; split, each piece would reach into the others' state.
+
 Which mechanism `login` uses, and which it tries when one is refused, is decided in
 `bridge.pop3.mechanisms` (pure); this module only runs the chosen exchange.
 
@@ -26,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import inspect
-import io
 import logging
 import socket
 import ssl
@@ -34,27 +40,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iter
 from types import TracebackType
 from typing import Literal, Self
 
-from bridge.pop3.commands import LOGIN_VERBS
-from bridge.pop3.connection import ClientConnection
+from bridge.pop3.channel import Channel
 from bridge.pop3.errors import (
     AuthenticationFailed,
     ConnectionLost,
     LocalProtocolError,
-    PermanentFailure,
     RemoteProtocolError,
-    ResponseError,
-    TemporaryFailure,
     TLSFailure,
 )
 from bridge.pop3.events import (
     Command,
     ConnectionClosed,
     Continuation,
-    DataChunk,
-    EndOfMultiline,
-    Event,
     Greeting,
-    NeedData,
     StatusResponse,
 )
 from bridge.pop3.mechanisms import (
@@ -67,7 +65,6 @@ from bridge.pop3.mechanisms import (
     falls_back,
 )
 from bridge.pop3.mechanisms import normalise as normalise_mechanism
-from bridge.pop3.pipeline import pipelined
 from bridge.pop3.responses import parse_capa, parse_list_line, parse_stat, parse_uidl_line
 from bridge.pop3.sasl import (
     CramMD5,
@@ -83,6 +80,7 @@ from bridge.pop3.sasl import (
 )
 from bridge.pop3.state import State
 from bridge.pop3.stream import StreamProtocol
+from bridge.pop3.tls import client_context, ssl_reason
 from bridge.pop3.wire import LineEnding
 
 __all__ = ["MECHANISMS", "POP3Client", "TLSMode", "TokenSource", "login_with_fallback"]
@@ -93,52 +91,13 @@ TLSMode = Literal["implicit", "starttls", "none"]
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
 
 
-def _ssl_context(
-    ssl_context: ssl.SSLContext | None, ca_file: str | None, insecure: bool
-) -> ssl.SSLContext:
-    if ssl_context is not None:
-        return ssl_context
-    try:
-        ctx = ssl.create_default_context(cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise TLSFailure(f"cannot load CA file {ca_file}: {exc}") from exc
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 # Octets one UIDL line may take when the answer is bounded by STAT's count: RFC 1939 ids are
 # at most 70 characters; servers that send longer ones stay far below this.
 UIDL_LINE_MAX = 512
 
-class POP3Client:
-    """An authenticated-or-not POP3 session over asyncio. Create it with `connect`."""
 
-    def __init__(
-        self,
-        host: str,
-        io: StreamProtocol,
-        *,
-        pipelining: bool,
-        window: int,
-        line_ending: LineEnding,
-        max_body: int | None = None,
-    ) -> None:
-        self.host = host
-        self.max_body = max_body
-        self._io = io
-        self._conn = ClientConnection(line_ending=line_ending)
-        self._pipelining = pipelining
-        self._window = max(1, window)
-        self._caps: dict[str, tuple[str, ...]] = {}
-        self._capa_ok = False
-        self._encrypted = False
-        self._closed = False
-        self.mechanism: str | None = None
-        self._events = 0  # server events read: did a login attempt get any answer?
-        self.uidl_fallback = False  # True once uidl() had to derive ids from headers
+class POP3Client(Channel):
+    """An authenticated-or-not POP3 session over asyncio. Create it with `connect`."""
 
     # -- connecting ------------------------------------------------------------------------
     @classmethod
@@ -172,7 +131,7 @@ class POP3Client:
             raise LocalProtocolError(f"tls must be 'implicit', 'starttls' or 'none', not {tls!r}")
         if port is None:
             port = 995 if tls == "implicit" else 110
-        ctx = _ssl_context(ssl_context, ca_file, insecure) if tls != "none" else None
+        ctx = client_context(ssl_context, ca_file, insecure) if tls != "none" else None
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):
@@ -187,7 +146,7 @@ class POP3Client:
         except TimeoutError:
             raise ConnectionLost(f"timed out connecting to {host}:{port}") from None
         except ssl.SSLError as exc:
-            raise TLSFailure(f"TLS with {host}:{port} failed: {_ssl_reason(exc)}") from exc
+            raise TLSFailure(f"TLS with {host}:{port} failed: {ssl_reason(exc)}") from exc
         except OSError as exc:
             raise ConnectionLost(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
         client = cls(
@@ -244,7 +203,7 @@ class POP3Client:
                 ssl_handshake_timeout=hs_seconds,
             )
         except ssl.SSLError as exc:
-            raise TLSFailure(f"TLS with {self.host} failed: {_ssl_reason(exc)}") from exc
+            raise TLSFailure(f"TLS with {self.host} failed: {ssl_reason(exc)}") from exc
         except (OSError, TimeoutError) as exc:
             raise TLSFailure(f"TLS handshake with {self.host} did not complete: {exc}") from exc
         if new is None:  # pragma: no cover
@@ -289,102 +248,6 @@ class POP3Client:
         obj = self._ssl_object()
         cipher = obj.cipher() if obj is not None else None
         return cipher[0] if cipher else None
-
-    @property
-    def pipelining(self) -> bool:
-        """Whether batches will be pipelined: advertised by the server and not switched off."""
-        return self._pipelining and "PIPELINING" in self._caps
-
-    @property
-    def login_delay(self) -> float | None:
-        params = self._caps.get("LOGIN-DELAY")
-        if params and params[0].isdigit():
-            return float(params[0])
-        return None
-
-    # -- low level -------------------------------------------------------------------------
-    async def _next(self) -> Event:
-        while True:
-            event = self._conn.next_event()
-            if not isinstance(event, NeedData):
-                self._events += 1
-                return event
-            self._conn.receive_data(await self._io.read())
-
-    async def _write(self, data: bytes) -> None:
-        self._io.write(data)
-        await self._io.drain()
-
-    async def _send(self, command: Command) -> None:
-        if self._closed:
-            raise LocalProtocolError(f"cannot send {command.verb}: the session is closed")
-        await self._write(self._conn.send(command))
-
-    async def _status(self) -> StatusResponse:
-        event = await self._next()
-        if isinstance(event, ConnectionClosed):
-            raise ConnectionLost("server closed the connection instead of replying")
-        if not isinstance(event, StatusResponse):
-            raise RemoteProtocolError(f"expected a status line, got {type(event).__name__}")
-        return event
-
-    async def _simple(self, command: Command) -> StatusResponse:
-        await self._send(command)
-        status = await self._status()
-        if not status.ok:
-            raise self._error(command.verb, status)
-        return status
-
-    async def _body(self, limit: int | None = None) -> bytes:
-        # A body that arrives in one chunk (most mail) is returned as is. Longer ones go into a
-        # BytesIO, not a list joined at the end: getvalue() hands over BytesIO's own buffer
-        # without copying, so a 50 MB RETR peaks near 1.1x its size instead of 2x.
-        first = b""
-        rest: io.BytesIO | None = None
-        size = 0
-        while True:
-            event = await self._next()
-            if isinstance(event, DataChunk):
-                if rest is not None:
-                    rest.write(event.data)
-                elif size == 0:
-                    first = event.data
-                else:
-                    rest = io.BytesIO(first)
-                    rest.seek(0, io.SEEK_END)
-                    rest.write(event.data)
-                    first = b""
-                size += len(event.data)
-                cap = self.max_body if limit is None else limit
-                if cap is not None and size > cap:
-                    self.abort()  # the rest of the answer must not be read as the next one
-                    raise RemoteProtocolError(
-                        f"{self.host} sent a multi-line answer of more than {cap} "
-                        "octets, far more than it announced; the connection was dropped"
-                    )
-            elif isinstance(event, EndOfMultiline):
-                return rest.getvalue() if rest is not None else first
-            else:  # pragma: no cover - the framer only yields these inside a body
-                raise RemoteProtocolError(f"unexpected {type(event).__name__} inside a body")
-
-    async def _multi(self, command: Command) -> tuple[StatusResponse, bytes]:
-        status = await self._simple(command)
-        return status, await self._body()
-
-    def _error(self, verb: str, status: StatusResponse) -> ResponseError:
-        """Turn an -ERR into the error that says what the caller should do."""
-        what = f"{verb} refused by {self.host}: {status.text or '-ERR'}"
-        if status.has_code("LOGIN-DELAY"):
-            return TemporaryFailure(what, status, retry_after=self.login_delay)
-        if status.has_code("IN-USE") or status.has_code("SYS/TEMP"):
-            return TemporaryFailure(what, status, retry_after=None)
-        if status.has_code("SYS/PERM"):
-            return PermanentFailure(what, status)
-        if status.has_code("AUTH") or verb in LOGIN_VERBS:
-            return AuthenticationFailed(what, status)
-        if verb == "greeting":
-            return TemporaryFailure(what, status, retry_after=None)
-        return ResponseError(what, status)
 
     # -- capabilities and login ------------------------------------------------------------
     async def capa(self) -> dict[str, tuple[str, ...]]:
@@ -612,14 +475,14 @@ class POP3Client:
         """Yield (number, headers + `lines` body lines) in order; pipelined when allowed."""
         wanted = list(numbers)
         commands = [Command("TOP", (str(n), str(lines))) for n in wanted]
-        async for item in self._batch(wanted, commands, multi=True):
+        async for item in self._batch(wanted, commands):
             yield item
 
     async def retrieve_many(self, numbers: Iterable[int]) -> AsyncIterator[tuple[int, bytes]]:
         """Yield (number, message) in order; pipelined when the server allows it."""
         wanted = list(numbers)
         commands = [Command("RETR", (str(n),)) for n in wanted]
-        async for item in self._batch(wanted, commands, multi=True):
+        async for item in self._batch(wanted, commands):
             yield item
 
     async def delete(self, number: int) -> None:
@@ -628,7 +491,7 @@ class POP3Client:
     async def delete_many(self, numbers: Iterable[int]) -> None:
         wanted = list(numbers)
         commands = [Command("DELE", (str(n),)) for n in wanted]
-        async for _ in self._batch(wanted, commands, multi=False):
+        async for _ in self._batch(wanted, commands):
             pass
 
     async def rset(self) -> None:
@@ -636,49 +499,6 @@ class POP3Client:
 
     async def noop(self) -> None:
         await self._simple(Command("NOOP"))
-
-    async def _batch(
-        self, numbers: builtins.list[int], commands: builtins.list[Command], *, multi: bool
-    ) -> AsyncIterator[tuple[int, bytes]]:
-        if not self.pipelining:
-            for n, command in zip(numbers, commands, strict=True):
-                if multi:
-                    yield n, (await self._multi(command))[1]
-                else:
-                    await self._simple(command)
-                    yield n, b""
-            return
-        replies = pipelined(
-            commands,
-            window=self._window,
-            encode=self._encode,
-            write=self._write,
-            reply=self._reply_multi if multi else self._reply_single,
-            abandon=self.abort,
-        )
-        # Driven to its end by `async for`, so the pipeline sees the batch finish; closing it
-        # early (an error here, or our caller stopping) makes it abandon the connection.
-        numbered = iter(numbers)
-        try:
-            async for body in replies:
-                yield next(numbered), body
-        finally:
-            await replies.aclose()
-
-    def _encode(self, command: Command) -> bytes:
-        if self._closed:
-            raise LocalProtocolError(f"cannot send {command.verb}: the session is closed")
-        return self._conn.send(command)
-
-    async def _reply_single(self, command: Command) -> bytes:
-        status = await self._status()
-        if not status.ok:
-            raise self._error(command.verb, status)
-        return b""
-
-    async def _reply_multi(self, command: Command) -> bytes:
-        await self._reply_single(command)
-        return await self._body()
 
     # -- ending ----------------------------------------------------------------------------
     async def quit(self) -> None:
@@ -712,24 +532,11 @@ class POP3Client:
         self._closed = True
         return self._io
 
-    def abort(self) -> None:
-        """Drop the connection without QUIT: the server changes nothing. Never raises."""
-        self._closed = True
-        try:
-            if self._io.transport is not None:
-                self._io.transport.abort()
-        except Exception:  # pragma: no cover - best effort by design
-            log.debug("abort failed", exc_info=True)
-
     async def close(self, commit: bool = True) -> None:
         if commit:
             await self.quit()
         else:
             self.abort()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     async def __aenter__(self) -> Self:
         return self
@@ -793,12 +600,6 @@ def _need(password: str | None) -> str:
     if password is None:
         raise LocalProtocolError("this mechanism needs a password")
     return password
-
-
-def _ssl_reason(exc: ssl.SSLError) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"certificate verification failed ({exc.verify_message})"
-    return str(exc.reason or exc)
 
 
 def _oauth_status(detail: bytes) -> str:

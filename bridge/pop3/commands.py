@@ -67,6 +67,8 @@ SECRET_VERBS = frozenset({"PASS", "APOP", "AUTH"})
 LOGIN_VERBS = frozenset({"USER", *SECRET_VERBS})
 
 _FORBIDDEN = (b"\r", b"\n", b"\x00")
+# Verbs the table knows are valid keywords by construction: the encoder need not re-check them.
+_KNOWN_VERBS = frozenset(verb for verb, _ in RESPONSE_KINDS)
 
 
 def is_keyword(keyword: bytes | str) -> bool:
@@ -94,12 +96,18 @@ def encode_command(command: Command) -> bytes:
     lets servers read as the rest of the line.
     """
     verb = command.verb
-    if not (3 <= len(verb) <= 4 and is_keyword(verb) and verb == verb.upper()):
+    if verb not in _KNOWN_VERBS and not (
+        3 <= len(verb) <= 4 and is_keyword(verb) and verb == verb.upper()
+    ):
         raise LocalProtocolError(
             f"invalid POP3 keyword {verb!r}: must be 3-4 printable ASCII characters, upper case"
         )
     parts = [verb.encode("ascii")]
     for arg in command.args:
+        if arg.isascii() and arg.isprintable() and arg and " " not in arg:
+            # The common case (a message number, a user name): nothing below can refuse it.
+            parts.append(arg.encode("ascii"))
+            continue
         encoded = arg.encode("utf-8", "surrogateescape")
         where = "an argument" if verb in SECRET_VERBS else f"argument {arg!r}"
         if not encoded:

@@ -9,6 +9,11 @@ Some commands are never pipelined: USER, PASS, APOP, AUTH, STLS and QUIT change 
 session is (authenticated, encrypted, ending), so they may only be sent when nothing is
 outstanding, and nothing may follow them until their reply is in. That is enforced here, not
 left to the I/O layer.
+
+Replies to a batch (RETR, TOP, DELE) can be read without events: `next_reply` takes a plain +OK
+whole from the framer's span mode and hands back the body un-stuffed in one piece; whatever is
+not plain (an -ERR, a response code) or grows past the caller's limit before its end is left to
+`next_event`, so the rules for reading it are the framer's either way.
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ from bridge.pop3.events import (
     StatusResponse,
 )
 from bridge.pop3.state import SessionState, State
-from bridge.pop3.wire import DEFAULT_MAX_STATUS_LINE, LineEnding, ResponseFramer
+from bridge.pop3.wire import (
+    DEFAULT_MAX_STATUS_LINE,
+    SPAN_EVENTS,
+    SPAN_OK,
+    LineEnding,
+    ResponseFramer,
+)
 
 __all__ = ["EXCLUSIVE_VERBS", "ClientConnection"]
 
@@ -68,6 +79,11 @@ class ClientConnection:
     @property
     def bare_lf(self) -> bool:
         return self._framer.bare_lf
+
+    @property
+    def in_body(self) -> bool:
+        """The current reply's status line is read, its body not yet all (`next_event` goes on)."""
+        return self._framer.in_body
 
     # -- sending ---------------------------------------------------------------------------
     def send(self, command: Command) -> bytes:
@@ -121,6 +137,35 @@ class ClientConnection:
 
     def buffered(self) -> int:
         return self._framer.buffered()
+
+    def next_reply(self, limit: int) -> bytes | NeedData | None:
+        """The current reply, if it is a plain +OK, from the framer's span mode: b"" for a
+        single-line one, the un-stuffed body of a multi-line one once all of it is buffered.
+
+        `NEED_DATA`: feed more bytes. None: read the reply with `next_event` instead — from its
+        status line, or (when `in_body`) from its body, which had passed `limit` buffered octets
+        before its end (the caller then streams it, as it would any large body).
+        """
+        pending = self._pending
+        if (
+            self._in_auth
+            or self._tls_pending
+            or self.greeting is None
+            or not pending
+            or pending[0].verb in EXCLUSIVE_VERBS
+        ):
+            return None
+        framer = self._framer
+        found = framer.next_span(whole=True, ok_only=True)
+        if found == SPAN_OK:
+            self._session.on_reply(pending.popleft().verb, True)
+            return framer.take_body()
+        if framer.in_body and (found == SPAN_EVENTS or framer.buffered() > limit):
+            # The +OK line is framed: the events read the body from where it starts.
+            framer.take_span()
+            self._session.on_reply(pending[0].verb, True)
+            return None
+        return None if found == SPAN_EVENTS else NEED_DATA
 
     def next_event(self) -> Event | NeedData:
         if self._in_auth or self._tls_pending:

@@ -27,6 +27,23 @@ CRLF server may send a stray empty LF line before a status line (seen in the fie
 lines have no length limit: bodies stream out as `DataChunk`s as soon as bytes arrive, so the
 framer holds at most one read plus four bytes of a possible split terminator. Sizes from LIST
 are never used to find the end of a message.
+
+Span mode
+---------
+Most responses in a mailbox session are plain: "+OK" or "-ERR", no response code, CRLF, at most
+`PLAIN_STATUS_LINE` octets, and for a multi-line +OK a body ended by CRLF "." CRLF. For those
+`ResponseFramer.next_span` frames the head response in place, without event objects: it moves
+the end of the framed bytes (`span_end`) over the response and says what it found (`SPAN_OK`,
+`SPAN_ERR`, `SPAN_PART` for the head of a body whose end is still to come, `SPAN_NEED`). The
+bytes stay in the buffer until the caller takes them: a run of responses as one slice
+(`take_span`, the proxy relaying them), or the body of one whole response un-stuffed with one
+`bytes.replace` (`take_body`, the client). Anything else — a response code, a stray LF, a CR or
+NUL, a longer line, a SASL or greeting line, LF framing, the end of input before the end of a
+response — is `SPAN_EVENTS`: the caller takes what was framed and asks `next_event`, which
+applies the rules above and raises what they raise. Both modes share the expectation queue and
+the body state, so a caller may switch between them at any response boundary and inside a body
+started in span mode; where a response ends and what its bytes are is the same either way
+(tests/pop3/test_span_mode.py compares them over arbitrary chunkings).
 """
 
 from __future__ import annotations
@@ -35,7 +52,12 @@ from collections import deque
 from typing import Literal
 
 from bridge.pop3.commands import ResponseKind, is_keyword
-from bridge.pop3.errors import BadCommandLine, ConnectionLost, RemoteProtocolError
+from bridge.pop3.errors import (
+    BadCommandLine,
+    ConnectionLost,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from bridge.pop3.events import (
     NEED_DATA,
     AuthResponseLine,
@@ -53,6 +75,12 @@ from bridge.pop3.responses import apop_timestamp, parse_status_line
 __all__ = [
     "DEFAULT_MAX_STATUS_LINE",
     "MAX_STRAY_LF",
+    "PLAIN_STATUS_LINE",
+    "SPAN_ERR",
+    "SPAN_EVENTS",
+    "SPAN_NEED",
+    "SPAN_OK",
+    "SPAN_PART",
     "CommandReader",
     "ResponseFramer",
     "body_end",
@@ -64,8 +92,21 @@ DEFAULT_MAX_STATUS_LINE = 8192
 # Stray LFs skipped before one status line; a few are a quirk, thousands are a broken server.
 MAX_STRAY_LF = 8
 _TERMINATOR = b".\r\n"
+# The longest status line span mode takes, CRLF included (RFC 1939 §3); longer ones are events.
+PLAIN_STATUS_LINE = 512
+
+# What `ResponseFramer.next_span` found: plain ints, as it runs once per response on hot paths.
+SPAN_NEED = 0  # nothing more could be framed: feed more bytes
+SPAN_EVENTS = 1  # the next piece is not a plain response: take the span, then `next_event`
+SPAN_OK = 2  # a whole +OK response was framed
+SPAN_ERR = 3  # a whole -ERR response was framed
+SPAN_PART = 4  # a +OK multi-line response was framed up to `span_end`; its end is to come
 
 LineEnding = Literal["auto", "crlf", "lf"]
+# Enum members looked up once: `ResponseKind.X` costs a metaclass lookup per use (span mode's
+# check runs once per response).
+_SINGLE = ResponseKind.SINGLE
+_MULTI = ResponseKind.MULTI
 
 
 def body_end(buf: bytes | bytearray, start: int, *, lf: bool) -> tuple[int, int]:
@@ -127,13 +168,6 @@ def dot_unstuff(body: bytes) -> bytes:
     return out[1:] if out.startswith(b".") else out
 
 
-class _Expectation:
-    __slots__ = ("kind",)
-
-    def __init__(self, kind: ResponseKind) -> None:
-        self.kind = kind
-
-
 class _ReceiveBuffer:
     """Bytes received but not yet framed, shared by both framers: how much is waiting, and a
     way to take it all back (STLS must not carry plaintext bytes into the TLS session)."""
@@ -177,26 +211,38 @@ class ResponseFramer(_ReceiveBuffer):
         self._eof = False
         self._line_ending: LineEnding = line_ending
         self._max_status = max_status_line
-        self._queue: deque[_Expectation] = deque()
+        self._queue: deque[ResponseKind] = deque()  # what each awaited response is
         # Body state: None when between responses, else True/False = at the start of a line.
         self._in_body = False
         self._line_start = True
         self._search_from = 0  # resumable search offset for the current status line
         self._stray = 0  # stray LFs skipped before the current status line
+        # Span mode: octets framed but not yet taken (read it, never set it), where the body of
+        # the last framed multi-line response starts (-1: single-line), where to resume the
+        # search for a body's end.
+        self.span_end = 0
+        self._body_start = -1
+        self._span_scan = 0
         self.unstuff = True
         if expect_greeting:
-            self._queue.append(_Expectation(ResponseKind.GREETING))
+            self._queue.append(ResponseKind.GREETING)
 
     # -- feeding ---------------------------------------------------------------------------
     def expect(self, kind: ResponseKind) -> None:
         """Record that a command was sent whose response will be framed as `kind`."""
-        self._queue.append(_Expectation(kind))
+        self._queue.append(kind)
 
     def receive_data(self, data: bytes) -> None:
         if not data:
             self._eof = True
         else:
             self._buf += data
+
+    def discard_buffer(self) -> bytes:
+        """Drop and return everything buffered (framed in span mode or not)."""
+        self.span_end = self._span_scan = 0
+        self._body_start = -1
+        return super().discard_buffer()
 
     @property
     def outstanding(self) -> int:
@@ -217,6 +263,8 @@ class ResponseFramer(_ReceiveBuffer):
 
     # -- events ----------------------------------------------------------------------------
     def next_event(self) -> Event | NeedData:
+        if self.span_end:
+            raise LocalProtocolError("take_span() or take_body() before asking for events")
         if self._in_body:
             return self._body_event()
         if not self._queue:
@@ -232,7 +280,7 @@ class ResponseFramer(_ReceiveBuffer):
         content, raw = line
         head = self._queue[0]
         if (
-            head.kind is ResponseKind.SASL
+            head is ResponseKind.SASL
             and content.startswith(b"+")
             and not (content.startswith(b"+OK") and (len(content) == 3 or content[3:4] == b" "))
         ):
@@ -242,9 +290,9 @@ class ResponseFramer(_ReceiveBuffer):
             return Continuation(content[2:].decode("ascii", "replace"), raw)
         status = parse_status_line(content, raw)
         self._queue.popleft()
-        if head.kind is ResponseKind.GREETING:
+        if head is ResponseKind.GREETING:
             return Greeting(status, apop_timestamp(content), self.bare_lf)
-        if status.ok and head.kind is ResponseKind.MULTI:
+        if status.ok and head is ResponseKind.MULTI:
             self._in_body = True
             self._line_start = True
         return status
@@ -287,8 +335,133 @@ class ResponseFramer(_ReceiveBuffer):
             self._stray = 0
             return content, raw
 
+    # -- span mode -------------------------------------------------------------------------
+    def next_span(self, *, whole: bool = False, ok_only: bool = False) -> int:
+        """Frame the head response in span mode (see the module docstring); one `SPAN_*` value.
+
+        With `whole`, a multi-line response is framed only once its end is in the buffer (the
+        caller wants its body in one piece): until then `span_end` stays after its status line
+        and the answer is `SPAN_PART` once, then `SPAN_NEED`. Without it, body bytes are framed
+        as they arrive, up to a possibly split terminator, and each step that framed some is
+        `SPAN_PART`. With `ok_only`, a -ERR line is left to `next_event`.
+        """
+        if self._in_body:
+            return self._span_body_step(whole)
+        buf = self._buf
+        pos = self.span_end
+        queue = self._queue
+        if not queue:
+            return SPAN_EVENTS if len(buf) > pos or self._eof else SPAN_NEED
+        kind = queue[0]
+        if (
+            (kind is not _SINGLE and kind is not _MULTI)
+            or self._line_ending != "crlf"
+            or self._stray
+        ):
+            return SPAN_EVENTS
+        nl = buf.find(b"\n", pos, pos + PLAIN_STATUS_LINE)
+        if nl < 0:
+            if len(buf) - pos >= PLAIN_STATUS_LINE or self._eof:
+                return SPAN_EVENTS
+            return SPAN_NEED
+        cr = nl - 1
+        if (
+            cr < pos
+            or buf[cr] != 0x0D
+            or buf.find(b"\r", pos, cr) >= 0
+            or buf.find(b"\x00", pos, cr) >= 0
+        ):
+            return SPAN_EVENTS
+        if buf.startswith(b"+OK", pos):
+            ok, rest = True, pos + 3
+        elif not ok_only and buf.startswith(b"-ERR", pos):
+            ok, rest = False, pos + 4
+        else:
+            return SPAN_EVENTS
+        # The token, then nothing or a space and text that is not a [response code].
+        if rest != cr and (buf[rest] != 0x20 or buf.startswith(b"[", rest + 1)):
+            return SPAN_EVENTS
+        self.span_end = nl + 1
+        queue.popleft()  # as `next_event` does: a body belongs to no expectation
+        if not ok or kind is not _MULTI:
+            self._body_start = -1
+            return SPAN_OK if ok else SPAN_ERR
+        self._in_body = True
+        self._line_start = True
+        self._body_start = self._span_scan = nl + 1
+        found = self._span_body_step(whole)
+        return SPAN_PART if found == SPAN_NEED else found
+
+    def _span_body_step(self, whole: bool) -> int:
+        buf = self._buf
+        pos = self.span_end  # the first body byte not yet framed
+        if self._line_start and buf.startswith(b".", pos):
+            if buf.startswith(b".\r\n", pos):
+                self.span_end = pos + 3
+                self._in_body = False
+                return SPAN_OK
+            left = len(buf) - pos
+            if left == 1 or (left == 2 and buf[pos + 1] == 0x0D):
+                # "." or ".\r": the end, or a stuffed line; cannot tell yet.
+                return SPAN_EVENTS if self._eof else SPAN_NEED
+        if whole:
+            scan = self._span_scan
+            terminator = buf.find(b"\r\n.\r\n", pos if pos > scan else scan)
+            if terminator < 0:
+                # Resume where a split terminator could start: at most four octets back.
+                self._span_scan = max(pos, len(buf) - 4)
+                return SPAN_EVENTS if self._eof else SPAN_NEED
+        else:
+            terminator, safe = body_end(buf, pos, lf=False)
+        if terminator >= 0:
+            self.span_end = terminator + 5
+            self._in_body = False
+            return SPAN_OK
+        if safe > pos:
+            self.span_end = self._span_scan = safe
+            self._line_start = buf.startswith(b"\r\n", safe - 2) and safe - pos >= 2
+            return SPAN_PART
+        return SPAN_EVENTS if self._eof else SPAN_NEED
+
+    def take_span(self) -> bytes:
+        """The octets framed since the last take, as they came, removed from the buffer."""
+        buf = self._buf
+        end = self.span_end
+        data = bytes(memoryview(buf)[:end])
+        del buf[:end]
+        self.span_end = 0
+        self._span_scan = self._span_scan - end if self._span_scan > end else 0
+        self._body_start = -1
+        self._search_from = 0
+        return data
+
+    def take_body(self) -> bytes:
+        """The body of the whole +OK response `next_span` just framed, un-stuffed (b"" for a
+        single-line one); everything framed is removed from the buffer.
+
+        One slice and one `bytes.replace` for the whole body: stuffing only ever doubles a dot
+        after CRLF (or at the very start), and the terminator is not part of the body.
+        """
+        start, end = self._body_start, self.span_end
+        body = b""
+        if start >= 0:
+            body = bytes(memoryview(self._buf)[start : end - 3]).replace(b"\r\n.", b"\r\n")
+            if body[:1] == b".":
+                body = body[1:]
+        self._drop_span()
+        return body
+
+    def _drop_span(self) -> None:
+        end = self.span_end
+        if end:
+            del self._buf[:end]
+            self.span_end = 0
+            self._span_scan = max(0, self._span_scan - end)
+            self._body_start = -1
+            self._search_from = 0
+
     def _lost_message(self) -> str:
-        if self._queue and self._queue[0].kind is ResponseKind.GREETING:
+        if self._queue and self._queue[0] is ResponseKind.GREETING:
             return "connection closed before the server sent its greeting"
         return "connection closed in the middle of a response"
 

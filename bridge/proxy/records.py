@@ -73,9 +73,7 @@ class Pending:
     response_bytes: int = 0
     capa: bytearray | None = None
     capture: CaptureSink | None = None
-    expected: bool = False  # the framer was told to expect this response
-    in_body: bool = False  # fast path: status line relayed, body not yet ended
-    line_start: bool = True  # fast path: the body's next byte starts a line
+    expected: bool = False  # the framer's events frame this response (not its span mode)
 
 
 def loggable_args(command: Command) -> tuple[str, ...]:

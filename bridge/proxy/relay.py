@@ -28,19 +28,20 @@ Pass-through in TRANSACTION
 ---------------------------
 Most of a mailbox session is RETR, TOP, LIST, UIDL, STAT, NOOP, DELE: verbs that change no
 state, in TRANSACTION, whose responses nobody reads but the client. For those (when no tap can
-capture and the upstream uses CRLF) the relay frames straight from its upstream buffer: one
-search for the status line's LF, a check that the line is a plain ``+OK``/``-ERR`` line (no
-response code, no CR or NUL, at most `_FAST_LINE` octets), and for a multi-line +OK one
-search for CRLF "." CRLF. A run of such responses goes to the client as one slice of the
-buffer, with no event objects and no copy per piece. Anything else — another verb, another
-state, a tapped RETR, a status line that is not plain, the connection ending mid-response — is
-handed to the core's `ResponseFramer`, which is told each response's kind only when that
-response is the next to arrive (`_to_framer`), and gives the bytes after it back when the
-response after it can take the fast path again. Where each response ends, what the client
-gets, the FIFO, the log records and the policy are the same either way; a hypothesis property
-(tests/proxy/test_relay_fast_path.py) feeds arbitrary pipelines, replies and chunkings to a
-relay with and without the fast path and compares every step. The relay expects a framer
-whose line ending is decided (`line_ending="crlf"` or ``"lf"``; the session passes one).
+capture and the upstream uses CRLF) the relay asks the core's `ResponseFramer` for its span
+mode: the framer frames each plain response in place (its line rules, its body end) and a run
+of them goes to the client as one slice of the framer's buffer, with no event objects and no
+copy per piece. The relay holds no framing rule of its own: it only chooses, per response,
+which of the framer's two modes to ask. Whatever span mode does not take — another verb,
+another state, a tapped RETR, a status line that is not plain, the connection ending
+mid-response — the framer's events frame, to the end of that response (`Pending.expected`).
+The framer is told each forwarded command's response kind when the command goes upstream
+(`_forward`), so both modes read one queue and one buffer. Where each response ends, what the
+client gets, the FIFO, the log records and the policy are the same either way; a hypothesis
+property (tests/proxy/test_relay_fast_path.py) feeds arbitrary pipelines, replies and
+chunkings to a relay with and without the pass-through path and compares every step, and
+tests/pop3/test_span_mode.py compares the framer's two modes. The relay expects a framer whose
+line ending is decided (`line_ending="crlf"` or ``"lf"``; the session passes one).
 
 Client lines get the same treatment: in TRANSACTION, with no SASL answer due and no over-long
 line ever seen (the reader may be skipping one), a line that is one of those verbs with up to
@@ -53,15 +54,15 @@ Decisions that are not the protocol's go through one seam (`bridge.proxy.handler
 session object carries the policy (plain data) and the user; the handler is asked
 `handle_LOGIN` (the per-user limit) and, only in a tapped session, `handle_RETR` (the tap).
 
-Why this module stays one piece (about 850 lines): the two paths for each direction — the
-core's framer and reader, and the pass-through reads above — are two modes of one state
-machine. They share the FIFO, the reader's state, the barrier rules and the bookkeeping, and
-hand each other the bytes mid-stream (`_to_framer`, `_framer_done`, `_client_to_reader`); the
-hypothesis properties compare them step by step on one object. Split into modules, every
-piece of that shared state would be read and written across a module boundary, which is the
-kind of rule-in-two-places this house avoids. What is not the state machine lives elsewhere:
-the records it emits (`records.py`), policy (`policy.py`), the routing login (`auth.py`),
-the decisions (`handler.py`) and all I/O (`session.py`).
+Why this module stays one piece (about 800 lines): it is one state machine over one FIFO.
+Client-side, the core's reader and the pass-through line parser hand each other the unread bytes
+mid-stream (`_client_to_reader`) and share the barrier rules and the reader's state; upstream,
+every branch (span, events, CAPA rewrite, tap, local answers in their place) reads and writes
+the same `Pending` entries and closing rules. Split into modules, that shared state would be
+read and written across module boundaries, the rule-in-two-places this house avoids. What is
+not the state machine lives elsewhere: the records it emits (`records.py`), policy
+(`policy.py`), the routing login (`auth.py`), the decisions (`handler.py`), all framing
+(`bridge.pop3.wire`) and all I/O (`session.py`).
 
 The relay never writes a byte that did not come from the upstream framer or from a complete
 local answer: on upstream failure in the middle of a body the client connection is just
@@ -91,7 +92,14 @@ from bridge.pop3.events import (
 )
 from bridge.pop3.sasl import decode_challenge
 from bridge.pop3.state import STATE_CHANGING, SessionState, State
-from bridge.pop3.wire import CommandReader, ResponseFramer, body_end
+from bridge.pop3.wire import (
+    SPAN_ERR,
+    SPAN_EVENTS,
+    SPAN_NEED,
+    SPAN_PART,
+    CommandReader,
+    ResponseFramer,
+)
 from bridge.proxy.auth import ROUTABLE_MECHANISMS, Challenge, Credentials, LocalLogin, Refusal
 from bridge.proxy.handler import ProxyHandler, ProxySession
 from bridge.proxy.policy import Decision, Policy, rewrite_capa
@@ -115,9 +123,6 @@ _FAST_VERBS = frozenset({"RETR", "TOP", "LIST", "UIDL", "STAT", "NOOP", "DELE", 
 # A command line the fast path reads itself: 1-4 letters, up to two printable arguments of at
 # most 64 characters (so logged as they are), CRLF. What the reader would make of it is clear.
 _PLAIN_COMMAND = re.compile(rb"([A-Za-z]{1,4})(?: ([!-~]{1,64}))?(?: ([!-~]{1,64}))?\r\n")
-# Longest status line the fast path checks itself (CRLF included); longer ones go to the framer,
-# which applies its own limit.
-_FAST_LINE = 512
 
 UPSTREAM_LOST = b"-ERR [SYS/TEMP] upstream server connection lost\r\n"
 _ROUTING_CAPA = b"USER\r\nSASL " + " ".join(ROUTABLE_MECHANISMS).encode() + b"\r\nRESP-CODES\r\n"
@@ -150,10 +155,6 @@ class Relay:
         self._handler = handler
         self._framer = upstream
         self._fast_path = fast_path
-        # Upstream bytes not yet framed, while the framer owns no response (`_framer_busy`).
-        self._up = bytearray()
-        self._up_eof = False
-        self._framer_busy = False
         # Client bytes not yet read, while commands are parsed here (`_read_client_fast`)
         # rather than by the reader; and what the reader's state would be for the slow path.
         self._cbuf = bytearray()
@@ -223,12 +224,7 @@ class Relay:
 
     def upstream_data(self, data: bytes) -> None:
         assert self._framer is not None
-        if not data:
-            self._up_eof = True
-        if self._framer_busy:
-            self._framer.receive_data(data)
-        else:
-            self._up += data
+        self._framer.receive_data(data)
         self._read_upstream()
 
     def tls_started(self) -> None:
@@ -379,8 +375,7 @@ class Relay:
         if verdict.decision is not Decision.FORWARD:
             self._local(verb, args, verdict.reply, "denied")
             return False
-        self._out.to_upstream.append(raw)
-        self._pending.append(Pending(verb, args, self._clock(), kind))
+        self._forward(raw, Pending(verb, args, self._clock(), kind))
         return False
 
     def _command(self, command: Command) -> None:
@@ -407,9 +402,15 @@ class Relay:
             return
         if verb in _USER_VERBS:
             self._note_user(command)
-        assert self._framer is not None
-        self._out.to_upstream.append(command.raw)
-        self._pending.append(Pending(verb, args, self._clock(), kind))
+        self._forward(command.raw, Pending(verb, args, self._clock(), kind))
+
+    def _forward(self, raw: bytes, item: Pending) -> None:
+        """Send a command upstream; the framer expects its response from now on."""
+        framer = self._framer
+        assert framer is not None and item.kind is not None
+        framer.expect(item.kind)
+        self._out.to_upstream.append(raw)
+        self._pending.append(item)
 
     def _note_user(self, command: Command) -> None:
         """Remember who a USER/APOP/AUTH command logs in as (for the per-user limit)."""
@@ -514,11 +515,31 @@ class Relay:
     def _read_upstream(self) -> None:
         framer = self._framer
         assert framer is not None
+        pending = self._pending
+        now = 0.0
         while self.closing is None:
-            if not self._framer_busy:
-                if not self._read_fast():
+            head = pending[0] if pending else None
+            if head is None or self._fast_ok(head):
+                # The pass-through path: the framer's span mode, no events (module docstring).
+                # With nothing pending it says whether the events have something to say.
+                before = framer.span_end
+                found = framer.next_span()
+                if found == SPAN_NEED:
                     break
-                self._to_framer()
+                if found != SPAN_EVENTS:
+                    assert head is not None  # a framed response answers a pending command
+                    head.response_bytes += framer.span_end - before
+                    if head.status is None:
+                        head.status = _PLAIN_ERR if found == SPAN_ERR else _PLAIN_OK
+                        self._sasl_answer = False
+                    if found != SPAN_PART:
+                        now = now or self._clock()
+                        self._fast_complete(head, now)
+                    continue
+            if framer.span_end:
+                self._out.to_client.append(framer.take_span())
+            if head is not None:
+                head.expected = True  # the events frame the rest of this response
             try:
                 event = framer.next_event()
             except (RemoteProtocolError, ConnectionLost) as exc:
@@ -529,7 +550,7 @@ class Relay:
             if isinstance(event, ConnectionClosed):
                 self._close("upstream closed the connection")
                 return
-            head = self._pending[0]
+            assert head is not None
             if isinstance(event, StatusResponse):
                 self._status(head, event)
             elif isinstance(event, DataChunk):
@@ -560,13 +581,13 @@ class Relay:
             elif isinstance(event, Greeting):  # pragma: no cover - the session reads it
                 self._upstream_failed("unexpected greeting")
                 return
-            if not self._pending or self._pending[0] is not head:
-                self._framer_done()
+        if framer.span_end:
+            self._out.to_client.append(framer.take_span())
         self._read_client()
 
     # -- upstream: the pass-through path ---------------------------------------------------------
     def _fast_ok(self, head: Pending) -> bool:
-        """Whether `head`'s response may be framed by `_read_fast` (see the module docstring)."""
+        """Whether `head`'s response may be framed in span mode (see the module docstring)."""
         framer = self._framer
         return (
             self._fast_path
@@ -579,124 +600,8 @@ class Relay:
             and not framer.bare_lf
         )
 
-    def _to_framer(self) -> None:
-        """Hand the upstream bytes to the framer, which frames the head response from now on."""
-        framer = self._framer
-        assert framer is not None
-        if self._pending:
-            head = self._pending[0]
-            if head.kind is not None and not head.expected:
-                framer.expect(head.kind)
-                head.expected = True
-        if self._up:
-            framer.receive_data(bytes(self._up))
-            self._up.clear()
-        if self._up_eof:
-            framer.receive_data(b"")
-        self._framer_busy = True
-
-    def _framer_done(self) -> None:
-        """The framer ended the head response: keep it for the next one, or take the bytes back."""
-        framer = self._framer
-        assert framer is not None
-        head = self._pending[0] if self._pending else None
-        if (head is not None and not self._fast_ok(head)) or self._up_eof:
-            if head is not None and head.kind is not None and not head.expected:
-                framer.expect(head.kind)
-                head.expected = True
-            return
-        self._framer_busy = False
-        self._up = bytearray(framer.discard_buffer())
-
-    def _read_fast(self) -> bool:
-        """Relay the responses at the head of the FIFO that may pass through.
-
-        Returns True when the head response needs the framer, False to wait for more bytes.
-        """
-        buf = self._up
-        pending = self._pending
-        pos = start = 0  # next byte to frame; first byte not yet given to the client
-        now = 0.0
-        slow = False
-        while pending and self.closing is None:
-            head = pending[0]
-            if not head.in_body:
-                if not self._fast_ok(head):
-                    slow = True
-                    break
-                nl = buf.find(b"\n", pos)
-                if nl < 0:
-                    slow = len(buf) - pos > _FAST_LINE or self._up_eof
-                    break
-                end = nl - 1  # where the line's CR should be
-                if (
-                    nl - pos >= _FAST_LINE
-                    or end < pos
-                    or buf[end] != 0x0D
-                    or buf.find(b"\r", pos, end) >= 0
-                    or buf.find(b"\x00", pos, end) >= 0
-                ):
-                    slow = True
-                    break
-                if buf.startswith(b"+OK", pos):
-                    ok, rest = True, pos + 3
-                elif buf.startswith(b"-ERR", pos):
-                    ok, rest = False, pos + 4
-                else:
-                    slow = True
-                    break
-                # A token, then nothing or a space and text that is not a [response code].
-                if rest != end and (buf[rest] != 0x20 or buf.startswith(b"[", rest + 1)):
-                    slow = True
-                    break
-                head.status = _PLAIN_OK if ok else _PLAIN_ERR
-                self._sasl_answer = False
-                head.response_bytes += nl + 1 - pos
-                pos = nl + 1
-                if not ok or head.kind is not ResponseKind.MULTI:
-                    now = now or self._clock()
-                    start = self._fast_complete(head, buf, start, pos, now)
-                    continue
-                head.in_body = True
-                head.line_start = True
-            # In a body: only its end is looked for, exactly as the framer's terminator-only mode.
-            body = pos
-            if head.line_start and buf.startswith(b".", pos):
-                if buf.startswith(b".\r\n", pos):
-                    pos += 3
-                elif len(buf) - pos == 1 or (len(buf) - pos == 2 and buf[pos + 1] == 0x0D):
-                    break  # "." or ".\r": cannot tell yet
-            if pos == body:
-                terminator, end = body_end(buf, pos, lf=False)
-                if terminator >= 0:
-                    pos = terminator + 5
-                else:
-                    if end > pos:
-                        head.line_start = end - pos >= 2 and buf.startswith(b"\r\n", end - 2)
-                        head.response_bytes += end - pos
-                        pos = end
-                    break
-            head.response_bytes += pos - body
-            head.in_body = False
-            now = now or self._clock()
-            start = self._fast_complete(head, buf, start, pos, now)
-        if pos > start:
-            self._out.to_client.append(bytes(buf[start:pos]))
-        if pos:
-            del buf[:pos]
-        if not slow and self._up_eof and self.closing is None:
-            if pending and pending[0].in_body:
-                self._upstream_failed("connection closed in the middle of a multi-line response")
-                return False
-            slow = True  # the framer tells what the end of input means here
-        if not slow and not pending and buf and self.closing is None:
-            slow = True  # bytes nobody asked for: the framer says so
-        return slow and self.closing is None
-
-    def _fast_complete(
-        self, head: Pending, buf: bytearray, start: int, pos: int, now: float
-    ) -> int:
-        """`_complete` for a pass-through response; returns the first byte not yet sent."""
+    def _fast_complete(self, head: Pending, now: float) -> None:
+        """`_complete` for a pass-through response (its bytes stay in the framer's span)."""
         pending = self._pending
         pending.popleft()
         status = head.status
@@ -716,11 +621,11 @@ class Relay:
         )
         if pending and pending[0].kind is None:
             # A local answer is next in line: what came before it goes out first.
-            if pos > start:
-                self._out.to_client.append(bytes(buf[start:pos]))
+            framer = self._framer
+            assert framer is not None
+            if framer.span_end:
+                self._out.to_client.append(framer.take_span())
             self._flush_local()
-            return pos
-        return start
 
     def _status(self, head: Pending, status: StatusResponse) -> None:
         head.status = status

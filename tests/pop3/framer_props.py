@@ -145,3 +145,203 @@ def check_command_line_bound(length: int, points: list[int], auth: bool) -> None
             got.append(event.raw)
     first = line if len(line) <= limit else "bad"
     assert got == [first, b"STAT\r\n"]
+
+
+# -- span mode against event mode -----------------------------------------------------------
+# Status lines around every rule span mode checks itself (plain token, no code, CRLF, no CR or
+# NUL, PLAIN_STATUS_LINE) and every one it leaves to the events (stray LFs, SASL, long lines).
+span_status = st.one_of(
+    st.sampled_from(
+        [
+            b"+OK\r\n",
+            b"+OK 120 octets\r\n",
+            b"-ERR no such message\r\n",
+            b"-ERR\r\n",
+            b"+OK [IN-USE] busy\r\n",
+            b"-ERR [SYS/TEMP] later\r\n",
+            b"+OK bare LF\n",
+            b"\n+OK after a stray LF\r\n",
+            b"\r\n+OK after an empty line\r\n",
+            b"+OK a\rCR inside\r\n",
+            b"+OK a NUL \x00 inside\r\n",
+            b"+OKAY\r\n",
+            b"+ERR\r\n",
+            b"+ challenge\r\n",
+            b"+\r\n",
+            b"garbage\r\n",
+        ]
+    ),
+    st.sampled_from(_around(512, DEFAULT_MAX_STATUS_LINE)).map(
+        lambda n: b"+OK " + b"y" * max(0, n - 6) + b"\r\n"
+    ),
+    st.integers(0, 3 * MAX_STRAY_LF).map(lambda n: b"\n" * n + b"+OK\r\n"),
+    st.binary(max_size=12).map(lambda b: b"+OK " + b + b"\r\n"),
+)
+span_lines = st.lists(
+    st.sampled_from([b".", b"..", b".x", b"x.", b"", b"text", b". .", b"\r", b"a\rb", b"\n"])
+    | st.sampled_from(_around(512, 4096)).map(lambda n: b"z" * n),
+    max_size=8,
+)
+
+
+@st.composite
+def span_wire(draw: st.DrawFn) -> bytes:
+    """A run of responses (bodies stuffed as a server stuffs them), sometimes broken or cut."""
+    from bridge.pop3.wire import dot_stuff
+
+    out = []
+    for _ in range(draw(st.integers(0, 8))):
+        status = draw(span_status)
+        out.append(status)
+        if draw(st.booleans()):
+            out.append(dot_stuff(b"".join(line + b"\r\n" for line in draw(span_lines))))
+    if draw(st.booleans()):
+        out.append(draw(bounded_bytes))
+    return b"".join(out)
+
+
+span_kinds = st.lists(st.sampled_from(list(ResponseKind)[:3]), max_size=10)
+# Cuts close together (every few octets, as a slow link delivers them) or anywhere.
+span_cuts = st.one_of(
+    st.lists(st.integers(1, 24), max_size=60).map(lambda s: list(itertools.accumulate(s))),
+    cuts,
+)
+
+
+class _Run:
+    """What one way of framing made of the input: the responses it ended (kind of line, ok,
+    octets, body), the octets handed on after each part fed, and how it ended."""
+
+    def __init__(self) -> None:
+        self.units: list[tuple[str, bool | None, int, bytes]] = []
+        self.handed: list[int] = []
+        self.out = 0
+        self.size = 0  # octets of the response being framed
+        self.body = bytearray()
+        self.by_events = False  # the response under way was started by `next_event`
+        self.end: tuple[object, ...] = ("need",)
+
+    def finish(self, tag: str, ok: bool | None, body: bytes | None = None) -> None:
+        self.units.append((tag, ok, self.size, bytes(self.body) if body is None else body))
+        self.size = 0
+        self.body.clear()
+        self.by_events = False
+
+    def event(self, framer: ResponseFramer, event: object) -> bool:
+        """Account for one event; False when the framer has nothing more to say."""
+        from bridge.pop3.events import Continuation, DataChunk, EndOfMultiline
+
+        if isinstance(event, NeedData):
+            return False
+        if isinstance(event, ConnectionClosed):
+            self.end = ("closed",)
+            return False
+        raw = event.raw if not isinstance(event, Greeting) else event.status.raw
+        assert isinstance(raw, bytes)
+        self.out += len(raw)
+        self.size += len(raw)
+        if isinstance(event, Greeting):
+            self.finish("greeting", event.ok)
+        elif isinstance(event, Continuation):
+            self.finish("continuation", None)
+        elif isinstance(event, StatusResponse):
+            self.by_events = True
+            if not framer.in_body:
+                self.finish("status", event.ok)
+        elif isinstance(event, DataChunk):
+            self.body += event.data
+        elif isinstance(event, EndOfMultiline):
+            self.finish("status", True)
+        return True
+
+
+def frame_with_events(framer: ResponseFramer, parts: list[bytes]) -> _Run:
+    run = _Run()
+    try:
+        for part in [*parts, b""]:
+            framer.receive_data(part)
+            while run.event(framer, framer.next_event()):
+                pass
+            run.handed.append(run.out)
+            if run.end != ("need",):
+                break
+    except POP3Error as exc:
+        run.end = (type(exc).__name__, str(exc))
+    return run
+
+
+def frame_with_spans(
+    framer: ResponseFramer, parts: list[bytes], *, whole: bool, ok_only: bool, limit: int
+) -> _Run:
+    """Span mode wherever it applies, events for the rest, as the proxy (`whole=False`) and the
+    client (`whole=True, ok_only=True`, events past `limit` buffered octets) use them."""
+    from bridge.pop3.wire import SPAN_ERR, SPAN_EVENTS, SPAN_NEED, SPAN_OK
+
+    run = _Run()
+
+    def take() -> None:
+        run.out += len(framer.take_span())
+
+    try:
+        for part in [*parts, b""]:
+            framer.receive_data(part)
+            while True:
+                if not (framer.in_body and run.by_events):
+                    before = framer.span_end
+                    found = framer.next_span(whole=whole, ok_only=ok_only)
+                    run.size += framer.span_end - before
+                    if found == SPAN_NEED:
+                        if whole and framer.in_body and framer.buffered() > limit:
+                            take()  # too big to wait for whole: its body by events
+                            run.by_events = True
+                            continue
+                        break
+                    if found in (SPAN_OK, SPAN_ERR):
+                        if whole:
+                            run.out += framer.span_end
+                            run.finish("status", found == SPAN_OK, framer.take_body())
+                        else:
+                            run.finish("status", found == SPAN_OK)
+                        continue
+                    if found != SPAN_EVENTS:
+                        continue  # SPAN_PART
+                    take()
+                if not run.event(framer, framer.next_event()):
+                    break
+            if not whole:
+                take()
+                run.handed.append(run.out)
+            if run.end != ("need",):
+                break
+    except POP3Error as exc:
+        run.end = (type(exc).__name__, str(exc))
+    return run
+
+
+def check_span_mode_equals_event_mode(
+    data: bytes,
+    expected: list[ResponseKind],
+    points: list[int],
+    line_ending: str,
+    greeting: bool,
+    limit: int,
+) -> None:
+    """Span mode (either way it is used) ends every response where the events end it, with the
+    same octets, status and un-stuffed body, hands the proxy's client the same octets after
+    every read, and fails with the same typed error."""
+
+    def framer() -> ResponseFramer:
+        made = ResponseFramer(line_ending=line_ending, expect_greeting=greeting)  # type: ignore[arg-type]
+        for kind in expected:
+            made.expect(kind)
+        return made
+
+    parts = split(data, points)
+    events = frame_with_events(framer(), parts)
+    relay = frame_with_spans(framer(), parts, whole=False, ok_only=False, limit=0)
+    assert relay.end == events.end
+    assert [u[:3] for u in relay.units] == [u[:3] for u in events.units]
+    assert relay.handed == events.handed
+    client = frame_with_spans(framer(), parts, whole=True, ok_only=True, limit=limit)
+    assert client.end == events.end
+    assert client.units == events.units

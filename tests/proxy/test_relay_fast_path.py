@@ -165,7 +165,7 @@ def test_a_pipeline_of_retrs_passes_through_byte_exact_with_one_record_each() ->
         ("RETR", ("3",), "ok"),
     ]
     assert sum(e.response_bytes for e in out.exchanges) == len(wire)
-    assert relay._framer is not None and relay._framer.outstanding == 0  # the framer never saw them
+    assert relay._framer is not None and relay._framer.outstanding == 0  # all framed (span mode)
 
 
 def test_read_only_dele_is_still_refused_in_its_place_between_passed_through_responses() -> None:

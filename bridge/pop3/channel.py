@@ -1,0 +1,250 @@
+"""`Channel`: one POP3 connection's commands and replies over asyncio, below `POP3Client`.
+
+`POP3Client` is what the poller, the proxy and the probe call (connect, TLS, login, the verbs);
+this is what every verb goes through: send a command through the core's `ClientConnection`,
+read its reply — as events, or for a batch's plain +OK as one span of the framer's buffer with
+the body un-stuffed in bulk (`_reply`) — turn an -ERR into the typed error that says what to do
+(`_error`), and run batches through the pipelining window (`_batch`, `bridge.pop3.pipeline`).
+Framing and session state stay in the core; nothing here looks at a byte of a reply.
+
+Size rule: no multi-line answer is held past `max_body` octets (LIST sizes come from the server,
+so a hostile one could otherwise stream a "message" until memory runs out); over it the
+connection is dropped, so nothing is committed and no late reply is misread.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import AsyncIterator
+
+from bridge.pop3.commands import LOGIN_VERBS
+from bridge.pop3.connection import ClientConnection
+from bridge.pop3.errors import (
+    AuthenticationFailed,
+    ConnectionLost,
+    LocalProtocolError,
+    PermanentFailure,
+    RemoteProtocolError,
+    ResponseError,
+    TemporaryFailure,
+)
+from bridge.pop3.events import (
+    Command,
+    ConnectionClosed,
+    DataChunk,
+    EndOfMultiline,
+    Event,
+    NeedData,
+    StatusResponse,
+)
+from bridge.pop3.pipeline import pipelined
+from bridge.pop3.stream import StreamProtocol
+from bridge.pop3.wire import LineEnding
+
+__all__ = ["SPAN_LIMIT", "Channel"]
+
+log = logging.getLogger("bridge.pop3.client")
+
+# Octets a batch reply may take in the buffer before its end while read whole (span mode);
+# longer bodies are streamed chunk by chunk, so a 50 MB RETR is not held twice.
+SPAN_LIMIT = 1 << 20
+
+
+class Channel:
+    """Commands out, replies in, -ERR as typed errors, for one connection (see the module)."""
+
+    def __init__(
+        self,
+        host: str,
+        io: StreamProtocol,
+        *,
+        pipelining: bool,
+        window: int,
+        line_ending: LineEnding,
+        max_body: int | None = None,
+    ) -> None:
+        self.host = host
+        self.max_body = max_body
+        self._io = io
+        self._conn = ClientConnection(line_ending=line_ending)
+        self._pipelining = pipelining
+        self._window = max(1, window)
+        self._caps: dict[str, tuple[str, ...]] = {}
+        self._capa_ok = False
+        self._encrypted = False
+        self._closed = False
+        self.mechanism: str | None = None
+        self._events = 0  # server events read: did a login attempt get any answer?
+        self.uidl_fallback = False  # True once uidl() had to derive ids from headers
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether batches will be pipelined: advertised by the server and not switched off."""
+        return self._pipelining and "PIPELINING" in self._caps
+
+    @property
+    def login_delay(self) -> float | None:
+        params = self._caps.get("LOGIN-DELAY")
+        if params and params[0].isdigit():
+            return float(params[0])
+        return None
+
+    # -- low level -------------------------------------------------------------------------
+    async def _next(self) -> Event:
+        while True:
+            event = self._conn.next_event()
+            if not isinstance(event, NeedData):
+                self._events += 1
+                return event
+            self._conn.receive_data(await self._io.read())
+
+    async def _write(self, data: bytes) -> None:
+        self._io.write(data)
+        await self._io.drain()
+
+    async def _send(self, command: Command) -> None:
+        if self._closed:
+            raise LocalProtocolError(f"cannot send {command.verb}: the session is closed")
+        await self._write(self._conn.send(command))
+
+    async def _status(self) -> StatusResponse:
+        event = await self._next()
+        if isinstance(event, ConnectionClosed):
+            raise ConnectionLost("server closed the connection instead of replying")
+        if not isinstance(event, StatusResponse):
+            raise RemoteProtocolError(f"expected a status line, got {type(event).__name__}")
+        return event
+
+    async def _simple(self, command: Command) -> StatusResponse:
+        await self._send(command)
+        status = await self._status()
+        if not status.ok:
+            raise self._error(command.verb, status)
+        return status
+
+    async def _body(self, limit: int | None = None) -> bytes:
+        # A body that arrives in one chunk (most mail) is returned as is. Longer ones go into a
+        # BytesIO, not a list joined at the end: getvalue() hands over BytesIO's own buffer
+        # without copying, so a 50 MB RETR peaks near 1.1x its size instead of 2x.
+        first = b""
+        rest: io.BytesIO | None = None
+        size = 0
+        while True:
+            event = await self._next()
+            if isinstance(event, DataChunk):
+                if rest is not None:
+                    rest.write(event.data)
+                elif size == 0:
+                    first = event.data
+                else:
+                    rest = io.BytesIO(first)
+                    rest.seek(0, io.SEEK_END)
+                    rest.write(event.data)
+                    first = b""
+                size += len(event.data)
+                cap = self.max_body if limit is None else limit
+                if cap is not None and size > cap:
+                    raise self._too_long(cap)
+            elif isinstance(event, EndOfMultiline):
+                return rest.getvalue() if rest is not None else first
+            else:  # pragma: no cover - the framer only yields these inside a body
+                raise RemoteProtocolError(f"unexpected {type(event).__name__} inside a body")
+
+    def _too_long(self, cap: int) -> RemoteProtocolError:
+        self.abort()  # the rest of the answer must not be read as the next one
+        return RemoteProtocolError(
+            f"{self.host} sent a multi-line answer of more than {cap} "
+            "octets, far more than it announced; the connection was dropped"
+        )
+
+    async def _multi(self, command: Command) -> tuple[StatusResponse, bytes]:
+        status = await self._simple(command)
+        return status, await self._body()
+
+    def _error(self, verb: str, status: StatusResponse) -> ResponseError:
+        """Turn an -ERR into the error that says what the caller should do."""
+        what = f"{verb} refused by {self.host}: {status.text or '-ERR'}"
+        if status.has_code("LOGIN-DELAY"):
+            return TemporaryFailure(what, status, retry_after=self.login_delay)
+        if status.has_code("IN-USE") or status.has_code("SYS/TEMP"):
+            return TemporaryFailure(what, status, retry_after=None)
+        if status.has_code("SYS/PERM"):
+            return PermanentFailure(what, status)
+        if status.has_code("AUTH") or verb in LOGIN_VERBS:
+            return AuthenticationFailed(what, status)
+        if verb == "greeting":
+            return TemporaryFailure(what, status, retry_after=None)
+        return ResponseError(what, status)
+
+    async def _batch(
+        self, numbers: list[int], commands: list[Command]
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        if not self.pipelining:
+            for n, command in zip(numbers, commands, strict=True):
+                await self._send(command)
+                yield n, await self._reply(command)
+            return
+        replies = pipelined(
+            commands,
+            window=self._window,
+            encode=self._encode,
+            write=self._write,
+            reply=self._reply,
+            abandon=self.abort,
+        )
+        # Driven to its end by `async for`, so the pipeline sees the batch finish; closing it
+        # early (an error here, or our caller stopping) makes it abandon the connection.
+        numbered = iter(numbers)
+        try:
+            async for body in replies:
+                yield next(numbered), body
+        finally:
+            await replies.aclose()
+
+    def _encode(self, command: Command) -> bytes:
+        if self._closed:
+            raise LocalProtocolError(f"cannot send {command.verb}: the session is closed")
+        return self._conn.send(command)
+
+    async def _reply(self, command: Command) -> bytes:
+        """One reply of a batch: its body (b"" for a single-line reply); -ERR raises.
+
+        A plain +OK is taken whole from the framer's span mode and un-stuffed in one piece;
+        anything else, and a body still unfinished past `SPAN_LIMIT` buffered octets, is read
+        by events (`_status`, `_body`), which stream it and apply `max_body` as it grows.
+        """
+        conn = self._conn
+        cap = self.max_body
+        limit = SPAN_LIMIT if cap is None else min(cap, SPAN_LIMIT)
+        while True:
+            body = conn.next_reply(limit)
+            if body is None:
+                break
+            if isinstance(body, NeedData):
+                conn.receive_data(await self._io.read())
+                continue
+            self._events += 1
+            if cap is not None and len(body) > cap:
+                raise self._too_long(cap)
+            return body
+        if not conn.in_body:
+            status = await self._status()
+            if not status.ok:
+                raise self._error(command.verb, status)
+            if not conn.in_body:
+                return b""
+        return await self._body()
+
+    def abort(self) -> None:
+        """Drop the connection without QUIT: the server changes nothing. Never raises."""
+        self._closed = True
+        try:
+            if self._io.transport is not None:
+                self._io.transport.abort()
+        except Exception:  # pragma: no cover - best effort by design
+            log.debug("abort failed", exc_info=True)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
