@@ -1,6 +1,6 @@
 """RFC 5322/MIME bytes -> the `message.received` webhook payload (pure, no I/O)."""
 
-from bridge.mail._fingerprint import header_uid, message_id
+from bridge.mail._fingerprint import HEADER_UID_PREFIX, header_uid, message_id
 from bridge.mail._helpdesk import DEFAULT_OPTIONS, MailOptions
 from bridge.mail._mime import Content
 from bridge.mail._payload import (
@@ -20,6 +20,7 @@ from bridge.mail.errors import MailError, PayloadEncodingError
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "HEADER_UID_PREFIX",
     "HELPDESK_FIELDS",
     "MAX_PARSE_ERRORS",
     "Content",

@@ -15,6 +15,14 @@ A server's UIDL answer is untrusted. Rules, in order:
   each other one is keyed `id#` plus 16 hex digits of its header fingerprint (from `TOP n 0`,
   so the key survives renumbering), plus `#k` when even the headers are identical. A warning
   says how many. (Before, only the first was delivered and the rest waited for it to go.)
+- Those keys depend on which members of the group are on the server: once the first is gone,
+  the next one is listed under the bare id (and `#k` ones move down). A poll that DELEs part
+  of a group would thus make a member it already recorded look new on the next poll, and it
+  would be fetched and delivered again under another webhook-id. That happens for every
+  server without UIDL (its ids are header hashes, `bridge.mail.header_uid`, shared by
+  messages with the same four headers: an MTA's duplicate copies, or a cron mail without
+  Message-ID and Date). `deletable_now` therefore holds back the DELE of a group member while
+  a member listed after it is not yet deletable; the group leaves the server in one QUIT.
 """
 
 from __future__ import annotations
@@ -22,11 +30,11 @@ from __future__ import annotations
 import logging
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from bridge.pop3.errors import RemoteProtocolError
 
-__all__ = ["checked_listing", "storable_uid"]
+__all__ = ["Listing", "checked_listing", "deletable_now", "storable_uid"]
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +50,36 @@ def storable_uid(uid: str) -> str:
     return "x-uidl:" + urllib.parse.quote(raw, safe="")
 
 
+class Listing(dict[str, int]):
+    """uid -> message number for a poll; `groups` lists the keys of each set of messages
+    the server gave one id (the bare id first, then the keyed ones), in mailbox order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: list[list[str]] = []
+
+
+def deletable_now(listing: Mapping[str, int], wanted: Mapping[str, int]) -> dict[str, int]:
+    """The part of `wanted` (uid -> number: delivered, due for DELE) that may be DELEd now:
+    all of it, but for a member of a shared-id group with a member after it that is not in
+    `wanted` (module docstring). What is held back stays due and goes with its group."""
+    held: set[str] = set()
+    for group in getattr(listing, "groups", ()):
+        blocked = False
+        for key in reversed(group):
+            if key not in wanted:
+                blocked = True
+            elif blocked:
+                held.add(key)
+    return {uid: n for uid, n in wanted.items() if uid not in held}
+
+
 async def checked_listing(
     entries: Sequence[tuple[int, str]],
     count: int,
     account: str,
     fingerprints: Callable[[list[tuple[int, str]]], Awaitable[list[tuple[str, str]]]],
-) -> dict[str, int]:
+) -> Listing:
     """uid -> message number for a poll, by the rules of the module docstring.
 
     `fingerprints` maps (number, uid) pairs to (uid, header fingerprint) pairs (the poll's
@@ -66,7 +98,7 @@ async def checked_listing(
                 "nothing was fetched"
             )
         numbers.add(n)
-    number_of: dict[str, int] = {}
+    number_of = Listing()
     repeated: list[tuple[int, str]] = []
     replaced = 0
     for n, uid in entries:
@@ -90,6 +122,7 @@ async def checked_listing(
             len(repeated),
             extra={"account": account},
         )
+        groups: dict[str, list[str]] = {}
         for (n, _), (uid, fp) in zip(repeated, await fingerprints(repeated), strict=True):
             key = f"{uid}#{fp[:16]}"
             k = 1
@@ -97,4 +130,6 @@ async def checked_listing(
                 k += 1
                 key = f"{uid}#{fp[:16]}#{k}"
             number_of[key] = n
+            groups.setdefault(uid, [uid]).append(key)
+        number_of.groups = [sorted(keys, key=number_of.__getitem__) for keys in groups.values()]
     return number_of

@@ -48,8 +48,8 @@ from bridge.delivery.ids import msg_id_for
 from bridge.delivery.worker import Deliveries
 from bridge.outbox import isolated_row
 from bridge.poller.canary import FoundCanary, find_canary
-from bridge.poller.listing import checked_listing
-from bridge.poller.migration import suspicious
+from bridge.poller.listing import checked_listing, deletable_now
+from bridge.poller.migration import relisted, suspicious
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.client import POP3Client, login_with_fallback
 from bridge.pop3.errors import AuthenticationFailed, ReadTimeout
@@ -309,6 +309,10 @@ class _Poll:
     seen: set[str] = field(default_factory=set)
     # UIDL -> number DELE'd in this session, committed by QUIT.
     to_delete: dict[str, int] = field(default_factory=dict)
+    # Delivered UIDL stored by an earlier release -> the header id it is DELE'd under now;
+    # `relisted`: every header id found so (never fetched again, DELE'd or held back).
+    moved: dict[str, str] = field(default_factory=dict)
+    relisted: set[str] = field(default_factory=set)
     # The batch being fetched, and the previous one being recorded meanwhile.
     batch: list[NewMessage] = field(default_factory=list)
     batch_bytes: int = 0
@@ -345,13 +349,18 @@ class _Poll:
         new = sorted(
             (n, u)
             for u, n in self.number_of.items()
-            if u not in self.seen and u not in self.to_delete
+            if u not in self.seen and u not in self.to_delete and u not in self.relisted
         )
         if new:  # first sight and re-keying read TOP n 0 of each new message
             self.extend(self.spec.read_timeout * (len(new) // BATCH_MESSAGES + 1))
         if not state.polled:
             new = await self.first_poll(new)
-        elif new and suspicious(list(self.number_of), self.seen, [u for _, u in new]):
+        elif new and suspicious(
+            # Ids found relisted (delete_delivered) are part of the same mass change.
+            list(self.number_of),
+            self.seen,
+            [*(u for _, u in new), *self.relisted],
+        ):
             new = await self.rekey(new)
 
         report.new = len(new)
@@ -387,7 +396,7 @@ class _Poll:
         now = self.clock()
         if self.to_delete:
             await self.store.mark_deleted(
-                self.account, list(self.to_delete), now, self.report.session
+                self.account, [*self.to_delete, *self.moved], now, self.report.session
             )
             self.report.deleted = len(self.to_delete)
             log.info(
@@ -406,8 +415,28 @@ class _Poll:
         deletable = await self.store.deletable_uidls(self.account)
         if not deletable:
             return
-        here = {u: self.number_of[u] for u in deletable if u in self.number_of}
+        due = {u: self.number_of[u] for u in deletable if u in self.number_of}
         gone = [u for u in deletable if u not in self.number_of]
+        if gone and self.client.uidl_fallback:
+            # Ids an earlier release gave mail on a server without UIDL: the same messages
+            # are listed under new header ids now (poller.migration.relisted).
+            stored = await self.store.fingerprints_of(self.account, gone)
+            moved = relisted(stored, self.number_of, self.seen, due)
+            for old, new in list(moved.items()):
+                # A known header id stands in only if it has no row of its own (it was
+                # re-keyed): every recorded message has a trail until long after delivery.
+                if new in self.seen and await self.store.custody_trail(
+                    msg_id_for(self.account, new)
+                ):
+                    del moved[old]
+            self.relisted = set(moved.values())
+            due.update({new: self.number_of[new] for new in self.relisted})
+            gone = [u for u in gone if u not in moved]
+        else:
+            moved = {}
+        # Part of a group sharing one id may have to wait for the rest (listing.deletable_now).
+        here = deletable_now(self.number_of, due)
+        self.moved = {old: new for old, new in moved.items() if new in here}
         if gone:
             # Removed by someone else (another client, server expiry): nothing left to delete.
             await self.store.mark_deleted(
@@ -415,7 +444,8 @@ class _Poll:
             )
         if here:
             self.check()
-            await self.note_dele(here)
+            listed_as = set(self.moved.values())
+            await self.note_dele([*(u for u in here if u not in listed_as), *self.moved])
             await self.client.delete_many(sorted(here.values()))
         self.to_delete = here
 
@@ -628,4 +658,6 @@ class _Poll:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await deliveries.wait(self.account, count)
-        return {u: self.number_of[u] for u in ready}
+        # What this session DELEs already leaves with them (listing.deletable_now).
+        due = {**self.to_delete, **{u: self.number_of[u] for u in ready}}
+        return {u: n for u, n in deletable_now(self.number_of, due).items() if u in ready}

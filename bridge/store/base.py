@@ -280,6 +280,10 @@ class SeenStore(abc.ABC):
         """The subset of `fingerprints` already seen for `account`."""
 
     @abc.abstractmethod
+    async def fingerprints_of(self, account: str, uidls: Collection[str]) -> dict[str, str]:
+        """uidl -> the fingerprint stored with it, for those of `uidls` seen for `account`."""
+
+    @abc.abstractmethod
     async def forget_missing(self, account: str, present: Collection[str]) -> int:
         """Drop seen UIDLs not in `present`; returns how many were dropped.
 

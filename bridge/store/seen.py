@@ -69,6 +69,18 @@ class SeenSQL(SQLPart, SeenStore):
         )
         return {r[0] for r in rows}
 
+    @read
+    def fingerprints_of(self, account: str, uidls: Collection[str]) -> Tx[dict[str, str]]:
+        wanted = set(uidls)
+        if not wanted:
+            return {}
+        d = self.dialect
+        rows = yield Fetch(
+            f"SELECT uidl, fingerprint FROM seen WHERE account = ? AND {d.in_list('uidl', 'text')}",
+            (account, d.array(wanted)),
+        )
+        return {r[0]: r[1] for r in rows}
+
     @atomic
     def forget_missing(self, account: str, present: Collection[str]) -> Tx[int]:
         d = self.dialect

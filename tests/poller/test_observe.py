@@ -7,10 +7,10 @@ import pytest
 from bridge.ops.metrics import REGISTRY
 from bridge.poller.observe import Observer
 from bridge.poller.poll import poll_account
-from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import AuthenticationFailed
 from bridge.store import Store
 from bridge.testing.fakepop3 import FakePOP3Server, Faults
+from tests.support.accounts import fake_account
 
 
 def failures(account: str, reason: str) -> float:
@@ -21,17 +21,7 @@ def failures(account: str, reason: str) -> float:
 async def failed_poll(store: Store, name: str, faults: Faults, password: str) -> list[str]:
     """Poll a fake server that fails the login as `faults` say, and report it."""
     async with FakePOP3Server([], faults=faults) as server:
-        spec = AccountSpec(
-            name=name,
-            host="127.0.0.1",
-            port=server.port,
-            tls="none",
-            auth="user",
-            username="user",
-            password=password,
-            allow_plaintext=True,
-            webhook="main",
-        )
+        spec = fake_account(server, name, auth="user", password=password)
         with pytest.raises(AuthenticationFailed) as caught:
             await poll_account(spec, store)
         verbs = [verb for info in server.connections for verb, _ in info.commands]

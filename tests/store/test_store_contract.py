@@ -131,6 +131,16 @@ async def test_known_fingerprints(store: Store) -> None:
     assert await store.known_fingerprints("a", many) == {"f1"}
 
 
+async def test_fingerprints_of(store: Store) -> None:
+    await store.record([make_message("a", "1", fingerprint="f1")], T0)
+    await store.mark_seen("a", [("2", "f2")], T0)
+    await store.record([make_message("b", "1", fingerprint="f9")], T0)
+    assert await store.fingerprints_of("a", ["1", "2", "3"]) == {"1": "f1", "2": "f2"}
+    assert await store.fingerprints_of("a", []) == {}
+    many = [f"x{i}" for i in range(1500)] + ["2"]
+    assert await store.fingerprints_of("a", many) == {"2": "f2"}
+
+
 async def test_migration_rekey_flow(store: Store) -> None:
     """All UIDLs change: re-key by fingerprint without a second outbox row, old keys pruned."""
     await store.record([make_message("a", f"old{i}", fingerprint=f"f{i}") for i in range(3)], T0)
