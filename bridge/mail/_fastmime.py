@@ -106,13 +106,13 @@ def _headers(text: str) -> list[tuple[str, str]]:
     lines = text.split("\n")
     lines.pop()  # the block ends with a line end
     if "\n " in text or "\n\t" in text:
-        fields: list[str] = []
+        fields: list[list[str]] = []
         for line in lines:
             if line[0] in " \t":
-                fields[-1] += "\n" + line
+                fields[-1].append(line)
             else:
-                fields.append(line)
-        lines = fields
+                fields.append([line])
+        lines = ["\n".join(field) for field in fields]  # linear however many continuations
     out = []
     for line in lines:
         name, _, value = line.partition(":")

@@ -396,3 +396,24 @@ def test_generated_common_shapes_take_the_fast_path(raw: bytes, lf: bool, limit:
     # A fast path that stepped aside for everything would pass the test above; ordinary
     # shapes must not be left to the feed parser.
     assert check(raw.replace(b"\r\n", b"\n") if lf else raw, limit=limit), raw[:600]
+
+
+def test_the_parse_caps_run_before_the_fast_path() -> None:
+    # A plain message the fast path would take, over the address cap (issue 19): it gets the
+    # degraded payload, for which only the header block is read (its fields cut to the caps
+    # before anything decodes them); the message itself is parsed by neither path.
+    to = ", ".join(f"u{n}@example.com" for n in range(1500))
+    raw = f"From: a@example.com\r\nTo: {to}\r\nSubject: many\r\n\r\nbody\r\n".encode()
+    assert _fastmime.parse(raw, _mime._POLICY) is not None
+    seen: list[bytes] = []
+    real = _fastmime.parse
+
+    def spy(data: bytes, policy: Any) -> Message | None:
+        seen.append(data)
+        return real(data, policy)
+
+    with mock.patch.object(_fastmime, "parse", side_effect=spy):
+        data = mail.build_message_data(raw, attachment_inline_limit=0, include_raw=False)
+    assert seen and all(not block.endswith(b"body\r\n") for block in seen)
+    assert "addresses (the limit is 1000)" in data["parse_errors"][0]
+    assert data["raw"] is not None and data["text"] is None
