@@ -164,8 +164,17 @@ def dot_unstuff(body: bytes) -> bytes:
         body = b""
     if body.startswith(b".\r\n") or b"\r\n.\r\n" in body:
         raise RemoteProtocolError("a lone '.' line inside the body would end the response early")
+    return _unstuff(body)
+
+
+def _unstuff(body: bytes) -> bytes:
+    """Un-stuff a body known to hold no "." line: one leading dot off every CRLF-started line.
+
+    One `bytes.replace` for all of it (no copy when nothing is stuffed): stuffing only ever
+    doubles a dot after CRLF or at the very start. `dot_unstuff` and span mode's `take_body`.
+    """
     out = body.replace(b"\r\n.", b"\r\n")
-    return out[1:] if out.startswith(b".") else out
+    return out[1:] if out[:1] == b"." else out
 
 
 class _ReceiveBuffer:
@@ -439,15 +448,10 @@ class ResponseFramer(_ReceiveBuffer):
         """The body of the whole +OK response `next_span` just framed, un-stuffed (b"" for a
         single-line one); everything framed is removed from the buffer.
 
-        One slice and one `bytes.replace` for the whole body: stuffing only ever doubles a dot
-        after CRLF (or at the very start), and the terminator is not part of the body.
+        One slice (the terminator left out) and `_unstuff`, as `dot_unstuff` does.
         """
         start, end = self._body_start, self.span_end
-        body = b""
-        if start >= 0:
-            body = bytes(memoryview(self._buf)[start : end - 3]).replace(b"\r\n.", b"\r\n")
-            if body[:1] == b".":
-                body = body[1:]
+        body = _unstuff(bytes(memoryview(self._buf)[start : end - 3])) if start >= 0 else b""
         self._drop_span()
         return body
 

@@ -255,26 +255,18 @@ class _Run:
         return True
 
 
-def frame_with_events(framer: ResponseFramer, parts: list[bytes]) -> _Run:
-    run = _Run()
-    try:
-        for part in [*parts, b""]:
-            framer.receive_data(part)
-            while run.event(framer, framer.next_event()):
-                pass
-            run.handed.append(run.out)
-            if run.end != ("need",):
-                break
-    except POP3Error as exc:
-        run.end = (type(exc).__name__, str(exc))
-    return run
-
-
-def frame_with_spans(
-    framer: ResponseFramer, parts: list[bytes], *, whole: bool, ok_only: bool, limit: int
+def frame(
+    framer: ResponseFramer,
+    parts: list[bytes],
+    *,
+    spans: bool,
+    whole: bool = False,
+    ok_only: bool = False,
+    limit: int = 0,
 ) -> _Run:
-    """Span mode wherever it applies, events for the rest, as the proxy (`whole=False`) and the
-    client (`whole=True, ok_only=True`, events past `limit` buffered octets) use them."""
+    """Feed `parts` then EOF and frame all of it: with events only, or with span mode wherever
+    it applies and events for the rest, as the proxy (`whole=False`) and the client
+    (`whole=True, ok_only=True`, events past `limit` buffered octets) use them."""
     from bridge.pop3.wire import SPAN_ERR, SPAN_EVENTS, SPAN_NEED, SPAN_OK
 
     run = _Run()
@@ -286,7 +278,7 @@ def frame_with_spans(
         for part in [*parts, b""]:
             framer.receive_data(part)
             while True:
-                if not (framer.in_body and run.by_events):
+                if spans and not (framer.in_body and run.by_events):
                     before = framer.span_end
                     found = framer.next_span(whole=whole, ok_only=ok_only)
                     run.size += framer.span_end - before
@@ -309,7 +301,8 @@ def frame_with_spans(
                 if not run.event(framer, framer.next_event()):
                     break
             if not whole:
-                take()
+                if spans:
+                    take()
                 run.handed.append(run.out)
             if run.end != ("need",):
                 break
@@ -337,11 +330,11 @@ def check_span_mode_equals_event_mode(
         return made
 
     parts = split(data, points)
-    events = frame_with_events(framer(), parts)
-    relay = frame_with_spans(framer(), parts, whole=False, ok_only=False, limit=0)
+    events = frame(framer(), parts, spans=False)
+    relay = frame(framer(), parts, spans=True)
     assert relay.end == events.end
     assert [u[:3] for u in relay.units] == [u[:3] for u in events.units]
     assert relay.handed == events.handed
-    client = frame_with_spans(framer(), parts, whole=True, ok_only=True, limit=limit)
+    client = frame(framer(), parts, spans=True, whole=True, ok_only=True, limit=limit)
     assert client.end == events.end
     assert client.units == events.units
