@@ -68,8 +68,8 @@ def test_canary_round_trip_through_lmtp(
     bridge.wait("the canary deleted", lambda: dovecot.message_count(dovecot_user) == 2)
     status = bridge.status()["accounts"][name]
     if receiver_up:
-        bridge.wait("2 deliveries", lambda: len(receiver.delivered()) == 2)
-        subjects = [r.body["data"]["subject"] for r in receiver.received]
+        bridge.wait("2 deliveries", lambda: len(receiver.delivered) == 2)
+        subjects = [r.json["data"]["subject"] for r in receiver.verified]
         assert not any("canary" in str(s) for s in subjects), subjects
     else:
         # The mailbox path is fine while delivery is not: the status shows both.

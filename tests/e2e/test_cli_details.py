@@ -85,7 +85,7 @@ def test_dlq_replay_takes_the_webhook_id_too(
     cfg = write_config(
         tmp_path / "c.yaml", db=tmp_path / "s.db", receiver=receiver, accounts=[acct]
     )
-    receiver.fail_next, receiver.fail_status = 2, 410  # permanent: dead-lettered at once
+    receiver.fail_next(2, status=410)  # permanent: dead-lettered at once
     assert once(cfg)[0] == 1
     rows = [
         json.loads(ln)

@@ -48,7 +48,7 @@ def test_peek_prints_payloads_and_changes_nothing(
     assert proc.returncode == 0, proc.stderr
     bodies = [json.loads(ln) for ln in proc.stdout.splitlines()]
     assert len(bodies) == 3 and all(b["type"] == "message.received" for b in bodies)
-    assert not db.exists() and receiver.received == []
+    assert not db.exists() and receiver.verified == []
     assert dovecot.message_count(dovecot_user) == 4
 
     bad = cli("peek", "--config", str(cfg), "--account", "nope")
@@ -64,7 +64,7 @@ def test_dead_letters_are_listed_and_replayed(
     cfg = write_config(
         tmp_path / "c.yaml", db=tmp_path / "s.db", receiver=receiver, accounts=[acct]
     )
-    receiver.fail_next, receiver.fail_status = 2, 410  # permanent: dead-lettered at once
+    receiver.fail_next(2, status=410)  # permanent: dead-lettered at once
     rc, summary = once(cfg)
     assert rc == 1
     listed = cli("dlq", "--config", str(cfg), "list", "--json")
@@ -76,7 +76,7 @@ def test_dead_letters_are_listed_and_replayed(
     assert cli("dlq", "--config", str(cfg), "replay", "--all").returncode == 0
     rc, summary = once(cfg)
     assert rc == 0, summary
-    assert len(receiver.delivered_ids()) == 2
+    assert len(receiver.delivered_ids) == 2
     assert cli("dlq", "--config", str(cfg), "list", "--json").stdout.strip() == ""
 
 

@@ -54,7 +54,7 @@ def test_sigkill_at_random_moments_loses_and_deletes_nothing(
         # the server must already be among the acknowledged deliveries.
         while not done.is_set():
             on_server = dovecot.message_count(dovecot_user)
-            delivered = len(receiver.delivered_ids())
+            delivered = len(receiver.delivered_ids)
             if on_server + delivered < TOTAL:
                 violations.append((on_server, delivered))
             time.sleep(0.01)
@@ -65,7 +65,8 @@ def test_sigkill_at_random_moments_loses_and_deletes_nothing(
     try:
         for round_ in range(5):
             if round_ == 2:
-                receiver.fail_next = 5  # some retries pending when the next kill lands
+                receiver.clear_script()  # exactly five failures pending from here
+                receiver.fail_next(5)  # some retries pending when the next kill lands
             proc = start_bridge(cfg, tmp_path / "bridge.log")
             time.sleep(rng.uniform(0.4, 2.5))  # the stimulus: SIGKILL at a random moment
             proc.send_signal(signal.SIGKILL)
@@ -77,11 +78,11 @@ def test_sigkill_at_random_moments_loses_and_deletes_nothing(
         watcher.join(5)
 
     assert violations == [], "messages left the server before the receiver acknowledged them"
-    ids = receiver.delivered_ids()
+    ids = receiver.delivered_ids
     assert len(ids) == TOTAL, (tmp_path / "bridge.log").read_text()[-3000:]
     # A duplicate is the same message: same webhook-id and the same data.id inside.
-    for r in receiver.delivered():
-        assert r.body["data"]["id"] == r.msg_id
+    for r in receiver.delivered:
+        assert r.json["data"]["id"] == r.msg_id
     assert dovecot.message_count(dovecot_user) == 0
     assert receiver.invalid == 0
 
@@ -96,9 +97,9 @@ def test_sigterm_stops_cleanly_with_exit_0(
     )
     proc = start_bridge(cfg, tmp_path / "bridge.log")
     deadline = time.monotonic() + 30
-    while len(receiver.delivered_ids()) < 20 and time.monotonic() < deadline:
+    while len(receiver.delivered_ids) < 20 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert len(receiver.delivered_ids()) == 20
+    assert len(receiver.delivered_ids) == 20
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0, (tmp_path / "bridge.log").read_text()[-3000:]
     # keep mode: the mailbox is untouched

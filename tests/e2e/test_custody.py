@@ -48,7 +48,7 @@ def test_trace_shows_fetch_attempts_dele_and_quit(
         accounts=[acct],
         webhook={"retry_max_delay": 0.2},
     )
-    receiver.fail_next, receiver.fail_status = 1, 503  # the first attempt is refused
+    receiver.fail_next(1, status=503)  # the first attempt is refused
     rc, _ = once(cfg)
     rc, summary = once(cfg)  # the retry, then the DELE in the next session
     rc, summary = once(cfg)
@@ -100,7 +100,7 @@ def test_messages_endpoint_serves_the_trail(
     port = run_config(cfg, f"sqlite:///{tmp_path / 's.db'}", receiver, [acct])
     bridge = Bridge(cfg, port)
     bridges.append(bridge)
-    bridge.wait("a delivery", lambda: len(receiver.delivered()) == 1)
+    bridge.wait("a delivery", lambda: len(receiver.delivered) == 1)
     msg_id = msg_id_for(str(acct["name"]), uidl)
     code, body = fetch(f"{bridge.base}/v1/messages/{msg_id}")
     assert code == 200, body
@@ -155,7 +155,7 @@ def test_replay_resends_with_the_original_ids_and_refetches_lost_rows(
         tmp_path / "c.yaml", db=tmp_path / "s.db", receiver=receiver, accounts=[acct]
     )
     assert once(cfg)[0] == 0
-    first_ids = [r.msg_id for r in receiver.delivered()]
+    first_ids = [r.msg_id for r in receiver.delivered]
     assert len(first_ids) == 3
     uidls = _uidls(dovecot, dovecot_user, acct)
 
@@ -163,11 +163,11 @@ def test_replay_resends_with_the_original_ids_and_refetches_lost_rows(
     assert one.returncode == 0, one.stderr
     counts = json.loads(one.stdout)
     assert (counts["requeued"], counts["delivered"], counts["not_found"]) == (1, 1, 0)
-    assert receiver.delivered()[-1].msg_id == msg_id_for(name, uidls[0]) in first_ids
+    assert receiver.delivered[-1].msg_id == msg_id_for(name, uidls[0]) in first_ids
 
     every = cli("replay", "--account", name, "--since", "2000-01-01", "--config", str(cfg))
     assert every.returncode == 0 and "3 requeued" in every.stdout
-    assert [r.msg_id for r in receiver.delivered()[-3:]] == first_ids
+    assert [r.msg_id for r in receiver.delivered[-3:]] == first_ids
 
     missing = cli("replay", "--account", name, "--uidl", "no-such-uidl", "--config", str(cfg))
     assert missing.returncode == 1 and "1 not found" in missing.stdout
@@ -181,7 +181,7 @@ def test_replay_resends_with_the_original_ids_and_refetches_lost_rows(
     assert again.returncode == 0, again.stderr
     counts = json.loads(again.stdout)
     assert (counts["fetched_again"], counts["delivered"], counts["not_found"]) == (3, 3, 0)
-    assert sorted(r.msg_id for r in receiver.delivered()[-3:]) == sorted(first_ids)
+    assert sorted(r.msg_id for r in receiver.delivered[-3:]) == sorted(first_ids)
     assert dovecot.message_count(dovecot_user) == 3
     trail = cli("trace", first_ids[0], "--json", "--config", str(lost))
     assert json.loads(trail.stdout)["events"][0]["session"].startswith("replay-")

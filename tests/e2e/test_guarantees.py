@@ -108,21 +108,21 @@ def test_every_message_once_then_only_new_mail(
     rc, summary = once(cfg)
     assert rc == 0, summary
     assert summary["accounts"][name]["new"] == 12
-    ids = receiver.delivered_ids()
+    ids = receiver.delivered_ids
     assert len(ids) == 12 and set(ids.values()) == {1}
-    for r in receiver.delivered():
-        jsonschema.validate(r.body, mail.schema())
-        assert r.body["data"]["id"] == r.msg_id == msg_id_for(name, r.body["data"]["uidl"])
+    for r in receiver.delivered:
+        jsonschema.validate(r.json, mail.schema())
+        assert r.json["data"]["id"] == r.msg_id == msg_id_for(name, r.json["data"]["uidl"])
     assert receiver.invalid == 0
 
     rc, summary = once(cfg)
     assert rc == 0 and summary["accounts"][name]["new"] == 0
-    assert len(receiver.received) == 12
+    assert len(receiver.verified) == 12
 
     dovecot.deliver_many(dovecot_user, generate_messages(3, seed=82))
     rc, _ = once(cfg)
     assert rc == 0
-    assert len(receiver.delivered_ids()) == 15 and len(receiver.received) == 15
+    assert len(receiver.delivered_ids) == 15 and len(receiver.verified) == 15
 
 
 def test_failing_then_down_receiver_loses_nothing_and_deletes_nothing_early(
@@ -131,12 +131,12 @@ def test_failing_then_down_receiver_loses_nothing_and_deletes_nothing_early(
     dovecot.deliver_many(dovecot_user, generate_messages(5, seed=83))
     cfg, _ = setup(tmp_path, dovecot, dovecot_user, receiver, on_delivered="delete")
 
-    receiver.fail_next = 3  # the first three attempts get a 500
+    receiver.fail_next(3)  # the first three attempts get a 500
     once(cfg)  # may or may not drain, depending on how soon the policy retries
     # Only messages the receiver acknowledged may have left the server.
-    assert dovecot.message_count(dovecot_user) >= 5 - len(receiver.delivered_ids())
+    assert dovecot.message_count(dovecot_user) >= 5 - len(receiver.delivered_ids)
     once_until_ok(cfg)
-    assert len(receiver.delivered_ids()) == 5
+    assert len(receiver.delivered_ids) == 5
     once(cfg)  # the session after delivery DELEs what was delivered
     assert dovecot.message_count(dovecot_user) == 0
 
@@ -150,7 +150,7 @@ def test_failing_then_down_receiver_loses_nothing_and_deletes_nothing_early(
     receiver.start()
     once_until_ok(cfg)
     once(cfg)
-    assert len(receiver.delivered_ids()) == 9
+    assert len(receiver.delivered_ids) == 9
     assert dovecot.message_count(dovecot_user) == 0
     assert receiver.invalid == 0
 
@@ -172,7 +172,7 @@ def test_hostile_corpus_reaches_the_receiver_schema_valid(
         run = tmp_path / f"parse_workers_{parse_workers}"
         run.mkdir()
         mark = f"{os.getpid()}-{uuid.uuid4().hex}"
-        already = len(receiver.delivered())
+        already = len(receiver.delivered)
         cfg, _ = setup(
             run, dovecot, dovecot_user, receiver, poller={"parse_workers": parse_workers}
         )
@@ -180,15 +180,15 @@ def test_hostile_corpus_reaches_the_receiver_schema_valid(
         rc, summary, log = once_logged(cfg, timeout=120, env=env)
         assert rc == 0, summary
         assert ("parsed in 1 worker process" in log) == (parse_workers == 1), log[-2000:]
-        got = receiver.delivered()[already:]
+        got = receiver.delivered[already:]
         assert len({r.msg_id for r in got}) == len(corpus)
         for r in got:
-            jsonschema.validate(r.body, mail.schema())
+            jsonschema.validate(r.json, mail.schema())
         # Compared without what differs between the runs' deliveries of one mailbox: nothing
         # but the ids (account and UIDL are the same here; kept out as before).
         mine = ("account", "id", "uidl")
         bodies[parse_workers] = sorted(
-            json.dumps({k: v for k, v in r.body["data"].items() if k not in mine}, sort_keys=True)
+            json.dumps({k: v for k, v in r.json["data"].items() if k not in mine}, sort_keys=True)
             for r in got
         )
         # No parse worker or forkserver outlives `once`.

@@ -98,8 +98,8 @@ def test_a_6_mb_attachment_by_link_through_pop3bridge_run(
     )
     bridge = Bridge(cfg, ops_port)
     bridges.append(bridge)
-    bridge.wait("the delivery", lambda: len(receiver.delivered()) == 1, timeout=60)
-    data = receiver.delivered()[0].body["data"]
+    bridge.wait("the delivery", lambda: len(receiver.delivered) == 1, timeout=60)
+    data = receiver.delivered[0].json["data"]
     small, big = data["attachments"]
     assert small["content"] is not None and "url" not in small
     assert big["content"] is None and big["sha256"] == BIG.sha256 and big["size"] == len(BIG.data)
@@ -161,8 +161,8 @@ def test_any_replica_serves_any_link_on_postgresql(
         for bridge in bridges:
             bridge.wait("the ops endpoint", lambda b=bridge: b.get("/healthz")[0] == 200)
         dovecot.deliver(dovecot_user, message(BIG))
-        bridges[0].wait("the delivery", lambda: len(receiver.delivered()) >= 1, timeout=60)
-        (big,) = receiver.delivered()[0].body["data"]["attachments"]
+        bridges[0].wait("the delivery", lambda: len(receiver.delivered) >= 1, timeout=60)
+        (big,) = receiver.delivered[0].json["data"]["attachments"]
         served = []
         for bridge, (_, link_port) in zip(bridges, ports, strict=True):
             status, body = _download(_local(big["url"], link_port))
@@ -194,9 +194,9 @@ def test_dlq_replay_mints_fresh_links(
         dovecot_account(dovecot, dovecot_user),
         ttl=3600,
     )
-    receiver.fail_next, receiver.fail_status = 1, 410  # permanent: a dead letter at once
+    receiver.fail_next(1, status=410)  # permanent: a dead letter at once
     assert once(cfg)[0] == 1
-    first = receiver.received[0].body["data"]["attachments"][0]
+    first = receiver.verified[0].json["data"]["attachments"][0]
     # Expiries are whole seconds (now + ttl): the replay's link is later once the wall clock
     # has passed the second the first one was minted in.
     minted = dt.datetime.fromisoformat(first["expires_at"]).timestamp() - 3600
@@ -211,8 +211,8 @@ def test_dlq_replay_mints_fresh_links(
     assert replay.returncode == 0 and "replayed 1" in replay.stdout, replay.stderr
     before = time.time()
     assert once(cfg)[0] == 0
-    (delivered,) = receiver.delivered()
-    again = delivered.body["data"]["attachments"][0]
+    (delivered,) = receiver.delivered
+    again = delivered.json["data"]["attachments"][0]
     assert again["sha256"] == first["sha256"] == BIG.sha256
     assert again["url"] != first["url"]
     fresh = dt.datetime.fromisoformat(again["expires_at"]).timestamp()

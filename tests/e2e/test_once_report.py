@@ -40,7 +40,7 @@ def test_once_counts_this_runs_deliveries_and_logs_each(
     )
     rc, summary, stderr = once_logged(cfg)
     assert rc == 0, stderr[-2000:]
-    assert len(receiver.delivered_ids()) == 5
+    assert len(receiver.delivered_ids) == 5
     # The old summary counted the last (empty) pass: "delivered": 0.
     assert (summary["delivered"], summary["retry_later"], summary["dead_lettered"]) == (5, 0, 0)
     assert summary["accounts_failed"] == [] and summary["pending"] == 0

@@ -151,11 +151,11 @@ def test_every_poller_metric_moves_and_status_follows(
     name = good["name"]
 
     # Phase 1: the receiver refuses the first delivery for good (400: permanent -> dead letter).
-    receiver.fail_next, receiver.fail_status = 1, 400
+    receiver.fail_next(1, status=400)
     bridge = Bridge(cfg, port)
     bridges.append(bridge)
     bridge.wait("the ops endpoint", lambda: bridge.get("/healthz") == (200, "ok\n"))
-    bridge.wait("2 deliveries", lambda: len(receiver.delivered()) == 2)
+    bridge.wait("2 deliveries", lambda: len(receiver.delivered) == 2)
     bridge.wait(
         "a login failure",
         lambda: (
@@ -172,7 +172,7 @@ def test_every_poller_metric_moves_and_status_follows(
     assert m.value("pop3bridge_poll_duration_seconds_sum", account=name) > 0
     assert m.value("pop3bridge_messages_fetched_total", account=name) == 3
     fetched = m.value("pop3bridge_bytes_fetched_total", account=name)
-    sizes = [r.body["data"]["size"] for r in receiver.delivered()]
+    sizes = [r.json["data"]["size"] for r in receiver.delivered]
     assert fetched >= sum(sizes) and fetched >= sum(len(raw) for raw in first) * 0.9
     assert m.value("pop3bridge_deliveries_total", outcome="dead", status_class="4xx") == 1
     assert m.value("pop3bridge_deliveries_total", outcome="delivered", status_class="2xx") == 2
@@ -211,7 +211,7 @@ def test_every_poller_metric_moves_and_status_follows(
     m = bridge.metrics()
     assert m.value("pop3bridge_deliveries_total", outcome="delivered", status_class="2xx") == 4
     assert m.value("pop3bridge_outbox_oldest_pending_age_seconds") == 0
-    assert len(receiver.delivered_ids()) == 4 and receiver.invalid == 0
+    assert len(receiver.delivered_ids) == 4 and receiver.invalid == 0
 
     assert bridge.stop() == 0
     log = bridge.log()

@@ -304,7 +304,7 @@ def test_three_replicas_share_sixty_mailboxes_and_survive_a_sigkill(
         survivors_cap = capacity(ACCOUNTS, REPLICAS - 1)
         deadline = time.time() + 40
         while time.time() < deadline:
-            got = {r.body["data"]["message_id"] for r in receiver.delivered()}
+            got = {r.json["data"]["message_id"] for r in receiver.delivered}
             if set(sent) <= got and all(dovecot.message_count(u) == 0 for u in users):
                 break
             time.sleep(0.25)
@@ -317,10 +317,10 @@ def test_three_replicas_share_sixty_mailboxes_and_survive_a_sigkill(
         exits = {n: p.wait(20) for n, p in procs.items()}
         sampler.done.set()
         sampler.join(10)
-        receiver.stop()
+        receiver.close()
 
-    delivered = receiver.delivered()
-    got = {r.body["data"]["message_id"]: r.body["data"]["account"] for r in delivered}
+    delivered = receiver.delivered
+    got = {r.json["data"]["message_id"]: r.json["data"]["account"] for r in delivered}
     missing = set(sent) - set(got)
     assert not missing, f"{len(missing)} of {len(sent)} messages never delivered"
     assert all(got[m] == a for m, a in sent.items())
@@ -331,7 +331,7 @@ def test_three_replicas_share_sixty_mailboxes_and_survive_a_sigkill(
     dups = {i: n for i, n in ids.items() if n > 1}
     assert len(dups) <= 2 * 16, f"too many duplicates for one crash window: {len(dups)}"
     for msg_id in dups:
-        bodies = {orjson.dumps(r.body) for r in delivered if r.msg_id == msg_id}
+        bodies = {orjson.dumps(r.json) for r in delivered if r.msg_id == msg_id}
         assert len(bodies) == 1, f"duplicate {msg_id} with a different body"
     # Survivors shut down cleanly; the victim was killed.
     assert exits["replica-0"] == -signal.SIGKILL

@@ -50,11 +50,11 @@ def test_status_page_in_a_real_browser(
     bad = dovecot_account(dovecot, locked, name="locked-out", password=wrong)
     cfg = tmp_path / "c.yaml"
     port = run_config(cfg, f"sqlite:///{tmp_path / 's.db'}", receiver, [good, bad])
-    receiver.fail_next, receiver.fail_status = 1, 400  # one dead letter
+    receiver.fail_next(1, status=400)  # one dead letter
     bridge = Bridge(cfg, port)
     bridges.append(bridge)
     name = good["name"]
-    bridge.wait("3 deliveries", lambda: len(receiver.delivered()) == 3)
+    bridge.wait("3 deliveries", lambda: len(receiver.delivered) == 3)
     bridge.wait(
         "the bad account failing",
         lambda: bridge.status()["accounts"].get("locked-out", {}).get("state") == "failing",

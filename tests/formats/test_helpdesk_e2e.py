@@ -37,9 +37,9 @@ def test_helpdesk_fields_reach_the_webhook_with_the_accounts_options(
     )
     rc, summary, log = once_logged(cfg)
     assert rc == 0, (summary, log[-2000:])
-    [got] = receiver.delivered()
-    jsonschema.validate(got.body, mail.schema())
-    data = got.body["data"]
+    [got] = receiver.delivered
+    jsonschema.validate(got.json, mail.schema())
+    data = got.json["data"]
     assert data["reply_text"] == "Still broken after the update."
     assert data["original_recipient"] == "support+case-7@example.com"
     assert data["mailbox_hash"] == "7"  # the account's separator is "-"

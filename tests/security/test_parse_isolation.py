@@ -244,18 +244,18 @@ def test_healthz_answers_within_a_second_while_a_bomb_is_parsed(tmp_path: Path) 
             latencies = run_until_delivered(
                 config,
                 tmp_path,
-                done=lambda: len(receiver.delivered()) >= len(mailbox),
+                done=lambda: len(receiver.delivered) >= len(mailbox),
                 servers=[server],
                 ops_port=ops_port,
             )
         finally:
             loop.call(server.stop())
-            receiver.stop()
+            receiver.close()
     output = (tmp_path / "bridge.log").read_text(errors="replace")
-    delivered = receiver.delivered()
+    delivered = receiver.delivered
     assert len(delivered) == len(mailbox), output[-3000:]
     assert len({r.msg_id for r in delivered}) == len(mailbox)  # each exactly once
-    datas = [r.body["data"] for r in delivered]
+    datas = [r.json["data"] for r in delivered]
     assert {f"normal {i}" for i in range(5)} <= {d["subject"] for d in datas}
     assert all(d["parse_errors"] == [] for d in datas if d["subject"] != "bomb")
     degraded = [d for d in datas if d["subject"] == "bomb"]

@@ -148,14 +148,14 @@ def test_healthz_and_another_account_keep_going_while_a_linked_bomb_is_parsed(
         expected = 5 + len(other)
 
         def more_mail() -> None:  # mail keeps arriving for the bystander meanwhile
-            if len(receiver.delivered()) >= 3 and len(bystander.mailbox) < len(other):
+            if len(receiver.delivered) >= 3 and len(bystander.mailbox) < len(other):
                 bystander.mailbox.extend(other[3:])
 
         try:
             latencies = run_until_delivered(
                 config,
                 tmp_path,
-                done=lambda: len(receiver.delivered()) >= expected,
+                done=lambda: len(receiver.delivered) >= expected,
                 servers=[victim, bystander],
                 ops_port=ops_port,
                 each=more_mail,
@@ -163,12 +163,12 @@ def test_healthz_and_another_account_keep_going_while_a_linked_bomb_is_parsed(
         finally:
             loop.call(victim.stop())
             loop.call(bystander.stop())
-            receiver.stop()
+            receiver.close()
     output = (tmp_path / "bridge.log").read_text(errors="replace")
-    delivered = receiver.delivered()
+    delivered = receiver.delivered
     assert len(delivered) == expected, output[-3000:]
     assert len({r.msg_id for r in delivered}) == expected  # each exactly once
-    datas = [r.body["data"] for r in delivered]
+    datas = [r.json["data"] for r in delivered]
     assert {f"other {i}" for i in range(6)} <= {d["subject"] for d in datas}
     assert all(d["parse_errors"] == [] for d in datas if d["subject"] != "bomb")
     degraded = [d for d in datas if d["subject"] == "bomb"]

@@ -138,6 +138,11 @@ class WebhookReceiver(Service):
         return [r for r in self.verified if r.status is not None and 200 <= r.status < 300]
 
     @property
+    def delivered_ids(self) -> Counter[str]:
+        """2xx answers per `webhook-id` (a count above 1 is a duplicate delivery)."""
+        return Counter(r.msg_id for r in self.delivered if r.msg_id is not None)
+
+    @property
     def ids(self) -> Counter[str]:
         """Verified requests per `webhook-id` (all answers, not just 2xx)."""
         return Counter(r.msg_id for r in self.verified if r.msg_id is not None)
@@ -319,6 +324,14 @@ class ThreadedReceiver:
 
     def fail_next(self, n: int, status: int = 500) -> None:
         self.script(*(Reply(status) for _ in range(n)))
+
+    def clear_script(self) -> None:
+        inner = self._inner()
+
+        async def apply() -> None:
+            inner.clear_script()
+
+        self._call(apply())
 
     def wait_for(self, count: int, timeout: float = 10.0) -> None:
         self._call(self._inner().wait_for(count, timeout), timeout + 5)
