@@ -22,6 +22,8 @@ process that stamps each arrival with `time.time()` and verifies its signature w
 - *main CPU*: the CPU time (user + system, all threads) the bridge's own process had used when
   it opened the connection for the first POST. On this shared 2-core machine it is the figure
   least disturbed by other load: wall times there follow the load average.
+- *workers up*: from exec until the parse worker answered its warm-up job (the first moment
+  it could parse a message); "-" for a tree without that hook or with `--parse-workers 0`.
 - *CPU ms*: the CPU time of the whole run (the process and its parse workers, forkserver
   included) on its 20 messages.
 - with `--top N`, one extra run of each tree under `python -X importtime`: the modules
@@ -97,7 +99,19 @@ def _wrap_client(module):
         return data
     cls._encode = _encode
 
-_WRAP = {"bridge.commands._common": _wrap_load, "bridge.pop3.client": _wrap_client}
+def _wrap_pool(module):
+    # The warm-up job's answer: the first moment a parse worker could take a message.
+    inner = module._ignore_result
+    def _ignore_result(future):
+        _T.setdefault("workers", time.time())
+        return inner(future)
+    module._ignore_result = _ignore_result
+
+_WRAP = {
+    "bridge.commands._common": _wrap_load,
+    "bridge.pop3.client": _wrap_client,
+    "bridge.outbox.pool": _wrap_pool,
+}
 
 import importlib.abc, importlib.machinery
 
@@ -220,6 +234,8 @@ class Bench:
             ]
             phases = {name: b - a for name, a, b in zip(PHASES, marks[:-1], marks[1:], strict=True)}
             phases["main CPU"] = t["post_cpu"]
+            if "workers" in t:
+                phases["workers up"] = t["workers"] - started
         return Run(first - started, phases, cpu), proc.stderr.decode()
 
 
@@ -272,7 +288,7 @@ def main() -> int:
         f"{sys.executable}"
     )
     head = f"{'tree':<28} {'exec->1st POST ms':>17} {'min':>6} {'max':>6} {'CPU ms':>7}"
-    print(head + "".join(f" {p:>11}" for p in (*PHASES, "main CPU")))
+    print(head + "".join(f" {p:>11}" for p in (*PHASES, "main CPU", "workers up")))
     for tree, runs in results.items():
         post = [r.to_first_post * 1000 for r in runs]
         cpu = statistics.median(r.cpu for r in runs) * 1000
@@ -280,8 +296,9 @@ def main() -> int:
             f"{tree!s:<28} {statistics.median(post):>17.0f} {min(post):>6.0f} "
             f"{max(post):>6.0f} {cpu:>7.0f}"
         )
-        for p in (*PHASES, "main CPU"):
-            line += f" {statistics.median(r.phases[p] for r in runs) * 1000:>11.1f}"
+        for p in (*PHASES, "main CPU", "workers up"):
+            values = [r.phases[p] for r in runs if p in r.phases]
+            line += f" {statistics.median(values) * 1000:>11.1f}" if values else f" {'-':>11}"
         print(line)
     print("(phases: medians of the probed runs, which run beside the plain ones; their sum")
     print(" need not equal the plain runs' median)")

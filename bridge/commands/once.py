@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 
@@ -23,6 +24,7 @@ from bridge.commands._common import (
     EXIT_OK,
     add_config_argument,
     run_with_settings,
+    start_parse_workers_early,
     starting,
 )
 from bridge.store.errors import StoreError
@@ -35,9 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _once(settings: object) -> int:
-    # The parse workers first, then the poller's imports: the workers' forkserver (a new
-    # interpreter) starts on the other core while this one imports the poller, the store and
-    # the sender, instead of after them (bench/startup.py).
+    # The parse workers first (their forkserver has been booting since `run` below, on the
+    # other core), then the poller's imports.
     # Until the runtime is up (store, sender: aiohttp is imported there) the garbage collector
     # waits too (`starting`).
     from bridge.runtime import start_parse_pool
@@ -77,4 +78,5 @@ async def _once(settings: object) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    start_parse_workers_early(args, os.environ)
     return run_with_settings(args, _once, command="once", failures=(StoreError,))

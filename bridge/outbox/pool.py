@@ -152,6 +152,12 @@ def current_pool() -> ParsePool | None:
     return _current
 
 
+# What the forkserver imports once, so that each worker forked from it starts ready to parse.
+# `pop3bridge once` launches the forkserver before reading its settings, with the same list
+# (bridge.commands._common.PARSE_WORKER_PRELOAD).
+FORKSERVER_PRELOAD = ("bridge.outbox",)
+
+
 class ParsePool:
     """Worker processes (`poller.parse_workers`) that run parse `Job`s (module docstring).
 
@@ -188,7 +194,7 @@ class ParsePool:
         import multiprocessing  # only here: commands that parse nothing never pay for it
 
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["bridge.outbox"])
+        context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
         executor = concurrent.futures.ProcessPoolExecutor(
             self.workers,
             mp_context=context,

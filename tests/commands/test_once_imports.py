@@ -193,3 +193,50 @@ def test_parse_worker_preload_needs_neither_aiohttp_nor_pydantic() -> None:
     assert "bridge.mail" in modules
     for heavy in ("aiohttp", "pydantic", "yaml", "bridge.config", "bridge.poller", "tenacity"):
         assert not matching(modules, heavy), heavy
+
+
+def test_the_early_forkserver_preloads_what_the_pool_would() -> None:
+    """`once` launches the workers' forkserver before its settings exist; the pool then reuses
+    that server, so it must preload what the pool itself would."""
+    from bridge.commands._common import PARSE_WORKER_PRELOAD
+    from bridge.outbox.pool import FORKSERVER_PRELOAD
+
+    assert PARSE_WORKER_PRELOAD == FORKSERVER_PRELOAD
+
+
+@pytest.mark.parametrize(
+    ("poller", "env", "launched"),
+    [
+        (None, {}, True),  # the default is one worker
+        ({"parse_workers": 2}, {}, True),
+        ({"parse_workers": 0}, {}, False),
+        ({"parse_workers": 0}, {"POP3BRIDGE_POLLER__PARSE_WORKERS": "1"}, True),
+        ({"parse_workers": 1}, {"POP3BRIDGE_POLLER__PARSE_WORKERS": "0"}, False),
+        ({"parse_workers": "many"}, {}, False),  # invalid: the loader says so, nothing starts
+    ],
+)
+def test_forkserver_launched_early_only_when_workers_are_wanted(
+    tmp_path: Path, poller: dict[str, object] | None, env: dict[str, str], launched: bool
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"poller": poller} if poller is not None else {}))
+    code = (
+        "import argparse, os, sys\n"
+        "import multiprocessing.forkserver as fs\n"
+        "from bridge.commands._common import start_parse_workers_early\n"
+        "args = argparse.Namespace(config=sys.argv[1])\n"
+        "said = start_parse_workers_early(args, os.environ)\n"
+        "print(said, fs._forkserver._forkserver_pid is not None)\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("POP3BRIDGE_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**environ, **env},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(launched), str(launched)]
