@@ -109,8 +109,12 @@ def mailbox_hash(address: str | None, separator: str) -> str | None:
 
 def original_recipient(headers: Headers, errors: list[str]) -> str | None:
     """The delivered-to address (module docstring), or None when no header names one."""
+    first: dict[str, str] = {}
+    for name, raw in headers:  # one pass for the four fields
+        if name in _RECIPIENT_FIELDS and name not in first:
+            first[name] = raw
     for field in _RECIPIENT_FIELDS:
-        value = next((v for name, v in headers if name == field), None)
+        value = first.get(field)
         if value is None:
             continue
         where = f"{field.title()} header"

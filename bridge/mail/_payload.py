@@ -279,6 +279,9 @@ def _header_fields(msg: Message, errors: list[str]) -> dict[str, Any]:
     # values; names compared lower-cased): eleven lookups each rescanned every field.
     every: dict[str, list[str]] = {}
     raw_headers: list[tuple[str, str]] = []
+    # Values decoded without a problem, for Subject & co. below: decoding is the same whatever
+    # the `where` (which only words the problems), so those are not decoded twice.
+    decoded: dict[str, str] = {}
     for name, value in msg.raw_items():
         text = str(value)
         lower = str(name).lower()
@@ -286,20 +289,30 @@ def _header_fields(msg: Message, errors: list[str]) -> dict[str, Any]:
         raw_headers.append((lower, text))
         label = clean(raw_to_str(str(name), "header name", errors)).strip()
         where = f"{label[:60]} header"
-        headers.append({"name": label, "value": decode_header_value(text, where, errors)})
+        problems = len(errors)
+        decoded_value = decode_header_value(text, where, errors)
+        if len(errors) == problems:
+            decoded.setdefault(text, decoded_value)
+        headers.append({"name": label, "value": decoded_value})
 
     def first(name: str) -> str | None:
         values = every.get(name)
         return values[0] if values else None
 
+    def optional(name: str, where: str) -> str | None:
+        value = first(name)
+        if value in decoded:
+            return decoded[value] or None
+        return _optional(value, where, errors)
+
     data: dict[str, Any] = {}
-    data["message_id"] = _optional(first("message-id"), "Message-ID header", errors)
-    data["subject"] = _optional(first("subject"), "Subject header", errors)
+    data["message_id"] = optional("message-id", "Message-ID header")
+    data["subject"] = optional("subject", "Subject header")
     data["date"] = decode_date(first("date"), "Date header", errors)
     for key, header in _ADDRESS_FIELDS:
         values = every.get(header, [])
         data[key] = decode_addresses(values, f"{header.title()} header", errors)
-    data["in_reply_to"] = _optional(first("in-reply-to"), "In-Reply-To header", errors)
+    data["in_reply_to"] = optional("in-reply-to", "In-Reply-To header")
     data["references"] = decode_msgid_list(first("references"), "References header", errors)
     data["headers"] = headers
     data["_raw_headers"] = raw_headers  # for the helpdesk fields; popped before encoding
