@@ -72,20 +72,19 @@ def big(d: dict[str, Any]) -> str:
 def many(d: dict[str, Any]) -> str:
     return "\n".join(
         [
-            f"{d['accounts']} accounts, {d['messages']} messages; {_machine(d)}",
+            f"{d['accounts']} accounts with {d['messages']} messages, then {d['idle_accounts']} "
+            f"idle at {d['interval']:g} s; Dovecot {d['dovecot']}; {_machine(d)}",
             "",
             "| measure | value |",
             "|---|---:|",
-            f"| first full cycle (start to every message delivered) | "
-            f"{d['first_cycle_seconds']:.1f} s |",
-            f"| CPU used by the bridge in that cycle | {d['first_cycle_cpu_seconds']:.1f} s |",
-            f"| idle polling, measured at {d['interval_measured']:.0f} s interval over "
-            f"{d['idle_window_seconds']:.0f} s | "
-            f"{100 * d['idle_core_share_at_measured_interval']:.1f} % of one core |",
-            f"| idle polling scaled to 60 s interval | "
-            f"{100 * d['idle_core_share_at_60s']:.2f} % of one core "
-            f"({d['idle_cpu_seconds_per_minute_at_60s']:.2f} CPU s per minute) |",
+            f"| first full cycle (exec to every message delivered) | "
+            f"{d['first_cycle_seconds']:.2f} s |",
+            f"| CPU used by the bridge in that cycle | {d['first_cycle_cpu_seconds']:.2f} s |",
+            f"| idle polling, {d['idle_accounts']} accounts, over "
+            f"{d['idle_window_seconds']:.0f} s | {100 * d['idle_core_share']:.2f} % of one core "
+            f"({d['idle_polls_in_window']} polls, {d['idle_cpu_ms_per_poll']:.3f} ms each) |",
             f"| RSS while idle | {d['idle_rss_max'] / 1e6:.0f} MB |",
+            f"| RSS per added idle account | {d['rss_per_added_account'] / 1e3:.1f} kB |",
         ]
     )
 

@@ -49,6 +49,7 @@ _MIN_SECRET_LEN = 4
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _secret_re: re.Pattern[str] | None = None
+_secrets_changed = False  # `_secret_re` is rebuilt at the next `redact`
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # POP3 PASS takes the rest of the line (RFC 1939 allows spaces in it). The client's own
@@ -86,30 +87,78 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 
 
 def register_secret(value: str | None) -> None:
-    """Scrub `value` from every later log record, wherever it appears."""
-    global _secret_re
+    """Scrub `value` from every later log record, wherever it appears.
+
+    Registering only adds to the set; the pattern is rebuilt at the next `redact`. Compiling
+    it here, once per secret, made a start with 1,000 accounts (a password each) spend most of
+    its first cycle re-compiling an ever longer pattern (quadratic in the number of secrets).
+    """
+    global _secrets_changed
     if not value or len(value) < _MIN_SECRET_LEN:
         return
     with _lock:
         if value in _secrets:
             return
         _secrets.add(value)
-        # Longest first so a secret that contains another is removed whole.
-        ordered = sorted(_secrets, key=len, reverse=True)
-        _secret_re = re.compile("|".join(re.escape(s) for s in ordered))
+        _secrets_changed = True
 
 
 def clear_secrets() -> None:
     """Forget registered secrets (tests; a process never needs this)."""
-    global _secret_re
+    global _secret_re, _secrets_changed
     with _lock:
         _secrets.clear()
         _secret_re = None
+        _secrets_changed = False
+
+
+def _secret_pattern() -> re.Pattern[str] | None:
+    global _secret_re, _secrets_changed
+    if _secrets_changed:
+        with _lock:
+            if _secrets_changed:
+                _secret_re = re.compile(_alternatives(_secrets)) if _secrets else None
+                _secrets_changed = False
+    return _secret_re
+
+
+def _alternatives(words: Iterable[str]) -> str:
+    """A pattern matching any of `words`, the longest one where several start at a place.
+
+    Written as a prefix tree (``ab(?:c|d)``) rather than one alternative per word: `re` tries
+    a plain alternation's branches one by one at every position, so with 10,000 account
+    passwords each scrubbed line cost about 7 ms; the tree costs about 0.1 ms. Within a node
+    the longer continuations come first and the word ending there last, which is the same
+    choice as sorting the words longest first.
+    """
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def branch(node: dict[str, Any]) -> str:
+        alts = []
+        for ch in sorted(k for k in node if k):
+            run, child = ch, node[ch]
+            while len(child) == 1 and "" not in child:  # a chain without a fork: one literal
+                ((nxt, child),) = child.items()
+                run += nxt
+            alts.append(re.escape(run) + (branch(child) if child.keys() != {""} else ""))
+        if "" in node and alts:
+            alts.append("")
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    try:
+        return branch(root)
+    except RecursionError:  # pragma: no cover - thousands of words, each a prefix of the next
+        return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
     """`text` with registered secrets and credential-looking parts replaced by ``***``."""
-    pattern = _secret_re
+    pattern = _secret_pattern()
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
     for regex, replacement in _PATTERNS:

@@ -22,7 +22,7 @@ from bridge.ops import metrics
 from bridge.ops.metrics import best_effort as _safe
 from bridge.ops.status import StatusRegistry, overall_state
 from bridge.poller.canary import Tracker
-from bridge.poller.poll import PollReport
+from bridge.poller.report import PollReport
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import AuthenticationFailed, ConnectionLost, InsecureAuthRefused, TLSFailure
 from bridge.runtime import record_delivery
@@ -53,7 +53,6 @@ def login_failure_reason(exc: BaseException) -> str | None:
 
 
 OAuthStates = Callable[[], dict[str, tuple[str | None, float | None]]]
-
 
 
 def _setter(gauge: Any, account: str, value: float) -> Callable[[], None]:

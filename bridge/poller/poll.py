@@ -22,6 +22,9 @@ ordered to make a crash at any point harmless:
 6. QUIT - only now, after everything RETR'd is recorded (Gmail and `EXPIRE 0` servers may drop
    a message at QUIT once it was RETR'd). Only after QUIT's +OK is `mark_deleted` called.
 
+Step 4 is `bridge.poller.fetch` (`Fetcher`), the login `bridge.poller.login` and the report
+`bridge.poller.report`; this module orders the steps and owns the session's deadline.
+
 Any exception, cancellation included, leaves through `POP3Client.__aexit__`, which drops the
 connection without QUIT: the server then changes nothing (RFC 1939 section 6).
 
@@ -38,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,36 +48,35 @@ from dataclasses import dataclass, field
 from bridge import mail
 from bridge.delivery.ids import msg_id_for
 from bridge.delivery.worker import Deliveries
-from bridge.outbox import isolated_row
-from bridge.poller.canary import FoundCanary, find_canary
+from bridge.poller.fetch import (
+    BATCH_MESSAGES,
+    MIN_TRANSFER_RATE,
+    Fetcher,
+    account_outbox_row,
+    retr_deadline,
+)
 from bridge.poller.listing import checked_listing, deletable_now
+from bridge.poller.login import connect_and_login, max_answer_size
 from bridge.poller.migration import relisted, suspicious
+from bridge.poller.report import PollReport
 from bridge.poller.spec import AccountSpec
-from bridge.pop3.client import POP3Client, login_with_fallback
-from bridge.pop3.errors import AuthenticationFailed, ReadTimeout
-from bridge.store.base import CustodyEvent, NewMessage, Store
+from bridge.pop3.client import POP3Client
+from bridge.pop3.errors import ReadTimeout
+from bridge.store.base import CustodyEvent, Store
 
+# What other modules import from here; `account_outbox_row`, `connect_and_login`,
+# `max_answer_size`, `retr_deadline` and `PollReport` live in `fetch`, `login` and `report`.
 __all__ = [
     "LeaseLost",
     "PollReport",
     "account_outbox_row",
     "connect_and_login",
+    "max_answer_size",
     "poll_account",
+    "retr_deadline",
 ]
 
 log = logging.getLogger(__name__)
-
-BATCH_MESSAGES = 100
-BATCH_BYTES = 1024 * 1024
-# The slowest transfer a RETR is allowed: its deadline is read_timeout plus its announced
-# size at this rate (issue 19: a body trickling a line a second never ended the poll).
-MIN_TRANSFER_RATE = 16 * 1024
-
-
-def retr_deadline(read_timeout: float, octets: int) -> float:
-    """Seconds a pipelined RETR of `octets` announced octets may take in all."""
-    return read_timeout + octets / MIN_TRANSFER_RATE
-
 
 # Steps of a session before its fetch, each bounded by read_timeout: STAT, UIDL (with the
 # TOP n 0 fallback), LIST, the delete-mode DELEs, QUIT, plus slack for the store.
@@ -110,137 +111,6 @@ class LeaseLost(Exception):
 def _check(owned: Owned | None, account: str) -> None:
     if owned is not None and not owned():
         raise LeaseLost(account)
-
-
-@dataclass(slots=True)
-class PollReport:
-    """What one poll did, for logs, metrics and `once`'s exit code."""
-
-    account: str
-    on_server: int = 0
-    new: int = 0
-    recorded: int = 0
-    bytes_fetched: int = 0
-    oversize: int = 0
-    marked_initial: int = 0
-    rekeyed: int = 0
-    deleted: int = 0
-    pruned: int = 0
-    # Our own freshness canaries fetched (never recorded or delivered; DELE'd in this session),
-    # with when each was fetched and its message number.
-    canaries: list[tuple[FoundCanary, float]] = field(default_factory=list)
-    canary_numbers: list[int] = field(default_factory=list)
-    # Seconds the server asks between logins (CAPA LOGIN-DELAY, RFC 2449 §6.5), if it says.
-    login_delay: float | None = None
-    started_at: float = field(default_factory=time.time)
-    duration: float = 0.0
-    # Names this POP3 session in the custody trail (who fetched a message, who sent its DELE).
-    session: str = field(default_factory=lambda: secrets.token_hex(6))
-
-
-def max_answer_size(max_message_size: int) -> int:
-    """The most a single multi-line answer may carry before the server is taken for hostile.
-
-    Only messages whose LIST size is within `max_message_size` are RETR'd, and LIST counts
-    the octets sent (RFC 1939 §5), so twice that plus room for line-ending differences is
-    generous for an honest server and still bounds memory against a lying one. UIDL/LIST
-    answers of even huge mailboxes stay far below it.
-    """
-    return 2 * max_message_size + 1024 * 1024
-
-
-async def connect_and_login(spec: AccountSpec, report: PollReport | None = None) -> POP3Client:
-    """A logged-in client; an OAuth login refused once is retried once with a fresh token.
-
-    `auth: auto` tries the next mechanism the server offers and the account allows when one is
-    refused (over a new connection if the server hung up): `login_with_fallback`.
-
-    With `report`, its `login_delay` is set from CAPA: the value after login when the server
-    gives one there (RFC 2449 §6.5: `LOGIN-DELAY n USER` before login means "per user, ask
-    again"), else the one before.
-    """
-    before: float | None = None
-
-    async def connect() -> POP3Client:
-        nonlocal before
-        client = await POP3Client.connect(
-            spec.host,
-            spec.port,
-            tls=spec.tls,
-            ca_file=spec.ca_file,
-            insecure=spec.insecure,
-            connect_timeout=spec.connect_timeout,
-            read_timeout=spec.read_timeout,
-            pipelining=spec.pipelining,
-            max_body=max_answer_size(spec.max_message_size),
-        )
-        before = client.login_delay
-        return client
-
-    attempts = 2 if spec.token is not None else 1
-    for attempt in range(attempts):
-        try:
-            client = await login_with_fallback(
-                connect,
-                spec.username,
-                spec.password,
-                mechanism=spec.auth,
-                allow_plaintext=spec.allow_plaintext,
-                token=spec.token,
-            )
-        except AuthenticationFailed:
-            if attempt + 1 < attempts and spec.invalidate_token is not None:
-                # The token may have been revoked or expired early: one refresh, one retry.
-                log.info("login refused, refreshing the access token", extra={"account": spec.name})
-                spec.invalidate_token()
-                continue
-            raise
-        if report is not None:
-            after = client.login_delay
-            report.login_delay = after if after is not None else before
-        return client
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def account_outbox_row(
-    spec: AccountSpec,
-    uidl: str,
-    size: int,
-    raw: bytes,
-    *,
-    oversize: bool,
-    now: float,
-    defer: bool = False,
-    session: str | None = None,
-) -> NewMessage:
-    """The outbox row for one fetched message (for an oversize one `raw` holds only headers).
-
-    The poll defers building the body to delivery (`bridge.outbox`) and mints attachment
-    links; `peek` does neither (it prints bodies and records nothing).
-    """
-    reason = (
-        f"message of {size} bytes exceeds max_message_size "
-        f"({spec.max_message_size} bytes); only its headers were fetched"
-        if oversize
-        else None
-    )
-    return await isolated_row(
-        raw,
-        account=spec.name,
-        uidl=uidl,
-        size=size,
-        webhook=spec.webhook,
-        now=now,
-        attachment_inline_limit=spec.fetch.attachment_inline_limit,
-        include_raw=spec.fetch.include_raw,
-        oversize_reason=reason,
-        delete_after_delivery=spec.on_delivered == "delete",
-        defer=defer,
-        defer_any_size=spec.fetch.reshaped,
-        options=spec.fetch.options,
-        links=spec.fetch.links if defer else None,
-        session=session,
-    )
 
 
 async def poll_account(
@@ -313,10 +183,7 @@ class _Poll:
     # `relisted`: every header id found so (never fetched again, DELE'd or held back).
     moved: dict[str, str] = field(default_factory=dict)
     relisted: set[str] = field(default_factory=set)
-    # The batch being fetched, and the previous one being recorded meanwhile.
-    batch: list[NewMessage] = field(default_factory=list)
-    batch_bytes: int = 0
-    writing: asyncio.Task[None] | None = None
+    # UIDLs this session recorded (`fetch.Fetcher`).
     recorded: list[str] = field(default_factory=list)
 
     @property
@@ -373,7 +240,11 @@ class _Poll:
             )
             + self.spec.read_timeout * (len(new) // BATCH_MESSAGES + 1)
         )
-        await self.fetch_and_record(new, sizes)
+        fetcher = Fetcher(
+            client, self.spec, self.store, report, self.clock, self.notify, self.halted
+        )
+        await fetcher.run(new, sizes)
+        self.recorded = fetcher.recorded
         if report.canary_numbers:
             # Canaries are ours: removed even with `on_delivered: keep`. Not recorded anywhere,
             # so a QUIT that does not commit just means the next poll fetches and deletes them.
@@ -506,134 +377,12 @@ class _Poll:
         done = {u for u, _ in matched}
         return [(n, u) for n, u in new if u not in done]
 
-    # -- fetching and recording ------------------------------------------------------------
-    async def fetch_and_record(self, new: list[tuple[int, str]], sizes: dict[int, int]) -> None:
-        """RETR (or TOP for oversize) in mailbox order and record in batches (`recorded`).
-
-        One batch is recorded while the next is fetched: the store's commit would otherwise
-        leave the POP3 link idle (it was about a third of the fetch). Batches commit in order,
-        and none is pending when this returns (QUIT, deletion and `recorded` come after).
-        """
-        try:
-            # Runs of normal messages go through one pipelined RETR batch; an oversize message
-            # breaks the run and is fetched with TOP n 0 on its own.
-            position = 0
-            while position < len(new) and not self.halted():
-                n, uidl = new[position]
-                if sizes.get(n, 0) > self.spec.max_message_size:
-                    await self.fetch_oversize(n, uidl, sizes[n])
-                    position += 1
-                else:
-                    run: list[tuple[int, str]] = []
-                    run_bytes = 0
-                    while (
-                        position < len(new)
-                        and len(run) < BATCH_MESSAGES
-                        and run_bytes < BATCH_BYTES
-                    ):
-                        rn, ru = new[position]
-                        if sizes.get(rn, 0) > self.spec.max_message_size:
-                            break
-                        run.append((rn, ru))
-                        run_bytes += sizes.get(rn, 0)
-                        position += 1
-                    await self.fetch_run(run, run_bytes)
-                if len(self.batch) >= BATCH_MESSAGES or self.batch_bytes >= BATCH_BYTES:
-                    await self.flush()
-                # Give the delivery worker (which parses) and other sessions a turn.
-                await asyncio.sleep(0)
-            await self.flush()
-            await self.settle()
-        except BaseException:
-            if self.writing is not None:
-                # What was fetched in full is still made durable; a failure of that is
-                # secondary to the error already on its way.
-                with contextlib.suppress(Exception):
-                    await self.writing
-            raise
-
-    async def fetch_oversize(self, n: int, uidl: str, size: int) -> None:
-        headers = await self.client.top(n, 0)
-        message = await account_outbox_row(
-            self.spec,
-            uidl,
-            size,
-            headers,
-            oversize=True,
-            now=self.clock(),
-            session=self.report.session,
-        )
-        self.add(message, len(headers))
-        self.report.oversize += 1
-
     def extend(self, seconds: float) -> None:
         """Move the session's deadline `seconds` later (once the work ahead is known)."""
         self.allowed += seconds
         when = self.deadline.when() if self.deadline is not None else None
         if self.deadline is not None and when is not None:
             self.deadline.reschedule(when + seconds)
-
-    async def fetch_run(self, run: list[tuple[int, str]], run_bytes: int = 0) -> None:
-        """RETR `run` (pipelined) within one size-aware deadline: the read timeout is per
-        read, so a server trickling a line at a time would otherwise hold the poll for ever.
-        Time spent building rows between reads does not count against it."""
-        uidl_of = dict(run)
-        key = self.spec.canary_key
-        loop = asyncio.get_running_loop()
-        allowed = retr_deadline(self.spec.read_timeout, run_bytes)
-        try:
-            async with asyncio.timeout_at(loop.time() + allowed) as deadline:
-                async for rn, raw in self.client.retrieve_many([rn for rn, _ in run]):
-                    self.report.bytes_fetched += len(raw)
-                    if key is not None and (found := find_canary(raw, self.spec.name, key)):
-                        self.report.canaries.append((found, self.clock()))
-                        self.report.canary_numbers.append(rn)
-                        continue
-                    building = loop.time()
-                    message = await account_outbox_row(
-                        self.spec,
-                        uidl_of[rn],
-                        len(raw),
-                        raw,
-                        oversize=False,
-                        now=self.clock(),
-                        defer=True,
-                        session=self.report.session,
-                    )
-                    when = deadline.when()
-                    if when is not None:
-                        deadline.reschedule(when + loop.time() - building)
-                    self.add(message, len(raw))
-        except TimeoutError:
-            self.client.abort()  # nothing is committed: the mailbox stays as it was
-            raise ReadTimeout(
-                f"RETR of {len(run)} message(s), {run_bytes} octets announced, took over "
-                f"{allowed:.0f}s (read_timeout plus {MIN_TRANSFER_RATE // 1024} KiB/s); the "
-                "server is too slow or stalling, the session was dropped"
-            ) from None
-
-    def add(self, message: NewMessage, fetched: int) -> None:
-        self.batch.append(message)
-        self.batch_bytes += fetched
-
-    async def flush(self) -> None:
-        """Start recording the current batch once the previous one is committed."""
-        if self.batch:
-            await self.settle()
-            taken, self.batch, self.batch_bytes = self.batch, [], 0
-            self.writing = asyncio.create_task(self.commit(taken))
-
-    async def settle(self) -> None:
-        if self.writing is not None:
-            task, self.writing = self.writing, None
-            await task
-
-    async def commit(self, taken: list[NewMessage]) -> None:
-        await self.store.record(taken, self.clock())
-        self.recorded.extend(m.uidl for m in taken)
-        self.report.recorded += len(taken)
-        if self.notify is not None:
-            self.notify()
 
     # -- delete mode -----------------------------------------------------------------------
     async def wait_delivered(self, wait: float) -> dict[str, int]:

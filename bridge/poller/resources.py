@@ -29,24 +29,49 @@ class PollerRuntime(DeliveryRuntime):
     def __init__(self, settings: Any, *, with_sender: bool = True, pool: Any = None) -> None:
         super().__init__(settings, with_sender=with_sender, pool=pool)
         self._providers: dict[str, TokenProvider] = {}
+        # name -> (what the spec was built from, the spec): see `accounts`.
+        self._specs: dict[str, tuple[object, AccountSpec]] = {}
 
     async def accounts(self) -> list[AccountSpec]:
         """Config-file accounts, plus database accounts when `poller.accounts_from_db`.
 
         A database account with the same name as a file account is ignored (the file wins,
         so a deploy can always override what was added at runtime), with a warning.
+
+        The scheduler asks again every 30 s. A spec is rebuilt (and a database account
+        validated again) only when what it is built from changed: the same file account model,
+        or an equal database row, gives back the same `AccountSpec`. With 10,000 accounts,
+        rebuilding every spec each time cost about 1.5 s of CPU every 30 s, 5 % of a core.
         """
-        specs = {a.name: self._spec(a) for a in self.settings.accounts}
+        cache, self._specs = self._specs, {}
+        specs: dict[str, AccountSpec] = {}
+        for account in self.settings.accounts:
+            specs[account.name] = self._cached(cache, account.name, account, account)
         if getattr(self.settings.poller, "accounts_from_db", False):
             for name, config in await self.store.list_accounts():
                 if name in specs:
                     log.warning("database account %r ignored: the config file defines it", name)
                     continue
                 try:
-                    specs[name] = self._spec(self.validate_account({**config, "name": name}))
+                    specs[name] = self._cached(cache, name, config, None)
                 except Exception as exc:
                     log.error("database account %r is invalid, skipped: %s", name, exc)
         return list(specs.values())
+
+    def _cached(
+        self, cache: dict[str, tuple[object, AccountSpec]], name: str, source: Any, model: Any
+    ) -> AccountSpec:
+        """The spec for `source` (a file account model, compared by identity, or a database
+        row, compared by value), from `cache` when it was built from the same thing."""
+        hit = cache.get(name)
+        if hit is not None and (hit[0] is source or (model is None and hit[0] == source)):
+            spec = hit[1]
+        else:
+            if model is None:
+                model = self.validate_account({**source, "name": name})
+            spec = self._spec(model)
+        self._specs[name] = (source, spec)
+        return spec
 
     def oauth_states(self) -> dict[str, tuple[str | None, float | None]]:
         """account -> (what to do to re-authorise, or None; refresh token expiry, or None)."""
@@ -76,4 +101,3 @@ class PollerRuntime(DeliveryRuntime):
         if retention is not None:
             options = dataclasses.replace(options, custody_retention=float(retention.custody))
         return PollerApp(self.store, self.sender, self.routes, self.accounts, options, **hooks)
-

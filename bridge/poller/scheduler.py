@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from bridge.delivery.worker import Deliveries
 from bridge.poller import canary
 from bridge.poller.oauth import OAuthGrantRevoked
-from bridge.poller.poll import LeaseLost, PollReport, poll_account
+from bridge.poller.poll import LeaseLost, poll_account
+from bridge.poller.report import PollReport
 from bridge.poller.sharing import plan
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import TemporaryFailure

@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import re
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bridge.ops.logging import configure_logging, redact, register_secret
+from bridge.ops.logging import _alternatives, configure_logging, redact, register_secret
 
 REGISTERED = "my-registered-secret-42"
 PASS_ARG = "hunter2"
@@ -98,6 +101,27 @@ def test_patterns(text: str, hidden: str) -> None:
 def test_short_registered_values_are_ignored() -> None:
     register_secret("ab")
     assert redact("about abba") == "about abba"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text("abc\\|.*", min_size=1, max_size=8), min_size=1, max_size=12),
+    st.text("abcx\\|.*", max_size=60),
+)
+def test_secret_pattern_picks_what_longest_first_alternation_picks(
+    words: list[str], text: str
+) -> None:
+    # The prefix-tree pattern (cheap with thousands of secrets) against the plain alternation
+    # with the longest words first: same matches, so a secret containing another goes whole.
+    plain = re.compile("|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True)))
+    tree = re.compile(_alternatives(set(words)))
+    assert tree.sub("*", text) == plain.sub("*", text)
+
+
+def test_a_secret_containing_another_is_removed_whole() -> None:
+    for value in ("pass-word", "pass-word-longer", "word-lo"):
+        register_secret(value)
+    assert redact("x pass-word-longer y pass-word z") == "x *** y *** z"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,223 @@
+"""Fetching a session's new messages and recording them in the outbox, in bounded batches.
+
+`Fetcher.run` is step 4 of `bridge.poller.poll` (see its theory of operation): RETR in mailbox
+order, pipelined where the server allows, a payload row built for each message, and every batch
+recorded (outbox row + raw bytes + seen UIDL, one transaction) while the next is fetched. What
+it has recorded when it returns is durable; the session QUITs only after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bridge.outbox import isolated_row
+from bridge.poller.canary import find_canary
+from bridge.poller.report import PollReport
+from bridge.poller.spec import AccountSpec
+from bridge.pop3.client import POP3Client
+from bridge.pop3.errors import ReadTimeout
+from bridge.store.base import NewMessage, Store
+
+__all__ = [
+    "BATCH_BYTES",
+    "BATCH_MESSAGES",
+    "MIN_TRANSFER_RATE",
+    "Fetcher",
+    "account_outbox_row",
+    "retr_deadline",
+]
+
+BATCH_MESSAGES = 100
+BATCH_BYTES = 1024 * 1024
+# The slowest transfer a RETR is allowed: its deadline is read_timeout plus its announced
+# size at this rate (issue 19: a body trickling a line a second never ended the poll).
+MIN_TRANSFER_RATE = 16 * 1024
+
+
+def retr_deadline(read_timeout: float, octets: int) -> float:
+    """Seconds a pipelined RETR of `octets` announced octets may take in all."""
+    return read_timeout + octets / MIN_TRANSFER_RATE
+
+
+async def account_outbox_row(
+    spec: AccountSpec,
+    uidl: str,
+    size: int,
+    raw: bytes,
+    *,
+    oversize: bool,
+    now: float,
+    defer: bool = False,
+    session: str | None = None,
+) -> NewMessage:
+    """The outbox row for one fetched message (for an oversize one `raw` holds only headers).
+
+    The poll defers building the body to delivery (`bridge.outbox`) and mints attachment
+    links; `peek` does neither (it prints bodies and records nothing).
+    """
+    reason = (
+        f"message of {size} bytes exceeds max_message_size "
+        f"({spec.max_message_size} bytes); only its headers were fetched"
+        if oversize
+        else None
+    )
+    return await isolated_row(
+        raw,
+        account=spec.name,
+        uidl=uidl,
+        size=size,
+        webhook=spec.webhook,
+        now=now,
+        attachment_inline_limit=spec.fetch.attachment_inline_limit,
+        include_raw=spec.fetch.include_raw,
+        oversize_reason=reason,
+        delete_after_delivery=spec.on_delivered == "delete",
+        defer=defer,
+        defer_any_size=spec.fetch.reshaped,
+        options=spec.fetch.options,
+        links=spec.fetch.links if defer else None,
+        session=session,
+    )
+
+
+@dataclass(slots=True)
+class Fetcher:
+    """One session's fetch: the batch being fetched and the previous one being recorded."""
+
+    client: POP3Client
+    spec: AccountSpec
+    store: Store
+    report: PollReport
+    clock: Callable[[], float]
+    notify: Callable[[], None] | None
+    # True once the session must stop fetching (shutdown, or the account's lease is gone).
+    halted: Callable[[], bool]
+    batch: list[NewMessage] = field(default_factory=list)
+    batch_bytes: int = 0
+    writing: asyncio.Task[None] | None = None
+    # UIDLs recorded (committed) so far, in order.
+    recorded: list[str] = field(default_factory=list)
+
+    async def run(self, new: list[tuple[int, str]], sizes: dict[int, int]) -> None:
+        """RETR (or TOP for oversize) in mailbox order and record in batches (`recorded`).
+
+        One batch is recorded while the next is fetched: the store's commit would otherwise
+        leave the POP3 link idle (it was about a third of the fetch). Batches commit in order,
+        and none is pending when this returns (QUIT, deletion and `recorded` come after).
+        """
+        try:
+            # Runs of normal messages go through one pipelined RETR batch; an oversize message
+            # breaks the run and is fetched with TOP n 0 on its own.
+            position = 0
+            while position < len(new) and not self.halted():
+                n, uidl = new[position]
+                if sizes.get(n, 0) > self.spec.max_message_size:
+                    await self.fetch_oversize(n, uidl, sizes[n])
+                    position += 1
+                else:
+                    run: list[tuple[int, str]] = []
+                    run_bytes = 0
+                    while (
+                        position < len(new)
+                        and len(run) < BATCH_MESSAGES
+                        and run_bytes < BATCH_BYTES
+                    ):
+                        rn, ru = new[position]
+                        if sizes.get(rn, 0) > self.spec.max_message_size:
+                            break
+                        run.append((rn, ru))
+                        run_bytes += sizes.get(rn, 0)
+                        position += 1
+                    await self.fetch_run(run, run_bytes)
+                if len(self.batch) >= BATCH_MESSAGES or self.batch_bytes >= BATCH_BYTES:
+                    await self.flush()
+                # Give the delivery worker (which parses) and other sessions a turn.
+                await asyncio.sleep(0)
+            await self.flush()
+            await self.settle()
+        except BaseException:
+            if self.writing is not None:
+                # What was fetched in full is still made durable; a failure of that is
+                # secondary to the error already on its way.
+                with contextlib.suppress(Exception):
+                    await self.writing
+            raise
+
+    async def fetch_oversize(self, n: int, uidl: str, size: int) -> None:
+        headers = await self.client.top(n, 0)
+        message = await account_outbox_row(
+            self.spec,
+            uidl,
+            size,
+            headers,
+            oversize=True,
+            now=self.clock(),
+            session=self.report.session,
+        )
+        self.add(message, len(headers))
+        self.report.oversize += 1
+
+    async def fetch_run(self, run: list[tuple[int, str]], run_bytes: int = 0) -> None:
+        """RETR `run` (pipelined) within one size-aware deadline: the read timeout is per
+        read, so a server trickling a line at a time would otherwise hold the poll for ever.
+        Time spent building rows between reads does not count against it."""
+        uidl_of = dict(run)
+        key = self.spec.canary_key
+        loop = asyncio.get_running_loop()
+        allowed = retr_deadline(self.spec.read_timeout, run_bytes)
+        try:
+            async with asyncio.timeout_at(loop.time() + allowed) as deadline:
+                async for rn, raw in self.client.retrieve_many([rn for rn, _ in run]):
+                    self.report.bytes_fetched += len(raw)
+                    if key is not None and (found := find_canary(raw, self.spec.name, key)):
+                        self.report.canaries.append((found, self.clock()))
+                        self.report.canary_numbers.append(rn)
+                        continue
+                    building = loop.time()
+                    message = await account_outbox_row(
+                        self.spec,
+                        uidl_of[rn],
+                        len(raw),
+                        raw,
+                        oversize=False,
+                        now=self.clock(),
+                        defer=True,
+                        session=self.report.session,
+                    )
+                    when = deadline.when()
+                    if when is not None:
+                        deadline.reschedule(when + loop.time() - building)
+                    self.add(message, len(raw))
+        except TimeoutError:
+            self.client.abort()  # nothing is committed: the mailbox stays as it was
+            raise ReadTimeout(
+                f"RETR of {len(run)} message(s), {run_bytes} octets announced, took over "
+                f"{allowed:.0f}s (read_timeout plus {MIN_TRANSFER_RATE // 1024} KiB/s); the "
+                "server is too slow or stalling, the session was dropped"
+            ) from None
+
+    def add(self, message: NewMessage, fetched: int) -> None:
+        self.batch.append(message)
+        self.batch_bytes += fetched
+
+    async def flush(self) -> None:
+        """Start recording the current batch once the previous one is committed."""
+        if self.batch:
+            await self.settle()
+            taken, self.batch, self.batch_bytes = self.batch, [], 0
+            self.writing = asyncio.create_task(self.commit(taken))
+
+    async def settle(self) -> None:
+        if self.writing is not None:
+            task, self.writing = self.writing, None
+            await task
+
+    async def commit(self, taken: list[NewMessage]) -> None:
+        await self.store.record(taken, self.clock())
+        self.recorded.extend(m.uidl for m in taken)
+        self.report.recorded += len(taken)
+        if self.notify is not None:
+            self.notify()

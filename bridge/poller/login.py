@@ -1,0 +1,82 @@
+"""Connecting and logging in to one account's server, as every poller command does.
+
+`poll_account` starts each session here, and so do `peek`, `replay` and `reconcile`: one place
+decides the client's limits (`max_answer_size`) and the OAuth retry.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bridge.poller.report import PollReport
+from bridge.poller.spec import AccountSpec
+from bridge.pop3.client import POP3Client, login_with_fallback
+from bridge.pop3.errors import AuthenticationFailed
+
+__all__ = ["connect_and_login", "max_answer_size"]
+
+log = logging.getLogger(__name__)
+
+
+def max_answer_size(max_message_size: int) -> int:
+    """The most a single multi-line answer may carry before the server is taken for hostile.
+
+    Only messages whose LIST size is within `max_message_size` are RETR'd, and LIST counts
+    the octets sent (RFC 1939 §5), so twice that plus room for line-ending differences is
+    generous for an honest server and still bounds memory against a lying one. UIDL/LIST
+    answers of even huge mailboxes stay far below it.
+    """
+    return 2 * max_message_size + 1024 * 1024
+
+
+async def connect_and_login(spec: AccountSpec, report: PollReport | None = None) -> POP3Client:
+    """A logged-in client; an OAuth login refused once is retried once with a fresh token.
+
+    `auth: auto` tries the next mechanism the server offers and the account allows when one is
+    refused (over a new connection if the server hung up): `login_with_fallback`.
+
+    With `report`, its `login_delay` is set from CAPA: the value after login when the server
+    gives one there (RFC 2449 §6.5: `LOGIN-DELAY n USER` before login means "per user, ask
+    again"), else the one before.
+    """
+    before: float | None = None
+
+    async def connect() -> POP3Client:
+        nonlocal before
+        client = await POP3Client.connect(
+            spec.host,
+            spec.port,
+            tls=spec.tls,
+            ca_file=spec.ca_file,
+            insecure=spec.insecure,
+            connect_timeout=spec.connect_timeout,
+            read_timeout=spec.read_timeout,
+            pipelining=spec.pipelining,
+            max_body=max_answer_size(spec.max_message_size),
+        )
+        before = client.login_delay
+        return client
+
+    attempts = 2 if spec.token is not None else 1
+    for attempt in range(attempts):
+        try:
+            client = await login_with_fallback(
+                connect,
+                spec.username,
+                spec.password,
+                mechanism=spec.auth,
+                allow_plaintext=spec.allow_plaintext,
+                token=spec.token,
+            )
+        except AuthenticationFailed:
+            if attempt + 1 < attempts and spec.invalidate_token is not None:
+                # The token may have been revoked or expired early: one refresh, one retry.
+                log.info("login refused, refreshing the access token", extra={"account": spec.name})
+                spec.invalidate_token()
+                continue
+            raise
+        if report is not None:
+            after = client.login_delay
+            report.login_delay = after if after is not None else before
+        return client
+    raise AssertionError("unreachable")  # pragma: no cover
