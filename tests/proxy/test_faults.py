@@ -578,7 +578,10 @@ async def test_proxy_survives_hostile_clients_and_a_dying_upstream(
 async def test_client_is_disconnected_when_the_upstream_dies_mid_response(
     tmp_path: Path, dovecot: DovecotServer, fake_upstream: FakePOP3Server
 ) -> None:
-    proc, port, log = start_proxy(tmp_path, dovecot, fake_upstream.port, idle_timeout=4)
+    # Far longer than the test needs: the close must come from the event, and a loaded
+    # machine must not let the idle timer win (a proxy that missed the event would then
+    # close on idle, which the reason check below catches).
+    proc, port, log = start_proxy(tmp_path, dovecot, fake_upstream.port, idle_timeout=60)
     try:
         assert await dier_session(port) == "cut"
     finally:
@@ -596,7 +599,10 @@ async def test_session_ends_with_the_clients_quit(
     tmp_path: Path, dovecot: DovecotServer, fake_upstream: FakePOP3Server
 ) -> None:
     user = dovecot.add_user()
-    proc, port, log = start_proxy(tmp_path, dovecot, fake_upstream.port, idle_timeout=4)
+    # Far longer than the test needs: the close must come from the event, and a loaded
+    # machine must not let the idle timer win (a proxy that missed the event would then
+    # close on idle, which the reason check below catches).
+    proc, port, log = start_proxy(tmp_path, dovecot, fake_upstream.port, idle_timeout=60)
     try:
         session = await Session.open(port)
         await session.login(user.name, user.password)
