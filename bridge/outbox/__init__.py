@@ -20,7 +20,14 @@ by job (issue 18, issue 19):
 
 from bridge.outbox.deferred import BodyJob, BodySpec, DeferredPayload
 from bridge.outbox.pool import ParseLimits, ParsePool, current_pool, run_jobs
-from bridge.outbox.rows import DEFER_MAX, RowJob, RowParse, isolated_row, outbox_row
+from bridge.outbox.rows import (
+    DEFER_MAX,
+    RowJob,
+    RowParse,
+    isolated_row,
+    outbox_row,
+    parsed_at_fetch,
+)
 
 __all__ = [
     "DEFER_MAX",
@@ -34,5 +41,6 @@ __all__ = [
     "current_pool",
     "isolated_row",
     "outbox_row",
+    "parsed_at_fetch",
     "run_jobs",
 ]

@@ -29,7 +29,7 @@ from bridge.outbox.deferred import BodyJob, BodySpec, body, note
 from bridge.outbox.pool import current_pool
 from bridge.store.base import LinkContent, NewMessage, OutboxItem, deferred_payload
 
-__all__ = ["DEFER_MAX", "RowJob", "RowParse", "isolated_row", "outbox_row"]
+__all__ = ["DEFER_MAX", "RowJob", "RowParse", "isolated_row", "outbox_row", "parsed_at_fetch"]
 
 DEFER_MAX = 1 << 20
 
@@ -186,6 +186,17 @@ def outbox_row(
         session=session,
         message_id=mail.message_id(raw),
     )
+
+
+def parsed_at_fetch(
+    size: int, *, attachment_inline_limit: int, links: bool, defer_any_size: bool
+) -> bool:
+    """Whether `isolated_row(..., defer=True)` parses a fetched message of `size` bytes now
+    (in the parse workers, so the caller may start it as a task and read on: the pool sends
+    what is queued in one round trip) rather than recording it raw."""
+    if defer_any_size:
+        return False
+    return size >= DEFER_MAX or (links and 2 * size > attachment_inline_limit)
 
 
 def _linked_now(raw: bytes, kwargs: dict[str, Any]) -> bool:

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.outbox import isolated_row
+from bridge.outbox import isolated_row, parsed_at_fetch
 from bridge.poller.canary import find_canary
 from bridge.poller.report import PollReport
 from bridge.poller.spec import AccountSpec
@@ -163,11 +163,16 @@ class Fetcher:
     async def fetch_run(self, run: list[tuple[int, str]], run_bytes: int = 0) -> None:
         """RETR `run` (pipelined) within one size-aware deadline: the read timeout is per
         read, so a server trickling a line at a time would otherwise hold the poll for ever.
-        Time spent building rows between reads does not count against it."""
+        Time spent building rows between reads does not count against it. Rows parsed now
+        (big messages, attachment links: `outbox.parsed_at_fetch`) are started as tasks and
+        awaited after the reads, so the parse workers get them in batches, not one round trip
+        per message."""
         uidl_of = dict(run)
         key = self.spec.canary_key
         loop = asyncio.get_running_loop()
         allowed = retr_deadline(self.spec.read_timeout, run_bytes)
+        fetch = self.spec.fetch
+        rows: list[tuple[NewMessage | asyncio.Future[NewMessage], int]] = []
         try:
             async with asyncio.timeout_at(loop.time() + allowed) as deadline:
                 async for rn, raw in self.client.retrieve_many([rn for rn, _ in run]):
@@ -177,7 +182,7 @@ class Fetcher:
                         self.report.canary_numbers.append(rn)
                         continue
                     building = loop.time()
-                    message = await account_outbox_row(
+                    row = account_outbox_row(
                         self.spec,
                         uidl_of[rn],
                         len(raw),
@@ -187,10 +192,21 @@ class Fetcher:
                         defer=True,
                         session=self.report.session,
                     )
+                    if parsed_at_fetch(
+                        len(raw),
+                        attachment_inline_limit=fetch.attachment_inline_limit,
+                        links=fetch.links is not None,
+                        defer_any_size=fetch.reshaped,
+                    ):
+                        rows.append((asyncio.ensure_future(row), len(raw)))
+                        continue
+                    rows.append((await row, len(raw)))
                     when = deadline.when()
                     if when is not None:
                         deadline.reschedule(when + loop.time() - building)
-                    self.add(message, len(raw))
+            for row_or_task, size in rows:
+                message = row_or_task if isinstance(row_or_task, NewMessage) else await row_or_task
+                self.add(message, size)
         except TimeoutError:
             self.client.abort()  # nothing is committed: the mailbox stays as it was
             raise ReadTimeout(
@@ -198,6 +214,10 @@ class Fetcher:
                 f"{allowed:.0f}s (read_timeout plus {MIN_TRANSFER_RATE // 1024} KiB/s); the "
                 "server is too slow or stalling, the session was dropped"
             ) from None
+        finally:
+            for row_or_task, _ in rows:
+                if isinstance(row_or_task, asyncio.Future) and not row_or_task.done():
+                    row_or_task.cancel()
 
     def add(self, message: NewMessage, fetched: int) -> None:
         self.batch.append(message)
