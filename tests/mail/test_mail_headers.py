@@ -272,3 +272,18 @@ def test_ordinary_address_lists_take_the_plain_reading(
         assert _plain_addresses(text) is None
         return
     assert _plain_addresses(text) == tuple(getaddresses([text]))
+
+
+def test_remembered_decodes_still_report_their_problems_every_time() -> None:
+    from bridge.mail._headers import decode_words
+
+    for where in ("Subject header", "To header", "Subject header"):
+        errors: list[str] = []
+        assert decode_words("=?utf-8?B?w6k=?= and =?utf-8?B?%%%?=", where, errors) == (
+            "é and =?utf-8?B?%%%?="
+        )
+        assert errors == [f"{where}: an encoded word had invalid base64 and was kept as is"]
+    errors = []
+    assert decode_words("=?utf-8?B?w6k=?= x", "Subject header", errors) == "é x"
+    assert decode_words("=?utf-8?B?w6k=?= x", "Subject header", errors) == "é x"
+    assert errors == []
