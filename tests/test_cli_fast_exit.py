@@ -13,7 +13,7 @@ import pytest
 
 from bridge.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
