@@ -4,8 +4,9 @@
                             [--baseline DIR ...] [--top 25]
 
 Each round runs `python -m bridge once --config FILE` against a private Dovecot holding one
-mailbox of `--messages` small messages (one account, plain POP3 on loopback, a fresh SQLite
-state file each run, so every run finds the mailbox new) and a webhook receiver in this
+mailbox of `--messages` small messages (one account, plain POP3 on loopback; each run gets a
+copy of a migrated, empty SQLite state file, as cron's runs find theirs, so every run finds
+the mailbox new; `--fresh-state`: no state file, the first start) and a webhook receiver in this
 process that stamps each arrival with `time.time()` and verifies its signature with the
 `standardwebhooks` library. Reported per tree, medians of the rounds:
 
@@ -37,9 +38,11 @@ it runs with `PYTHONPATH=DIR` on this interpreter.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,6 +54,7 @@ from urllib.parse import urlsplit
 
 from _harness import fill_mailbox, poller_config, private_dovecot
 
+from bridge.store import open_store
 from bridge.testing.samples import generate_messages
 from tests.support.dovecot import DovecotServer, DovecotUser
 from tests.support.receiver import ThreadedReceiver
@@ -63,7 +67,8 @@ PHASES = ("interpreter", "imports", "config", "store", "connect", "first RETR", 
 # modules are first imported (an import hook), so the probe changes no import order.
 PROBE = r"""
 import sys, time
-_T = {"main": time.time()}
+_T = {"main": time.time(), "main_cpu": time.process_time()}
+_C = {}  # the same marks in this process's CPU time
 import json, os
 _POP3 = int(os.environ["STARTUP_POP3_PORT"])
 _HOOK = int(os.environ["STARTUP_HOOK_PORT"])
@@ -74,6 +79,7 @@ def _audit(event, args):
         if isinstance(addr, tuple) and len(addr) >= 2:
             if addr[1] == _POP3:
                 _T.setdefault("connect", time.time())
+                _C.setdefault("connect", time.process_time())
             elif addr[1] == _HOOK and "post_cpu" not in _T:
                 _T["post_cpu"] = time.process_time()  # this process's CPU, all its threads
 
@@ -83,10 +89,12 @@ def _wrap_load(module):
     inner = module.load
     def load(*a, **k):
         _T.setdefault("config_start", time.time())
+        _C.setdefault("config_start", time.process_time())
         try:
             return inner(*a, **k)
         finally:
             _T.setdefault("config_end", time.time())
+            _C.setdefault("config_end", time.process_time())
     module.load = load
 
 def _wrap_client(module):
@@ -96,6 +104,7 @@ def _wrap_client(module):
         data = inner(self, command)
         if "retr" not in _T and data[:4].upper() == b"RETR":
             _T["retr"] = time.time()
+            _C["retr"] = time.process_time()
         return data
     cls._encode = _encode
 
@@ -148,6 +157,7 @@ def _stamps():
         db.close()
     except Exception as exc:  # a schema change: say so instead of guessing
         _T["recorded_error"] = repr(exc)
+    _T["cpu"] = _C
     with open(os.environ["STARTUP_STAMPS"], "w") as f:
         json.dump(_T, f)
 atexit.register(_stamps)
@@ -165,11 +175,33 @@ class Run:
     cpu: float
 
 
+async def _migrated(path: Path) -> None:
+    store = open_store(f"sqlite:///{path}")
+    try:
+        await store.migrate()
+    finally:
+        await store.close()
+
+
 class Bench:
-    def __init__(self, server: DovecotServer, user: DovecotUser, work: Path, workers: int):
+    def __init__(
+        self,
+        server: DovecotServer,
+        user: DovecotUser,
+        work: Path,
+        workers: int,
+        *,
+        fresh_state: bool = False,
+    ) -> None:
         self.server, self.user, self.work, self.workers = server, user, work, workers
         self.receiver = ThreadedReceiver(default_status=204)
         self.receiver.start()
+        self.template: Path | None = None
+        if not fresh_state:
+            # What cron meets: a state file that exists, its schema current, none of this
+            # mailbox's messages seen yet (a copy per run).
+            self.template = work / "template.db"
+            asyncio.run(_migrated(self.template))
 
     def close(self) -> None:
         self.receiver.close()
@@ -177,6 +209,8 @@ class Bench:
     def config(self) -> tuple[Path, Path]:
         run = Path(tempfile.mkdtemp(dir=self.work))
         db = run / "state.db"
+        if self.template is not None:
+            shutil.copyfile(self.template, db)
         path = poller_config(
             run / "config.yaml",
             db,
@@ -234,6 +268,19 @@ class Bench:
             ]
             phases = {name: b - a for name, a, b in zip(PHASES, marks[:-1], marks[1:], strict=True)}
             phases["main CPU"] = t["post_cpu"]
+            c = t["cpu"]
+            cpu_marks = [
+                t["main_cpu"],
+                c["config_start"],
+                c["config_end"],
+                c["connect"],
+                c["retr"],
+                t["post_cpu"],
+            ]
+            cpu_phases = ("imports", "config", "store", "connect", "to 1st POST")
+            for name, a, b in zip(cpu_phases, cpu_marks[:-1], cpu_marks[1:], strict=True):
+                phases[f"cpu {name}"] = b - a
+            phases["cpu interpreter"] = t["main_cpu"]
             if "workers" in t:
                 phases["workers up"] = t["workers"] - started
         return Run(first - started, phases, cpu), proc.stderr.decode()
@@ -262,13 +309,18 @@ def main() -> int:
     parser.add_argument("--parse-workers", type=int, default=1, help="poller.parse_workers")
     parser.add_argument("--baseline", action="append", default=[], type=Path)
     parser.add_argument("--top", type=int, default=25, help="-X importtime list (0: none)")
+    parser.add_argument(
+        "--fresh-state",
+        action="store_true",
+        help="a new state file each run (first start: the schema is created, with its fsyncs)",
+    )
     args = parser.parse_args()
     trees = [ROOT, *(p.resolve() for p in args.baseline)]
     load0 = os.getloadavg()[0]
     results: dict[Path, list[Run]] = {t: [] for t in trees}
     with private_dovecot() as server, tempfile.TemporaryDirectory() as tmp:
         user = fill_mailbox(server, generate_messages(args.messages))
-        bench = Bench(server, user, Path(tmp), args.parse_workers)
+        bench = Bench(server, user, Path(tmp), args.parse_workers, fresh_state=args.fresh_state)
         try:
             for tree in trees:  # warm the page cache and the .pyc files; not counted
                 bench.once(tree, probe=False)
@@ -284,7 +336,8 @@ def main() -> int:
     load1 = os.getloadavg()[0]
     print(
         f"`pop3bridge once`, 1 account, {args.messages} messages, parse_workers "
-        f"{args.parse_workers}, {args.rounds} rounds; load {load0:.1f} -> {load1:.1f}; "
+        f"{args.parse_workers}, {'new' if args.fresh_state else 'existing'} state file, "
+        f"{args.rounds} rounds; load {load0:.1f} -> {load1:.1f}; "
         f"{sys.executable}"
     )
     head = f"{'tree':<28} {'exec->1st POST ms':>17} {'min':>6} {'max':>6} {'CPU ms':>7}"
@@ -302,6 +355,14 @@ def main() -> int:
         print(line)
     print("(phases: medians of the probed runs, which run beside the plain ones; their sum")
     print(" need not equal the plain runs' median)")
+    print("\nthe bridge's own CPU time (ms, user + system) in each phase, medians; the interpreter")
+    print("phase is CPU until the probe's first line, `to 1st POST` runs from the first RETR to")
+    print("the first POST's connect:")
+    cpu_cols = ("interpreter", "imports", "config", "store", "connect", "to 1st POST")
+    print(f"{'tree':<28}" + "".join(f" {p:>11}" for p in cpu_cols))
+    for tree, runs in results.items():
+        values = [statistics.median(r.phases[f"cpu {p}"] for r in runs) * 1000 for p in cpu_cols]
+        print(f"{tree!s:<28}" + "".join(f" {v:>11.1f}" for v in values))
     if args.top:
         for tree, stderr in imports.items():
             count, total, costly = importtime_top(stderr, args.top)
