@@ -22,8 +22,10 @@ mail proxy: no system file is read or changed, one worker process.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -39,7 +41,16 @@ from tests.support.receiver import Received, new_secret
 
 __all__ = ["NginxReceiver", "nginx_available"]
 
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
 _HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature", "content-type")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the benchmark dies, so a benchmark killed by a
+    test's timeout or ^C leaves no nginx behind (workers follow their master). libc is
+    loaded beforehand: between fork and exec only the one call runs."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def nginx_available() -> bool:
@@ -124,7 +135,12 @@ http {{
         check = subprocess.run([*command, "-t"], capture_output=True, text=True, check=False)
         if check.returncode != 0:
             raise SystemExit(f"nginx rejected the generated config: {check.stderr}")
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
