@@ -211,12 +211,6 @@ class ParsePool:
         ).start()
         return executor
 
-    async def started(self, wait: float) -> None:
-        """Wait (at most `wait` seconds, without blocking the loop) for the workers' launch."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                await asyncio.wrap_future(self._ready)
-
     async def run(self, job: Job[T]) -> T:
         """`job.run()` done in a worker, or its fallback (class docstring)."""
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
