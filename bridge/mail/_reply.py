@@ -63,7 +63,8 @@ def reply_text(text: str | None) -> str | None:
     """The reply's own text (module docstring); None when it cannot tell."""
     if not text:
         return None
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\r" in text:  # one-character searches are the cheap ones (memchr)
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not _may_have_history(text):
         # No quote, separator, header block or attribution can be here, and most mail is
         # not a reply: the text-level path costs a few microseconds, the per-line rules ~70.
@@ -75,8 +76,8 @@ def reply_text(text: str | None) -> str | None:
 
 # Substrings without which no rule above can match (a quoted line, a line ending in ":", a
 # separator); a "From:"-like field at a line start. Plain `in` tests: one regex over the
-# whole text cost as much as the rest of the reply parsing.
-_MARKS_NO_COLON = ("\n>", "\n >", "________", "-----")
+# whole text cost as much as the rest of the reply parsing; and each multi-character test is
+# asked only once a one-character test (a memchr) found its rarest character.
 _MARKS_COLON = (":\n", "：\n", ": \n")
 _FIELD_STARTS = tuple(
     f"\n{star}{name}"
@@ -86,7 +87,11 @@ _FIELD_STARTS = tuple(
 
 
 def _may_have_history(text: str) -> bool:
-    if text.startswith((">", " >")) or any(mark in text for mark in _MARKS_NO_COLON):
+    if text.startswith((">", " >")):
+        return True
+    if (">" in text and ("\n>" in text or "\n >" in text)) or ("-" in text and "-----" in text):
+        return True
+    if "_" in text and "________" in text:
         return True
     # Every remaining rule needs a colon (lower-casing makes none), and most mail has none in
     # its text: the lower-cased copy and the field-start searches cost ~50 us on 4 KB of text.
@@ -219,10 +224,12 @@ def _tidy(text: str) -> str:
 def _cut_signature(text: str) -> str:
     """`_drop_signature` over the whole text, for texts without history (same result)."""
     cut = len(text)
-    for mark in ("\n-- \n", "\n--\n"):
-        at = text.find(mark)
-        if at >= 0:
-            cut = min(cut, at)
+    at = text.find("\n--")  # the first "\n-- \n" or "\n--\n", in one pass
+    while at >= 0:
+        if text.startswith(("\n", " \n"), at + 3):
+            cut = at
+            break
+        at = text.find("\n--", at + 3)
     if text.startswith(("-- \n", "--\n")) or text in ("--", "-- "):
         cut = 0
     elif text.endswith(("\n--", "\n-- ")):

@@ -369,6 +369,12 @@ def test_metadata_only_has_the_helpdesk_fields() -> None:
                 "Date: now",
                 "____",
                 "2026:",
+                "________",
+                "-----Original Message-----",
+                "-----",
+                "--x",
+                "b >",
+                "x_y-z",
             ]
         ),
         max_size=12,
