@@ -307,6 +307,13 @@ class _Poll:
             moved = {}
         # Part of a group sharing one id may have to wait for the rest (listing.deletable_now).
         here = deletable_now(self.number_of, due)
+        if len(here) < len(due):
+            log.info(
+                "%d delivered message(s) stay until the later messages sharing their UIDL are "
+                "delivered too (deleting them first would move those onto their ids)",
+                len(due) - len(here),
+                extra={"account": self.account},
+            )
         self.moved = {old: new for old, new in moved.items() if new in here}
         if gone:
             # Removed by someone else (another client, server expiry): nothing left to delete.
