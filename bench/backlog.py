@@ -122,7 +122,7 @@ class Backlog:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--messages", type=int, default=6000)
+    ap.add_argument("--messages", type=int, help="default 6000 (200 with --quick)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", default="0,1", help="parse_workers values, comma-separated")
     ap.add_argument("--receiver", choices=("nginx", "python"), default="nginx")
@@ -136,7 +136,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: 200 messages, 1 round")
     args = ap.parse_args()
     if args.quick:
-        args.messages, args.rounds = 200, 1
+        args.rounds = 1
+    args.messages = args.messages or (200 if args.quick else 6000)
     work = Path(tempfile.mkdtemp(prefix="pop3bridge-bench-backlog-"))
     before = machine()
     receiver: Any = (

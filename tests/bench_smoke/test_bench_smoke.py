@@ -61,6 +61,34 @@ def test_poller_throughput_quick(tmp_path: Path) -> None:
     assert phases["after_last_post_s"] > 0
 
 
+def test_backlog_quick(tmp_path: Path) -> None:
+    """`pop3bridge run` (the daemon, stopped once everything arrived) drains a backlog to the
+    nginx receiver, beside fetchmail; the script checks every message arrived verified."""
+    ok, why = dovecot_available()
+    require_service("dovecot", ok, why)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "backlog.py"), "--quick", "--messages", "40"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "POP3BRIDGE_BENCH_RESULTS": str(tmp_path)},
+        timeout=180,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    data = json.loads((tmp_path / "backlog.json").read_text())
+    assert data["messages"] == 40 and data["receiver"] == "nginx"
+    assert {
+        "run, outbox backlog, parse_workers 0",
+        "run, outbox backlog, parse_workers 1",
+        "run, mailbox backlog (defaults)",
+        "fetchmail -> BSMTP",
+    } <= set(data["results"])
+    for name, result in data["results"].items():
+        assert result["median_rate"] > 0, name
+        assert result["median_cpu_ms_per_item"] > 0, name
+    assert len(data["targets"]) == 3
+
+
 @pytest.mark.parametrize("script", ["big_message.py", "many_accounts.py", "proxy.py"])
 def test_other_scripts_parse_their_arguments(script: str) -> None:
     out = subprocess.run(
