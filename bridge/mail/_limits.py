@@ -64,6 +64,17 @@ def field_over_limits(name: str, value: str | bytes) -> str | None:
     return None
 
 
+def _at_most_words(raw: bytes, start: int, end: int | None) -> bool:
+    """Whether raw[start:end] has at most MAX_ENCODED_WORDS "=?" in it.
+
+    Counting the two bytes is slow on quoted-printable text, where "=" is everywhere (16 us
+    for 5 KB); each "=?" holds its own "?", and counting one byte is four times faster.
+    """
+    if raw.count(b"?", start, end) <= MAX_ENCODED_WORDS:
+        return True
+    return raw.count(b"=?", start, end) <= MAX_ENCODED_WORDS
+
+
 def over_limits(raw: bytes, header_end: int) -> str | None:
     """Why `raw` must not go to the full parser (None when it may), in words for `parse_errors`.
 
@@ -78,7 +89,7 @@ def over_limits(raw: bytes, header_end: int) -> str | None:
         or raw.count(b";", 0, header_end) > MAX_PARAMETERS
         or raw.count(b"@", 0, header_end) > MAX_ADDRESSES
         or raw.count(b",", 0, header_end) >= MAX_ADDRESSES
-        or raw.count(b"=?", 0, header_end) > MAX_ENCODED_WORDS
+        or not _at_most_words(raw, 0, header_end)
     ):
         for match in _FIELD.finditer(raw[:header_end].replace(b"\r\n", b"\n")):
             reason = field_over_limits(match[1].lower().decode("ascii"), match[2])
@@ -86,9 +97,7 @@ def over_limits(raw: bytes, header_end: int) -> str | None:
                 return reason
     # MIME parts' Content-Type/-Disposition: only their parameters and encoded words are
     # costly (a long quoted filename is not), so the same counts over the body decide.
-    if raw.count(b";", header_end) <= MAX_PARAMETERS and (
-        raw.count(b"=?", header_end) <= MAX_ENCODED_WORDS
-    ):
+    if raw.count(b";", header_end) <= MAX_PARAMETERS and _at_most_words(raw, header_end, None):
         return None
     for match in _PART_FIELD.finditer(raw[header_end - 1 :].lower()):
         reason = field_over_limits(match[1].decode("ascii"), match[2])

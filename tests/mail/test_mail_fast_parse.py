@@ -417,3 +417,15 @@ def test_the_parse_caps_run_before_the_fast_path() -> None:
     assert seen and all(not block.endswith(b"body\r\n") for block in seen)
     assert "addresses (the limit is 1000)" in data["parse_errors"][0]
     assert data["raw"] is not None and data["text"] is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"", b"=?" * 1000, b"=?" * 1001, b"?" * 5000, b"=?" * 1000 + b"?" * 10, b"x=?" * 1001 + b"=="],
+)
+def test_the_encoded_word_count_shortcut_agrees_with_counting(text: bytes) -> None:
+    from bridge.mail._limits import MAX_ENCODED_WORDS, _at_most_words
+
+    raw = b"Subject: x\r\n\r\n" + text
+    assert _at_most_words(raw, 14, None) == (raw.count(b"=?", 14) <= MAX_ENCODED_WORDS)
+    assert _at_most_words(raw, 0, 14) == (raw.count(b"=?", 0, 14) <= MAX_ENCODED_WORDS)
