@@ -48,7 +48,9 @@ started in span mode; where a response ends and what its bytes are is the same e
 
 from __future__ import annotations
 
+import re
 from collections import deque
+from collections.abc import Collection
 from typing import Literal
 
 from bridge.pop3.commands import ResponseKind, is_keyword
@@ -103,6 +105,10 @@ SPAN_ERR = 3  # a whole -ERR response was framed
 SPAN_PART = 4  # a +OK multi-line response was framed up to `span_end`; its end is to come
 
 LineEnding = Literal["auto", "crlf", "lf"]
+# A command line `CommandReader.next_plain` reads without an event object: a 1-4 letter
+# keyword, up to two printable arguments of at most 64 characters (so logged as they are), CRLF.
+# What `next_event` would make of such a line is plain; any other line is left to it.
+_PLAIN_COMMAND = re.compile(rb"([A-Za-z]{1,4})(?: ([!-~]{1,64}))?(?: ([!-~]{1,64}))?\r\n")
 # Enum members looked up once: `ResponseKind.X` costs a metaclass lookup per use (span mode's
 # check runs once per response).
 _SINGLE = ResponseKind.SINGLE
@@ -550,6 +556,34 @@ class CommandReader(_ReceiveBuffer):
 
     def expect_auth_response(self) -> None:
         self._auth_expected = True
+
+    def next_plain(
+        self, verbs: Collection[str]
+    ) -> tuple[str, tuple[str, ...], bytes] | NeedData | None:
+        """The next line as (verb, arguments, raw), read without an event object, when it is a
+        plain command (`_PLAIN_COMMAND`) whose upper-cased verb is one of `verbs`.
+
+        `NEED_DATA`: the line is not all here and may still be plain. None: read it with
+        `next_event` (any other line, and every line while a long one is being skipped or a
+        SASL answer is due). Either way the line means the same: a proxy may ask this first
+        for every line (tests/proxy/test_relay_fast_path.py compares both ways).
+        """
+        if self._skipping or self._auth_expected:
+            return None
+        buf = self._buf
+        match = _PLAIN_COMMAND.match(buf)
+        if match is None:
+            if not buf or (buf.find(b"\n") < 0 and len(buf) <= self._max_line):
+                return None if self._eof else NEED_DATA
+            return None
+        verb = match[1].decode("ascii").upper()
+        if verb not in verbs:
+            return None
+        raw = bytes(match[0])
+        args = tuple(a.decode("ascii") for a in match.groups()[1:] if a is not None)
+        del buf[: match.end()]
+        self._search_from = 0
+        return verb, args, raw
 
     def next_event(self) -> Command | AuthResponseLine | ConnectionClosed | NeedData:
         buf = self._buf

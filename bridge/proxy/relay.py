@@ -43,26 +43,24 @@ chunkings to a relay with and without the pass-through path and compares every s
 tests/pop3/test_span_mode.py compares the framer's two modes. The relay expects a framer whose
 line ending is decided (`line_ending="crlf"` or ``"lf"``; the session passes one).
 
-Client lines get the same treatment: in TRANSACTION, with no SASL answer due and no over-long
-line ever seen (the reader may be skipping one), a line that is one of those verbs with up to
-two short printable arguments and CRLF is matched by one regular expression
-(`_PLAIN_COMMAND`) instead of the core's `CommandReader`; any other line, and everything after
-it, goes to the reader, and the relay parses again once the reader holds nothing. A second
-property compares both ways over arbitrary client bytes and chunkings.
+Client lines get the same treatment: in TRANSACTION, with no SASL answer due, the relay asks
+the core's `CommandReader` for a plain line first (`next_plain`: one of those verbs, up to two
+short printable arguments, CRLF, read without an event object) and takes any other line as an
+event. Both are the reader's rules over the reader's one buffer; a second property compares
+both ways over arbitrary client bytes and chunkings.
 
 Decisions that are not the protocol's go through one seam (`bridge.proxy.handler`): the
 session object carries the policy (plain data) and the user; the handler is asked
 `handle_LOGIN` (the per-user limit) and, only in a tapped session, `handle_RETR` (the tap).
 
-Why this module stays one piece (about 800 lines): it is one state machine over one FIFO.
-Client-side, the core's reader and the pass-through line parser hand each other the unread bytes
-mid-stream (`_client_to_reader`) and share the barrier rules and the reader's state; upstream,
-every branch (span, events, CAPA rewrite, tap, local answers in their place) reads and writes
-the same `Pending` entries and closing rules. Split into modules, that shared state would be
-read and written across module boundaries, the rule-in-two-places this house avoids. What is
-not the state machine lives elsewhere: the records it emits (`records.py`), policy
-(`policy.py`), the routing login (`auth.py`), the decisions (`handler.py`), all framing
-(`bridge.pop3.wire`) and all I/O (`session.py`).
+Why this module stays one piece (about 750 lines): it is one state machine over one FIFO.
+Every branch — a command forwarded, refused or held behind a barrier; a response framed by
+span mode or by events, the CAPA rewrite, the tap, local answers in their place — reads and
+writes the same `Pending` entries, session state and closing rules. Split into modules, that
+shared state would be read and written across module boundaries, the rule-in-two-places this
+house avoids. What is not the state machine lives elsewhere: the records it emits
+(`records.py`), policy (`policy.py`), the routing login (`auth.py`), the decisions
+(`handler.py`), all framing, both legs (`bridge.pop3.wire`), and all I/O (`session.py`).
 
 The relay never writes a byte that did not come from the upstream framer or from a complete
 local answer: on upstream failure in the middle of a body the client connection is just
@@ -72,12 +70,11 @@ line is answered ``-ERR [SYS/TEMP]``.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import deque
 from collections.abc import Callable
 
-from bridge.pop3.commands import MAX_COMMAND_LINE, RESPONSE_KINDS, ResponseKind, response_kind
+from bridge.pop3.commands import RESPONSE_KINDS, ResponseKind, response_kind
 from bridge.pop3.errors import BadCommandLine, ConnectionLost, RemoteProtocolError
 from bridge.pop3.events import (
     NEED_DATA,
@@ -120,9 +117,6 @@ _USER_VERBS = frozenset({"USER", "APOP", "AUTH"})
 # Verbs whose responses may take the pass-through path (in TRANSACTION only): they change no
 # state and nothing but the client reads their response (RETR only when no tap is configured).
 _FAST_VERBS = frozenset({"RETR", "TOP", "LIST", "UIDL", "STAT", "NOOP", "DELE", "RSET", "LAST"})
-# A command line the fast path reads itself: 1-4 letters, up to two printable arguments of at
-# most 64 characters (so logged as they are), CRLF. What the reader would make of it is clear.
-_PLAIN_COMMAND = re.compile(rb"([A-Za-z]{1,4})(?: ([!-~]{1,64}))?(?: ([!-~]{1,64}))?\r\n")
 
 UPSTREAM_LOST = b"-ERR [SYS/TEMP] upstream server connection lost\r\n"
 _ROUTING_CAPA = b"USER\r\nSASL " + " ".join(ROUTABLE_MECHANISMS).encode() + b"\r\nRESP-CODES\r\n"
@@ -155,13 +149,8 @@ class Relay:
         self._handler = handler
         self._framer = upstream
         self._fast_path = fast_path
-        # Client bytes not yet read, while commands are parsed here (`_read_client_fast`)
-        # rather than by the reader; and what the reader's state would be for the slow path.
-        self._cbuf = bytearray()
-        self._client_fast = False
         self._client_eof = False
         self._auth_line_expected = False  # the reader takes the next line as a SASL answer
-        self._too_long_seen = False  # the reader may be skipping the rest of a long line
         self._login = LocalLogin() if upstream is None else None  # routing mode until login
         self._reader = CommandReader()
         self._state = SessionState(State.AUTHORIZATION)
@@ -206,7 +195,7 @@ class Relay:
 
     def client_backlog(self) -> int:
         """Bytes the client sent that the relay has not read yet (to pause reading the client)."""
-        return self._reader.buffered() + len(self._cbuf)
+        return self._reader.buffered()
 
     def wants_client_data(self) -> bool:
         return self.closing is None and self.client_backlog() < CLIENT_BACKLOG_LIMIT
@@ -214,12 +203,7 @@ class Relay:
     def client_data(self, data: bytes) -> None:
         if not data:
             self._client_eof = True
-            self._client_to_reader()
-            self._reader.receive_data(b"")
-        elif self._client_fast or self._can_read_fast():
-            self._cbuf += data
-        else:
-            self._reader.receive_data(data)
+        self._reader.receive_data(data)
         self._read_client()
 
     def upstream_data(self, data: bytes) -> None:
@@ -231,7 +215,6 @@ class Relay:
         """The client leg is now TLS: forget what came before (RFC 2595 §4)."""
         self.encrypted = True
         self._reader = CommandReader()
-        self._cbuf.clear()
         self._auth_line_expected = False
         if self._login is not None:
             self._login = LocalLogin()
@@ -279,15 +262,16 @@ class Relay:
                 command, self._held = self._held, None
                 self._command(command)
                 continue
-            if self._client_fast or self._can_read_fast():
-                if self._read_client_fast():
-                    return
-                continue
+            if self._fast_client_ok():
+                plain = self._reader.next_plain(_FAST_VERBS)
+                if isinstance(plain, tuple):
+                    self._plain_command(*plain)
+                    continue
+                if plain is not None:
+                    return  # NEED_DATA: a plain line may be arriving
             try:
                 event = self._reader.next_event()
             except BadCommandLine as exc:
-                if exc.reason == "too-long":
-                    self._too_long_seen = True
                 self.errors += 1
                 if self._auth_line_expected:
                     # A SASL exchange cannot skip a response: the upstream (or the routing
@@ -317,66 +301,29 @@ class Relay:
 
     # -- client side: the pass-through path ------------------------------------------------------
     def _fast_client_ok(self) -> bool:
-        """Whether command lines may be parsed by `_read_client_fast` (TRANSACTION, nothing the
-        reader would read differently: no SASL answer due, no long line being skipped)."""
+        """Whether plain command lines may be read without events (TRANSACTION, no SASL answer
+        due; the reader itself declines while it skips a long line)."""
         return (
             self._fast_path
             and self._state.state is State.TRANSACTION
             and self._login is None
             and not self._sasl_answer
-            and not self._auth_line_expected
-            and not self._too_long_seen
             and not self._client_eof
         )
 
-    def _can_read_fast(self) -> bool:
-        """Switch to parsing here once the reader holds nothing and the session allows it."""
-        if self._reader.buffered() or not self._fast_client_ok():
-            return False
-        self._client_fast = True
-        return True
-
-    def _client_to_reader(self) -> None:
-        """Give the unread client bytes back to the reader, which reads from here on."""
-        self._client_fast = False
-        if self._cbuf:
-            self._reader.receive_data(bytes(self._cbuf))
-            self._cbuf.clear()
-
-    def _read_client_fast(self) -> bool:
-        """Read one plain command line (a pass-through verb, short printable arguments, CRLF).
-
-        Returns True to wait for more bytes; anything else goes back to the reader.
-        """
-        if not self._fast_client_ok():
-            self._client_to_reader()
-            return False
-        buf = self._cbuf
-        match = _PLAIN_COMMAND.match(buf)
-        if match is None:
-            if not buf or (buf.find(b"\n") < 0 and len(buf) <= MAX_COMMAND_LINE):
-                return True  # nothing yet, or the start of a line: wait for the rest
-            self._client_to_reader()
-            return False
-        verb = match[1].decode("ascii").upper()
-        if verb not in _FAST_VERBS:
-            self._client_to_reader()
-            return False
-        raw = bytes(match[0])
-        args = tuple(a.decode("ascii") for a in match.groups()[1:] if a is not None)
-        del buf[: match.end()]
+    def _plain_command(self, verb: str, args: tuple[str, ...], raw: bytes) -> None:
+        """`_command` for a plain line of a pass-through verb (`CommandReader.next_plain`)."""
         self.commands += 1
         kind = RESPONSE_KINDS.get((verb, bool(args)))
         if kind is None:
             self._count_error()
             self._local(verb, args, b"-ERR unknown command\r\n", "unknown")
-            return False
+            return
         verdict = self.policy.decide_verb(verb, State.TRANSACTION, encrypted=self.encrypted)
         if verdict.decision is not Decision.FORWARD:
             self._local(verb, args, verdict.reply, "denied")
-            return False
+            return
         self._forward(raw, Pending(verb, args, self._clock(), kind))
-        return False
 
     def _command(self, command: Command) -> None:
         verb, args = command.verb, loggable_args(command)
