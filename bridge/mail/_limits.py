@@ -64,6 +64,18 @@ def field_over_limits(name: str, value: str | bytes) -> str | None:
     return None
 
 
+def _at_most_semicolons(raw: bytes, start: int) -> bool:
+    """Whether raw[start:] has at most MAX_PARAMETERS ";" in it: at most that many + 1 memchr
+    searches, instead of a count that reads every byte one by one (4 us for 5 KB)."""
+    at = start
+    for _ in range(MAX_PARAMETERS + 1):
+        at = raw.find(b";", at)
+        if at < 0:
+            return True
+        at += 1
+    return False
+
+
 def _at_most_words(raw: bytes, start: int, end: int | None) -> bool:
     """Whether raw[start:end] has at most MAX_ENCODED_WORDS "=?" in it.
 
@@ -97,10 +109,20 @@ def over_limits(raw: bytes, header_end: int) -> str | None:
                 return reason
     # MIME parts' Content-Type/-Disposition: only their parameters and encoded words are
     # costly (a long quoted filename is not), so the same counts over the body decide.
-    if raw.count(b";", header_end) <= MAX_PARAMETERS and _at_most_words(raw, header_end, None):
+    if _at_most_semicolons(raw, header_end) and _at_most_words(raw, header_end, None):
         return None
-    for match in _PART_FIELD.finditer(raw[header_end - 1 :].lower()):
-        reason = field_over_limits(match[1].decode("ascii"), match[2])
+    # HTML with inline styles often has hundreds of ";": then every part's field is looked at.
+    # `find` skips to each candidate (the regex alone scanned the body at ~2 ns a byte); the
+    # regex then matches there, as `finditer` would have.
+    low = raw[header_end - 1 :].lower()
+    at = low.find(b"\ncontent-")
+    while at >= 0:
+        part_field = _PART_FIELD.match(low, at)
+        if part_field is None:
+            at = low.find(b"\ncontent-", at + 1)
+            continue
+        reason = field_over_limits(part_field[1].decode("ascii"), part_field[2])
         if reason is not None:
             return f"{reason} in a MIME part"
+        at = low.find(b"\ncontent-", part_field.end())
     return None

@@ -429,3 +429,39 @@ def test_the_encoded_word_count_shortcut_agrees_with_counting(text: bytes) -> No
     raw = b"Subject: x\r\n\r\n" + text
     assert _at_most_words(raw, 14, None) == (raw.count(b"=?", 14) <= MAX_ENCODED_WORDS)
     assert _at_most_words(raw, 0, 14) == (raw.count(b"=?", 0, 14) <= MAX_ENCODED_WORDS)
+
+
+@pytest.mark.parametrize("n", [0, 1, 99, 100, 101, 500])
+def test_the_semicolon_shortcut_agrees_with_counting(n: int) -> None:
+    from bridge.mail._limits import MAX_PARAMETERS, _at_most_semicolons
+
+    raw = b"A: b;c\r\n\r\n" + b"x;" * n + b";" * (n % 3)
+    assert _at_most_semicolons(raw, 10) == (raw.count(b";", 10) <= MAX_PARAMETERS)
+
+
+@pytest.mark.parametrize("name", ["Content-Type", "CONTENT-TYPE", "cOnTeNt-DiSpOsItIoN", "X-Other"])
+@pytest.mark.parametrize("before", [b"", b"content-free text\r\n", b"Content-Language: en\r\n"])
+def test_the_part_field_scan_finds_what_finditer_found(name: str, before: bytes) -> None:
+    from bridge.mail import _limits
+
+    params = b"; ".join(b"p%d=v" % i for i in range(150))
+    styled = b'<p style="a: b; c: d; e: f">x</p>\r\n' * 60  # hundreds of ";" in the body
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        + before
+        + name.encode()
+        + b": text/plain; "
+        + params
+        + b"\r\n\r\n"
+        + styled
+        + b"--b--\r\n"
+    )
+    end = _mime.header_end(raw)
+    reference = None
+    for match in _limits._PART_FIELD.finditer(raw[end - 1 :].lower()):
+        reason = _limits.field_over_limits(match[1].decode("ascii"), match[2])
+        if reason is not None:
+            reference = f"{reason} in a MIME part"
+            break
+    assert _limits.over_limits(raw, end) == reference
+    assert (reference is None) == (name == "X-Other")
