@@ -211,6 +211,13 @@ class ParsePool:
         ).start()
         return executor
 
+    def allowance(self, jobs: int) -> float:
+        """Wall-clock seconds within which `jobs` jobs sent together are answered (or their
+        worker is killed and they fall back). CPU time is enforced in the worker; this only
+        catches a worker that stopped answering at all, so it allows for a machine busy with
+        other work. A caller with a deadline of its own can set this much aside."""
+        return jobs * (3 * self.limits.cpu_seconds + 5) + 30
+
     async def run(self, job: Job[T]) -> T:
         """`job.run()` done in a worker, or its fallback (class docstring)."""
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -266,9 +273,7 @@ class ParsePool:
         """One round trip; `_PoolFailed` (after restarting the pool) when it cannot answer."""
         executor, ready = self._executor, self._ready
         cpu = self.limits.cpu_seconds
-        # CPU time is enforced in the worker; this only catches a worker that stopped
-        # answering at all, so it allows for a machine busy with other work.
-        deadline = len(jobs) * (3 * cpu + 5) + 30
+        deadline = self.allowance(len(jobs))
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(deadline):

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.outbox import isolated_row, parsed_at_fetch
+from bridge.outbox import current_pool, isolated_row, parsed_at_fetch
 from bridge.poller.canary import find_canary
 from bridge.poller.report import PollReport
 from bridge.poller.spec import AccountSpec
@@ -100,6 +100,10 @@ class Fetcher:
     writing: asyncio.Task[None] | None = None
     # UIDLs recorded (committed) so far, in order.
     recorded: list[str] = field(default_factory=list)
+    # Moves the session's deadline later: by the time spent waiting for rows parsed now, so a
+    # mailbox of slow-to-parse mail (each within poller.parse_timeout) still makes progress
+    # (the parse workers' own allowance bounds that wait).
+    extend: Callable[[float], None] | None = None
 
     async def run(self, new: list[tuple[int, str]], sizes: dict[int, int]) -> None:
         """RETR (or TOP for oversize) in mailbox order and record in batches (`recorded`).
@@ -204,9 +208,19 @@ class Fetcher:
                     when = deadline.when()
                     if when is not None:
                         deadline.reschedule(when + loop.time() - building)
+            # The parse workers answer within their own allowance; the session's deadline
+            # makes room for it while they work, and keeps only the time they took.
+            pool = current_pool()
+            parsing = sum(1 for row_or_task, _ in rows if not isinstance(row_or_task, NewMessage))
+            room = pool.allowance(parsing) if pool is not None and parsing else 0.0
+            if self.extend is not None and room:
+                self.extend(room)
+            waited = loop.time()
             for row_or_task, size in rows:
                 message = row_or_task if isinstance(row_or_task, NewMessage) else await row_or_task
                 self.add(message, size)
+            if self.extend is not None and room:
+                self.extend(loop.time() - waited - room)
         except TimeoutError:
             self.client.abort()  # nothing is committed: the mailbox stays as it was
             raise ReadTimeout(

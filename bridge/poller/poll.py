@@ -243,6 +243,7 @@ class _Poll:
         fetcher = Fetcher(
             client, self.spec, self.store, report, self.clock, self.notify, self.halted
         )
+        fetcher.extend = self.extend  # time the parse workers take is not the server's
         await fetcher.run(new, sizes)
         self.recorded = fetcher.recorded
         if report.canary_numbers:
