@@ -235,7 +235,9 @@ def _bridge_command(
     argv = [str(Path(sys.executable).parent / "pop3bridge"), command, "--config", str(config)]
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
-        argv = [sys.executable, "-m", "bridge", command, "--config", str(config)]
+        # -P: `-m` would otherwise put the working directory (this checkout) first on
+        # sys.path, and the "baseline" would run this tree's bridge package.
+        argv = [sys.executable, "-P", "-m", "bridge", command, "--config", str(config)]
     return argv, env
 
 

@@ -6,9 +6,14 @@ issue 17 used it for the 29 November tree against today's.
     python bench/custody_cost.py --baseline /tmp/base [--messages 2000] [--rounds 3]
         [--receiver python|nginx] [--workers 1,0]
 
-`--workers` adds one contender of this tree per `poller.parse_workers` value (default: only
-the configuration's default); the baseline runs with its own defaults. CPU is the whole
-process tree's (bench/_tree.py), parse workers included.
+`--baseline` may be repeated; `--workers` adds, for every tree, one contender per
+`poller.parse_workers` value besides the tree's own default. CPU is the whole process tree's
+(bench/_tree.py), parse workers included. Issue 17's comparison of 29 November with 2 December:
+
+    mkdir /tmp/nov29 /tmp/dec2 && git archive ef26ce7 bridge | tar -x -C /tmp/nov29
+    git archive 7c6beac bridge | tar -x -C /tmp/dec2
+    python bench/custody_cost.py --baseline /tmp/nov29 --baseline /tmp/dec2 --workers 0 \
+        --receiver nginx
 
 Each round fetches N ~5 KB messages from a private Dovecot over plain POP3 into a fresh SQLite
 state file and delivers them to a local receiver that verifies every signature (the same set-up
@@ -20,6 +25,7 @@ most 10 % of poller throughput.
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import tempfile
 from pathlib import Path
@@ -50,11 +56,19 @@ BASE = "baseline tree (its defaults)"
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--baseline", type=Path, required=True, help="checkout without custody")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        action="append",
+        required=True,
+        help="a tree's bridge package to compare with (repeatable; the first is the ratios')",
+    )
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--receiver", choices=("python", "nginx"), default="python")
-    ap.add_argument("--workers", help="parse_workers values for this tree, comma-separated")
+    ap.add_argument(
+        "--workers", help="parse_workers values to run every tree with too, comma-separated"
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pop3bridge-bench-custody-"))
     work.chmod(0o755)
@@ -76,18 +90,24 @@ def main() -> int:
             shutil.rmtree(run)
             return Sample(done.seconds, args.messages, {"cpu_s": done.cpu_s})
 
-        contenders = [Contender(MINE, lambda: once(HERE), cpu="reported")]
-        for w in [int(x) for x in args.workers.split(",")] if args.workers else []:
+        workers = [int(x) for x in args.workers.split(",")] if args.workers else []
+        trees = [(HERE, "this tree")] + [
+            (b.resolve(), "baseline tree" if i == 0 else f"baseline {b.name}")
+            for i, b in enumerate(args.baseline)
+        ]
+        contenders = []
+        for tree, label in trees:
             contenders.append(
-                Contender(
-                    f"this tree, parse_workers {w}",
-                    lambda w=w: once(HERE, w),  # type: ignore[misc]
-                    cpu="reported",
-                )
+                Contender(f"{label} (its defaults)", functools.partial(once, tree), cpu="reported")
             )
-        contenders.append(
-            Contender(BASE, lambda: once(args.baseline.resolve(), None), cpu="reported")
-        )
+            for w in workers:
+                contenders.append(
+                    Contender(
+                        f"{label}, parse_workers {w}",
+                        functools.partial(once, tree, w),
+                        cpu="reported",
+                    )
+                )
         samples = alternate(contenders, args.rounds)
     shutil.rmtree(work, ignore_errors=True)
     results = {name: summarize(s) for name, s in samples.items()}
@@ -99,7 +119,7 @@ def main() -> int:
         "messages": args.messages,
         "rounds": args.rounds,
         "receiver": args.receiver,
-        "baseline": str(args.baseline),
+        "baseline": [str(b) for b in args.baseline],
         "machine_before": before,
         "machine_after": machine(),
         "results": results,
