@@ -1,21 +1,33 @@
 """Connecting and logging in to one account's server, as every poller command does.
 
 `poll_account` starts each session here, and so do `peek`, `replay` and `reconcile`: one place
-decides the client's limits (`max_answer_size`) and the OAuth retry.
+decides the client's limits (`max_answer_size`), the TLS context (`tls_context`) and the OAuth
+retry.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import ssl
+import time
 
 from bridge.poller.report import PollReport
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.client import POP3Client, login_with_fallback
 from bridge.pop3.errors import AuthenticationFailed
+from bridge.pop3.tls import client_context
 
-__all__ = ["connect_and_login", "max_answer_size"]
+__all__ = ["connect_and_login", "max_answer_size", "tls_context"]
 
 log = logging.getLogger(__name__)
+
+# A context is rebuilt at least this often, so an updated system CA store is picked up without a
+# restart (a `ca_file` is also checked by its mtime and size at every use).
+TLS_CONTEXT_MAX_AGE = 3600.0
+
+# (ca_file, insecure) -> (monotonic time built, the CA file's (mtime_ns, size), context)
+_contexts: dict[tuple[str | None, bool], tuple[float, tuple[int, int] | None, ssl.SSLContext]] = {}
 
 
 def max_answer_size(max_message_size: int) -> int:
@@ -27,6 +39,35 @@ def max_answer_size(max_message_size: int) -> int:
     answers of even huge mailboxes stay far below it.
     """
     return 2 * max_message_size + 1024 * 1024
+
+
+def tls_context(spec: AccountSpec) -> ssl.SSLContext | None:
+    """The verifying client context for `spec`'s TLS settings, shared by every account with the
+    same `ca_file` and `insecure` (None for `tls: none`).
+
+    Building one loads the CA certificates: about 22 ms of CPU with the system store on this
+    project's benchmark machine, which at 10,000 accounts polled every 60 s would be 3.6 cores
+    spent re-reading the same file. A context holds only settings and trust anchors (each
+    connection gets its own TLS state from it), so sharing it changes nothing a server sees.
+    It is rebuilt when the CA file changes on disk and at least every `TLS_CONTEXT_MAX_AGE`.
+    """
+    if spec.tls not in ("implicit", "starttls"):
+        return None  # no TLS (or a mode the client refuses with its own message)
+    key = (spec.ca_file, spec.insecure)
+    stamp: tuple[int, int] | None = None
+    if spec.ca_file is not None:
+        try:
+            st = os.stat(spec.ca_file)
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None  # client_context says what is wrong with it
+    now = time.monotonic()
+    hit = _contexts.get(key)
+    if hit is not None and hit[1] == stamp and now - hit[0] < TLS_CONTEXT_MAX_AGE:
+        return hit[2]
+    ctx = client_context(None, spec.ca_file, spec.insecure)
+    _contexts[key] = (now, stamp, ctx)
+    return ctx
 
 
 async def connect_and_login(spec: AccountSpec, report: PollReport | None = None) -> POP3Client:
@@ -47,6 +88,7 @@ async def connect_and_login(spec: AccountSpec, report: PollReport | None = None)
             spec.host,
             spec.port,
             tls=spec.tls,
+            ssl_context=tls_context(spec),
             ca_file=spec.ca_file,
             insecure=spec.insecure,
             connect_timeout=spec.connect_timeout,
