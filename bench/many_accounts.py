@@ -2,7 +2,7 @@
 
     python bench/many_accounts.py [--accounts 1000] [--per-account 3] [--idle-accounts 10000]
                                   [--interval 60] [--idle-seconds 60] [--concurrency N]
-                                  [--dovecot tuned|forking] [--quick] [--profile DIR]
+                                  [--dovecot tuned|forking] [--tls] [--quick] [--profile DIR]
 
 One private Dovecot holds `--idle-accounts` users (a passwd-file line each, as the test suite
 makes them); the first `--accounts` of them get `--per-account` messages. Two `pop3bridge run`
@@ -26,10 +26,12 @@ accounts at 60 s (167 sessions/s) would need 2.5 cores for Dovecot alone: the se
 bridge, would be measured. Servers that people poll many accounts on do not fork twice per
 login either.
 
-`POP3BRIDGE_EVENT_LOOP=uvloop` in the environment runs the bridge on uvloop (results go to
-many_accounts_uvloop.json). Last, the floor: the same idle session (seven exchanges) from a
-minimal asyncio protocol with no POP3 library, store or scheduler, on both loops, to show what
-the sockets and the event loop alone cost per poll.
+`--tls` polls over POP3S (implicit TLS, the test CA as `ca_file`; results go to
+many_accounts_tls.json); the floor stays plain POP3. `POP3BRIDGE_EVENT_LOOP=uvloop` in the
+environment runs the bridge on uvloop (results go to many_accounts_uvloop.json). Last, the
+floor: the same idle session (seven exchanges) from a minimal asyncio protocol with no POP3
+library, store or scheduler, on both loops, to show what the sockets and the event loop alone
+cost per poll.
 """
 
 from __future__ import annotations
@@ -252,6 +254,7 @@ def main() -> int:
     ap.add_argument("--idle-seconds", type=float, default=60.0)
     ap.add_argument("--concurrency", type=int, default=None, help="max_concurrent_accounts")
     ap.add_argument("--dovecot", choices=["tuned", "forking"], default="tuned")
+    ap.add_argument("--tls", action="store_true", help="POP3S (trusting the test CA file)")
     ap.add_argument("--profile", type=Path, default=None, help="pyinstrument text per phase")
     ap.add_argument(
         "--floor-sessions", type=int, default=2000, help="sessions of the minimal client"
@@ -275,7 +278,11 @@ def main() -> int:
             msgs = [pool[(i + k) % len(pool)] for k in range(args.per_account)]
             user = fill_mailbox(server, msgs if i < args.accounts else [])
             accounts.append(
-                {**server.plain_account(user, f"a{i:05d}"), "poll_interval": args.interval}
+                {
+                    **(server.pop3s_account(user) if args.tls else server.plain_account(user, "")),
+                    "name": f"a{i:05d}",
+                    "poll_interval": args.interval,
+                }
             )
         print(
             f"{args.idle_accounts} Dovecot users ({args.accounts} x {args.per_account} "
@@ -349,6 +356,7 @@ def main() -> int:
         data: dict[str, Any] = {
             "benchmark": "many_accounts",
             "dovecot": args.dovecot,
+            "tls": args.tls,
             "max_concurrent_accounts": args.concurrency or "default",
             "accounts": args.accounts,
             "messages": total,
@@ -376,10 +384,12 @@ def main() -> int:
         }
         loop = os.environ.get("POP3BRIDGE_EVENT_LOOP", "")
         data["event_loop"] = loop or "default"
-        name = "many_accounts" + (f"_{loop}" if loop else "") + ("_quick" if args.quick else "")
+        name = "many_accounts" + ("_tls" if args.tls else "") + (f"_{loop}" if loop else "")
+        name += "_quick" if args.quick else ""
         path = write_results(name, data)
         print_table(
-            f"Many accounts (Dovecot {args.dovecot}, concurrency {args.concurrency or 'default'})",
+            f"Many accounts ({'POP3S' if args.tls else 'POP3'}, Dovecot {args.dovecot}, "
+            f"concurrency {args.concurrency or 'default'})",
             ["measure", "value"],
             [
                 [f"first full cycle, {args.accounts} accounts, {total} messages (s)", cycle],
