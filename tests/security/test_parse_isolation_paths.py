@@ -255,7 +255,9 @@ def test_a_tapped_bomb_does_not_stall_other_proxy_sessions(tmp_path: Path) -> No
     assert "poller.parse_timeout (1s of CPU)" in copy["parse_errors"][0]
     assert copy["size"] == len(bomb)
     assert base64.b64decode(copy["raw"]) == bomb  # the exact message, headers-only payload
-    assert len(latencies) > 20
+    # The other session kept going through the copy (at least a second of the worker's CPU):
+    # a handful of round trips, however slow a loaded machine makes each one.
+    assert len(latencies) >= 5, latencies
     assert max(latencies) < 1.0, sorted(latencies)[-5:]
     # Relaying, hashing and handing 8 MB to a worker: a fraction of the ~5 s the parse takes.
     print(f"proxy process CPU while the bomb was copied: {spent:.2f}s")
