@@ -323,6 +323,7 @@ class ResponseFramer(_ReceiveBuffer):
         if status.ok and head is ResponseKind.MULTI:
             self._in_body = True
             self._line_start = True
+            self._span_scan = 0  # span mode may go on with this body: search it all
         return status
 
     def _take_line(self) -> tuple[bytes, bytes] | None:
@@ -409,14 +410,22 @@ class ResponseFramer(_ReceiveBuffer):
         # The token, then nothing or a space and text that is not a [response code].
         if rest != cr and (buf[rest] != 0x20 or buf.startswith(b"[", rest + 1)):
             return SPAN_EVENTS
-        self.span_end = nl + 1
+        body = self.span_end = nl + 1
         queue.popleft()  # as `next_event` does: a body belongs to no expectation
         if not ok or kind is not _MULTI:
             self._body_start = -1
             return SPAN_OK if ok else SPAN_ERR
+        self._body_start = body
+        if not buf.startswith(b".", body):
+            # The usual case, a body already all here: one search (its end cannot start
+            # before the body, as the body's first octet is not the terminator's ".").
+            end = buf.find(b"\r\n.\r\n", body)
+            if end >= 0:
+                self.span_end = end + 5
+                return SPAN_OK
         self._in_body = True
         self._line_start = True
-        self._body_start = self._span_scan = nl + 1
+        self._span_scan = body
         found = self._span_body_step(whole)
         return SPAN_PART if found == SPAN_NEED else found
 
