@@ -44,6 +44,14 @@ applies the rules above and raises what they raise. Both modes share the expecta
 the body state, so a caller may switch between them at any response boundary and inside a body
 started in span mode; where a response ends and what its bytes are is the same either way
 (tests/pop3/test_span_mode.py compares them over arbitrary chunkings).
+
+Why one module (about 650 lines): it is every rule about where a POP3 line or body ends, for
+both directions — as h11 keeps all its readers in one `_readers.py` — over one receive buffer
+type: the response framer's two modes, the command reader with its plain-line read
+(`CommandReader.next_plain`, the proxy's pass-through for client lines), the terminator search
+(`body_end`) and (un)stuffing. Split, the span mode and the events, or the plain-line read
+and the reader's line limits, would sit in different files while each must agree with the
+other octet for octet; what is not framing (commands, responses, state) is already elsewhere.
 """
 
 from __future__ import annotations
