@@ -8,26 +8,17 @@ retry.
 from __future__ import annotations
 
 import logging
-import os
 import ssl
-import time
 
 from bridge.poller.report import PollReport
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.client import POP3Client, login_with_fallback
 from bridge.pop3.errors import AuthenticationFailed
-from bridge.pop3.tls import client_context
+from bridge.pop3.tls import shared_client_context
 
 __all__ = ["connect_and_login", "max_answer_size", "tls_context"]
 
 log = logging.getLogger(__name__)
-
-# A context is rebuilt at least this often, so an updated system CA store is picked up without a
-# restart (a `ca_file` is also checked by its mtime and size at every use).
-TLS_CONTEXT_MAX_AGE = 3600.0
-
-# (ca_file, insecure) -> (monotonic time built, the CA file's (mtime_ns, size), context)
-_contexts: dict[tuple[str | None, bool], tuple[float, tuple[int, int] | None, ssl.SSLContext]] = {}
 
 
 def max_answer_size(max_message_size: int) -> int:
@@ -42,32 +33,12 @@ def max_answer_size(max_message_size: int) -> int:
 
 
 def tls_context(spec: AccountSpec) -> ssl.SSLContext | None:
-    """The verifying client context for `spec`'s TLS settings, shared by every account with the
-    same `ca_file` and `insecure` (None for `tls: none`).
-
-    Building one loads the CA certificates: about 22 ms of CPU with the system store on this
-    project's benchmark machine, which at 10,000 accounts polled every 60 s would be 3.6 cores
-    spent re-reading the same file. A context holds only settings and trust anchors (each
-    connection gets its own TLS state from it), so sharing it changes nothing a server sees.
-    It is rebuilt when the CA file changes on disk and at least every `TLS_CONTEXT_MAX_AGE`.
-    """
+    """The verifying client context for `spec`'s TLS settings (None for `tls: none`), shared
+    by every account with the same `ca_file` and `insecure` and by the proxy's upstream legs
+    (`bridge.pop3.tls.shared_client_context`: building one per session costs ~22 ms of CPU)."""
     if spec.tls not in ("implicit", "starttls"):
         return None  # no TLS (or a mode the client refuses with its own message)
-    key = (spec.ca_file, spec.insecure)
-    stamp: tuple[int, int] | None = None
-    if spec.ca_file is not None:
-        try:
-            st = os.stat(spec.ca_file)
-            stamp = (st.st_mtime_ns, st.st_size)
-        except OSError:
-            stamp = None  # client_context says what is wrong with it
-    now = time.monotonic()
-    hit = _contexts.get(key)
-    if hit is not None and hit[1] == stamp and now - hit[0] < TLS_CONTEXT_MAX_AGE:
-        return hit[2]
-    ctx = client_context(None, spec.ca_file, spec.insecure)
-    _contexts[key] = (now, stamp, ctx)
-    return ctx
+    return shared_client_context(spec.ca_file, spec.insecure)
 
 
 async def connect_and_login(spec: AccountSpec, report: PollReport | None = None) -> POP3Client:

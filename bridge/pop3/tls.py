@@ -7,11 +7,20 @@ STLS alike, by the client and so by both the poller and the proxy's upstream leg
 
 from __future__ import annotations
 
+import os
 import ssl
+import time
 
 from bridge.pop3.errors import TLSFailure
 
-__all__ = ["client_context", "ssl_reason"]
+__all__ = ["SHARED_CONTEXT_MAX_AGE", "client_context", "shared_client_context", "ssl_reason"]
+
+# A shared context is rebuilt at least this often, so an updated system CA store is picked up
+# without a restart (a `ca_file` is also checked by its mtime and size at every use).
+SHARED_CONTEXT_MAX_AGE = 3600.0
+
+# (ca_file, insecure) -> (monotonic time built, the CA file's (mtime_ns, size), context)
+_shared: dict[tuple[str | None, bool], tuple[float, tuple[int, int] | None, ssl.SSLContext]] = {}
 
 
 def client_context(
@@ -28,6 +37,34 @@ def client_context(
     if insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def shared_client_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:
+    """The verifying client context for (`ca_file`, `insecure`), shared by every connection
+    with those settings: the poller's accounts and the proxy's upstream legs alike.
+
+    Building one loads the CA certificates: about 22 ms of CPU with the system store on this
+    project's benchmark machine, which at 10,000 accounts polled every 60 s would be 3.6 cores
+    spent re-reading the same file (and 22 ms more per proxied session). A context holds only
+    settings and trust anchors (each connection gets its own TLS state from it), so sharing it
+    changes nothing a server sees. It is rebuilt when the CA file changes on disk and at least
+    every `SHARED_CONTEXT_MAX_AGE` seconds.
+    """
+    key = (ca_file, insecure)
+    stamp: tuple[int, int] | None = None
+    if ca_file is not None:
+        try:
+            st = os.stat(ca_file)
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None  # client_context says what is wrong with it
+    now = time.monotonic()
+    hit = _shared.get(key)
+    if hit is not None and hit[1] == stamp and now - hit[0] < SHARED_CONTEXT_MAX_AGE:
+        return hit[2]
+    ctx = client_context(None, ca_file, insecure)
+    _shared[key] = (now, stamp, ctx)
     return ctx
 
 

@@ -6,6 +6,8 @@ import poplib
 
 import pytest
 
+from bridge.config import ProxyUpstream
+from bridge.proxy.session import connect_upstream
 from bridge.testing.fakepop3 import FakePOP3Server
 from bridge.testing.samples import generate_messages
 from tests.proxy.support import fetch_all, fixed_config, in_thread, running_proxy
@@ -221,3 +223,24 @@ async def test_per_user_limit_comes_from_the_users_route(dovecot, dovecot_user) 
             await in_thread(login, other.name, other.password)
         for conn in [*mine, theirs]:
             await in_thread(conn.quit)
+
+
+async def test_upstream_legs_share_one_tls_context(dovecot, tls_certs) -> None:
+    # Building a context loads the CA store (~22 ms of CPU with the system one): two sessions
+    # to the same upstream verify it with the same context, and a different CA gets its own.
+    up = ProxyUpstream(host=dovecot.host, port=dovecot.pop3s_port, ca_file=str(tls_certs.ca_file))
+    contexts = []
+    for _ in range(2):
+        client = await connect_upstream(up, 10.0)
+        try:
+            assert client.encrypted and client.tls_version is not None
+            contexts.append(client._ssl_object().context)  # type: ignore[union-attr]
+        finally:
+            client.abort()
+    assert contexts[0] is contexts[1]
+    other = ProxyUpstream(host=dovecot.host, port=dovecot.pop3s_port, insecure=True)
+    client = await connect_upstream(other, 10.0)
+    try:
+        assert client._ssl_object().context is not contexts[0]  # type: ignore[union-attr]
+    finally:
+        client.abort()
