@@ -21,12 +21,16 @@ Contenders, alternated every round, all over plain POP3 on loopback against one 
 - poplib, one RETR after another; a raw loop pipelining every RETR on one connection.
 
 ``--profile`` instead runs the fetch stage once under pyinstrument and prints the profile.
+``--baseline DIR`` adds the fetch stage of another source tree (e.g. ``git archive COMMIT
+bridge | tar -x -C DIR``), alternated with this one; both then run in a process of their own
+(bench/_fetch_stage.py, ``python -P`` with the tree first on the path), timed as in process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import pwd
 import shutil
@@ -62,6 +66,8 @@ from tests.support.dovecot import DovecotServer, DovecotUser
 from tests.support.receiver import ThreadedReceiver
 
 VENV_BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+FETCH_HELPER = Path(__file__).resolve().parent / "_fetch_stage.py"
 
 
 class Bench:
@@ -133,6 +139,34 @@ class Bench:
             return asyncio.run(self._fetch_stage(run / "state.db"))
         finally:
             shutil.rmtree(run)
+
+    def fetch_stage_of(self, tree: Path) -> Sample:
+        """The fetch stage of the source tree `tree`, in a process of its own."""
+        run = Path(tempfile.mkdtemp(dir=self.work))
+        params = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user.name,
+            "password": self.user.password,
+            "db": str(run / "state.db"),
+        }
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        try:
+            out = subprocess.run(
+                [sys.executable, "-P", str(FETCH_HELPER), str(tree), json.dumps(params)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+        finally:
+            shutil.rmtree(run)
+        result = json.loads(out.stdout)
+        if not str(result["bridge"]).startswith(str(tree) + os.sep):
+            raise SystemExit(f"fetch stage of {tree} imported {result['bridge']}")
+        if result["recorded"] != self.n or result["pending"] != self.n:
+            raise SystemExit(f"fetch stage of {tree} recorded {result['recorded']} of {self.n}")
+        return Sample(float(result["seconds"]), self.n, {"cpu_s": float(result["cpu_s"])})
 
     # -- other programs -----------------------------------------------------------------------
     def fetchmail(self) -> Sample:
@@ -257,6 +291,8 @@ E2E_PYTHON = "pop3bridge once (end to end)"
 E2E_NGINX = "pop3bridge once (end to end, nginx receiver)"
 UVLOOP_NGINX = "pop3bridge once + uvloop (nginx receiver)"
 NO_WORKER_NGINX = "pop3bridge once, 0 parse workers (nginx receiver)"
+FETCH = "pop3bridge fetch stage"
+BASE_FETCH = "baseline fetch stage"
 
 
 def _has_uvloop() -> bool:
@@ -274,6 +310,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: 100 messages, 1 round")
     ap.add_argument("--profile", action="store_true", help="profile the fetch stage and exit")
     ap.add_argument("--only", help="comma-separated contender names (default: all)")
+    ap.add_argument(
+        "--baseline", type=Path, metavar="DIR", help="another tree's fetch stage, alternated"
+    )
     args = ap.parse_args()
     if args.quick:
         args.rounds = 1
@@ -306,8 +345,19 @@ def main() -> int:
                 cpu="reported",
             )
         )
+        if args.baseline is None:
+            contenders.append(Contender(FETCH, bench.fetch_stage, cpu="self"))
+        else:
+            base = args.baseline.resolve()
+            contenders += [
+                Contender(FETCH, lambda: bench.fetch_stage_of(ROOT), cpu="reported"),
+                Contender(
+                    f"{BASE_FETCH} ({base.name})",
+                    lambda: bench.fetch_stage_of(base),
+                    cpu="reported",
+                ),
+            ]
         contenders += [
-            Contender("pop3bridge fetch stage", bench.fetch_stage, cpu="self"),
             Contender("fetchmail -> BSMTP", bench.fetchmail),
             Contender("getmail6 -> Maildir", bench.getmail),
             Contender("poplib sequential", bench.poplib, cpu="self"),
@@ -346,7 +396,7 @@ def _rate(results: dict[str, Any], name: str) -> float | None:
 def _targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 17's ratios, on the nginx receiver with the default configuration."""
     e2e = _rate(results, E2E_NGINX)
-    fetch = _rate(results, "pop3bridge fetch stage")
+    fetch = _rate(results, FETCH)
     checks = [
         ("end to end (nginx receiver) / fetchmail", e2e, "fetchmail -> BSMTP", 1.0),
         ("end to end (nginx receiver) / getmail6", e2e, "getmail6 -> Maildir", 10.0),

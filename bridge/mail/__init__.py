@@ -1,6 +1,6 @@
 """RFC 5322/MIME bytes -> the `message.received` webhook payload (pure, no I/O)."""
 
-from bridge.mail._fingerprint import HEADER_UID_PREFIX, header_uid, message_id
+from bridge.mail._fingerprint import HEADER_UID_PREFIX, header_keys, header_uid, message_id
 from bridge.mail._helpdesk import DEFAULT_OPTIONS, MailOptions
 from bridge.mail._mime import Content
 from bridge.mail._payload import (
@@ -33,6 +33,7 @@ __all__ = [
     "encode",
     "envelope",
     "fingerprint",
+    "header_keys",
     "header_uid",
     "message_id",
     "metadata_only",

@@ -29,7 +29,15 @@ from bridge.outbox.deferred import BodyJob, BodySpec, body, note
 from bridge.outbox.pool import current_pool
 from bridge.store.base import LinkContent, NewMessage, OutboxItem, deferred_payload
 
-__all__ = ["DEFER_MAX", "RowJob", "RowParse", "isolated_row", "outbox_row", "parsed_at_fetch"]
+__all__ = [
+    "DEFER_MAX",
+    "RowJob",
+    "RowParse",
+    "deferred_row",
+    "isolated_row",
+    "outbox_row",
+    "parsed_at_fetch",
+]
 
 DEFER_MAX = 1 << 20
 
@@ -130,18 +138,16 @@ def outbox_row(
     oversize = oversize_reason is not None
     linkable = links is not None and 2 * len(raw) > attachment_inline_limit
     if defer and not oversize and (defer_any_size or (len(raw) < DEFER_MAX and not linkable)):
-        return NewMessage(
+        return deferred_row(
+            raw,
             account=account,
             uidl=uidl,
-            msg_id=msg_id_for(account, uidl),
-            webhook=webhook,
             size=size,
-            fingerprint=mail.fingerprint(raw),
-            payload=deferred_payload(note(source, options)),
-            raw=raw,
+            webhook=webhook,
             delete_after_delivery=delete_after_delivery,
+            source=source,
+            options=options,
             session=session,
-            message_id=mail.message_id(raw),
         )
     msg_id = msg_id_for(account, uidl)
     link_contents: tuple[LinkContent, ...] = ()
@@ -169,6 +175,10 @@ def outbox_row(
             include_raw=include_raw,
             options=options,
         )
+    if fingerprint is None:  # not parsed, or the parse could not give it: scan the bytes
+        fingerprint, message_id = mail.header_keys(raw)
+    else:
+        message_id = mail.message_id(raw)
     envelope = {"msg_id": msg_id, "account": account, "uidl": uidl, "size": size, "now": now}
     encoded = body(data, **envelope, source=source)
     return NewMessage(
@@ -177,14 +187,46 @@ def outbox_row(
         msg_id=msg_id,
         webhook=webhook,
         size=size,
-        fingerprint=fingerprint if fingerprint is not None else mail.fingerprint(raw),
+        fingerprint=fingerprint,
         payload=encoded if nonce is None else template_payload(nonce, encoded),
         raw=None if oversize else raw,
         delete_after_delivery=delete_after_delivery and not oversize,
         links=link_contents,
         links_expire=links_expire,
         session=session,
-        message_id=mail.message_id(raw),
+        message_id=message_id,
+    )
+
+
+def deferred_row(
+    raw: bytes,
+    *,
+    account: str,
+    uidl: str,
+    size: int,
+    webhook: str,
+    delete_after_delivery: bool,
+    source: str = "poller",
+    options: mail.MailOptions = mail.DEFAULT_OPTIONS,
+    session: str | None = None,
+) -> NewMessage:
+    """The deferred row of `raw` (module docstring): what `outbox_row(..., defer=True)` and
+    `isolated_row` give a message `parsed_at_fetch` says is not parsed now, built without
+    either's dispatch, since the fetch stage builds one per message (the fingerprint and the
+    Message-ID come from one scan of the header block, `mail.header_keys`)."""
+    fingerprint, message_id = mail.header_keys(raw)
+    return NewMessage(
+        account=account,
+        uidl=uidl,
+        msg_id=msg_id_for(account, uidl),
+        webhook=webhook,
+        size=size,
+        fingerprint=fingerprint,
+        payload=deferred_payload(note(source, options)),
+        raw=raw,
+        delete_after_delivery=delete_after_delivery,
+        session=session,
+        message_id=message_id,
     )
 
 

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bridge.outbox import current_pool, isolated_row, parsed_at_fetch
+from bridge.outbox import current_pool, deferred_row, isolated_row, parsed_at_fetch
 from bridge.poller.canary import find_canary
 from bridge.poller.report import PollReport
 from bridge.poller.spec import AccountSpec
@@ -24,9 +24,11 @@ from bridge.store.base import NewMessage, Store
 __all__ = [
     "BATCH_BYTES",
     "BATCH_MESSAGES",
+    "DEADLINE_CREDIT",
     "MIN_TRANSFER_RATE",
     "Fetcher",
     "account_outbox_row",
+    "deferred_account_row",
     "retr_deadline",
 ]
 
@@ -35,6 +37,10 @@ BATCH_BYTES = 1024 * 1024
 # The slowest transfer a RETR is allowed: its deadline is read_timeout plus its announced
 # size at this rate (issue 19: a body trickling a line a second never ended the poll).
 MIN_TRANSFER_RATE = 16 * 1024
+# Row-building time is given back to a RETR run's deadline once this much of it has gathered,
+# not per message (a reschedule cost about half of what building a deferred row does): the
+# deadline is then at most this much earlier than the exact count, of a read_timeout's worth.
+DEADLINE_CREDIT = 0.01
 
 
 def retr_deadline(read_timeout: float, octets: int) -> float:
@@ -79,6 +85,24 @@ async def account_outbox_row(
         defer_any_size=spec.fetch.reshaped,
         options=spec.fetch.options,
         links=spec.fetch.links if defer else None,
+        session=session,
+    )
+
+
+def deferred_account_row(
+    spec: AccountSpec, uidl: str, raw: bytes, session: str | None
+) -> NewMessage:
+    """`account_outbox_row(spec, uidl, len(raw), raw, oversize=False, defer=True, ...)` for a
+    message that `parsed_at_fetch` leaves to delivery (most mail): the same row, built without
+    that function's dispatch, since the fetch stage builds one per message it reads."""
+    return deferred_row(
+        raw,
+        account=spec.name,
+        uidl=uidl,
+        size=len(raw),
+        webhook=spec.webhook,
+        delete_after_delivery=spec.on_delivered == "delete",
+        options=spec.fetch.options,
         session=session,
     )
 
@@ -177,37 +201,41 @@ class Fetcher:
         allowed = retr_deadline(self.spec.read_timeout, run_bytes)
         fetch = self.spec.fetch
         rows: list[tuple[NewMessage | asyncio.Future[NewMessage], int]] = []
+        session = self.report.session
+        credit = 0.0  # row-building time not yet given back to the deadline
         try:
             async with asyncio.timeout_at(loop.time() + allowed) as deadline:
                 async for rn, raw in self.client.retrieve_many([rn for rn, _ in run]):
-                    self.report.bytes_fetched += len(raw)
+                    size = len(raw)
+                    self.report.bytes_fetched += size
                     if key is not None and (found := find_canary(raw, self.spec.name, key)):
                         self.report.canaries.append((found, self.clock()))
                         self.report.canary_numbers.append(rn)
                         continue
-                    building = loop.time()
-                    row = account_outbox_row(
-                        self.spec,
-                        uidl_of[rn],
-                        len(raw),
-                        raw,
-                        oversize=False,
-                        now=self.clock(),
-                        defer=True,
-                        session=self.report.session,
-                    )
                     if parsed_at_fetch(
-                        len(raw),
+                        size,
                         attachment_inline_limit=fetch.attachment_inline_limit,
                         links=fetch.links is not None,
                         defer_any_size=fetch.reshaped,
                     ):
-                        rows.append((asyncio.ensure_future(row), len(raw)))
+                        row = account_outbox_row(
+                            self.spec,
+                            uidl_of[rn],
+                            size,
+                            raw,
+                            oversize=False,
+                            now=self.clock(),
+                            defer=True,
+                            session=self.report.session,
+                        )
+                        rows.append((asyncio.ensure_future(row), size))
                         continue
-                    rows.append((await row, len(raw)))
-                    when = deadline.when()
-                    if when is not None:
-                        deadline.reschedule(when + loop.time() - building)
+                    building = loop.time()
+                    rows.append((deferred_account_row(self.spec, uidl_of[rn], raw, session), size))
+                    credit += loop.time() - building
+                    if credit >= DEADLINE_CREDIT and (when := deadline.when()) is not None:
+                        deadline.reschedule(when + credit)
+                        credit = 0.0
             # The parse workers answer within their own allowance; the session's deadline
             # makes room for it while they work, and keeps only the time they took.
             pool = current_pool()

@@ -28,7 +28,7 @@ Statements use `?` placeholders (the PostgreSQL adapter numbers them `$1`, `$2`,
 SQLite and PostgreSQL spell differently goes through the `Dialect`: the schema's column types
 (`{real}`, `{blob}`, ... from `schema.COLUMN_TYPES`), a list bound as one argument (`in_list`,
 `array_table`: an array on PostgreSQL, a JSON array read by `json_each` on SQLite), bulk
-inserts (`insert_many`: `unnest` on PostgreSQL, `executemany` on SQLite), the claim's row locks
+inserts (`insert_many`: `unnest` on PostgreSQL, multi-row VALUES on SQLite), the claim's row locks
 (`skip_locked`) and the migration preamble. Upserts (`INSERT ... ON CONFLICT ... DO UPDATE ...
 WHERE`), `RETURNING`, `count(*) FILTER (...)` and `AS MATERIALIZED` are written the same for
 both (SQLite 3.35+).
