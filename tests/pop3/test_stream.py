@@ -71,6 +71,33 @@ async def test_a_silent_peer_is_a_read_timeout() -> None:
         pr.peer.close()
 
 
+async def test_each_read_gets_its_whole_timeout_from_the_one_connection_timer() -> None:
+    # The timer armed by the first read fires before the second read's deadline: it must
+    # re-arm for that deadline, not fail the read early (only a lower bound is asserted).
+    pr = await pair(read_timeout=0.2)
+    loop = asyncio.get_running_loop()
+    try:
+        await pr.send(b"+OK\r\n")
+        assert await pr.proto.read() == b"+OK\r\n"
+        await asyncio.sleep(0.1)
+        started = loop.time()
+        with pytest.raises(ReadTimeout, match=r"sent nothing for 0\.2 s"):
+            await pr.proto.read()
+        assert loop.time() - started >= 0.2 - 0.01
+    finally:
+        pr.peer.close()
+
+
+async def test_a_closed_connection_leaves_no_read_timer_behind(p: Pair) -> None:
+    # An armed timer holds the protocol; at 10,000 polls a minute, leaving it for the full
+    # read_timeout would keep thousands of closed connections in memory.
+    reading = asyncio.ensure_future(p.proto.read())
+    await wait_until(lambda: p.proto._timer is not None)
+    p.peer.close()
+    assert await reading == b""
+    assert p.proto._timer is None
+
+
 async def test_reading_pauses_over_a_mebibyte_unread_and_resumes_on_read(p: Pair) -> None:
     transport = p.proto.transport
     assert transport is not None and transport.is_reading()
