@@ -49,7 +49,9 @@ async def connect_and_login(spec: AccountSpec, report: PollReport | None = None)
 
     With `report`, its `login_delay` is set from CAPA: the value after login when the server
     gives one there (RFC 2449 §6.5: `LOGIN-DELAY n USER` before login means "per user, ask
-    again"), else the one before.
+    again"), else the one before. The CAPA after login goes out with the session's first
+    command when the server pipelines (`lazy_capa`), so until then `login_delay` is the one
+    before; `poll_account` sets the report's again once STAT and UIDL are answered.
     """
     before: float | None = None
 
@@ -80,6 +82,9 @@ async def connect_and_login(spec: AccountSpec, report: PollReport | None = None)
                 mechanism=spec.auth,
                 allow_plaintext=spec.allow_plaintext,
                 token=spec.token,
+                # The CAPA after login rides with the session's first command (STAT) when
+                # the server pipelines: one round trip fewer per poll.
+                lazy_capa=True,
             )
         except AuthenticationFailed:
             if attempt + 1 < attempts and spec.invalidate_token is not None:

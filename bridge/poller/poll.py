@@ -203,8 +203,11 @@ class _Poll:
         client, report = self.client, self.report
         # STAT first: its count bounds the UIDL answer and the numbers in it
         # (bridge.poller.listing; a hostile listing is a protocol error, not 100,000 rows).
-        count, _ = await client.stat()
-        listing = await client.uidl(header_id=mail.header_uid, messages=count)
+        # One write when the server pipelines (with the CAPA the login owes: see
+        # `connect_and_login`), whose LOGIN-DELAY, when it gives one, is the one that counts.
+        (count, _), listing = await client.stat_uidl(header_id=mail.header_uid)
+        if (delay := client.login_delay) is not None:
+            report.login_delay = delay
         self.number_of = await checked_listing(listing, count, self.account, self.fingerprints)
         report.on_server = len(self.number_of)
 

@@ -19,7 +19,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from bridge.pop3.commands import LOGIN_VERBS
-from bridge.pop3.connection import ClientConnection
+from bridge.pop3.connection import EXCLUSIVE_VERBS, ClientConnection
 from bridge.pop3.errors import (
     AuthenticationFailed,
     ConnectionLost,
@@ -39,6 +39,7 @@ from bridge.pop3.events import (
     StatusResponse,
 )
 from bridge.pop3.pipeline import pipelined
+from bridge.pop3.responses import parse_capa
 from bridge.pop3.stream import StreamProtocol
 from bridge.pop3.wire import LineEnding
 
@@ -72,6 +73,8 @@ class Channel:
         self._window = max(1, window)
         self._caps: dict[str, tuple[str, ...]] = {}
         self._capa_ok = False
+        # The CAPA after login is owed: it goes out with the next command (`_send_all`).
+        self._capa_due = False
         self._encrypted = False
         self._closed = False
         self.mechanism: str | None = None
@@ -104,9 +107,52 @@ class Channel:
         await self._io.drain()
 
     async def _send(self, command: Command) -> None:
+        await self._send_all((command,))
+
+    async def _send_all(self, commands: tuple[Command, ...]) -> None:
+        """Write `commands` in one send (more than one only when `pipelining`).
+
+        An owed CAPA (`lazy_capa`, see `POP3Client.login`) goes first in the same write when the
+        server pipelines and the command may follow it (not an exclusive one: USER, AUTH,
+        QUIT, ...), and its reply is read here, before the caller reads its own; otherwise it
+        gets its own exchange first. Either way the caller sees CAPA's outcome in `_caps`.
+        """
         if self._closed:
-            raise LocalProtocolError(f"cannot send {command.verb}: the session is closed")
-        await self._write(self._conn.send(command))
+            raise LocalProtocolError(f"cannot send {commands[0].verb}: the session is closed")
+        conn = self._conn
+        owed = self._capa_due
+        if owed:
+            self._capa_due = False
+            if commands[0].verb in EXCLUSIVE_VERBS or not self.pipelining:
+                await self._capa()
+                owed = False
+        parts = [conn.send(Command("CAPA"))] if owed else []
+        try:
+            for command in commands:
+                parts.append(conn.send(command))
+        except LocalProtocolError:
+            if len(parts) > owed:
+                self.abort()  # commands the core now expects replies to were never sent
+                raise
+            if owed:  # only the CAPA went to the core: send it, so replies stay in step
+                await self._write(parts[0])
+                await self._capa_reply()
+            raise
+        await self._write(parts[0] if len(parts) == 1 else b"".join(parts))
+        if owed:
+            await self._capa_reply()
+
+    async def _capa(self) -> None:
+        await self._send(Command("CAPA"))
+        await self._capa_reply()
+
+    async def _capa_reply(self) -> None:
+        """Read CAPA's reply into `_caps`; -ERR means no known capabilities (RFC 2449 §5)."""
+        status = await self._status()
+        if not status.ok:
+            self._caps, self._capa_ok = {}, False
+            return
+        self._caps, self._capa_ok = parse_capa(await self._body()), True
 
     async def _status(self) -> StatusResponse:
         event = await self._next()
@@ -180,6 +226,9 @@ class Channel:
     async def _batch(
         self, numbers: list[int], commands: list[Command]
     ) -> AsyncIterator[tuple[int, bytes]]:
+        if self._capa_due:  # the window's writer sends commands only, so CAPA goes first
+            self._capa_due = False
+            await self._capa()
         if not self.pipelining:
             for n, command in zip(numbers, commands, strict=True):
                 await self._send(command)

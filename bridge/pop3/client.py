@@ -65,7 +65,7 @@ from bridge.pop3.mechanisms import (
     falls_back,
 )
 from bridge.pop3.mechanisms import normalise as normalise_mechanism
-from bridge.pop3.responses import parse_capa, parse_list_line, parse_stat, parse_uidl_line
+from bridge.pop3.responses import parse_list_line, parse_stat, parse_uidl_line
 from bridge.pop3.sasl import (
     CramMD5,
     Login,
@@ -252,12 +252,8 @@ class POP3Client(Channel):
     # -- capabilities and login ------------------------------------------------------------
     async def capa(self) -> dict[str, tuple[str, ...]]:
         """Ask CAPA; a server without it (-ERR) just has no known capabilities (RFC 2449 §5)."""
-        await self._send(Command("CAPA"))
-        status = await self._status()
-        if not status.ok:
-            self._caps, self._capa_ok = {}, False
-            return {}
-        self._caps, self._capa_ok = parse_capa(await self._body()), True
+        self._capa_due = False
+        await self._capa()
         return dict(self._caps)
 
     @property
@@ -276,8 +272,15 @@ class POP3Client(Channel):
         allow_plaintext: bool = False,
         token: TokenSource | None = None,
         skip: Collection[str] = (),
+        lazy_capa: bool = False,
     ) -> None:
         """Authenticate; on success the session is in TRANSACTION and CAPA has been re-read.
+
+        With `lazy_capa` and a server whose CAPA lists PIPELINING, that CAPA goes out with the
+        next command, in the same write (RFC 2449 §6.6; §5 has every capability announced
+        before login announced after it too, PIPELINING included): an idle poll saves a round
+        trip. Until that command, `capabilities` and `login_delay` still show the list from
+        before login; `detach()` needs the CAPA read, so the proxy does not use this.
 
         `token` is an OAuth access token (or a function, possibly async, returning one) for
         XOAUTH2/OAUTHBEARER. Mechanisms that expose the secret are refused on an unencrypted
@@ -295,7 +298,7 @@ class POP3Client(Channel):
                 mech, encrypted=self._encrypted, allow_plaintext=allow_plaintext, host=self.host
             )
             check_offered(mech, self.offer, capa_known=self._capa_ok, host=self.host)
-            await self._login_with(mech, username, password, token)
+            await self._login_with(mech, username, password, token, lazy_capa)
             return
         order = auto_order(
             self.offer,
@@ -314,7 +317,7 @@ class POP3Client(Channel):
                 mech, encrypted=self._encrypted, allow_plaintext=allow_plaintext, host=self.host
             )
             try:
-                await self._login_with(mech, username, password, token)
+                await self._login_with(mech, username, password, token, lazy_capa)
             except AuthenticationFailed as exc:
                 if exc.unanswered:
                     left.insert(0, mech)
@@ -343,7 +346,12 @@ class POP3Client(Channel):
             return
 
     async def _login_with(
-        self, mech: str, username: str, password: str | None, token: TokenSource | None
+        self,
+        mech: str,
+        username: str,
+        password: str | None,
+        token: TokenSource | None,
+        lazy_capa: bool = False,
     ) -> None:
         answered = self._events
         try:
@@ -367,7 +375,12 @@ class POP3Client(Channel):
             error.unanswered = self._events == answered
             raise error from exc
         self.mechanism = mech
-        await self.capa()  # some servers advertise more once logged in (UIDL, PIPELINING)
+        # Some servers advertise more once logged in (UIDL, PIPELINING): CAPA again, now or
+        # with the next command (`lazy_capa`).
+        if lazy_capa and self.pipelining:
+            self._capa_due = True
+        else:
+            await self.capa()
 
     async def _mechanism(
         self, mech: str, username: str, password: str | None, token: TokenSource | None
@@ -447,7 +460,39 @@ class POP3Client(Channel):
         `RemoteProtocolError` before it can fill memory.
         """
         await self._send(Command("UIDL"))
-        status = await self._status()
+        return await self._uidl_reply(await self._status(), header_id, messages)
+
+    async def stat_uidl(
+        self, *, header_id: Callable[[bytes], str] | None = None
+    ) -> tuple[tuple[int, int], builtins.list[tuple[int, str]]]:
+        """STAT, then `uidl(header_id=..., messages=<STAT's count>)`: what a poll starts with.
+
+        When the server pipelines, both go out in one write (with the CAPA a `lazy_capa` login
+        owes), and STAT's count still bounds the UIDL answer, which is read after it. An -ERR
+        to STAT then leaves UIDL's reply in flight, so the connection is dropped (nothing is
+        committed) before the error is raised.
+        """
+        if not self.pipelining:
+            stat = await self.stat()
+            return stat, await self.uidl(header_id=header_id, messages=stat[0])
+        await self._send_all((Command("STAT"), Command("UIDL")))
+        try:
+            status = await self._status()
+            if not status.ok:
+                raise self._error("STAT", status)
+            stat = parse_stat(status)
+            listed = await self._status()
+        except BaseException:
+            self.abort()  # UIDL's reply would be read as the answer to the next command
+            raise
+        return stat, await self._uidl_reply(listed, header_id, stat[0])
+
+    async def _uidl_reply(
+        self,
+        status: StatusResponse,
+        header_id: Callable[[bytes], str] | None,
+        messages: int | None,
+    ) -> builtins.list[tuple[int, str]]:
         if status.ok:
             limit = None if messages is None else (messages + 1) * UIDL_LINE_MAX
             body = await self._body(limit)
@@ -558,8 +603,10 @@ async def login_with_fallback(
     mechanism: str = "auto",
     allow_plaintext: bool = False,
     token: TokenSource | None = None,
+    lazy_capa: bool = False,
 ) -> POP3Client:
-    """`connect()`, then `login`; a logged-in client, or the error that ended the last try.
+    """`connect()`, then `login` (`lazy_capa` is passed on); a logged-in client, or the error
+    that ended the last try.
 
     RFC 1939 and RFC 5034 leave the session in AUTHORIZATION after a refused APOP or AUTH, so
     `login` tries the next mechanism on the same connection. Some servers hang up instead;
@@ -577,6 +624,7 @@ async def login_with_fallback(
                 allow_plaintext=allow_plaintext,
                 token=token,
                 skip=tried,
+                lazy_capa=lazy_capa,
             )
         except AuthenticationFailed as exc:
             client.abort()

@@ -170,7 +170,8 @@ class FakeSession:
         caps = ["TOP"]
         if not self.faults.no_uidl:
             caps.append("UIDL")
-        caps += ["PIPELINING", "RESP-CODES", "AUTH-RESP-CODE"]
+        caps += [] if self.faults.no_pipelining else ["PIPELINING"]
+        caps += ["RESP-CODES", "AUTH-RESP-CODE"]
         if self.server.login_delay is not None:
             caps.append(f"LOGIN-DELAY {self.server.login_delay}")
         if self.entries is None:

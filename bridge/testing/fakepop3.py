@@ -85,6 +85,9 @@ class Faults:
     """Close the connection right after refusing a login (APOP, PASS or AUTH)."""
     no_sasl: bool = False
     """No SASL in CAPA and AUTH unknown, as GNU mailutils pop3d built without GNU SASL."""
+    no_pipelining: bool = False
+    """PIPELINING is not advertised (RFC 2449 §6.6 leaves it optional): a client must wait
+    for each reply before its next command."""
     answer: Mapping[str, Script] = field(default_factory=dict)
     """Verb (upper case) -> a script that answers it instead of the server, in any state:
     ``async def script(session: FakeSession, args: tuple[str, ...]) -> None`` (raw bytes with
