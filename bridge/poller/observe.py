@@ -86,6 +86,8 @@ class Observer:
         self.oauth = oauth
         self.canaries = canaries
         self._canary_max_age: dict[str, float] = {}
+        # account -> its labelled series for a successful poll (`_count_ok`)
+        self._ok_series: dict[str, tuple[Any, Any, Any, Any]] = {}
         self.registry = StatusRegistry()
         self.started_at = clock()
 
@@ -98,16 +100,33 @@ class Observer:
             self._canary_max_age[name] = spec.canary.max_age
         if report is not None:
             self.registry.poll_succeeded(name, report.recorded, self.clock())
-            _safe(lambda: metrics.POLLS.labels(account=name, outcome="ok").inc())
-            _safe(lambda: metrics.POLL_DURATION.labels(account=name).observe(report.duration))
-            _safe(lambda: metrics.MESSAGES_FETCHED.labels(account=name).inc(report.recorded))
-            _safe(lambda: metrics.BYTES_FETCHED.labels(account=name).inc(report.bytes_fetched))
+            _safe(lambda: self._count_ok(name, report))
         elif exc is not None:
             self.registry.poll_failed(name, f"{type(exc).__name__}: {exc}", self.clock())
             _safe(lambda: metrics.POLLS.labels(account=name, outcome="error").inc())
             reason = login_failure_reason(exc)
             if reason is not None:
                 _safe(lambda: metrics.LOGIN_FAILURES.labels(account=name, reason=reason).inc())
+
+    def _count_ok(self, name: str, report: PollReport) -> None:
+        """A successful poll's metrics. The labelled series are looked up once per account:
+        `labels()` was most of this hook's CPU (four lookups, ~40 us a poll; at 10,000 idle
+        accounts a minute that is 0.7 % of a core for four additions)."""
+        series = self._ok_series.get(name)
+        if series is None:
+            series = self._ok_series[name] = (
+                metrics.POLLS.labels(account=name, outcome="ok"),
+                metrics.POLL_DURATION.labels(account=name),
+                metrics.MESSAGES_FETCHED.labels(account=name),
+                metrics.BYTES_FETCHED.labels(account=name),
+            )
+        polls, duration, fetched, octets = series
+        polls.inc()
+        duration.observe(report.duration)
+        if report.recorded:  # adding 0 changes nothing; the series exist since labels()
+            fetched.inc(report.recorded)
+        if report.bytes_fetched:
+            octets.inc(report.bytes_fetched)
 
     def on_leases(self, held: int, replicas: int | None) -> None:
         """After each lease heartbeat; `replicas` is None when the heartbeat failed."""
