@@ -31,7 +31,6 @@ __all__ = [
     "load",
     "report_config_problem",
     "run_with_settings",
-    "start_parse_workers_early",
     "starting",
     "stop_on_signals",
 ]
@@ -130,55 +129,6 @@ def load(args: argparse.Namespace) -> Any:
         return load_settings(getattr(args, "config", None), os.environ)
     except ConfigError as exc:
         raise ConfigProblem(str(exc)) from None
-
-
-# What the parse workers' forkserver preloads: `bridge.outbox.pool.FORKSERVER_PRELOAD`, spelt
-# again because importing that package here would cost what starting early saves
-# (tests/commands/test_once_imports.py keeps the two equal).
-PARSE_WORKER_PRELOAD = ("bridge.outbox",)
-
-
-def start_parse_workers_early(args: argparse.Namespace, env: Mapping[str, str]) -> bool:
-    """Launch the parse workers' forkserver now, before the settings are read, when the
-    configuration looks like it wants parse workers (the default); True if launched.
-
-    The forkserver is a new interpreter importing the parser: 100-250 ms on a quiet machine,
-    over a second on a busy one, and no message is parsed before it is up. Launched here it
-    starts on the other core while this process validates the settings and imports the
-    poller, rather than after (bench/startup.py). It is only a head start: the `ParsePool`
-    built from the validated settings reuses it (or starts one), and a forkserver nobody
-    uses (a setting this glance missed) idles until this process exits, as it does with it.
-    The glance reads `POP3BRIDGE_POLLER__PARSE_WORKERS`, else the file's `poller.
-    parse_workers`; an unreadable file is left to the loader to report.
-    """
-    if not configuration_given(args, env):
-        return False
-    value: Any = env.get("POP3BRIDGE_POLLER__PARSE_WORKERS")
-    path = getattr(args, "config", None) or env.get("POP3BRIDGE_CONFIG")
-    if value is None and path:
-        try:
-            import yaml
-
-            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            with open(path, encoding="utf-8") as file:
-                data = yaml.load(file, Loader=loader)  # noqa: S506 - a safe loader
-        except Exception:  # the loader reports it, with its own message
-            return False
-        poller = data.get("poller") if isinstance(data, dict) else None
-        value = poller.get("parse_workers", 1) if isinstance(poller, dict) else 1
-    try:
-        wanted = int(str(1 if value is None else value).strip()) > 0
-    except ValueError:
-        return False
-    if wanted:
-        import multiprocessing
-        import multiprocessing.forkserver
-
-        multiprocessing.get_context("forkserver").set_forkserver_preload(
-            list(PARSE_WORKER_PRELOAD)
-        )
-        multiprocessing.forkserver.ensure_running()
-    return wanted
 
 
 def configure_logging(settings: Any) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 
@@ -24,7 +23,6 @@ from bridge.commands._common import (
     EXIT_OK,
     add_config_argument,
     run_with_settings,
-    start_parse_workers_early,
     starting,
 )
 from bridge.store.errors import StoreError
@@ -37,10 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _once(settings: object) -> int:
-    # The parse workers first (their forkserver has been booting since `run` below, on the
-    # other core), then the poller's imports.
-    # Until the runtime is up (store, sender: aiohttp is imported there) the garbage collector
-    # waits too (`starting`).
+    # The parse pool starts no process until new mail is found (`ParsePool.warm`): an empty
+    # run, cron's usual one, pays for none. Until the runtime is up (store, sender: aiohttp
+    # is imported there) the garbage collector waits (`starting`).
     from bridge.runtime import start_parse_pool
 
     async with contextlib.AsyncExitStack() as stack:
@@ -78,5 +75,4 @@ async def _once(settings: object) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    start_parse_workers_early(args, os.environ)
     return run_with_settings(args, _once, command="once", failures=(StoreError,))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from typing import Any
 
 from bridge.attachments.server import LinkServerError
@@ -23,7 +22,6 @@ from bridge.commands._common import (
     add_config_argument,
     run_with_settings,
     serve_links,
-    start_parse_workers_early,
     stop_on_signals,
 )
 from bridge.ops.server import OpsEndpointError
@@ -59,7 +57,6 @@ async def _run(settings: Any) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    start_parse_workers_early(args, os.environ)  # see once.py
     return run_with_settings(
         args, _run, command="run", failures=(StoreError, OpsEndpointError, LinkServerError)
     )

@@ -153,8 +153,6 @@ def current_pool() -> ParsePool | None:
 
 
 # What the forkserver imports once, so that each worker forked from it starts ready to parse.
-# `pop3bridge once` launches the forkserver before reading its settings, with the same list
-# (bridge.commands._common.PARSE_WORKER_PRELOAD).
 FORKSERVER_PRELOAD = ("bridge.outbox",)
 
 
@@ -176,6 +174,12 @@ class ParsePool:
     a process round trip carries about ten messages (the main process's share of a message
     falls from ~0.45 to ~0.22 ms, BENCHMARKS.md), each raw message is pickled once and only
     the result comes back.
+
+    The workers start on demand: at the first `run`, or earlier at `warm()`, which the
+    poller calls once a mailbox's UIDL listing shows new mail, so their start overlaps the
+    RETRs. A run with nothing to parse (cron's usual `once`) starts no process at all: the
+    forkserver, its resource tracker and a worker cost 0.25-0.35 s of CPU, more than the
+    rest of an empty `once` besides the interpreter (docs/security.md).
     """
 
     def __init__(self, workers: int, limits: ParseLimits | None = None) -> None:
@@ -184,11 +188,23 @@ class ParsePool:
         self.limits = limits or ParseLimits()
         self.restarts = 0
         self._closed = False
-        self._executor = self._start()
+        self._executor: concurrent.futures.ProcessPoolExecutor | None = None
+        self._ready: concurrent.futures.Future[None] | None = None
         self._queued: list[_Pending] = []
         self._running: asyncio.Task[None] | None = None
         _current = self
-        log.info("webhook bodies are parsed in %d worker process(es)", self.workers)
+
+    @property
+    def started(self) -> bool:
+        """Whether the worker processes have been launched (`warm`, or a first `run`)."""
+        return self._executor is not None
+
+    def warm(self) -> None:
+        """Launch the workers now (from a thread; this returns at once) if they are not up:
+        for a caller that knows messages to parse are coming, so the start overlaps its I/O."""
+        if self._executor is None and not self._closed:
+            self._executor = self._start()
+            log.info("webhook bodies are parsed in %d worker process(es)", self.workers)
 
     def _start(self) -> concurrent.futures.ProcessPoolExecutor:
         import multiprocessing  # only here: commands that parse nothing never pay for it
@@ -201,11 +217,11 @@ class ParsePool:
             initializer=_init_worker,
             initargs=(self.limits.memory, os.getpid()),
         )
-        # Start the workers now, while the poller logs in, rather than on the first message,
-        # and from a thread: starting a forkserver takes a few hundred milliseconds (seconds
-        # on a busy machine), and the executor holds a lock meanwhile that a `submit` from
-        # the event loop would wait on. `_send` therefore waits for `_ready` first.
-        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        # Start the workers from a thread: starting a forkserver takes a few hundred
+        # milliseconds (seconds on a busy machine), and the executor holds a lock meanwhile
+        # that a `submit` from the event loop would wait on. `_send` therefore waits for
+        # `_ready` first.
+        self._ready = concurrent.futures.Future()
         threading.Thread(
             target=_warm_up, args=(executor, self._ready), name="parse-pool-start", daemon=True
         ).start()
@@ -224,6 +240,7 @@ class ParsePool:
         if self._closed:
             done.cancel()  # shutting down: the row is built again after the restart
         else:
+            self.warm()
             self._queued.append((job, done))
             if self._running is None:
                 self._running = asyncio.ensure_future(self._run())
@@ -271,7 +288,9 @@ class ParsePool:
 
     async def _send(self, jobs: list[Job[Any]]) -> list[Any]:
         """One round trip; `_PoolFailed` (after restarting the pool) when it cannot answer."""
+        self.warm()
         executor, ready = self._executor, self._ready
+        assert executor is not None and ready is not None  # warm() set them
         cpu = self.limits.cpu_seconds
         deadline = self.allowance(len(jobs))
         loop = asyncio.get_running_loop()
@@ -315,6 +334,8 @@ class ParsePool:
         # interpreter joins the pool at exit); what it was building is built again later.
         # Wait for a start in progress first: a worker launched after this would be missed,
         # and it would outlive us holding our stdout and stderr.
+        if self._executor is None or self._ready is None:
+            return  # never started: nothing to stop
         with contextlib.suppress(Exception):
             self._ready.result(timeout=30)
         processes = _processes(self._executor)

@@ -136,6 +136,10 @@ class Fetcher:
         leave the POP3 link idle (it was about a third of the fetch). Batches commit in order,
         and none is pending when this returns (QUIT, deletion and `recorded` come after).
         """
+        if new and (pool := current_pool()) is not None:
+            # New mail will be parsed (here for big messages and links, else at delivery):
+            # the parse workers start now, while the messages are read (`ParsePool.warm`).
+            pool.warm()
         try:
             # Runs of normal messages go through one pipelined RETR batch; an oversize message
             # breaks the run and is fetched with TOP n 0 on its own.

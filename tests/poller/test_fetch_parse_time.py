@@ -35,6 +35,9 @@ class SlowPool:
     def allowance(self, jobs: int) -> float:
         return jobs * 5.0 + 30
 
+    def warm(self) -> None:
+        """Nothing to launch (`ParsePool.warm` starts the worker processes)."""
+
     async def run(self, job: Any) -> Any:
         async with self.lock:
             await asyncio.sleep(self.seconds)  # the stand-in for a worker's CPU time
