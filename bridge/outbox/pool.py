@@ -18,7 +18,6 @@ define the two jobs.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import logging
@@ -26,7 +25,12 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    # Imported where it is used otherwise: the workers' forkserver preloads this module
+    # (FORKSERVER_PRELOAD) and parses nothing with asyncio (12 ms of each pool start).
+    import asyncio
 
 __all__ = ["Job", "ParseLimits", "ParsePool", "current_pool", "run_jobs"]
 
@@ -236,6 +240,8 @@ class ParsePool:
 
     async def run(self, job: Job[T]) -> T:
         """`job.run()` done in a worker, or its fallback (class docstring)."""
+        import asyncio
+
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         if self._closed:
             done.cancel()  # shutting down: the row is built again after the restart
@@ -247,6 +253,8 @@ class ParsePool:
         return await done
 
     async def _run(self) -> None:
+        import asyncio
+
         try:
             while self._queued:
                 # One share per worker, so every worker has a part of what is waiting.
@@ -288,6 +296,8 @@ class ParsePool:
 
     async def _send(self, jobs: list[Job[Any]]) -> list[Any]:
         """One round trip; `_PoolFailed` (after restarting the pool) when it cannot answer."""
+        import asyncio
+
         self.warm()
         executor, ready = self._executor, self._ready
         assert executor is not None and ready is not None  # warm() set them
