@@ -41,11 +41,6 @@ MIN_TRANSFER_RATE = 16 * 1024
 # not per message (a reschedule cost about half of what building a deferred row does): the
 # deadline is then at most this much earlier than the exact count, of a read_timeout's worth.
 DEADLINE_CREDIT = 0.01
-# Batches that may wait to commit while the next one is fetched. Most commits take about as long
-# as fetching a batch, but one that runs a WAL checkpoint (every ~4 MB on SQLite) takes several
-# times that; with one batch in flight the POP3 link stood idle through each of them. At most
-# this many batches (BATCH_BYTES each) are held in memory beyond the one being fetched.
-COMMITS_IN_FLIGHT = 3
 
 
 def retr_deadline(read_timeout: float, octets: int) -> float:
@@ -114,7 +109,7 @@ def deferred_account_row(
 
 @dataclass(slots=True)
 class Fetcher:
-    """One session's fetch: the batch being fetched and the previous ones being recorded."""
+    """One session's fetch: the batch being fetched and the previous one being recorded."""
 
     client: POP3Client
     spec: AccountSpec
@@ -126,8 +121,7 @@ class Fetcher:
     halted: Callable[[], bool]
     batch: list[NewMessage] = field(default_factory=list)
     batch_bytes: int = 0
-    # Commits started and not yet awaited, oldest first; each waits for the one before it.
-    writing: list[asyncio.Task[None]] = field(default_factory=list)
+    writing: asyncio.Task[None] | None = None
     # UIDLs recorded (committed) so far, in order.
     recorded: list[str] = field(default_factory=list)
     # Moves the session's deadline later: by the time spent waiting for rows parsed now, so a
@@ -138,11 +132,9 @@ class Fetcher:
     async def run(self, new: list[tuple[int, str]], sizes: dict[int, int]) -> None:
         """RETR (or TOP for oversize) in mailbox order and record in batches (`recorded`).
 
-        Batches are recorded while the next is fetched (up to `COMMITS_IN_FLIGHT`): the
-        store's commit would otherwise leave the POP3 link idle (it was about a third of the
-        fetch). Batches commit in order, one only after the one before it committed (so
-        `recorded` is always a prefix of what was fetched), and none is pending when this
-        returns (QUIT, deletion and `recorded` come after).
+        One batch is recorded while the next is fetched: the store's commit would otherwise
+        leave the POP3 link idle (it was about a third of the fetch). Batches commit in order,
+        and none is pending when this returns (QUIT, deletion and `recorded` come after).
         """
         if new and (pool := current_pool()) is not None:
             # New mail will be parsed (here for big messages and links, else at delivery):
@@ -179,11 +171,11 @@ class Fetcher:
             await self.flush()
             await self.settle()
         except BaseException:
-            # What was fetched in full is still made durable; a failure of that is secondary
-            # to the error already on its way (and the batches after a failed one fail with it).
-            for task in self.writing:
+            if self.writing is not None:
+                # What was fetched in full is still made durable; a failure of that is
+                # secondary to the error already on its way.
                 with contextlib.suppress(Exception):
-                    await task
+                    await self.writing
             raise
 
     async def fetch_oversize(self, n: int, uidl: str, size: int) -> None:
@@ -278,24 +270,18 @@ class Fetcher:
         self.batch_bytes += fetched
 
     async def flush(self) -> None:
-        """Start recording the current batch, once fewer than `COMMITS_IN_FLIGHT` are."""
+        """Start recording the current batch once the previous one is committed."""
         if self.batch:
-            while len(self.writing) >= COMMITS_IN_FLIGHT:
-                await self.writing[0]
-                self.writing.pop(0)
+            await self.settle()
             taken, self.batch, self.batch_bytes = self.batch, [], 0
-            previous = self.writing[-1] if self.writing else None
-            self.writing.append(asyncio.create_task(self.commit(taken, previous)))
+            self.writing = asyncio.create_task(self.commit(taken))
 
     async def settle(self) -> None:
-        """Wait for every commit started, oldest first; raises the first one's failure."""
-        while self.writing:
-            await self.writing[0]
-            self.writing.pop(0)
+        if self.writing is not None:
+            task, self.writing = self.writing, None
+            await task
 
-    async def commit(self, taken: list[NewMessage], previous: asyncio.Task[None] | None) -> None:
-        if previous is not None:
-            await previous  # in order: never after a batch that failed to commit
+    async def commit(self, taken: list[NewMessage]) -> None:
         await self.store.record(taken, self.clock())
         self.recorded.extend(m.uidl for m in taken)
         self.report.recorded += len(taken)
