@@ -61,6 +61,39 @@ def test_poller_throughput_quick(tmp_path: Path) -> None:
     assert phases["after_last_post_s"] > 0
 
 
+def test_poller_fetch_stage_against_a_baseline_tree(tmp_path: Path) -> None:
+    """`--baseline DIR`: both trees' fetch stages run in processes of their own
+    (bench/_fetch_stage.py), each importing `bridge` from its tree, which the script checks."""
+    ok, why = dovecot_available()
+    require_service("dovecot", ok, why)
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "bridge").symlink_to(ROOT / "bridge")  # a second tree holding the same code
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "poller_throughput.py"),
+            "--quick",
+            "--messages",
+            "40",
+            "--only",
+            "fetch stage",
+            "--baseline",
+            str(base),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "POP3BRIDGE_BENCH_RESULTS": str(tmp_path)},
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    data = json.loads((tmp_path / "poller_throughput_quick.json").read_text())
+    assert set(data["results"]) == {"pop3bridge fetch stage", "baseline fetch stage (base)"}
+    for name, result in data["results"].items():
+        assert result["median_rate"] > 0 and result["median_cpu_ms_per_item"] > 0, name
+
+
 def test_backlog_quick(tmp_path: Path) -> None:
     """`pop3bridge run` (the daemon, stopped once everything arrived) drains a backlog to the
     nginx receiver, beside fetchmail; the script checks every message arrived verified."""
