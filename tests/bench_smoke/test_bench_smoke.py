@@ -155,3 +155,22 @@ def test_the_long_framer_fuzz_runs_a_round() -> None:
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "stray LF bound" in out.stdout and "total" in out.stdout
+
+
+def test_empty_once_runs_a_round(tmp_path: Path) -> None:
+    """`pop3bridge once` with nothing new, both parse_workers values: the script checks each
+    run exited 0 and recorded nothing."""
+    ok, why = dovecot_available()
+    require_service("dovecot", ok, why)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "empty_once.py"), "--rounds", "1", "--seen", "3"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "POP3BRIDGE_BENCH_RESULTS": str(tmp_path)},
+        timeout=180,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    data = json.loads((tmp_path / "empty_once.json").read_text())
+    assert set(data["results"]) == {"this tree, parse_workers 1", "this tree, parse_workers 0"}
+    assert all(r["median_cpu_ms"] > 0 for r in data["results"].values())
