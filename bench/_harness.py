@@ -78,12 +78,15 @@ class Contender:
 
 
 @contextlib.contextmanager
-def private_dovecot() -> Iterator[DovecotServer]:
+def private_dovecot(
+    server_class: type[DovecotServer] = DovecotServer, root: Path | None = None
+) -> Iterator[DovecotServer]:
+    """A private Dovecot for one benchmark; `server_class` and `root` let a bench tune it."""
     ok, why = dovecot_available()
     if not ok:
         raise SystemExit(f"benchmark needs Dovecot: {why}")
     certs_dir = Path(tempfile.mkdtemp(prefix="pop3bridge-bench-certs-"))
-    server = DovecotServer(make_test_certs(certs_dir))
+    server = server_class(make_test_certs(certs_dir), root=root)
     try:
         server.start()
         yield server
@@ -182,6 +185,16 @@ def _has(module: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a helper daemon (nginx and the like), killing it if it ignores SIGTERM."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def write_results(name: str, data: dict[str, Any]) -> Path:

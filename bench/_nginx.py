@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import psutil
+from _harness import stop_process
 from aiohttp import web
 
 from tests.support.dovecot import free_port
@@ -144,10 +145,5 @@ mail {{
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
         shutil.rmtree(self.prefix, ignore_errors=True)

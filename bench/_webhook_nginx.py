@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from _harness import stop_process
 from standardwebhooks.webhooks import Webhook
 
 from tests.support.dovecot import free_port
@@ -152,12 +153,7 @@ http {{
 
     def close(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
             self.proc = None
         shutil.rmtree(self.prefix, ignore_errors=True)
 

@@ -50,11 +50,17 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _harness import fill_mailbox, machine, poller_config, print_table, write_results
+from _harness import (
+    fill_mailbox,
+    machine,
+    poller_config,
+    print_table,
+    private_dovecot,
+    write_results,
+)
 
 from bridge.testing.samples import generate_messages
-from tests.support.certs import make_test_certs
-from tests.support.dovecot import DovecotServer, dovecot_available
+from tests.support.dovecot import DovecotServer
 from tests.support.receiver import ThreadedReceiver
 
 VENV_BIN = Path(sys.executable).parent
@@ -81,23 +87,12 @@ class TunedDovecot(DovecotServer):
 
 @contextlib.contextmanager
 def dovecot(kind: str) -> Iterator[DovecotServer]:
-    ok, why = dovecot_available()
-    if not ok:
-        raise SystemExit(f"benchmark needs Dovecot: {why}")
-    certs_dir = Path(tempfile.mkdtemp(prefix="pop3bridge-bench-certs-"))
     # 10,000 maildirs on tmpfs: on a disk mounted with online discard, removing them afterwards
     # took minutes (one discard per directory).
     shm = Path("/dev/shm")
     root = Path(tempfile.mkdtemp(prefix="pop3bridge-dovecot-", dir=shm)) if shm.is_dir() else None
-    server = (TunedDovecot if kind == "tuned" else DovecotServer)(
-        make_test_certs(certs_dir), root=root
-    )
-    try:
-        server.start()
+    with private_dovecot(TunedDovecot if kind == "tuned" else DovecotServer, root) as server:
         yield server
-    finally:
-        server.close()
-        shutil.rmtree(certs_dir, ignore_errors=True)
 
 
 class Logins:
