@@ -15,7 +15,7 @@ replies still in flight would otherwise be read as answers to later commands.
 
 Reading replies, batches and the typed errors live in `bridge.pop3.channel` (the base class),
 the TLS context in `bridge.pop3.tls`; this module holds what a session does: connect, STLS,
-login, the verbs, QUIT. It stays one module (about 600 lines) because those steps read and
+login, the verbs, QUIT. It stays one module (about 650 lines) because those steps read and
 change the same per-connection facts (capabilities re-read after STLS and after login, the
 encryption that decides which mechanisms may run, the greeting's APOP stamp) in an order the
 RFCs fix; split, each piece would reach into the others' state.
