@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,27 +21,31 @@ from tests.support.dovecot import dovecot_available
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_poller_throughput_quick(tmp_path: Path) -> None:
+def run_bench(script: str, args: list[str], results: Path, result_file: str, timeout: float) -> Any:
+    """Run bench/`script` against the private Dovecot with its results written under `results`;
+    it must exit 0 (the scripts check every message arrived, verified). Returns its JSON."""
     ok, why = dovecot_available()
     require_service("dovecot", ok, why)
     out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "poller_throughput.py"),
-            "--quick",
-            "--messages",
-            "40",
-            "--only",
-            "end to end,fetch stage,fetchmail,poplib,raw",
-        ],
+        [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "POP3BRIDGE_BENCH_RESULTS": str(tmp_path)},
-        timeout=120,
+        env={**os.environ, "POP3BRIDGE_BENCH_RESULTS": str(results)},
+        timeout=timeout,
         check=False,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    data = json.loads((tmp_path / "poller_throughput_quick.json").read_text())
+    return json.loads((results / result_file).read_text())
+
+
+def test_poller_throughput_quick(tmp_path: Path) -> None:
+    data = run_bench(
+        "poller_throughput.py",
+        ["--quick", "--messages", "40", "--only", "end to end,fetch stage,fetchmail,poplib,raw"],
+        tmp_path,
+        "poller_throughput_quick.json",
+        timeout=120,
+    )
     assert data["messages"] == 40
     assert {
         "pop3bridge once (end to end)",
@@ -64,31 +69,16 @@ def test_poller_throughput_quick(tmp_path: Path) -> None:
 def test_poller_fetch_stage_against_a_baseline_tree(tmp_path: Path) -> None:
     """`--baseline DIR`: both trees' fetch stages run in processes of their own
     (bench/_fetch_stage.py), each importing `bridge` from its tree, which the script checks."""
-    ok, why = dovecot_available()
-    require_service("dovecot", ok, why)
     base = tmp_path / "base"
     base.mkdir()
     (base / "bridge").symlink_to(ROOT / "bridge")  # a second tree holding the same code
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "poller_throughput.py"),
-            "--quick",
-            "--messages",
-            "40",
-            "--only",
-            "fetch stage",
-            "--baseline",
-            str(base),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "POP3BRIDGE_BENCH_RESULTS": str(tmp_path)},
+    data = run_bench(
+        "poller_throughput.py",
+        ["--quick", "--messages", "40", "--only", "fetch stage", "--baseline", str(base)],
+        tmp_path,
+        "poller_throughput_quick.json",
         timeout=120,
-        check=False,
     )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    data = json.loads((tmp_path / "poller_throughput_quick.json").read_text())
     assert set(data["results"]) == {"pop3bridge fetch stage", "baseline fetch stage (base)"}
     for name, result in data["results"].items():
         assert result["median_rate"] > 0 and result["median_cpu_ms_per_item"] > 0, name
@@ -97,18 +87,9 @@ def test_poller_fetch_stage_against_a_baseline_tree(tmp_path: Path) -> None:
 def test_backlog_quick(tmp_path: Path) -> None:
     """`pop3bridge run` (the daemon, stopped once everything arrived) drains a backlog to the
     nginx receiver, beside fetchmail; the script checks every message arrived verified."""
-    ok, why = dovecot_available()
-    require_service("dovecot", ok, why)
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "backlog.py"), "--quick", "--messages", "40"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "POP3BRIDGE_BENCH_RESULTS": str(tmp_path)},
-        timeout=180,
-        check=False,
+    data = run_bench(
+        "backlog.py", ["--quick", "--messages", "40"], tmp_path, "backlog.json", timeout=180
     )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    data = json.loads((tmp_path / "backlog.json").read_text())
     assert data["messages"] == 40 and data["receiver"] == "nginx"
     assert {
         "run, outbox backlog, parse_workers 0",
@@ -160,17 +141,8 @@ def test_the_long_framer_fuzz_runs_a_round() -> None:
 def test_empty_once_runs_a_round(tmp_path: Path) -> None:
     """`pop3bridge once` with nothing new, both parse_workers values: the script checks each
     run exited 0 and recorded nothing."""
-    ok, why = dovecot_available()
-    require_service("dovecot", ok, why)
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "empty_once.py"), "--rounds", "1", "--seen", "3"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "POP3BRIDGE_BENCH_RESULTS": str(tmp_path)},
-        timeout=180,
-        check=False,
+    data = run_bench(
+        "empty_once.py", ["--rounds", "1", "--seen", "3"], tmp_path, "empty_once.json", timeout=180
     )
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    data = json.loads((tmp_path / "empty_once.json").read_text())
     assert set(data["results"]) == {"this tree, parse_workers 1", "this tree, parse_workers 0"}
     assert all(r["median_cpu_ms"] > 0 for r in data["results"].values())
