@@ -19,6 +19,7 @@ from bridge import mail
 from bridge.mail import _fingerprint
 from bridge.mail._mime import header_end, parse_headers
 from bridge.testing.samples import generate_messages
+from tests.support.headers import header_blocks
 
 CORPUS = sorted((Path(__file__).resolve().parent.parent / "corpus" / "eml").glob("*.eml"))
 
@@ -102,20 +103,14 @@ _VALUE_CHARS = st.sampled_from(
 _VALUES = st.lists(_VALUE_CHARS, max_size=12).map("".join)
 
 
-@st.composite
-def _header_blocks(draw: st.DrawFn) -> bytes:
-    lines: list[str] = []
-    for _ in range(draw(st.integers(0, 8))):
-        kind = draw(st.sampled_from(["field"] * 12 + ["continuation"] * 4 + ["junk"]))
-        eol = draw(st.sampled_from(["\r\n", "\n"]))
-        if kind == "field":
-            lines.append(draw(_NAMES) + ":" + draw(_VALUES) + eol)
-        elif kind == "continuation":
-            lines.append(draw(st.sampled_from([" ", "\t", "  "])) + draw(_VALUES) + eol)
-        else:
-            lines.append(draw(_VALUES) + eol)
-    text = "".join(lines) + draw(st.sampled_from(["\r\n", "\n", "", "\r\nbody\r\n"]))
-    return text.encode("utf-8", "surrogateescape")
+def _header_blocks() -> st.SearchStrategy[bytes]:
+    return header_blocks(
+        _NAMES,
+        _VALUES,
+        max_lines=8,
+        eols=["\r\n", "\n"],
+        ends=["\r\n", "\n", "", "\r\nbody\r\n"],
+    )
 
 
 @settings(max_examples=400, deadline=None)

@@ -21,6 +21,7 @@ from bridge import mail
 from bridge.mail import _fingerprint
 from bridge.mail._mime import header_end
 from bridge.testing.samples import generate_messages
+from tests.support.headers import header_blocks
 
 CORPUS = sorted((Path(__file__).resolve().parent.parent / "corpus" / "eml").glob("*.eml"))
 
@@ -132,20 +133,14 @@ _VALUE_CHARS = st.sampled_from(
 _VALUES = st.lists(_VALUE_CHARS, max_size=12).map("".join)
 
 
-@st.composite
-def _header_blocks(draw: st.DrawFn) -> bytes:
-    lines: list[str] = []
-    for _ in range(draw(st.integers(0, 10))):
-        kind = draw(st.sampled_from(["field"] * 12 + ["continuation"] * 4 + ["junk"]))
-        eol = draw(st.sampled_from(["\r\n", "\n", "\r\n", "\r"]))
-        if kind == "field":
-            lines.append(draw(_NAMES) + ":" + draw(_VALUES) + eol)
-        elif kind == "continuation":
-            lines.append(draw(st.sampled_from([" ", "\t", "  "])) + draw(_VALUES) + eol)
-        else:
-            lines.append(draw(_VALUES) + eol)
-    end = draw(st.sampled_from(["\r\n", "\n", "", "\r\nbody\r\n", "\n\r\n", "\r\n\nMessage-ID: b"]))
-    return ("".join(lines) + end).encode("utf-8", "surrogateescape")
+def _header_blocks() -> st.SearchStrategy[bytes]:
+    return header_blocks(
+        _NAMES,
+        _VALUES,
+        max_lines=10,
+        eols=["\r\n", "\n", "\r\n", "\r"],
+        ends=["\r\n", "\n", "", "\r\nbody\r\n", "\n\r\n", "\r\n\nMessage-ID: b"],
+    )
 
 
 @settings(max_examples=1500, deadline=None)
