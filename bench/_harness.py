@@ -174,12 +174,13 @@ def machine() -> dict[str, Any]:
         "loadavg": list(os.getloadavg()),
         "python": platform.python_version(),
         "kernel": platform.release(),
-        "uvloop_installed": _has("uvloop"),
+        "uvloop_installed": has_module("uvloop"),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
-def _has(module: str) -> bool:
+def has_module(module: str) -> bool:
+    """Whether `module` imports here (optional extras such as uvloop)."""
     try:
         __import__(module)
     except ImportError:

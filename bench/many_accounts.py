@@ -52,6 +52,7 @@ from typing import Any
 import psutil
 from _harness import (
     fill_mailbox,
+    has_module,
     machine,
     poller_config,
     print_table,
@@ -219,7 +220,7 @@ print(1000 * (time.process_time() - c0) / len(users))
 def floor_session_ms(
     server: DovecotServer, users: list[tuple[str, str]], loop: str
 ) -> float | None:
-    if loop == "uvloop" and not _has("uvloop"):
+    if loop == "uvloop" and not has_module("uvloop"):
         return None
     out = subprocess.run(
         [sys.executable, "-c", FLOOR, server.host, str(server.pop3_port), loop],
@@ -230,14 +231,6 @@ def floor_session_ms(
         check=True,
     )
     return round(float(out.stdout.strip()), 3)
-
-
-def _has(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
 
 
 def main() -> int:

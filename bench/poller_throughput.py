@@ -48,6 +48,7 @@ from _harness import (
     Sample,
     alternate,
     fill_mailbox,
+    has_module,
     machine,
     poller_config,
     print_table,
@@ -295,14 +296,6 @@ FETCH = "pop3bridge fetch stage"
 BASE_FETCH = "baseline fetch stage"
 
 
-def _has_uvloop() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--messages", type=int, help="default 2000 (100 with --quick)")
@@ -330,7 +323,7 @@ def main() -> int:
             Contender(E2E_PYTHON, lambda: bench.bridge_once(nginx=False), cpu="reported"),
             Contender(E2E_NGINX, lambda: bench.bridge_once(nginx=True), cpu="reported"),
         ]
-        if _has_uvloop():
+        if has_module("uvloop"):
             contenders.append(
                 Contender(
                     UVLOOP_NGINX,
