@@ -25,6 +25,8 @@ __all__ = [
     "BATCH_BYTES",
     "BATCH_MESSAGES",
     "DEADLINE_CREDIT",
+    "GROUP_BYTES",
+    "GROUP_MESSAGES",
     "MIN_TRANSFER_RATE",
     "Fetcher",
     "account_outbox_row",
@@ -34,6 +36,13 @@ __all__ = [
 
 BATCH_MESSAGES = 100
 BATCH_BYTES = 1024 * 1024
+# While the store is still committing one group, the batches fetched meanwhile gather into the
+# next group, up to this much, and go in one transaction once it is done (a group commit): a
+# slow commit (a WAL checkpoint's fsyncs) no longer stops the fetch, and a busy store gets
+# fewer, larger transactions. Past this the fetch waits for the store, so what is held in
+# memory stays bounded.
+GROUP_MESSAGES = 1000
+GROUP_BYTES = 8 * 1024 * 1024
 # The slowest transfer a RETR is allowed: its deadline is read_timeout plus its announced
 # size at this rate (issue 19: a body trickling a line a second never ended the poll).
 MIN_TRANSFER_RATE = 16 * 1024
@@ -132,8 +141,8 @@ class Fetcher:
     async def run(self, new: list[tuple[int, str]], sizes: dict[int, int]) -> None:
         """RETR (or TOP for oversize) in mailbox order and record in batches (`recorded`).
 
-        One batch is recorded while the next is fetched: the store's commit would otherwise
-        leave the POP3 link idle (it was about a third of the fetch). Batches commit in order,
+        One group is recorded while the next is fetched: the store's commit would otherwise
+        leave the POP3 link idle (it was about a third of the fetch). Groups commit in order,
         and none is pending when this returns (QUIT, deletion and `recorded` come after).
         """
         if new and (pool := current_pool()) is not None:
@@ -168,14 +177,17 @@ class Fetcher:
                     await self.flush()
                 # Give the delivery worker (which parses) and other sessions a turn.
                 await asyncio.sleep(0)
-            await self.flush()
+            await self.flush(last=True)
             await self.settle()
         except BaseException:
-            if self.writing is not None:
-                # What was fetched in full is still made durable; a failure of that is
-                # secondary to the error already on its way.
-                with contextlib.suppress(Exception):
-                    await self.writing
+            # What was fetched in full is still made durable: the group being committed and
+            # the one gathered behind it. A failure of that is secondary to the error already
+            # on its way.
+            with contextlib.suppress(Exception):
+                await self.settle()
+                if self.batch:
+                    taken, self.batch, self.batch_bytes = self.batch, [], 0
+                    await self.commit(taken)
             raise
 
     async def fetch_oversize(self, n: int, uidl: str, size: int) -> None:
@@ -269,12 +281,23 @@ class Fetcher:
         self.batch.append(message)
         self.batch_bytes += fetched
 
-    async def flush(self) -> None:
-        """Start recording the current batch once the previous one is committed."""
-        if self.batch:
-            await self.settle()
-            taken, self.batch, self.batch_bytes = self.batch, [], 0
-            self.writing = asyncio.create_task(self.commit(taken))
+    async def flush(self, *, last: bool = False) -> None:
+        """Start recording what was fetched, as one group, once the previous group is
+        committed; while that one is still being committed, keep gathering (up to
+        `GROUP_MESSAGES` / `GROUP_BYTES`, or unless this is the `last` flush)."""
+        if not self.batch:
+            return
+        if (
+            not last
+            and self.writing is not None
+            and not self.writing.done()
+            and len(self.batch) < GROUP_MESSAGES
+            and self.batch_bytes < GROUP_BYTES
+        ):
+            return
+        await self.settle()
+        taken, self.batch, self.batch_bytes = self.batch, [], 0
+        self.writing = asyncio.create_task(self.commit(taken))
 
     async def settle(self) -> None:
         if self.writing is not None:
