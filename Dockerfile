@@ -19,7 +19,7 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 
-# The `speed` extra (uvloop) is what `pop3bridge proxy` runs on when it is installed.
+# The `speed` extra (uvloop) is what `pop3bridge proxy` and `pop3bridge run` run on when installed.
 # Then the venv loses what only installing needs (pip and setuptools: nothing imports them
 # at run time); /opt/venv.size records its size before and after, in KiB, for the container
 # tests to report. The root fs is read-only at run time, so bytecode must exist before then.

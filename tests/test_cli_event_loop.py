@@ -1,5 +1,5 @@
-"""`POP3BRIDGE_EVENT_LOOP`: asyncio by default (uvloop for `proxy` when installed), either on
-request, a clear exit 2 otherwise."""
+"""`POP3BRIDGE_EVENT_LOOP`: asyncio by default (uvloop for `proxy` and `run` when installed),
+either on request, a clear exit 2 otherwise."""
 
 from __future__ import annotations
 
@@ -78,24 +78,27 @@ def test_probe_on_uvloop_against_dovecot(
     assert report["tls_version"], report
 
 
-def test_proxy_defaults_to_uvloop_when_installed(restore_policy: None) -> None:
+@pytest.mark.parametrize("command", ["proxy", "run"])
+def test_proxy_and_run_default_to_uvloop_when_installed(command: str, restore_policy: None) -> None:
     uvloop = pytest.importorskip("uvloop")
-    assert use_event_loop({}, "proxy") == "uvloop"
+    assert use_event_loop({}, command) == "uvloop"
     assert isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
     # ...every other command stays on asyncio, and the variable overrides either default.
     asyncio.set_event_loop_policy(None)
     before = asyncio.get_event_loop_policy()
-    assert use_event_loop({}, "run") == "asyncio"
-    assert use_event_loop({EVENT_LOOP_ENV: "asyncio"}, "proxy") == "asyncio"
+    for other in ("once", "peek", "probe", "replay"):
+        assert use_event_loop({}, other) == "asyncio"
+    assert use_event_loop({EVENT_LOOP_ENV: "asyncio"}, command) == "asyncio"
     assert asyncio.get_event_loop_policy() is before
 
 
-def test_proxy_without_uvloop_installed_runs_on_asyncio(
-    monkeypatch: pytest.MonkeyPatch, restore_policy: None
+@pytest.mark.parametrize("command", ["proxy", "run"])
+def test_without_uvloop_installed_proxy_and_run_use_asyncio(
+    command: str, monkeypatch: pytest.MonkeyPatch, restore_policy: None
 ) -> None:
     import bridge.cli
 
     monkeypatch.setattr(bridge.cli, "_has_uvloop", lambda: False)
     before = asyncio.get_event_loop_policy()
-    assert use_event_loop({}, "proxy") == "asyncio"
+    assert use_event_loop({}, command) == "asyncio"
     assert asyncio.get_event_loop_policy() is before

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge import __version__
-from bridge.cli import SUBCOMMANDS, build_parser, main
+from bridge.cli import EVENT_LOOP_ENV, SUBCOMMANDS, build_parser, main
 
 
 def _every_command_path() -> list[list[str]]:
@@ -113,6 +113,8 @@ def test_no_configuration_at_all_says_so_and_how_to_give_one(
     for name in list(os.environ):
         if name.startswith("POP3BRIDGE_"):
             monkeypatch.delenv(name)
+    # `run` would install uvloop's policy for the rest of this test process otherwise.
+    monkeypatch.setenv(EVENT_LOOP_ENV, "asyncio")
     assert main(argv) == 2
     err = capsys.readouterr().err
     # Not "cannot write /var/lib/pop3bridge/state.db": the defaults were never the point.
