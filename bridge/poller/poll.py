@@ -25,6 +25,10 @@ ordered to make a crash at any point harmless:
 Step 4 is `bridge.poller.fetch` (`Fetcher`), the login `bridge.poller.login` and the report
 `bridge.poller.report`; this module orders the steps and owns the session's deadline.
 
+Step 3 reads the store's seen set, except when a `SeenMemo` (the scheduler keeps one per account
+loop) already shows every listed UIDL as seen: an idle poll of a mailbox that keeps its mail
+then never touches the store (see `SeenMemo` for why that cannot skip a message).
+
 Any exception, cancellation included, leaves through `POP3Client.__aexit__`, which drops the
 connection without QUIT: the server then changes nothing (RFC 1939 section 6).
 
@@ -69,6 +73,7 @@ from bridge.store.base import CustodyEvent, Store
 __all__ = [
     "LeaseLost",
     "PollReport",
+    "SeenMemo",
     "account_outbox_row",
     "connect_and_login",
     "max_answer_size",
@@ -113,6 +118,27 @@ def _check(owned: Owned | None, account: str) -> None:
         raise LeaseLost(account)
 
 
+@dataclass(slots=True)
+class SeenMemo:
+    """UIDLs this process knows the store holds as seen for one account, kept between polls.
+
+    At 10,000 idle accounts polled every minute the seen-set read was one trip through the
+    database thread per poll (about 0.1 ms of CPU each); with the memo an idle poll makes none.
+    The rule that keeps it safe: a UIDL enters `uidls` only once the store has committed it as
+    seen (read from it, or recorded, marked or re-keyed by this process's poll), and the store
+    never forgets a seen UIDL the server still lists (`forget_missing` drops only ids missing
+    from the listing). So while the listing is a subset of `uidls`, nothing on the server is
+    new and the store would say the same; as soon as one listed id is not in it, the poll
+    reads the store as before. Entries may be missing (another replica recorded the message;
+    the poll then reads the store and finds it), never wrong for a listed id. `uidls` is None
+    until the account's first successful poll in this process (its polled flag is then known
+    to be set), and again after a prune that left rows in the store (their messages still
+    unfinished), so that the next poll reads the store and prunes them once they are done.
+    """
+
+    uidls: frozenset[str] | None = None
+
+
 async def poll_account(
     spec: AccountSpec,
     store: Store,
@@ -123,6 +149,7 @@ async def poll_account(
     delete_wait: float = DELETE_WAIT,
     stopping: Callable[[], bool] | None = None,
     owned: Owned | None = None,
+    memo: SeenMemo | None = None,
 ) -> PollReport:
     """Poll `spec` once (see the module docstring). Raises the POP3/store error that stopped it.
 
@@ -131,14 +158,15 @@ async def poll_account(
     (without it, that waits for the next poll). `stopping` is checked between batches: when it
     turns true, what is recorded so far is committed with QUIT and the rest is left for the
     next poll. `owned` (leases on) is checked before each batch, DELE and QUIT; `LeaseLost` is
-    raised once it is false.
+    raised once it is false. `memo` (`SeenMemo`) stands in for the store's seen set while it
+    covers the listing, and is brought up to date after a successful poll.
     """
     report = PollReport(spec.name, started_at=clock())
     start = time.monotonic()
     _check(owned, spec.name)
     client = await connect_and_login(spec, report)
     async with client:
-        poll = _Poll(client, spec, store, report, clock, notify, deliveries, stopping, owned)
+        poll = _Poll(client, spec, store, report, clock, notify, deliveries, stopping, owned, memo)
         # One deadline for the whole session, sized once LIST says what is to be fetched
         # (`_Poll.extend`): per-read timeouts alone let a trickling server hold it for ever.
         loop = asyncio.get_running_loop()
@@ -170,13 +198,16 @@ class _Poll:
     deliveries: Deliveries | None
     stopping: Callable[[], bool] | None
     owned: Owned | None
+    memo: SeenMemo | None
     # The session's deadline (poll_account) and the seconds it allows so far.
     deadline: asyncio.Timeout | None = None
     allowed: float = 0.0
     # UIDL -> message number, for this session only.
     number_of: dict[str, int] = field(default_factory=dict)
-    # Seen before this poll (the store's seen set).
-    seen: set[str] = field(default_factory=set)
+    # Seen before this poll (the store's seen set, or the memo's when it covers the listing).
+    seen: set[str] | frozenset[str] = field(default_factory=set)
+    # UIDLs this poll committed as seen: recorded, marked on a first poll, re-keyed.
+    added: set[str] = field(default_factory=set)
     # UIDL -> number DELE'd in this session, committed by QUIT.
     to_delete: dict[str, int] = field(default_factory=dict)
     # Delivered UIDL stored by an earlier release -> the header id it is DELE'd under now;
@@ -185,6 +216,8 @@ class _Poll:
     relisted: set[str] = field(default_factory=set)
     # UIDLs this session recorded (`fetch.Fetcher`).
     recorded: list[str] = field(default_factory=list)
+    # Seen UIDLs no longer listed, handed to the store's prune after QUIT.
+    pruned: frozenset[str] = frozenset()
 
     @property
     def account(self) -> str:
@@ -211,8 +244,12 @@ class _Poll:
         self.number_of = await checked_listing(listing, count, self.account, self.fingerprints)
         report.on_server = len(self.number_of)
 
-        state = await self.store.seen_state(self.account)
-        self.seen = state.uidls
+        known = self.memo.uidls if self.memo is not None else None
+        if known is not None and known.issuperset(self.number_of):
+            self.seen, polled = known, True
+        else:
+            state = await self.store.seen_state(self.account)
+            self.seen, polled = state.uidls, state.polled
         if self.spec.on_delivered == "delete":
             await self.delete_delivered()
 
@@ -223,7 +260,7 @@ class _Poll:
         )
         if new:  # first sight and re-keying read TOP n 0 of each new message
             self.extend(self.spec.read_timeout * (len(new) // BATCH_MESSAGES + 1))
-        if not state.polled:
+        if not polled:
             new = await self.first_poll(new)
         elif new and suspicious(
             # Ids found relisted (delete_delivered) are part of the same mass change.
@@ -249,6 +286,7 @@ class _Poll:
         fetcher.extend = self.extend  # time the parse workers take is not the server's
         await fetcher.run(new, sizes)
         self.recorded = fetcher.recorded
+        self.added.update(fetcher.recorded)
         if report.canary_numbers:
             # Canaries are ours: removed even with `on_delivered: keep`. Not recorded anywhere,
             # so a QUIT that does not commit just means the next poll fetches and deletes them.
@@ -265,9 +303,13 @@ class _Poll:
 
         self.check()
         await client.quit()
-        await self.after_quit()
+        kept = await self.after_quit()
+        if self.memo is not None:
+            self.memo.uidls = None if kept else self.seen_now()
 
-    async def after_quit(self) -> None:
+    async def after_quit(self) -> bool:
+        """Record the DELEs QUIT committed and prune the seen set; True when the prune had to
+        keep seen UIDLs the server no longer lists (their messages are not finished yet)."""
         now = self.clock()
         if self.to_delete:
             await self.store.mark_deleted(
@@ -283,7 +325,17 @@ class _Poll:
         # Only UIDLs seen before this poll can have left the server (what this poll recorded is
         # on it), so when all of those are still listed there is nothing to prune: skip the write.
         if not self.seen.issubset(present) or self.to_delete:
+            listed = set(present)
+            self.pruned = frozenset(u for u in (*self.seen, *self.added) if u not in listed)
             self.report.pruned = await self.store.forget_missing(self.account, present)
+            return self.report.pruned < len(self.pruned)
+        return False
+
+    def seen_now(self) -> frozenset[str]:
+        """The store's seen set after this poll, as far as it is known (`SeenMemo`)."""
+        if not self.added and not self.pruned and isinstance(self.seen, frozenset):
+            return self.seen  # an idle poll: nothing changed
+        return frozenset(self.seen | self.added) - self.pruned
 
     async def delete_delivered(self) -> None:
         """DELE what was delivered with a 2xx before this session (committed by QUIT)."""
@@ -349,6 +401,7 @@ class _Poll:
             return new
         pairs = await self.fingerprints(new)
         await self.store.mark_polled(self.account, pairs, self.clock())
+        self.added.update(u for u, _ in pairs)
         self.report.marked_initial = len(new)
         log.info(
             "first poll with initial=new: %d existing messages marked seen, not delivered",
@@ -376,6 +429,7 @@ class _Poll:
         if not matched:
             return new
         await self.store.mark_seen(self.account, matched, self.clock())
+        self.added.update(u for u, _ in matched)
         self.report.rekeyed = len(matched)
         log.warning(
             "mailbox UIDLs changed en masse (server migration or UIDVALIDITY reset?): %d of %d "

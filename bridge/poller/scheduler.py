@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from bridge.delivery.worker import Deliveries
 from bridge.poller import canary
 from bridge.poller.oauth import OAuthGrantRevoked
-from bridge.poller.poll import LeaseLost, poll_account
+from bridge.poller.poll import LeaseLost, SeenMemo, poll_account
 from bridge.poller.report import PollReport
 from bridge.poller.sharing import plan
 from bridge.poller.spec import AccountSpec
@@ -265,6 +265,9 @@ class Scheduler:
         # account in the same instant.
         delay = random.uniform(0, min(spec.poll_interval, 5.0) * max(self.jitter, 0.1) * 2)
         failures = 0
+        # The account's seen set as this loop's polls left it (`poll.SeenMemo`): an idle poll
+        # then skips the store. A changed account gets a new loop, and with it a new memo.
+        memo = SeenMemo()
         while not self._stopping:
             await asyncio.sleep(delay)
             if self._stopping:
@@ -280,7 +283,7 @@ class Scheduler:
             if spec.canary is not None:
                 await self._send_canary(spec, spec.canary)
             try:
-                report = await self._poll(spec)
+                report = await self._poll(spec, memo)
             except asyncio.CancelledError:
                 raise
             except LeaseLost as exc:
@@ -368,7 +371,7 @@ class Scheduler:
         """Wait to be cancelled: `_reconcile` (the account changed) or `run`'s shutdown does."""
         await asyncio.Event().wait()
 
-    async def _poll(self, spec: AccountSpec) -> PollReport:
+    async def _poll(self, spec: AccountSpec, memo: SeenMemo | None = None) -> PollReport:
         async with self._sessions:
             # The loop saw the lease held, but waiting for a session slot can outlast it (a
             # heartbeat may hand the account on meanwhile: it is not busy yet). Checked here,
@@ -385,6 +388,7 @@ class Scheduler:
                     deliveries=self.deliveries,
                     stopping=lambda: self._stopping,
                     owned=None if self.leases is None else lambda: self.owns(spec.name),
+                    memo=memo,
                 )
             )
             self._polling.add(task)
