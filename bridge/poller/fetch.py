@@ -221,33 +221,36 @@ class Fetcher:
         credit = 0.0  # row-building time not yet given back to the deadline
         try:
             async with asyncio.timeout_at(loop.time() + allowed) as deadline:
-                async for rn, raw in self.client.retrieve_many([rn for rn, _ in run]):
-                    size = len(raw)
-                    self.report.bytes_fetched += size
-                    if key is not None and (found := find_canary(raw, self.spec.name, key)):
-                        self.report.canaries.append((found, self.clock()))
-                        self.report.canary_numbers.append(rn)
-                        continue
-                    if parsed_at_fetch(
-                        size,
-                        attachment_inline_limit=fetch.attachment_inline_limit,
-                        links=fetch.links is not None,
-                        defer_any_size=fetch.reshaped,
-                    ):
-                        row = account_outbox_row(
-                            self.spec,
-                            uidl_of[rn],
-                            size,
-                            raw,
-                            oversize=False,
-                            now=self.clock(),
-                            defer=True,
-                            session=self.report.session,
-                        )
-                        rows.append((asyncio.ensure_future(row), size))
-                        continue
+                async for got in self.client.retrieve_batches([rn for rn, _ in run]):
                     building = loop.time()
-                    rows.append((deferred_account_row(self.spec, uidl_of[rn], raw, session), size))
+                    for rn, raw in got:
+                        size = len(raw)
+                        self.report.bytes_fetched += size
+                        if key is not None and (found := find_canary(raw, self.spec.name, key)):
+                            self.report.canaries.append((found, self.clock()))
+                            self.report.canary_numbers.append(rn)
+                            continue
+                        if parsed_at_fetch(
+                            size,
+                            attachment_inline_limit=fetch.attachment_inline_limit,
+                            links=fetch.links is not None,
+                            defer_any_size=fetch.reshaped,
+                        ):
+                            row = account_outbox_row(
+                                self.spec,
+                                uidl_of[rn],
+                                size,
+                                raw,
+                                oversize=False,
+                                now=self.clock(),
+                                defer=True,
+                                session=self.report.session,
+                            )
+                            rows.append((asyncio.ensure_future(row), size))
+                            continue
+                        rows.append(
+                            (deferred_account_row(self.spec, uidl_of[rn], raw, session), size)
+                        )
                     credit += loop.time() - building
                     if credit >= DEADLINE_CREDIT and (when := deadline.when()) is not None:
                         deadline.reschedule(when + credit)

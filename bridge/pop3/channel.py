@@ -3,9 +3,10 @@
 `POP3Client` is what the poller, the proxy and the probe call (connect, TLS, login, the verbs);
 this is what every verb goes through: send a command through the core's `ClientConnection`,
 read its reply — as events, or for a batch's plain +OK as one span of the framer's buffer with
-the body un-stuffed in bulk (`_reply`) — turn an -ERR into the typed error that says what to do
-(`_error`), and run batches through the pipelining window (`_batch`, `bridge.pop3.pipeline`).
-Framing and session state stay in the core; nothing here looks at a byte of a reply.
+the body un-stuffed in bulk (`_reply`), every such reply already buffered at once (`_replies`)
+— turn an -ERR into the typed error that says what to do (`_error`), and run batches through
+the pipelining window (`_batch`, `bridge.pop3.pipeline`). Framing and session state stay in the
+core; nothing here looks at a byte of a reply.
 
 Size rule: no multi-line answer is held past `max_body` octets (LIST sizes come from the server,
 so a hostile one could otherwise stream a "message" until memory runs out); over it the
@@ -225,36 +226,55 @@ class Channel:
 
     async def _batch(
         self, numbers: list[int], commands: list[Command]
-    ) -> AsyncIterator[tuple[int, bytes]]:
+    ) -> AsyncIterator[list[tuple[int, bytes]]]:
+        """(number, body) for each of `commands` in order, in lists: with pipelining, every
+        reply already read in full at once (`_replies`)."""
         if self._capa_due:  # the window's writer sends commands only, so CAPA goes first
             self._capa_due = False
             await self._capa()
         if not self.pipelining:
             for n, command in zip(numbers, commands, strict=True):
                 await self._send(command)
-                yield n, await self._reply(command)
+                yield [(n, await self._reply(command))]
             return
-        replies = pipelined(
+
+        async def replies(first: int) -> list[bytes]:
+            return await self._replies(commands, first)
+
+        batches = pipelined(
             commands,
             window=self._window,
             encode=self._encode,
             write=self._write,
-            reply=self._reply,
+            replies=replies,
             abandon=self.abort,
         )
         # Driven to its end by `async for`, so the pipeline sees the batch finish; closing it
         # early (an error here, or our caller stopping) makes it abandon the connection.
-        numbered = iter(numbers)
+        at = 0
         try:
-            async for body in replies:
-                yield next(numbered), body
+            async for bodies in batches:
+                yield list(zip(numbers[at : at + len(bodies)], bodies, strict=True))
+                at += len(bodies)
         finally:
-            await replies.aclose()
+            await batches.aclose()
 
     def _encode(self, command: Command) -> bytes:
         if self._closed:
             raise LocalProtocolError(f"cannot send {command.verb}: the session is closed")
         return self._conn.send(command)
+
+    async def _replies(self, commands: list[Command], first: int) -> list[bytes]:
+        """The replies from `commands[first]` on that are whole and plain in the buffer
+        (`ClientConnection.next_replies`), or else the next one by `_reply`."""
+        bodies = self._conn.next_replies(len(commands) - first)
+        if not bodies:
+            return [await self._reply(commands[first])]
+        cap = self.max_body
+        if cap is not None and any(len(body) > cap for body in bodies):
+            raise self._too_long(cap)
+        self._events += len(bodies)
+        return bodies
 
     async def _reply(self, command: Command) -> bytes:
         """One reply of a batch: its body (b"" for a single-line reply); -ERR raises.

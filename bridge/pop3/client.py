@@ -7,15 +7,16 @@ also the messages RETR'd in this session). `abort()` / `close(commit=False)` dro
 connection instead, and RFC 1939 §6 guarantees nothing changes. Leaving the `async with` block
 without calling `quit()` aborts, so forgetting to commit never deletes anything.
 
-Pipelining (RFC 2449 §6.6) is used for `retrieve_many`, `top_many` and `delete_many` when the
-server advertises PIPELINING and it was not switched off (`bridge.pop3.pipeline`: a window of
-credit). Logins, STLS and QUIT are never pipelined (the core refuses). If a pipelined batch
-fails or the caller stops iterating early, the connection is aborted (nothing committed):
-replies still in flight would otherwise be read as answers to later commands.
+Pipelining (RFC 2449 §6.6) is used for `retrieve_many` (and `retrieve_batches`, the same in
+lists), `top_many` and `delete_many` when the server advertises PIPELINING and it was not
+switched off (`bridge.pop3.pipeline`: a window of credit). Logins, STLS and QUIT are never
+pipelined (the core refuses). If a pipelined batch fails or the caller stops iterating early,
+the connection is aborted (nothing committed): replies still in flight would otherwise be read
+as answers to later commands.
 
 Reading replies, batches and the typed errors live in `bridge.pop3.channel` (the base class),
 the TLS context in `bridge.pop3.tls`; this module holds what a session does: connect, STLS,
-login, the verbs, QUIT. It stays one module (about 650 lines) because those steps read and
+login, the verbs, QUIT. It stays one module (about 670 lines) because those steps read and
 change the same per-connection facts (capabilities re-read after STLS and after login, the
 encryption that decides which mechanisms may run, the greeting's APOP stamp) in an order the
 RFCs fix; split, each piece would reach into the others' state.
@@ -520,15 +521,25 @@ class POP3Client(Channel):
         """Yield (number, headers + `lines` body lines) in order; pipelined when allowed."""
         wanted = list(numbers)
         commands = [Command("TOP", (str(n), str(lines))) for n in wanted]
-        async for item in self._batch(wanted, commands):
-            yield item
+        async for items in self._batch(wanted, commands):
+            for item in items:
+                yield item
 
     async def retrieve_many(self, numbers: Iterable[int]) -> AsyncIterator[tuple[int, bytes]]:
         """Yield (number, message) in order; pipelined when the server allows it."""
+        async for items in self.retrieve_batches(numbers):
+            for item in items:
+                yield item
+
+    async def retrieve_batches(
+        self, numbers: Iterable[int]
+    ) -> AsyncIterator[builtins.list[tuple[int, bytes]]]:
+        """`retrieve_many` in lists, every message already read in full in one (the poller's
+        fetch: one await and one yield per read of the socket, not per message)."""
         wanted = list(numbers)
         commands = [Command("RETR", (str(n),)) for n in wanted]
-        async for item in self._batch(wanted, commands):
-            yield item
+        async for items in self._batch(wanted, commands):
+            yield items
 
     async def delete(self, number: int) -> None:
         await self._simple(Command("DELE", (str(number),)))

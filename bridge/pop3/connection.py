@@ -11,7 +11,8 @@ outstanding, and nothing may follow them until their reply is in. That is enforc
 left to the I/O layer.
 
 Replies to a batch (RETR, TOP, DELE) can be read without events: `next_reply` takes a plain +OK
-whole from the framer's span mode and hands back the body un-stuffed in one piece; whatever is
+whole from the framer's span mode and hands back the body un-stuffed in one piece (`next_replies`
+takes every such reply already buffered at once); whatever is
 not plain (an -ERR, a response code) or grows past the caller's limit before its end is left to
 `next_event`, so the rules for reading it are the framer's either way.
 """
@@ -137,6 +138,26 @@ class ClientConnection:
 
     def buffered(self) -> int:
         return self._framer.buffered()
+
+    def next_replies(self, most: int) -> list[bytes]:
+        """Up to `most` whole plain +OK replies already buffered, as `next_reply` would give
+        them one by one (the framer's `take_bodies`); [] when the current reply is not one of
+        those (ask `next_reply`)."""
+        pending = self._pending
+        if (
+            self._in_auth
+            or self._tls_pending
+            or self.greeting is None
+            or not pending
+            or pending[0].verb in EXCLUSIVE_VERBS
+        ):
+            return []
+        # Behind a batch's first command there is never an exclusive one (`send` refuses it).
+        bodies = self._framer.take_bodies(min(most, len(pending)))
+        on_reply = self._session.on_reply
+        for _ in bodies:
+            on_reply(pending.popleft().verb, True)
+        return bodies
 
     def next_reply(self, limit: int) -> bytes | NeedData | None:
         """The current reply, if it is a plain +OK, from the framer's span mode: b"" for a

@@ -1,11 +1,13 @@
 """Pipelined batches (RFC 2449 §6.6): a writer that sends through a bounded window of credit
-while the caller reads the replies in order.
+while the caller reads the replies in order, as many at a time as have arrived.
 
 At most `window` commands are unanswered. The writer sends whatever the window allows in one
 write and then sleeps until a quarter of the window is free again, so a long batch costs a
 write and a wake-up per dozen commands, not per command. The reader gives one credit back per
-reply it has read in full. Neither side can fill the other's buffers: the server's replies
-are consumed while commands are still going out.
+reply it has read in full, and hands on every reply already buffered in one list (a read
+holds a dozen 5 KB messages): one await and one yield per read, not per reply. Neither side
+can fill the other's buffers: the server's replies are consumed while commands are still
+going out.
 
 Failure rules (the caller's `abandon` implements them; the client aborts the connection): a
 batch that ends early — an -ERR, the link dying, the caller no longer iterating — must not
@@ -33,14 +35,15 @@ async def pipelined(
     window: int,
     encode: Callable[[Command], bytes],
     write: Callable[[bytes], Awaitable[None]],
-    reply: Callable[[Command], Awaitable[T]],
+    replies: Callable[[int], Awaitable[Sequence[T]]],
     abandon: Callable[[], None],
-) -> AsyncGenerator[T, None]:
-    """Send `commands` through a window of `window`, yield `reply(command)` for each in order.
+) -> AsyncGenerator[Sequence[T], None]:
+    """Send `commands` through a window of `window`; yield their replies in order, in lists.
 
     `encode` turns a command into its line (and records the expected reply); it may raise to
-    stop the writer. `reply` reads one whole reply and raises on -ERR. `abandon` is called when
-    the batch does not finish (see the module docstring).
+    stop the writer. `replies(i)` reads the whole replies from `commands[i]` on, at least one,
+    only to commands already sent, and raises on -ERR. `abandon` is called when the batch does
+    not finish (see the module docstring).
     """
     window = max(1, window)
     credit = window
@@ -65,15 +68,17 @@ async def pipelined(
     # still count as seen, or asyncio logs it as "never retrieved" with a traceback.
     task.add_done_callback(_consume_error)
     done = False
+    read = 0
     try:
-        for command in commands:
+        while read < len(commands):
             if task.done() and not task.cancelled() and (error := task.exception()) is not None:
                 raise error
-            value = await reply(command)
-            credit += 1
+            values = await replies(read)
+            read += len(values)
+            credit += len(values)
             if credit >= refill:
                 room.set()
-            yield value
+            yield values
         done = True
         await task
     finally:

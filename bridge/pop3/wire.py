@@ -36,16 +36,18 @@ Most responses in a mailbox session are plain: "+OK" or "-ERR", no response code
 the end of the framed bytes (`span_end`) over the response and says what it found (`SPAN_OK`,
 `SPAN_ERR`, `SPAN_PART` for the head of a body whose end is still to come, `SPAN_NEED`). The
 bytes stay in the buffer until the caller takes them: a run of responses as one slice
-(`take_span`, the proxy relaying them), or the body of one whole response un-stuffed with one
-`bytes.replace` (`take_body`, the client). Anything else — a response code, a stray LF, a CR or
-NUL, a longer line, a SASL or greeting line, LF framing, the end of input before the end of a
-response — is `SPAN_EVENTS`: the caller takes what was framed and asks `next_event`, which
-applies the rules above and raises what they raise. Both modes share the expectation queue and
-the body state, so a caller may switch between them at any response boundary and inside a body
-started in span mode; where a response ends and what its bytes are is the same either way
-(tests/pop3/test_span_mode.py compares them over arbitrary chunkings).
+(`take_span`, the proxy relaying them), the body of one whole response un-stuffed in one piece
+(`take_body`, the client), or the bodies of every whole plain +OK response already buffered
+(`take_bodies`, the client reading a batch: one search per body finds its stuffed lines and its
+end). Anything else — a response code, a stray LF, a CR or NUL, a longer line, a SASL or
+greeting line, LF framing, the end of input before the end of a response — is `SPAN_EVENTS`:
+the caller takes what was framed and asks `next_event`, which applies the rules above and
+raises what they raise. Both modes share the expectation queue and the body state, so a caller
+may switch between them at any response boundary and inside a body started in span mode; where
+a response ends and what its bytes are is the same either way (tests/pop3/test_span_mode.py
+compares them over arbitrary chunkings).
 
-Why one module (about 650 lines): it is every rule about where a POP3 line or body ends, for
+Why one module (about 720 lines): it is every rule about where a POP3 line or body ends, for
 both directions — as h11 keeps all its readers in one `_readers.py` — over one receive buffer
 type: the response framer's two modes, the command reader with its plain-line read
 (`CommandReader.next_plain`, the proxy's pass-through for client lines), the terminator search
@@ -202,6 +204,36 @@ def _unstuff(buf: bytes | bytearray, start: int, stop: int) -> bytes:
     body = b"".join(pieces)
     del pieces, view  # release `buf` (a bytearray cannot be resized while it is viewed)
     return body
+
+
+def _whole_body(buf: bytearray, start: int) -> tuple[bytes, int] | None:
+    """The body starting at `buf[start]`, un-stuffed, and where its terminator ends; None
+    while the terminator is not in `buf`.
+
+    The same body and end as the terminator search plus `_unstuff`, in one search: every CRLF
+    "." is either the terminator (CRLF follows) or a stuffed line, whose dot goes. A first line
+    starting with "." is the terminator or stuffed too (the status line's CRLF precedes it).
+    """
+    at = start
+    if buf.startswith(b".", start):
+        if buf.startswith(b".\r\n", start):
+            return b"", start + 3
+        at = start + 1
+    hit = buf.find(b"\r\n.", at)
+    if hit < 0:
+        return None
+    view = memoryview(buf)
+    pieces: list[memoryview] = []
+    while hit >= 0:
+        if buf.startswith(b"\r\n", hit + 3):
+            if not pieces:
+                return bytes(view[at : hit + 2]), hit + 5
+            pieces.append(view[at : hit + 2])
+            return b"".join(pieces), hit + 5
+        pieces.append(view[at : hit + 2])
+        at = hit + 3
+        hit = buf.find(b"\r\n.", at)
+    return None
 
 
 class _ReceiveBuffer:
@@ -396,33 +428,14 @@ class ResponseFramer(_ReceiveBuffer):
             or self._stray
         ):
             return SPAN_EVENTS
-        nl = buf.find(b"\n", pos, pos + PLAIN_STATUS_LINE)
-        if nl < 0:
-            if len(buf) - pos >= PLAIN_STATUS_LINE or self._eof:
-                return SPAN_EVENTS
-            return SPAN_NEED
-        cr = nl - 1
-        if (
-            cr < pos
-            or buf[cr] != 0x0D
-            or buf.find(b"\r", pos, cr) >= 0
-            or buf.find(b"\x00", pos, cr) >= 0
-        ):
-            return SPAN_EVENTS
-        if buf.startswith(b"+OK", pos):
-            ok, rest = True, pos + 3
-        elif not ok_only and buf.startswith(b"-ERR", pos):
-            ok, rest = False, pos + 4
-        else:
-            return SPAN_EVENTS
-        # The token, then nothing or a space and text that is not a [response code].
-        if rest != cr and (buf[rest] != 0x20 or buf.startswith(b"[", rest + 1)):
-            return SPAN_EVENTS
-        body = self.span_end = nl + 1
+        found, body = self._plain_status(pos, ok_only)
+        if found < SPAN_OK:
+            return found
+        self.span_end = body
         queue.popleft()  # as `next_event` does: a body belongs to no expectation
-        if not ok or kind is not _MULTI:
+        if found == SPAN_ERR or kind is not _MULTI:
             self._body_start = -1
-            return SPAN_OK if ok else SPAN_ERR
+            return found
         self._body_start = body
         if not buf.startswith(b".", body):
             # The usual case, a body already all here: one search (its end cannot start
@@ -436,6 +449,72 @@ class ResponseFramer(_ReceiveBuffer):
         self._span_scan = body
         found = self._span_body_step(whole)
         return SPAN_PART if found == SPAN_NEED else found
+
+    def _plain_status(self, pos: int, ok_only: bool) -> tuple[int, int]:
+        """The status line at `pos`, if plain (module docstring): `(SPAN_OK or SPAN_ERR, where
+        the line ends)`, else `(SPAN_NEED or SPAN_EVENTS, pos)`. Span mode's only line rules."""
+        buf = self._buf
+        nl = buf.find(b"\n", pos, pos + PLAIN_STATUS_LINE)
+        if nl < 0:
+            if len(buf) - pos >= PLAIN_STATUS_LINE or self._eof:
+                return SPAN_EVENTS, pos
+            return SPAN_NEED, pos
+        cr = nl - 1
+        if (
+            cr < pos
+            or buf[cr] != 0x0D
+            or buf.find(b"\r", pos, cr) >= 0
+            or buf.find(b"\x00", pos, cr) >= 0
+        ):
+            return SPAN_EVENTS, pos
+        if buf.startswith(b"+OK", pos):
+            found, rest = SPAN_OK, pos + 3
+        elif not ok_only and buf.startswith(b"-ERR", pos):
+            found, rest = SPAN_ERR, pos + 4
+        else:
+            return SPAN_EVENTS, pos
+        # The token, then nothing or a space and text that is not a [response code].
+        if rest != cr and (buf[rest] != 0x20 or buf.startswith(b"[", rest + 1)):
+            return SPAN_EVENTS, pos
+        return found, nl + 1
+
+    def take_bodies(self, most: int) -> list[bytes]:
+        """Up to `most` whole plain +OK responses from the head of the buffer, as their bodies
+        un-stuffed (b"" for a single-line one), removed from the buffer: what `next_span(whole=
+        True, ok_only=True)` and `take_body` give one at a time, for a client reading a batch.
+
+        Stops before the first response that is not plain, or not all here yet, and leaves it
+        as it was for `next_span` / `next_event`; [] when the head is such a response, or when
+        a response is already being framed (`span_end`, `in_body`). Each body costs one search
+        for CRLF "." (`_whole_body`), which finds its stuffed lines and its end together, and
+        the buffer is cut once for the whole run.
+        """
+        if self.span_end or self._in_body or self._line_ending != "crlf" or self._stray:
+            return []
+        queue = self._queue
+        bodies: list[bytes] = []
+        pos = 0
+        for kind in queue:
+            if len(bodies) >= most or (kind is not _SINGLE and kind is not _MULTI):
+                break
+            found, body = self._plain_status(pos, True)
+            if found != SPAN_OK:
+                break
+            if kind is _SINGLE:
+                bodies.append(b"")
+                pos = body
+                continue
+            whole = _whole_body(self._buf, body)
+            if whole is None:
+                break
+            bodies.append(whole[0])
+            pos = whole[1]
+        if pos:
+            for _ in bodies:
+                queue.popleft()
+            del self._buf[:pos]
+            self._search_from = self._span_scan = 0
+        return bodies
 
     def _span_body_step(self, whole: bool) -> int:
         buf = self._buf

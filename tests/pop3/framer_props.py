@@ -263,10 +263,13 @@ def frame(
     whole: bool = False,
     ok_only: bool = False,
     limit: int = 0,
+    batch: int = 0,
 ) -> _Run:
     """Feed `parts` then EOF and frame all of it: with events only, or with span mode wherever
     it applies and events for the rest, as the proxy (`whole=False`) and the client
-    (`whole=True, ok_only=True`, events past `limit` buffered octets) use them."""
+    (`whole=True, ok_only=True`, events past `limit` buffered octets) use them; with `batch`,
+    the client's batch reads take up to that many whole responses at once first
+    (`take_bodies`), each of those a unit whose octets are all counted on the first."""
     from bridge.pop3.wire import SPAN_ERR, SPAN_EVENTS, SPAN_NEED, SPAN_OK
 
     run = _Run()
@@ -278,6 +281,16 @@ def frame(
         for part in [*parts, b""]:
             framer.receive_data(part)
             while True:
+                if batch and not framer.in_body and not framer.span_end:
+                    before = framer.buffered()
+                    bodies = framer.take_bodies(batch)
+                    taken = before - framer.buffered()
+                    run.out += taken
+                    for body in bodies:
+                        run.size, taken = taken, 0
+                        run.finish("status", True, body)
+                    if bodies:
+                        continue
                 if spans and not (framer.in_body and run.by_events):
                     before = framer.span_end
                     found = framer.next_span(whole=whole, ok_only=ok_only)
@@ -338,3 +351,11 @@ def check_span_mode_equals_event_mode(
     client = frame(framer(), parts, spans=True, whole=True, ok_only=True, limit=limit)
     assert client.end == events.end
     assert client.units == events.units
+    # A batch's replies taken several at a time: the same bodies, octets and ending.
+    for most in (1, 3, 100):
+        batched = frame(
+            framer(), parts, spans=True, whole=True, ok_only=True, limit=limit, batch=most
+        )
+        assert batched.end == events.end
+        assert [u[:2] + u[3:] for u in batched.units] == [u[:2] + u[3:] for u in events.units]
+        assert sum(u[2] for u in batched.units) == sum(u[2] for u in events.units)
