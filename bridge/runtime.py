@@ -184,7 +184,7 @@ def start_parse_pool(settings: Any) -> ParsePool | None:
     process). The caller closes the pool.
 
     `DeliveryRuntime` starts one itself; `pop3bridge once` starts it before importing the
-    poller, so the workers' forkserver (a new interpreter importing the parser, 100-250 ms)
+    poller, so the parse worker (a new interpreter importing the parser, 100-250 ms)
     starts on the other core while this process imports the rest (bench/startup.py).
     """
     poller = settings.poller

@@ -18,18 +18,14 @@ define the two jobs.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
-import os
-import threading
-import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
-    # Imported where it is used otherwise: the workers' forkserver preloads this module
-    # (FORKSERVER_PRELOAD) and parses nothing with asyncio (12 ms of each pool start).
+    # Imported where it is used otherwise: the parse workers import this module and parse
+    # nothing with asyncio (12 ms of each worker's start).
     import asyncio
 
 __all__ = ["Job", "ParseLimits", "ParsePool", "current_pool", "run_jobs"]
@@ -64,31 +60,17 @@ def _on_sigprof(signum: int, frame: object) -> None:
     raise _OutOfTime
 
 
-def _init_worker(memory: int, owner: int) -> None:
-    """Runs once in each worker process: the memory cap, the CPU-time alarm's handler, and a
-    watch on `owner` (the bridge's pid): a worker whose bridge was SIGKILLed would otherwise
-    wait on its queue for ever, holding its memory."""
+def init_worker(memory: int) -> None:
+    """Runs once in each worker process (`bridge.outbox._worker`): the memory cap and the
+    CPU-time alarm's handler. A worker whose bridge died sees the end of its input and exits."""
     import resource
     import signal
-
-    threading.Thread(target=_exit_with, args=(owner,), name="owner-watch", daemon=True).start()
 
     if memory > 0:
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         limit = memory if hard == resource.RLIM_INFINITY else min(memory, hard)
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     signal.signal(signal.SIGPROF, _on_sigprof)
-
-
-def _exit_with(owner: int) -> None:
-    while True:
-        time.sleep(1.0)
-        try:
-            os.kill(owner, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        except OSError:  # alive, but not ours to signal: keep watching
-            pass
 
 
 @contextlib.contextmanager
@@ -156,10 +138,6 @@ def current_pool() -> ParsePool | None:
     return _current
 
 
-# What the forkserver imports once, so that each worker forked from it starts ready to parse.
-FORKSERVER_PRELOAD = ("bridge.outbox",)
-
-
 class ParsePool:
     """Worker processes (`poller.parse_workers`) that run parse `Job`s (module docstring).
 
@@ -168,22 +146,22 @@ class ParsePool:
     over either gets its job's `fallback(reason, bare=False)`: headers only, raw message
     attached, the reason in `parse_errors`.
 
-    If a batch kills its worker (or none answers within a generous wall-clock deadline, when
-    the workers are killed), the pool is restarted and the batch's jobs are retried one by
-    one: the one that kills a worker alone gets `fallback(reason, bare=True)`, built here
-    without reading the message, the others their full parse. Each message is thus parsed at
-    most twice, never in a loop, and the main process never runs the parser on it.
+    If a batch kills its worker (or it does not answer within a generous wall-clock deadline,
+    when it is killed), that worker is replaced and the batch's jobs are retried one by one:
+    the one that kills a worker alone gets `fallback(reason, bare=True)`, built here without
+    reading the message, the others their full parse. Each message is thus parsed at most
+    twice, never in a loop, and the main process never runs the parser on it.
 
     Jobs that arrive while a batch is with the workers are sent together as the next batch:
-    a process round trip carries about ten messages (the main process's share of a message
-    falls from ~0.45 to ~0.22 ms, BENCHMARKS.md), each raw message is pickled once and only
-    the result comes back.
+    a process round trip carries many messages, each raw message is pickled once and only
+    the result comes back. Each worker is a fresh interpreter (`bridge.outbox._worker`, never
+    a fork of this process) on two pipes that the event loop reads and writes itself.
 
     The workers start on demand: at the first `run`, or earlier at `warm()`, which the
     poller calls once a mailbox's UIDL listing shows new mail, so their start overlaps the
-    RETRs. A run with nothing to parse (cron's usual `once`) starts no process at all: the
-    forkserver, its resource tracker and a worker cost 0.25-0.35 s of CPU, more than the
-    rest of an empty `once` besides the interpreter (docs/security.md).
+    RETRs. A run with nothing to parse (cron's usual `once`) starts no process at all: a
+    worker's start costs 0.1-0.15 s of CPU, about as much as the rest of an empty `once`
+    besides the interpreter (docs/security.md).
     """
 
     def __init__(self, workers: int, limits: ParseLimits | None = None) -> None:
@@ -192,8 +170,7 @@ class ParsePool:
         self.limits = limits or ParseLimits()
         self.restarts = 0
         self._closed = False
-        self._executor: concurrent.futures.ProcessPoolExecutor | None = None
-        self._ready: concurrent.futures.Future[None] | None = None
+        self._procs: list[_Worker | None] | None = None
         self._queued: list[_Pending] = []
         self._running: asyncio.Task[None] | None = None
         _current = self
@@ -201,43 +178,19 @@ class ParsePool:
     @property
     def started(self) -> bool:
         """Whether the worker processes have been launched (`warm`, or a first `run`)."""
-        return self._executor is not None
+        return self._procs is not None
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids (none before the start or after `close`)."""
+        return [worker.process.pid for worker in self._procs or () if worker is not None]
 
     def warm(self) -> None:
-        """Launch the workers now (from a thread; this returns at once) if they are not up:
-        for a caller that knows messages to parse are coming, so the start overlaps its I/O."""
-        if self._executor is None and not self._closed:
-            self._executor = self._start()
+        """Launch the workers now if they are not up (this returns once they are spawned,
+        a few milliseconds; their imports run on their own): for a caller that knows
+        messages to parse are coming, so the start overlaps its I/O."""
+        if self._procs is None and not self._closed:
+            self._procs = [_Worker(self.limits.memory) for _ in range(self.workers)]
             log.info("webhook bodies are parsed in %d worker process(es)", self.workers)
-
-    def _start(self) -> concurrent.futures.ProcessPoolExecutor:
-        import multiprocessing  # only here: commands that parse nothing never pay for it
-
-        # Never "fork": it would copy this process's memory, secrets included, into the one
-        # that parses hostile mail, and fork a process that has threads. One worker (the
-        # default) is spawned: a fresh interpreter that imports the parser itself, 30-70 ms
-        # of CPU cheaper than a forkserver (its own interpreter) forking it, and no slower to
-        # answer. Several share a forkserver, which imports the parser once for all of them.
-        if self.workers == 1:
-            context: Any = multiprocessing.get_context("spawn")
-        else:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
-        executor = concurrent.futures.ProcessPoolExecutor(
-            self.workers,
-            mp_context=context,
-            initializer=_init_worker,
-            initargs=(self.limits.memory, os.getpid()),
-        )
-        # Start the workers from a thread: starting a forkserver takes a few hundred
-        # milliseconds (seconds on a busy machine), and the executor holds a lock meanwhile
-        # that a `submit` from the event loop would wait on. `_send` therefore waits for
-        # `_ready` first.
-        self._ready = concurrent.futures.Future()
-        threading.Thread(
-            target=_warm_up, args=(executor, self._ready), name="parse-pool-start", daemon=True
-        ).start()
-        return executor
 
     def allowance(self, jobs: int) -> float:
         """Wall-clock seconds within which `jobs` jobs sent together are answered (or their
@@ -269,20 +222,20 @@ class ParsePool:
                 batch, self._queued = self._queued, []
                 step = -(-len(batch) // self.workers)
                 shares = [batch[at : at + step] for at in range(0, len(batch), step)]
-                await asyncio.gather(*(self._batch(share) for share in shares))
+                await asyncio.gather(*(self._batch(n, share) for n, share in enumerate(shares)))
         finally:
             self._running = None
 
-    async def _batch(self, batch: list[_Pending]) -> None:
+    async def _batch(self, slot: int, batch: list[_Pending]) -> None:
         try:
-            results = await self._send([job for job, _ in batch])
+            results = await self._send(slot, [job for job, _ in batch])
         except _PoolFailed:
             # One by one, so the message that kills a worker is found and the rest are built.
             for job, done in batch:
                 if done.done():
                     continue
                 try:
-                    [result] = await self._send([job])
+                    [result] = await self._send(slot, [job])
                 except _PoolFailed as exc:
                     log.error(
                         "a message could not be parsed (%s); delivered with its raw content "
@@ -302,41 +255,53 @@ class ParsePool:
             if not done.done():
                 done.set_result(result)
 
-    async def _send(self, jobs: list[Job[Any]]) -> list[Any]:
-        """One round trip; `_PoolFailed` (after restarting the pool) when it cannot answer."""
+    async def _send(self, slot: int, jobs: list[Job[Any]]) -> list[Any]:
+        """One round trip with worker `slot`; `_PoolFailed` (after replacing that worker)
+        when it cannot answer."""
         import asyncio
 
         self.warm()
-        executor, ready = self._executor, self._ready
-        assert executor is not None and ready is not None  # warm() set them
-        cpu = self.limits.cpu_seconds
+        if self._procs is None:
+            raise _PoolFailed("the parse workers are shut down")
+        worker = self._procs[slot]
+        if worker is None:  # replaced after a cancelled request
+            worker = self._procs[slot] = _Worker(self.limits.memory)
         deadline = self.allowance(len(jobs))
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(deadline):
-                await asyncio.wrap_future(ready)
-                return await loop.run_in_executor(executor, run_jobs, jobs, cpu)
+                ok, answer = await worker.call(jobs, self.limits.cpu_seconds)
         except TimeoutError:
-            _kill_workers(executor)
-            self._restart(executor)
+            self._replace(worker)
             raise _PoolFailed(
                 f"the parse worker did not answer within {deadline:g}s and was killed"
             ) from None
-        except concurrent.futures.BrokenExecutor:
-            self._restart(executor)
+        except _WorkerDied:
+            self._replace(worker)
             raise _PoolFailed("the parse worker process died while parsing it") from None
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            # The answer to this request would be read as the next one's: start afresh.
+            self._replace(worker, count=False)
             raise
-        except BaseException as exc:  # a bug in the worker: the message still goes out
+        except BaseException as exc:  # the batch could not be sent (a job that won't pickle)
+            self._replace(worker, count=False)
             raise _PoolFailed(f"parsing failed ({type(exc).__name__}: {exc})") from None
+        if not ok:  # a bug in the worker: the message still goes out
+            raise _PoolFailed(f"parsing failed ({answer})")
+        results: list[Any] = answer
+        return results
 
-    def _restart(self, broken: concurrent.futures.ProcessPoolExecutor) -> None:
-        if broken is not self._executor or self._closed:
-            return  # another batch restarted it already
-        self.restarts += 1
-        log.warning("a parse worker process died or hung; starting new ones")
-        broken.shutdown(wait=False, cancel_futures=True)
-        self._executor = self._start()
+    def _replace(self, broken: _Worker, count: bool = True) -> None:
+        """Kill `broken`; after a failure (`count`) start its successor at once, for the
+        retries that follow, else at the slot's next request."""
+        broken.kill()
+        if self._procs is None or broken not in self._procs or self._closed:
+            return
+        slot = self._procs.index(broken)
+        self._procs[slot] = None
+        if count:
+            self.restarts += 1
+            log.warning("a parse worker process died or hung; starting a new one")
+            self._procs[slot] = _Worker(self.limits.memory)
 
     def close(self) -> None:
         """Stop the workers; bodies not yet built are built again from the store next time."""
@@ -348,53 +313,139 @@ class ParsePool:
             if not done.done():
                 done.cancel()
         self._queued = []
-        # A worker deep in a slow message would hold the exit for up to its CPU limit (the
-        # interpreter joins the pool at exit); what it was building is built again later.
-        # Wait for a start in progress first: a worker launched after this would be missed,
-        # and it would outlive us holding our stdout and stderr.
-        if self._executor is None or self._ready is None:
-            return  # never started: nothing to stop
-        with contextlib.suppress(Exception):
-            self._ready.result(timeout=30)
-        processes = _processes(self._executor)
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        _kill(processes)
+        # A worker deep in a slow message would hold the exit for up to its CPU limit; what
+        # it was building is built again later, so it is killed rather than asked to stop.
+        for worker in self._procs or ():
+            if worker is not None:
+                worker.kill()
+        self._procs = None
+
+
+class _WorkerDied(Exception):
+    """The worker's answer pipe closed before a whole answer arrived."""
+
+
+class _Worker:
+    """One worker process and the two pipes to it; `call` is one request and its answer.
+
+    The process is started at once (a fresh interpreter); the pipes are joined to the event
+    loop at the first `call`, so the pool can be warmed from any thread."""
+
+    def __init__(self, memory: int) -> None:
+        import subprocess
+        import sys
+
+        from bridge.outbox._worker import BOOT
+
+        # The interpreter's own flags (-X, -W, -O ...), as multiprocessing passes them.
+        flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+        argv = [sys.executable, *flags, "-P", "-c", BOOT]
+        self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our arguments
+            [*argv, str(memory), *sys.path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        self._reader: _Answers | None = None
+        self._writer: asyncio.WriteTransport | None = None
+        self._read_transport: asyncio.ReadTransport | None = None
+
+    async def call(self, jobs: list[Job[Any]], cpu_seconds: float) -> tuple[bool, Any]:
+        import asyncio
+        import pickle
+
+        from bridge.outbox._worker import HEADER
+
+        if self._reader is None:
+            loop = asyncio.get_running_loop()
+            assert self.process.stdin is not None and self.process.stdout is not None
+            reader = _Answers()  # duck-typed: asyncio.Protocol is not imported in workers
+            self._read_transport, _ = await loop.connect_read_pipe(
+                lambda: cast("asyncio.Protocol", reader), self.process.stdout
+            )
+            self._reader = reader
+            self._writer, _ = await loop.connect_write_pipe(
+                asyncio.BaseProtocol, self.process.stdin
+            )
+        assert self._writer is not None
+        frame = pickle.dumps((jobs, cpu_seconds), pickle.HIGHEST_PROTOCOL)
+        answer = self._reader.expect()
+        if self._writer.is_closing():
+            raise _WorkerDied
+        self._writer.write(HEADER.pack(len(frame)) + frame)
+        data = await answer
+        # From a process this one started (the executor it replaced unpickled the same): a
+        # worker that could forge a pickle could already run code as this user.
+        result: tuple[bool, Any] = pickle.loads(data)  # noqa: S301
+        return result
+
+    def kill(self) -> None:
+        for transport in (self._writer, self._read_transport):
+            if transport is not None:
+                transport.close()
+        for pipe in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError):
+                if pipe is not None:
+                    pipe.close()
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        # Reaped now if it is gone already, else by `subprocess` at a later start.
+        with contextlib.suppress(OSError):
+            self.process.poll()
+
+
+class _Answers:
+    """The read side of a worker's answer pipe (an asyncio protocol): frames, one per
+    request, each resolving the future `expect` handed out."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[bytes] | None = None
+        self._gone = False
+
+    def expect(self) -> asyncio.Future[bytes]:
+        import asyncio
+
+        self._waiter = asyncio.get_running_loop().create_future()
+        if self._gone:
+            self._waiter.set_exception(_WorkerDied())
+        return self._waiter
+
+    def connection_made(self, transport: object) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        from bridge.outbox._worker import HEADER
+
+        self._buffer += data
+        if len(self._buffer) < HEADER.size:
+            return
+        (size,) = HEADER.unpack_from(self._buffer)
+        if len(self._buffer) < HEADER.size + size:
+            return
+        frame = bytes(self._buffer[HEADER.size : HEADER.size + size])
+        del self._buffer[: HEADER.size + size]
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(frame)
+
+    def eof_received(self) -> None:
+        self.connection_lost(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gone = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(_WorkerDied())
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
 
 
 def _about(job: Job[Any]) -> dict[str, Any]:
     """Log fields naming the message a job is about, when it says (`about()`)."""
     about = getattr(job, "about", None)
     return dict(about()) if callable(about) else {}
-
-
-def _warm_up(
-    executor: concurrent.futures.ProcessPoolExecutor, ready: concurrent.futures.Future[None]
-) -> None:
-    try:
-        # `submit` returns once the worker processes are launched.
-        future = executor.submit(run_jobs, [], 0.0)
-        future.add_done_callback(_ignore_result)
-    except Exception:  # noqa: S110 - a failed start shows up on the first batch
-        pass
-    finally:
-        ready.set_result(None)
-
-
-def _processes(executor: concurrent.futures.ProcessPoolExecutor) -> list[Any]:
-    # The executor has no public way to stop a running call; its processes are reachable
-    # (until `shutdown` forgets them).
-    return list((getattr(executor, "_processes", None) or {}).values())
-
-
-def _kill(processes: list[Any]) -> None:
-    for process in processes:
-        with contextlib.suppress(Exception):
-            process.kill()
-
-
-def _kill_workers(executor: concurrent.futures.ProcessPoolExecutor) -> None:
-    _kill(_processes(executor))
-
-
-def _ignore_result(future: concurrent.futures.Future[list[Any]]) -> None:
-    future.exception()  # a failed warm-up shows up, once, on the first real batch

@@ -85,12 +85,12 @@ _RUN_MARK = "POP3BRIDGE_TEST_RUN"
 
 
 def _descendants_of_run(mark: str) -> set[int]:
-    """Processes started by the `once` run that carries `mark` in its environment: its
-    forkserver and parse workers inherit it. Other processes on the machine (another test
-    session's forkservers) do not count, so the check does not depend on what else runs."""
+    """Parse workers started by the `once` run that carries `mark` in its environment, which
+    they inherit. Other processes on the machine (another test session's workers) do not
+    count, so the check does not depend on what else runs."""
     found = set()
     for p in psutil.process_iter(["cmdline"]):
-        if "multiprocessing.forkserver" not in " ".join(p.info["cmdline"] or []):
+        if "bridge.outbox._worker" not in " ".join(p.info["cmdline"] or []):
             continue
         with contextlib.suppress(psutil.Error):
             if p.environ().get(_RUN_MARK) == mark and p.status() != psutil.STATUS_ZOMBIE:
@@ -191,7 +191,7 @@ def test_hostile_corpus_reaches_the_receiver_schema_valid(
             json.dumps({k: v for k, v in r.json["data"].items() if k not in mine}, sort_keys=True)
             for r in got
         )
-        # No parse worker or forkserver outlives `once`.
+        # No parse worker outlives `once`.
         alive = functools.partial(_descendants_of_run, mark)
-        wait_until_sync(lambda: not alive(), 10, what="no forkserver of the run left")  # noqa: B023
+        wait_until_sync(lambda: not alive(), 10, what="no parse worker of the run left")  # noqa: B023
     assert bodies[0] == bodies[1]

@@ -173,13 +173,13 @@ def worker_killer(pool: ParsePool, cpu_over: float) -> Iterator[list[int]]:
 
     def watch() -> None:
         while not stop:
-            processes = getattr(pool._executor, "_processes", None) or {}  # None once shut
-            for process in list(processes.values()):
+            for pid in pool.pids():
                 with contextlib.suppress(psutil.Error, ValueError):
-                    times = psutil.Process(process.pid).cpu_times()
+                    process = psutil.Process(pid)
+                    times = process.cpu_times()
                     if times.user + times.system > cpu_over:
                         process.kill()
-                        killed.append(process.pid)
+                        killed.append(pid)
             time.sleep(0.02)
 
     import threading
@@ -289,7 +289,7 @@ from tests.security.test_parse_isolation import job
 async def main():
     pool = ParsePool(1)
     await pool.run(BodyJob(BodySpec(1024, False), job(b"Subject: x\\r\\n\\r\\nx\\r\\n", 1), 0.0))
-    print(*[p.pid for p in pool._executor._processes.values()], flush=True)
+    print(*pool.pids(), flush=True)
     time.sleep(600)  # the stimulus: alive, holding its workers, until the test SIGKILLs it
 
 if __name__ == "__main__":
