@@ -15,6 +15,12 @@ Durability choices
   so losing `mark_delivered` means re-delivering (at-least-once) and losing `record` means the
   message is fetched again. FULL would add an fsync to every `mark_delivered`, which caps
   delivery at the disk's fsync rate.
+* 16 KiB pages for a new database (`PAGE_SIZE`; an existing one keeps the size it was made
+  with). A ~5 KB message then fits in its row instead of spilling onto an overflow page, and
+  commits and checkpoints make a third of the system calls (recording 2,000 such messages:
+  20,147 -> 6,147 `pwrite`s) and cost 36 -> 26 us of the database thread's CPU per message.
+  The WAL is checkpointed every `CHECKPOINT_BYTES` whatever the page size (SQLite counts the
+  threshold in pages).
 * A full disk surfaces as `StoreFull`; SQLite rolls the transaction back, so nothing is half
   written and the file stays readable.
 
@@ -51,6 +57,11 @@ __all__ = ["SQLiteDialect", "SQLiteStore"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Page size of a database this store creates (module docstring); SQLite ignores it for an
+# existing one. And how much WAL gathers before a commit checkpoints it into the database.
+PAGE_SIZE = 16384
+CHECKPOINT_BYTES = 4 << 20
 
 # Bodies at least this big are written through SQLite's incremental blob I/O instead of being
 # bound: binding copies the value (SQLITE_TRANSIENT) and building the row record copies it
@@ -211,6 +222,7 @@ class SQLiteStore(SQLStore):
             raise _translate(exc, self.path) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # before WAL writes the header
             mode = self._enable_wal(conn)
             if self.path != ":memory:" and str(mode).lower() != "wal":
                 raise StoreError(
@@ -218,6 +230,8 @@ class SQLiteStore(SQLStore):
                     "WAL needs a local filesystem with shared-memory support, not NFS"
                 )
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            conn.execute(f"PRAGMA wal_autocheckpoint = {max(1, CHECKPOINT_BYTES // page)}")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
             conn.close()
