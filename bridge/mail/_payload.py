@@ -85,11 +85,8 @@ def build_message_data(
     `attachment_inline_limit` is in decoded bytes: attachments up to it carry base64
     `content`, larger ones only metadata. Never raises on any input bytes.
     """
-    data, _ = build_message_data_and_fingerprint(
-        raw,
-        attachment_inline_limit=attachment_inline_limit,
-        include_raw=include_raw,
-        options=options,
+    data, _ = _build(
+        raw, attachment_inline_limit, include_raw, options, None, with_fingerprint=False
     )
     return data
 
@@ -112,11 +109,24 @@ def build_message_data_and_fingerprint(
     block parses the same alone or as part of the whole message, so the fingerprint is the
     one `fingerprint(raw)` gives (stored fingerprints keep matching). Never raises.
     """
+    data, digest = _build(raw, attachment_inline_limit, include_raw, options, contents)
+    return data, digest if digest is not None else fingerprint(raw)
+
+
+def _build(
+    raw: bytes,
+    attachment_inline_limit: int,
+    include_raw: bool,
+    options: MailOptions,
+    contents: list[Content] | None,
+    with_fingerprint: bool = True,
+) -> tuple[dict[str, Any], str | None]:
+    """The payload data and, `with_fingerprint`, the parsed message's fingerprint (None when
+    the caller must scan the bytes for it); a body built at delivery needs none."""
     over = over_limits(raw, _header_end(raw))
     if over is not None:
         log.warning("message over a parse limit, delivered with headers only: %s", over)
-        data = degraded(raw, f"{over}; the message was not parsed", options=options)
-        return data, fingerprint(raw)
+        return degraded(raw, f"{over}; the message was not parsed", options=options), None
     errors: list[str] = []
     msg: Message | None = None
     try:
@@ -138,8 +148,7 @@ def build_message_data_and_fingerprint(
     helpdesk = _helpdesk_fields(data, options, content_type, errors)
     data["parse_errors"] = _tidy(errors)
     data.update(helpdesk)
-    digest = fingerprint_of(msg) if msg is not None else None
-    return data, digest if digest is not None else fingerprint(raw)
+    return data, fingerprint_of(msg) if with_fingerprint and msg is not None else None
 
 
 def metadata_only(
@@ -284,11 +293,12 @@ def _header_fields(msg: Message, errors: list[str]) -> dict[str, Any]:
     decoded: dict[str, str] = {}
     for name, value in msg.raw_items():
         text = str(value)
-        lower = str(name).lower()
+        known = _NAMES.get(name)
+        if known is None:
+            known = _name(str(name), errors)
+        lower, label, where = known
         every.setdefault(lower, []).append(text)
         raw_headers.append((lower, text))
-        label = clean(raw_to_str(str(name), "header name", errors)).strip()
-        where = f"{label[:60]} header"
         problems = len(errors)
         decoded_value = decode_header_value(text, where, errors)
         if len(errors) == problems:
@@ -317,6 +327,24 @@ def _header_fields(msg: Message, errors: list[str]) -> dict[str, Any]:
     data["headers"] = headers
     data["_raw_headers"] = raw_headers  # for the helpdesk fields; popped before encoding
     return data
+
+
+# A field name's lower-cased form, label and `where` wording, for names that decode without
+# a problem: the same few dozen names come back in every message (~10 us of each one's header
+# fields). Bounded, as the names are the sender's to choose.
+_NAMES: dict[str, tuple[str, str, str]] = {}
+_NAMES_MAX = 2048
+
+
+def _name(name: str, errors: list[str]) -> tuple[str, str, str]:
+    problems = len(errors)
+    label = clean(raw_to_str(name, "header name", errors)).strip()
+    known = (name.lower(), label, f"{label[:60]} header")
+    if len(errors) == problems:
+        if len(_NAMES) >= _NAMES_MAX:
+            _NAMES.clear()
+        _NAMES[name] = known
+    return known
 
 
 def _optional(value: str | None, where: str, errors: list[str]) -> str | None:
