@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,6 +43,9 @@ MIN_WAIT = 0.05
 STORE_ERROR_BACKOFF = 1.0
 # How long a claim lasts when the caller does not size it from its webhooks' timeouts.
 DEFAULT_CLAIM_SECONDS = 120.0
+# How long a delivered mark may wait for others to share its commit (`_GroupCommit`). A crash
+# in that window re-sends the row (same webhook-id), as one between a 2xx and any commit did.
+GROUP_LINGER = 0.005
 
 
 class Sender(Protocol):
@@ -111,6 +114,7 @@ class DeliveryWorker:
         claim_seconds: float = DEFAULT_CLAIM_SECONDS,
         clock: Callable[[], float] = time.time,
         on_result: ResultHook | None = None,
+        commit_linger: float = GROUP_LINGER,
     ) -> None:
         self.store = store
         self.sender = sender
@@ -128,7 +132,7 @@ class DeliveryWorker:
         self.summary = DeliverySummary()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(self.concurrency)
-        self._delivered = _GroupCommit(store)
+        self._delivered = _GroupCommit(store, linger=commit_linger)
         self.deliveries = Deliveries()
 
     def notify(self) -> None:
@@ -207,9 +211,16 @@ class DeliveryWorker:
         )
         if not items:
             return 0
-        results = await asyncio.gather(
-            *(self._deliver(item) for item in items), return_exceptions=True
-        )
+        # Every claimed row may end in a delivered mark: the group commit waits for the
+        # round's marks to gather (see `_GroupCommit`) rather than committing them one by one.
+        ids = [item.id for item in items]
+        self._delivered.expect(ids)
+        try:
+            results = await asyncio.gather(
+                *(self._deliver(item) for item in items), return_exceptions=True
+            )
+        finally:
+            self._delivered.forgo(*ids)  # a delivery cancelled before it began
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             # Unmarked rows keep their claim until it expires, then are retried.
@@ -217,6 +228,23 @@ class DeliveryWorker:
         return len(items)
 
     async def _deliver(self, item: OutboxItem) -> None:
+        marking = False
+        try:
+            sent = await self._attempt(item)
+            if sent is None or not sent.ok:
+                return
+            marking = True
+            await self._delivered.mark(item.id, sent.result.status, sent.at, sent.attempt)
+        finally:
+            if not marking:
+                self._delivered.forgo(item.id)
+        self.deliveries.delivered(item.account)
+        self._report(item, "delivered", sent.result)
+
+    async def _attempt(self, item: OutboxItem) -> _Sent | None:
+        """Send `item` once; a failure is marked here (retry or dead letter), a 2xx is
+        returned for the caller to mark delivered. None: the row was marked dead before any
+        response (no webhook, no body, a sender fault)."""
         route = self.routes.get(item.webhook)
         if route is None:
             # A webhook removed from the config: keep the row as a dead letter, replayable
@@ -225,69 +253,71 @@ class DeliveryWorker:
             await self.store.mark_dead(item.id, error, None, self.clock())
             log.error(error, extra={"msg_id": item.msg_id, "account": item.account})
             self._report(item, "dead", None)
-            return
+            return None
         # The body is built before a request slot is taken: with parse workers, the whole
         # claim goes to them at once, and they parse the next bodies while this process
         # sends the finished ones (inside the slot, a worker waited for the sends of its
         # last batch before it got the next one).
         body = await self._body(item, route)
         if body is None:
-            return
+            return None
+        # The slot covers the request only: the row is marked after it is released, so the
+        # next send does not wait for this row's commit.
         async with self._slots:
             try:
                 result = await self.sender.send(route.target, item.msg_id, body)
             except Exception as exc:
-                # The sender reports every network and receiver outcome as a result, so an
-                # exception is a fault that would recur on every attempt: dead-letter the
-                # row with the reason (replayable once fixed) instead of looping on it.
-                error = f"the delivery attempt failed ({type(exc).__name__}: {exc})"
-                now = self.clock()
-                failed = Attempt(item.msg_id, item.account, item.uidl, now, None, error, None, None)
-                await self.store.mark_dead(item.id, error, None, now, failed)
-                log.error(
-                    "delivery failed for good, dead-lettered: %s",
-                    error,
-                    extra={"msg_id": item.msg_id, "account": item.account},
-                )
-                self._report(item, "dead", None)
-                return
-            now = self.clock()
-            attempt = Attempt(
-                item.msg_id,
-                item.account,
-                item.uidl,
-                now,
-                result.status,
-                result.error,
-                result.latency,
-                getattr(result, "response_head", None),
-            )
-            if result.ok:
-                await self._delivered.mark(item.id, result.status, now, attempt)
-                self.deliveries.delivered(item.account)
-                self._report(item, "delivered", result)
-                return
-            error = result.error or f"HTTP {result.status}"
-            when = route.policy.next_attempt(item.attempts + 1, result, now)
-            extra = {
-                "msg_id": item.msg_id,
-                "account": item.account,
-                "uidl": item.uidl,
-                "webhook": item.webhook,
-                "status": result.status,
-                "attempt": item.attempts + 1,
-            }
-            if when is None:
-                await self.store.mark_dead(item.id, error, result.status, now, attempt)
-                log.error("delivery failed for good, dead-lettered: %s", error, extra=extra)
-                self._report(item, "dead", result)
+                fault: Exception | None = exc
             else:
-                await self.store.mark_retry(item.id, when, error, result.status, now, attempt)
-                # No INFO line per failed attempt (successes have none either): the
-                # summary counts it and carries the last error; DEBUG has the attempt.
-                self._report(
-                    item, "retry", result, f"{error}; retry in {max(0.0, when - now):.1f}s"
-                )
+                fault = None
+        if fault is not None:
+            # The sender reports every network and receiver outcome as a result, so an
+            # exception is a fault that would recur on every attempt: dead-letter the
+            # row with the reason (replayable once fixed) instead of looping on it.
+            error = f"the delivery attempt failed ({type(fault).__name__}: {fault})"
+            now = self.clock()
+            failed = Attempt(item.msg_id, item.account, item.uidl, now, None, error, None, None)
+            await self.store.mark_dead(item.id, error, None, now, failed)
+            log.error(
+                "delivery failed for good, dead-lettered: %s",
+                error,
+                extra={"msg_id": item.msg_id, "account": item.account},
+            )
+            self._report(item, "dead", None)
+            return None
+        now = self.clock()
+        attempt = Attempt(
+            item.msg_id,
+            item.account,
+            item.uidl,
+            now,
+            result.status,
+            result.error,
+            result.latency,
+            getattr(result, "response_head", None),
+        )
+        if result.ok:
+            return _Sent(True, result, now, attempt)
+        error = result.error or f"HTTP {result.status}"
+        when = route.policy.next_attempt(item.attempts + 1, result, now)
+        extra = {
+            "msg_id": item.msg_id,
+            "account": item.account,
+            "uidl": item.uidl,
+            "webhook": item.webhook,
+            "status": result.status,
+            "attempt": item.attempts + 1,
+        }
+        if when is None:
+            await self.store.mark_dead(item.id, error, result.status, now, attempt)
+            log.error("delivery failed for good, dead-lettered: %s", error, extra=extra)
+            self._report(item, "dead", result)
+        else:
+            await self.store.mark_retry(item.id, when, error, result.status, now, attempt)
+            # No INFO line per failed attempt (successes have none either): the
+            # summary counts it and carries the last error; DEBUG has the attempt.
+            self._report(item, "retry", result, f"{error}; retry in {max(0.0, when - now):.1f}s")
+        return _Sent(False, result, now, attempt)
 
     async def _body(self, item: OutboxItem, route: WebhookRoute) -> bytes | None:
         """The body to sign and send; None when it cannot be built (the row is then marked).
@@ -334,33 +364,82 @@ class DeliveryWorker:
                 log.exception("delivery result hook failed")
 
 
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """One attempt that got an answer: `ok` (2xx, still to be marked delivered) or a failure
+    already marked for retry or as dead."""
+
+    ok: bool
+    result: Any
+    at: float
+    attempt: Attempt
+
+
 class _GroupCommit:
     """`mark_delivered` for deliveries that finish close together, in one transaction.
 
     A caller's `mark` returns only once its own row is committed (or raises what the commit
     raised), exactly like a `mark_delivered` of its own, so "marked before reported" still
-    holds. Marks that arrive while a commit runs wait for the next one, so under load a commit
-    carries everything that finished meanwhile, and with one delivery at a time it is one
-    row per commit as before.
+    holds, and a row is marked only after its 2xx: a crash before the commit re-sends it.
+
+    When to commit: the worker says which marks may still come (`expect` with the rows it
+    claimed; each of them then gets `mark` or `forgo`). A commit starts when no other mark
+    can come (every expected delivery finished), when `max_group` marks wait, or
+    `linger` seconds after the first waiting mark (a slow receiver must not hold the others'
+    commits for its whole timeout). One commit runs at a time; marks that arrive meanwhile
+    wait for the next. A claim of 32 rows is then 2-3 commits rather than one per delivery
+    that finished alone: commits are most of the store's work per delivered message.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, max_group: int = 256, linger: float = GROUP_LINGER) -> None:
         self.store = store
+        self.max_group = max_group
+        self.linger = linger
         self._queued: list[tuple[int, int, float, Attempt | None, asyncio.Future[None]]] = []
+        self._expected: set[int] = set()
         self._committing: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def expect(self, item_ids: Collection[int]) -> None:
+        """These rows are being delivered, each to end in `mark` or `forgo`."""
+        self._expected.update(item_ids)
+
+    def forgo(self, *item_ids: int) -> None:
+        """These rows ended without a delivered mark (a no-op for rows already settled)."""
+        self._expected.difference_update(item_ids)
+        self._consider()
 
     async def mark(
         self, item_id: int, status: int, now: float, attempt: Attempt | None = None
     ) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._expected.discard(item_id)
         self._queued.append((item_id, status, now, attempt, done))
-        if self._committing is None:
-            self._committing = asyncio.ensure_future(self._commit_all())
+        self._consider()
         await done
+
+    def _full(self) -> bool:
+        return not self._expected or len(self._queued) >= self.max_group
+
+    def _consider(self, *, now: bool = False) -> None:
+        """Start a commit if one is due; otherwise make sure the linger timer runs."""
+        if self._committing is not None or not self._queued:
+            return
+        if now or self._full():
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._committing = asyncio.ensure_future(self._commit_all())
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.linger, self._lingered)
+
+    def _lingered(self) -> None:
+        self._timer = None
+        self._consider(now=True)
 
     async def _commit_all(self) -> None:
         try:
-            while self._queued:
+            while True:
                 group, self._queued = self._queued, []
                 try:
                     # The latest finish time stands for the group: they differ by a commit.
@@ -379,12 +458,18 @@ class _GroupCommit:
                     for *_, done in group:
                         if not done.done():
                             done.set_result(None)
-        finally:
-            self._committing = None
-            for *_, done in self._queued:  # only left when cancelled mid-commit
+                # Marks that came during the commit: at once if nothing else is coming.
+                if not (self._queued and self._full()):
+                    break
+        except BaseException:
+            for *_, done in self._queued:  # cancelled mid-commit: the rest stay claimed
                 if not done.done():
                     done.cancel()
             self._queued = []
+            raise
+        finally:
+            self._committing = None
+        self._consider()
 
 
 async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:

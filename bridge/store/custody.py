@@ -16,6 +16,8 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+import orjson
+
 from bridge.store.base import DEFERRED, Attempt, CustodyEvent, CustodyStore, LedgerEntry
 from bridge.store.sql import Dialect, Execute, Fetch, Op, SQLPart, Tx, atomic, read, write
 
@@ -104,8 +106,17 @@ def trail_document(
     }
 
 
+def _detail(detail: dict[str, Any]) -> str:
+    # orjson: one event per fetched and per delivered message, ~10x quicker than json.dumps.
+    # Lone surrogates (not UTF-8) are the one thing it refuses; the stdlib escapes them.
+    try:
+        return orjson.dumps(detail).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(detail, separators=(",", ":"))
+
+
 def _row(e: CustodyEvent) -> tuple[Any, ...]:
-    detail = json.dumps(e.detail, separators=(",", ":")) if e.detail else None
+    detail = _detail(e.detail) if e.detail else None
     return (e.msg_id, e.account, e.uidl, e.at, e.event, e.session, e.status, e.message_id, detail)
 
 

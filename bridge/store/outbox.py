@@ -31,7 +31,7 @@ from bridge.store.base import (
 )
 from bridge.store.custody import attempt_event, custody_rows
 from bridge.store.links import insert_links
-from bridge.store.sql import Execute, Fetch, Many, SQLPart, Tx, atomic, read, write
+from bridge.store.sql import Execute, Fetch, SQLPart, Tx, atomic, read, write
 
 __all__ = ["OutboxSQL"]
 
@@ -164,12 +164,19 @@ class OutboxSQL(SQLPart, OutboxStore):
     ) -> Tx[None]:
         if not marks:
             return
-        yield Many(
-            "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, "
-            f"last_status = ?, finished_at = ?, {_RELEASE} "
-            "WHERE id = ? AND state <> 'delivered'",
-            [(status, now, item_id) for item_id, status in marks],
-        )
+        d = self.dialect
+        by_status: dict[int, list[int]] = {}
+        for item_id, status in marks:
+            by_status.setdefault(status, []).append(item_id)
+        # One statement per status (a group is nearly always all 200 or all 204), not one per
+        # row: a row-by-row UPDATE was most of the store's work per delivered message.
+        for status, ids in by_status.items():
+            yield Execute(
+                "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, "
+                f"last_status = ?, finished_at = ?, {_RELEASE} "
+                f"WHERE {d.in_list('id', 'bigint')} AND state <> 'delivered'",
+                (status, now, d.array(ids)),
+            )
         if attempts:
             yield custody_rows(self.dialect, [attempt_event(a, "delivered") for a in attempts])
 

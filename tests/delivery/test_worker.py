@@ -230,6 +230,104 @@ async def test_a_failed_group_commit_fails_each_delivery_in_it(store: Store) -> 
     assert len(await store.claim_due(time.time() + 31, 10, "other", 30)) == 6
 
 
+@dataclass
+class HeldSender(ScriptedSender):
+    """Like ScriptedSender, but the sends of the msg_ids in `held` wait until `answer(id)`."""
+
+    held: dict[str, asyncio.Event] = field(default_factory=dict)
+    waiting: int = 0
+
+    @classmethod
+    def holding(cls, msg_ids: list[str]) -> HeldSender:
+        return cls(held={i: asyncio.Event() for i in msg_ids})
+
+    def answer(self, msg_id: str) -> None:
+        self.held[msg_id].set()
+
+    async def send(self, target: object, msg_id: str, body: bytes) -> Result:
+        gate = self.held.get(msg_id)
+        if gate is not None:
+            self.waiting += 1
+            self.progress.set()
+            try:
+                await gate.wait()
+            finally:
+                self.waiting -= 1
+        return await super().send(target, msg_id, body)
+
+
+async def test_a_claim_commits_its_deliveries_together(store: Store) -> None:
+    """The marks of one claim wait for each other (up to the linger): sends answered one by
+    one, each well after the previous commit could have run, still share one commit."""
+    m = msgs(8)
+    await store.record(m, time.time())
+    groups: list[int] = []
+    real = store.mark_delivered_many
+
+    async def counting(marks: list[tuple[int, int]], now: float, attempts: object = ()) -> None:
+        groups.append(len(marks))
+        await real(marks, now, attempts)  # type: ignore[arg-type]
+
+    store.mark_delivered_many = counting  # type: ignore[assignment,method-assign]
+    sender = HeldSender.holding([x.msg_id for x in m])
+    w = worker(store, sender, concurrency=8, commit_linger=60)
+    task = asyncio.ensure_future(w.deliver_due())
+    await asyncio.wait_for(sender.until(lambda: sender.waiting == 8), 5)
+    for n, x in enumerate(m, 1):  # answer one send at a time, a commit's time apart
+        sender.answer(x.msg_id)
+        await asyncio.wait_for(sender.until(lambda n=n: len(sender.calls) == n), 5)  # type: ignore[misc]
+        await asyncio.sleep(0.02)
+    assert await asyncio.wait_for(task, 5) == 8
+    assert groups == [8]
+    assert await store.pending_count() == 0
+
+
+async def test_a_slow_delivery_does_not_hold_the_others_commits(store: Store) -> None:
+    """The others of its claim are committed (and reported) after the short linger, while
+    the slow one is still waiting for its receiver; it is committed once it is answered."""
+    m = msgs(4)
+    await store.record(m, time.time())
+    sender = HeldSender.holding([m[0].msg_id])
+    w = worker(store, sender, concurrency=4)
+    task = asyncio.ensure_future(w.deliver_due())
+
+    async def three_delivered() -> None:
+        while (count := w.deliveries.count("a")) < 3:
+            await w.deliveries.wait("a", count)
+
+    await asyncio.wait_for(three_delivered(), 5)
+    assert sender.waiting == 1 and not task.done()
+    assert await store.pending_count() == 1  # the three are committed, not only counted
+    sender.answer(m[0].msg_id)
+    assert await asyncio.wait_for(task, 5) == 4
+    assert await store.pending_count() == 0
+
+
+async def test_a_request_slot_is_free_while_its_row_is_committed(store: Store) -> None:
+    """A delivery gives its request slot back before its row is marked: with one slot, the
+    next send starts while the first delivery's commit is still running."""
+    await store.record(msgs(2), time.time())
+    committing = asyncio.Event()
+    finish = asyncio.Event()
+    real = store.mark_delivered_many
+
+    async def slow(marks: list[tuple[int, int]], now: float, attempts: object = ()) -> None:
+        committing.set()
+        await finish.wait()
+        await real(marks, now, attempts)  # type: ignore[arg-type]
+
+    store.mark_delivered_many = slow  # type: ignore[assignment,method-assign]
+    sender = ScriptedSender()
+    w = worker(store, sender, concurrency=1)
+    task = asyncio.ensure_future(w.deliver_due())
+    await asyncio.wait_for(committing.wait(), 5)
+    await asyncio.wait_for(sender.until(lambda: len(sender.calls) == 2), 5)
+    assert await store.pending_count() == 2  # both sent, neither marked yet
+    finish.set()
+    assert await asyncio.wait_for(task, 5) == 2
+    assert await store.pending_count() == 0
+
+
 async def test_group_commit_recovers_after_a_failed_commit(store: Store) -> None:
     from bridge.delivery.worker import _GroupCommit
 
