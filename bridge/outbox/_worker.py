@@ -27,17 +27,27 @@ from typing import Any
 
 from bridge.outbox.pool import init_worker, run_jobs
 
-__all__ = ["BOOT", "HEADER", "main"]
+__all__ = ["BOOT", "HEADER", "main", "worker_path"]
 
-# The worker's entry, run with `-P -c` (no working directory on sys.path): argv[1] is the
-# address-space cap in bytes, the rest the bridge's sys.path, so the worker imports the same
-# `bridge` package as the process that started it (a `--baseline` tree in the benchmarks).
+# The worker's entry, run with `-S -P -c`: argv[1] is the address-space cap in bytes, the rest
+# its sys.path (`worker_path`). No `site` (its .pth files, an editable install's import hook:
+# 5-10 ms of each start) and no working directory on the path.
 BOOT = (
     "import sys; sys.path[:] = sys.argv[2:]; "
     "from bridge.outbox._worker import main; main(int(sys.argv[1]))"
 )
 
 HEADER = struct.Struct(">I")
+
+
+def worker_path() -> list[str]:
+    """A worker's sys.path: the directory holding this `bridge` package, then the bridge's own
+    path, so the worker imports the very package that started it (an editable install, a
+    `--baseline` tree in the benchmarks) and its dependencies without `site`."""
+    import bridge
+
+    package = os.path.dirname(os.path.abspath(next(iter(bridge.__path__))))
+    return [package, *(entry for entry in sys.path if entry != package)]
 
 
 def main(memory: int) -> None:

@@ -18,15 +18,17 @@ import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from bridge import mail
-from bridge.attachments.templates import LinkMinter, is_template
 from bridge.mail.formats import FormatOptions, render
 from bridge.outbox.pool import ParsePool
 from bridge.store.base import OutboxItem, deferred_source
+
+if TYPE_CHECKING:
+    from bridge.attachments.templates import LinkMinter
 
 __all__ = ["BodyJob", "BodySpec", "DeferredPayload", "body", "envelope", "note"]
 
@@ -157,6 +159,11 @@ class DeferredPayload:
         self.pool = pool
         self.clock = clock
         self.links = links
+        # Imported here, in the bridge: a parse worker unpickles `BodyJob`s from this module
+        # and needs none of the link machinery (7 ms of its start).
+        from bridge.attachments.templates import is_template
+
+        self._templated = is_template
 
     @property
     def attachment_inline_limit(self) -> int:
@@ -167,7 +174,7 @@ class DeferredPayload:
         return self.spec.include_raw
 
     async def __call__(self, item: OutboxItem) -> bytes:
-        if is_template(item.payload):
+        if self._templated(item.payload):
             if self.links is None:
                 raise LookupError(
                     "this message's body carries attachment links but the attachments "

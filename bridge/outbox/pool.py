@@ -340,13 +340,13 @@ class _Worker:
         import subprocess
         import sys
 
-        from bridge.outbox._worker import BOOT
+        from bridge.outbox._worker import BOOT, worker_path
 
         # The interpreter's own flags (-X, -W, -O ...), as multiprocessing passes them.
         flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
-        argv = [sys.executable, *flags, "-P", "-c", BOOT]
+        argv = [sys.executable, *flags, "-S", "-P", "-c", BOOT, str(memory), *worker_path()]
         self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our arguments
-            [*argv, str(memory), *sys.path],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
