@@ -4,8 +4,9 @@
 
 - client: 2,000 pipelined RETR replies (5 KB messages from `generate_messages`, dot-stuffed as
   a server sends them, fed in 64 KiB reads) read by `ClientConnection` through events
-  (`next_event`, what every reply used before span mode) and through span mode (`next_reply`,
-  what batches use now). Both give back the same bodies; the script checks it.
+  (`next_event`, what every reply used before span mode), through span mode one reply at a
+  time (`next_reply`) and a read at a time (`next_replies`, what batches use now). All give
+  back the same bodies; the script checks it.
 - relay: the proxy's sans-I/O `Relay` in TRANSACTION, one RETR at a time (command in, whole
   reply in, as a sequential client drives it) and 60 pipelined RETRs fed in 64 KiB reads.
 
@@ -101,12 +102,37 @@ def client_cases(messages: list[bytes]) -> dict[str, Case]:
                 bodies.append(got)
         return bodies
 
+    def by_batches(conn: ClientConnection) -> list[bytes]:
+        # As `Channel._replies` reads a batch: every whole reply buffered at once, else one.
+        feed = iter(reads)
+        bodies: list[bytes] = []
+        while len(bodies) < len(messages):
+            taken = conn.next_replies(len(messages) - len(bodies))
+            if taken:
+                bodies += taken
+                continue
+            got = conn.next_reply(1 << 20)
+            if isinstance(got, NeedData):
+                conn.receive_data(next(feed))
+            else:
+                assert got is not None
+                bodies.append(got)
+        return bodies
+
     events: Case = (connection, lambda conn: len(by_events(conn)))
     if not hasattr(ClientConnection, "next_reply"):
         return {"client, events": events}
     if by_events(connection()) != by_spans(connection()) or by_spans(connection()) != messages:
         raise SystemExit("span mode and events gave different bodies")
-    return {"client, events": events, "client, span mode": (connection, lambda c: len(by_spans(c)))}
+    cases = {
+        "client, events": events,
+        "client, span mode": (connection, lambda c: len(by_spans(c))),
+    }
+    if hasattr(ClientConnection, "next_replies"):
+        if by_batches(connection()) != messages:
+            raise SystemExit("batch reads gave different bodies")
+        cases["client, batch reads"] = (connection, lambda c: len(by_batches(c)))
+    return cases
 
 
 def relay_cases(messages: list[bytes]) -> dict[str, Case]:
