@@ -9,14 +9,23 @@ fresh SQLite outbox in `db`, and prints one JSON line: seconds from connect to Q
 (its SQLite thread included), the counts, and the `bridge` it ran, so a run that picked up
 the wrong tree is caught by the caller. Uses only what every tree since the fetch stage's
 bench has had (`poll_account`, `AccountSpec`, `open_store`).
+
+`"variant"` in the parameters measures the floor under the fetch stage (`--floor`), this tree
+only: "insert" records each message as one row of (msg_id, raw) in a table of its own, one
+transaction per group on the store's thread (the least a durable outbox could write);
+"no store" records nothing; "no rows" records nothing and builds each row without the header
+scan (fingerprint, Message-ID). What is left is POP3, framing and the fetch loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any
 
 
 async def _run(args: dict[str, object]) -> dict[str, object]:
@@ -36,6 +45,7 @@ async def _run(args: dict[str, object]) -> dict[str, object]:
     )
     store = open_store(f"sqlite:///{args['db']}")
     await store.migrate()
+    floor(store, str(args.get("variant", "full")))
     try:
         cpu = time.process_time()
         start = time.perf_counter()
@@ -46,6 +56,53 @@ async def _run(args: dict[str, object]) -> dict[str, object]:
     finally:
         await store.close()
     return {"seconds": seconds, "cpu_s": cpu, "recorded": report.recorded, "pending": pending}
+
+
+def floor(store: Any, variant: str) -> None:
+    """Replace what `variant` leaves out (module docstring) of the fetch stage."""
+    if variant == "full":
+        return
+    from bridge.poller import fetch
+    from bridge.store.base import NewMessage
+
+    async def nothing(messages: Sequence[Any], now: float, *, replay: bool = False) -> None:
+        return None
+
+    def insert(conn: sqlite3.Connection, messages: Sequence[Any]) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS floor (msg_id text PRIMARY KEY, raw blob)")
+        conn.execute("BEGIN IMMEDIATE")
+        for at in range(0, len(messages), 100):
+            chunk = messages[at : at + 100]
+            conn.execute(
+                "INSERT INTO floor (msg_id, raw) VALUES " + ", ".join(["(?, ?)"] * len(chunk)),
+                [v for m in chunk for v in (m.msg_id, m.raw)],
+            )
+        conn.execute("COMMIT")
+
+    async def raw_rows(messages: Sequence[Any], now: float, *, replay: bool = False) -> None:
+        await store._run(lambda conn: insert(conn, messages))
+
+    def bare_row(spec: Any, uidl: str, raw: bytes, session: str | None) -> Any:
+        return NewMessage(
+            account=spec.name,
+            uidl=uidl,
+            msg_id="msg_" + uidl,
+            webhook=spec.webhook,
+            size=len(raw),
+            fingerprint="",
+            payload=b"\0",
+            raw=raw,
+            delete_after_delivery=False,
+        )
+
+    if variant == "insert":
+        store.record = raw_rows
+    elif variant in ("no store", "no rows"):
+        store.record = nothing
+        if variant == "no rows":
+            fetch.deferred_account_row = bare_row
+    else:
+        raise SystemExit(f"unknown variant {variant!r}")
 
 
 def main() -> int:

@@ -21,6 +21,8 @@ Contenders, alternated every round, all over plain POP3 on loopback against one 
 - poplib, one RETR after another; a raw loop pipelining every RETR on one connection.
 
 ``--profile`` instead runs the fetch stage once under pyinstrument and prints the profile.
+``--floor`` adds the fetch stage with less under it, to show its floor: the outbox replaced by
+one (msg_id, raw) table, by nothing, and by nothing with no header scan for the rows.
 ``--baseline DIR`` adds the fetch stage of another source tree (e.g. ``git archive COMMIT
 bridge | tar -x -C DIR``), alternated with this one; both then run in a process of their own
 (bench/_fetch_stage.py, ``python -P`` with the tree first on the path), timed as in process.
@@ -141,10 +143,12 @@ class Bench:
         finally:
             shutil.rmtree(run)
 
-    def fetch_stage_of(self, tree: Path) -> Sample:
-        """The fetch stage of the source tree `tree`, in a process of its own."""
+    def fetch_stage_of(self, tree: Path, variant: str = "full") -> Sample:
+        """The fetch stage of the source tree `tree`, in a process of its own; `variant`:
+        the floor under it (bench/_fetch_stage.py)."""
         run = Path(tempfile.mkdtemp(dir=self.work))
         params = {
+            "variant": variant,
             "host": self.host,
             "port": self.port,
             "user": self.user.name,
@@ -165,7 +169,8 @@ class Bench:
         result = json.loads(out.stdout)
         if not str(result["bridge"]).startswith(str(tree) + os.sep):
             raise SystemExit(f"fetch stage of {tree} imported {result['bridge']}")
-        if result["recorded"] != self.n or result["pending"] != self.n:
+        pending = self.n if variant == "full" else 0  # the floor's rows are not the outbox's
+        if result["recorded"] != self.n or result["pending"] != pending:
             raise SystemExit(f"fetch stage of {tree} recorded {result['recorded']} of {self.n}")
         return Sample(float(result["seconds"]), self.n, {"cpu_s": float(result["cpu_s"])})
 
@@ -294,6 +299,12 @@ UVLOOP_NGINX = "pop3bridge once + uvloop (nginx receiver)"
 NO_WORKER_NGINX = "pop3bridge once, 0 parse workers (nginx receiver)"
 FETCH = "pop3bridge fetch stage"
 BASE_FETCH = "baseline fetch stage"
+# `--floor`: the fetch stage with less under it (bench/_fetch_stage.py), this tree only.
+FLOOR = {
+    "insert": "one-table insert",
+    "no store": "no store",
+    "no rows": "no store, no rows",
+}
 
 
 def main() -> int:
@@ -305,6 +316,11 @@ def main() -> int:
     ap.add_argument("--only", help="comma-separated contender names (default: all)")
     ap.add_argument(
         "--baseline", type=Path, metavar="DIR", help="another tree's fetch stage, alternated"
+    )
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="add the fetch stage with one-table inserts, with no store, and with no rows",
     )
     args = ap.parse_args()
     if args.quick:
@@ -338,8 +354,10 @@ def main() -> int:
                 cpu="reported",
             )
         )
-        if args.baseline is None:
+        if args.baseline is None and not args.floor:
             contenders.append(Contender(FETCH, bench.fetch_stage, cpu="self"))
+        elif args.baseline is None:
+            contenders.append(Contender(FETCH, lambda: bench.fetch_stage_of(ROOT), cpu="reported"))
         else:
             base = args.baseline.resolve()
             contenders += [
@@ -349,6 +367,15 @@ def main() -> int:
                     lambda: bench.fetch_stage_of(base),
                     cpu="reported",
                 ),
+            ]
+        if args.floor:
+            contenders += [
+                Contender(
+                    f"{FETCH}, {label}",
+                    lambda v=variant: bench.fetch_stage_of(ROOT, v),
+                    cpu="reported",
+                )
+                for variant, label in FLOOR.items()
             ]
         contenders += [
             Contender("fetchmail -> BSMTP", bench.fetchmail),
