@@ -41,13 +41,16 @@ HEADER = struct.Struct(">I")
 
 
 def worker_path() -> list[str]:
-    """A worker's sys.path: the directory holding this `bridge` package, then the bridge's own
-    path, so the worker imports the very package that started it (an editable install, a
-    `--baseline` tree in the benchmarks) and its dependencies without `site`."""
+    """A worker's sys.path: the bridge's own, in its order (so a module resolves as it does in
+    the bridge), and the directory holding this `bridge` package at the end when the bridge
+    found it through an import hook instead (an editable install's, set up by `site`)."""
     import bridge
 
     package = os.path.dirname(os.path.abspath(next(iter(bridge.__path__))))
-    return [package, *(entry for entry in sys.path if entry != package)]
+    path = list(sys.path)
+    if package not in {os.path.abspath(entry) for entry in path}:
+        path.append(package)
+    return path
 
 
 def main(memory: int) -> None:
