@@ -271,22 +271,25 @@ class _Poll:
             new = await self.rekey(new)
 
         report.new = len(new)
-        # Sizes matter only for what is fetched: an idle poll skips LIST (one round trip fewer).
-        sizes = dict(await client.list()) if new else {}
-        fetched = [sizes.get(n, 0) for n, _ in new]
-        self.extend(
-            retr_deadline(
-                self.spec.read_timeout, sum(min(f, self.spec.max_message_size) for f in fetched)
+        # Sizes matter only for what is fetched: an idle poll skips LIST (one round trip
+        # fewer), and the deadline's extension and the fetch with it.
+        if new:
+            sizes = dict(await client.list())
+            fetched = [sizes.get(n, 0) for n, _ in new]
+            self.extend(
+                retr_deadline(
+                    self.spec.read_timeout,
+                    sum(min(f, self.spec.max_message_size) for f in fetched),
+                )
+                + self.spec.read_timeout * (len(new) // BATCH_MESSAGES + 1)
             )
-            + self.spec.read_timeout * (len(new) // BATCH_MESSAGES + 1)
-        )
-        fetcher = Fetcher(
-            client, self.spec, self.store, report, self.clock, self.notify, self.halted
-        )
-        fetcher.extend = self.extend  # time the parse workers take is not the server's
-        await fetcher.run(new, sizes)
-        self.recorded = fetcher.recorded
-        self.added.update(fetcher.recorded)
+            fetcher = Fetcher(
+                client, self.spec, self.store, report, self.clock, self.notify, self.halted
+            )
+            fetcher.extend = self.extend  # time the parse workers take is not the server's
+            await fetcher.run(new, sizes)
+            self.recorded = fetcher.recorded
+            self.added.update(fetcher.recorded)
         if report.canary_numbers:
             # Canaries are ours: removed even with `on_delivered: keep`. Not recorded anywhere,
             # so a QUIT that does not commit just means the next poll fetches and deletes them.

@@ -37,5 +37,13 @@ class PollReport:
     login_delay: float | None = None
     started_at: float = field(default_factory=time.time)
     duration: float = 0.0
-    # Names this POP3 session in the custody trail (who fetched a message, who sent its DELE).
-    session: str = field(default_factory=lambda: secrets.token_hex(6))
+    _session: str | None = field(default=None, repr=False)
+
+    @property
+    def session(self) -> str:
+        """Names this POP3 session in the custody trail (who fetched a message, who sent its
+        DELE). Drawn when first asked for: an idle poll writes no custody event, so it need
+        not make the system call the random draw takes."""
+        if self._session is None:
+            self._session = secrets.token_hex(6)
+        return self._session

@@ -149,11 +149,14 @@ class Channel:
 
     async def _capa_reply(self) -> None:
         """Read CAPA's reply into `_caps`; -ERR means no known capabilities (RFC 2449 §5)."""
-        status = await self._status()
-        if not status.ok:
-            self._caps, self._capa_ok = {}, False
-            return
-        self._caps, self._capa_ok = parse_capa(await self._body()), True
+        body = await self._plain()
+        if body is None:
+            status = await self._status()
+            if not status.ok:
+                self._caps, self._capa_ok = {}, False
+                return
+            body = await self._body()
+        self._caps, self._capa_ok = _capabilities(body), True
 
     async def _status(self) -> StatusResponse:
         event = await self._next()
@@ -276,26 +279,37 @@ class Channel:
         self._events += len(bodies)
         return bodies
 
-    async def _reply(self, command: Command) -> bytes:
-        """One reply of a batch: its body (b"" for a single-line reply); -ERR raises.
-
-        A plain +OK is taken whole from the framer's span mode and un-stuffed in one piece;
-        anything else, and a body still unfinished past `SPAN_LIMIT` buffered octets, is read
-        by events (`_status`, `_body`), which stream it and apply `max_body` as it grows.
-        """
+    async def _plain(self, cap: int | None = None) -> bytes | None:
+        """The next reply's body (b"" for a single-line one) when it is a plain +OK, taken
+        whole from the framer's span mode and un-stuffed in one piece; None when it must be
+        read by events (`_status`, `_body`): not a plain +OK, or a body still unfinished past
+        `SPAN_LIMIT` buffered octets (then its status line is read, `in_body` is set, and
+        `_body` streams the rest). `cap` (default `max_body`) bounds the body either way."""
         conn = self._conn
-        cap = self.max_body
+        cap = self.max_body if cap is None else cap
         limit = SPAN_LIMIT if cap is None else min(cap, SPAN_LIMIT)
         while True:
             body = conn.next_reply(limit)
             if body is None:
-                break
+                return None
             if isinstance(body, NeedData):
                 conn.receive_data(await self._io.read())
                 continue
             self._events += 1
             if cap is not None and len(body) > cap:
                 raise self._too_long(cap)
+            return body
+
+    async def _reply(self, command: Command) -> bytes:
+        """One reply of a batch: its body (b"" for a single-line reply); -ERR raises.
+
+        A plain +OK is read whole (`_plain`); anything else, and a body still unfinished past
+        `SPAN_LIMIT` buffered octets, is read by events (`_status`, `_body`), which stream it
+        and apply `max_body` as it grows.
+        """
+        conn = self._conn
+        body = await self._plain()
+        if body is not None:
             return body
         if not conn.in_body:
             status = await self._status()
@@ -317,3 +331,20 @@ class Channel:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+# CAPA bodies seen -> their parsed form. A server sends the same list to every session (one
+# before and one after login), so with many accounts on a few servers each list is parsed
+# once, not twice per poll. Bounded: a server that varies its list only churns this.
+_CAPA_CACHE: dict[bytes, dict[str, tuple[str, ...]]] = {}
+_CAPA_CACHE_SIZE = 64
+
+
+def _capabilities(body: bytes) -> dict[str, tuple[str, ...]]:
+    """`parse_capa(body)`, shared between sessions: callers replace `_caps`, never change it."""
+    caps = _CAPA_CACHE.get(body)
+    if caps is None:
+        if len(_CAPA_CACHE) >= _CAPA_CACHE_SIZE:
+            _CAPA_CACHE.clear()
+        caps = _CAPA_CACHE[body] = parse_capa(body)
+    return caps

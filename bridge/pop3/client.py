@@ -35,7 +35,6 @@ import asyncio
 import builtins
 import inspect
 import logging
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from types import TracebackType
@@ -172,9 +171,8 @@ class POP3Client(Channel):
             raise RemoteProtocolError("expected a greeting")
         if not event.ok:
             raise self._error("greeting", event.status)
-        sock = self._io.transport.get_extra_info("socket") if self._io.transport else None
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # No TCP_NODELAY here: asyncio's and uvloop's TCP transports (under TLS too) turn Nagle
+        # off themselves, and setting it again was a system call per session.
         await self.capa()
         if tls == "starttls":
             assert ctx is not None
@@ -461,7 +459,7 @@ class POP3Client(Channel):
         `RemoteProtocolError` before it can fill memory.
         """
         await self._send(Command("UIDL"))
-        return await self._uidl_reply(await self._status(), header_id, messages)
+        return await self._uidl_reply(header_id, messages)
 
     async def stat_uidl(
         self, *, header_id: Callable[[bytes], str] | None = None
@@ -482,24 +480,26 @@ class POP3Client(Channel):
             if not status.ok:
                 raise self._error("STAT", status)
             stat = parse_stat(status)
-            listed = await self._status()
         except BaseException:
             self.abort()  # UIDL's reply would be read as the answer to the next command
             raise
-        return stat, await self._uidl_reply(listed, header_id, stat[0])
+        return stat, await self._uidl_reply(header_id, stat[0])
 
     async def _uidl_reply(
-        self,
-        status: StatusResponse,
-        header_id: Callable[[bytes], str] | None,
-        messages: int | None,
+        self, header_id: Callable[[bytes], str] | None, messages: int | None
     ) -> builtins.list[tuple[int, str]]:
-        if status.ok:
-            limit = None if messages is None else (messages + 1) * UIDL_LINE_MAX
+        """UIDL's reply as (number, uid) entries; a server without UIDL gets LIST's numbers
+        with empty ids. A plain +OK is read whole (`_plain`), anything else by events."""
+        limit = None if messages is None else (messages + 1) * UIDL_LINE_MAX
+        body = await self._plain(limit)
+        if body is None and not self._conn.in_body:  # not a plain +OK: its status line first
+            status = await self._status()
+            if not status.ok and (status.has_code("SYS") or status.has_code("IN-USE")):
+                raise self._error("UIDL", status)
+        if body is None and self._conn.in_body:  # a +OK whose body is to be read by events
             body = await self._body(limit)
+        if body is not None:
             entries = [parse_uidl_line(line) for line in body.splitlines() if line.strip()]
-        elif status.has_code("SYS") or status.has_code("IN-USE"):
-            raise self._error("UIDL", status)
         else:
             entries = [(n, "") for n, _ in await self.list()]
         missing = [n for n, uid in entries if not uid]
