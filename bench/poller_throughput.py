@@ -334,7 +334,11 @@ def main() -> int:
         mailbox_bytes = sum(p.stat().st_size for p in (user.maildir / "new").iterdir())
         bench = Bench(server, user, args.messages, work)
         if args.profile:
-            return _profile(bench)
+            try:
+                return _profile(bench)
+            finally:  # the receivers and the run's files, as after the contenders
+                bench.close()
+                shutil.rmtree(work, ignore_errors=True)
         contenders = [
             Contender(E2E_PYTHON, lambda: bench.bridge_once(nginx=False), cpu="reported"),
             Contender(E2E_NGINX, lambda: bench.bridge_once(nginx=True), cpu="reported"),
