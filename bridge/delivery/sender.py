@@ -116,7 +116,14 @@ class WebhookTarget:
             )
         object.__setattr__(self, "_url", url)
         object.__setattr__(self, "_ssl", self._ssl_context())
-        static = {"content-type": "application/json", "user-agent": USER_AGENT}
+        # identity: the sender reads answers as they come (auto_decompress is off), so a
+        # receiver must not compress them, or errors and the custody trail's response head
+        # would hold gzip bytes (aiohttp asks for "gzip, deflate" unless told otherwise).
+        static = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "accept-encoding": "identity",
+        }
         for key, value in self.headers.items():
             if not _TOKEN.fullmatch(key) or any(c in value for c in "\r\n\0"):
                 # Caught here, not per request: a CR/LF would let config inject headers.

@@ -261,3 +261,36 @@ async def test_the_first_200_bytes_of_every_answer_are_kept_for_the_custody_trai
     receiver.script(204)
     empty = await sender.send(target_for(receiver), "msg_3", BODY)
     assert empty.response_head is None
+
+
+async def test_answers_come_back_uncompressed_for_errors_and_the_trail(
+    sender: WebhookSender,
+) -> None:
+    """The sender does not decompress answers, so it asks for none: a receiver that would
+    gzip its error page (aiohttp's server does when the client accepts gzip) sends it plain,
+    and the error and the custody trail's response head stay readable."""
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        reply = web.Response(status=503, text="queue full, " * 40)
+        reply.enable_compression()
+        return reply
+
+    app = web.Application()
+    app.router.add_post("/hook", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        target = WebhookTarget(
+            name="gz", url=f"http://127.0.0.1:{port}/hook", secrets=(new_secret(),)
+        )
+        result = await sender.send(target, "msg_gz", BODY)
+    finally:
+        await runner.cleanup()
+    assert result.status == 503 and result.error is not None
+    assert "queue full, queue full" in result.error
+    assert result.response_head is not None and result.response_head.startswith("queue full")
