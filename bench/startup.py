@@ -23,8 +23,11 @@ process that stamps each arrival with `time.time()` and verifies its signature w
 - *main CPU*: the CPU time (user + system, all threads) the bridge's own process had used when
   it opened the connection for the first POST. On this shared 2-core machine it is the figure
   least disturbed by other load: wall times there follow the load average.
-- *workers up*: from exec until the parse worker answered its warm-up job (the first moment
-  it could parse a message); "-" for a tree without that hook or with `--parse-workers 0`.
+- *warm*: from exec until the parse worker was launched (`ParsePool.warm`: the first UIDL
+  listing with new mail, or the first body to build).
+- *workers up*: from exec until the parse worker first answered: its warm-up job on an
+  executor pool, the first batch on a pool of pipe workers (then the first body's parse is
+  in it); "-" with `--parse-workers 0`.
 - *CPU ms*: the CPU time of the whole run (the process and its parse workers, forkserver
   included) on its 20 messages.
 - with `--top N`, one extra run of each tree under `python -X importtime`: the modules
@@ -109,12 +112,27 @@ def _wrap_client(module):
     cls._encode = _encode
 
 def _wrap_pool(module):
-    # The warm-up job's answer: the first moment a parse worker could take a message.
-    inner = module._ignore_result
-    def _ignore_result(future):
-        _T.setdefault("workers", time.time())
-        return inner(future)
-    module._ignore_result = _ignore_result
+    # When the parse worker was launched (`warm`, or the first body), and when it first
+    # answered: a warm-up job (pools on an executor) or the first batch (pools on pipes).
+    pool = module.ParsePool
+    warm = pool.warm
+    def _warm(self, *a, **k):
+        _T.setdefault("warm", time.time())
+        return warm(self, *a, **k)
+    pool.warm = _warm
+    if hasattr(module, "_ignore_result"):
+        inner = module._ignore_result
+        def _ignore_result(future):
+            _T.setdefault("workers", time.time())
+            return inner(future)
+        module._ignore_result = _ignore_result
+    elif hasattr(module, "_Worker"):
+        call = module._Worker.call
+        async def _call(self, *a, **k):
+            answer = await call(self, *a, **k)
+            _T.setdefault("workers", time.time())
+            return answer
+        module._Worker.call = _call
 
 _WRAP = {
     "bridge.commands._common": _wrap_load,
@@ -283,6 +301,8 @@ class Bench:
             phases["cpu interpreter"] = t["main_cpu"]
             if "workers" in t:
                 phases["workers up"] = t["workers"] - started
+            if "warm" in t:
+                phases["warm"] = t["warm"] - started
         return Run(first - started, phases, cpu), proc.stderr.decode()
 
 
@@ -341,7 +361,7 @@ def main() -> int:
         f"{sys.executable}"
     )
     head = f"{'tree':<28} {'exec->1st POST ms':>17} {'min':>6} {'max':>6} {'CPU ms':>7}"
-    print(head + "".join(f" {p:>11}" for p in (*PHASES, "main CPU", "workers up")))
+    print(head + "".join(f" {p:>11}" for p in (*PHASES, "main CPU", "warm", "workers up")))
     for tree, runs in results.items():
         post = [r.to_first_post * 1000 for r in runs]
         cpu = statistics.median(r.cpu for r in runs) * 1000
@@ -349,7 +369,7 @@ def main() -> int:
             f"{tree!s:<28} {statistics.median(post):>17.0f} {min(post):>6.0f} "
             f"{max(post):>6.0f} {cpu:>7.0f}"
         )
-        for p in (*PHASES, "main CPU", "workers up"):
+        for p in (*PHASES, "main CPU", "warm", "workers up"):
             values = [r.phases[p] for r in runs if p in r.phases]
             line += f" {statistics.median(values) * 1000:>11.1f}" if values else f" {'-':>11}"
         print(line)

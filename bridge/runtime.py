@@ -22,6 +22,7 @@ from bridge.delivery.worker import DEFAULT_CLAIM_SECONDS, WebhookRoute
 from bridge.mail import MailOptions
 from bridge.mail.formats import FormatOptions
 from bridge.outbox import DeferredPayload, ParseLimits, ParsePool
+from bridge.outbox._early import discard_forked
 from bridge.store import Store, open_store
 from bridge.store.base import OutboxItem
 
@@ -206,6 +207,7 @@ def start_parse_pool(settings: Any) -> ParsePool | None:
     poller = settings.poller
     workers = int(getattr(poller, "parse_workers", 0) or 0)
     if workers <= 0:
+        discard_forked()  # the worker `once` forked at start-up: not wanted
         return None
     default = ParseLimits()
     limits = ParseLimits(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 
@@ -75,4 +76,14 @@ async def _once(settings: object) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_with_settings(args, _once, command="once", failures=(StoreError,))
+    # The default parse worker, forked before the configuration is read (bridge/outbox/
+    # _early.py): ready when the first message is, where a spawned one answered ~110 ms after
+    # the first UIDL listing (bench/startup.py). Settings without that one worker, or the end
+    # of the run, discard it.
+    from bridge.outbox._early import discard_forked, fork_worker
+
+    fork_worker(os.environ)
+    try:
+        return run_with_settings(args, _once, command="once", failures=(StoreError,))
+    finally:
+        discard_forked()

@@ -194,7 +194,12 @@ class ParsePool:
         a few milliseconds; their imports run on their own): for a caller that knows
         messages to parse are coming, so the start overlaps its I/O."""
         if self._procs is None and not self._closed:
-            self._procs = [_Worker(self.limits.memory) for _ in range(self.workers)]
+            from bridge.outbox._early import discard_forked, take_forked
+
+            # The worker `once` forked at start-up (bridge/outbox/_early.py), for one worker.
+            early = take_forked(self.limits.memory) if self.workers == 1 else None
+            discard_forked()
+            self._procs = [_Worker(self.limits.memory, early) for _ in range(self.workers)]
             log.info("webhook bodies are parsed in %d worker process(es)", self.workers)
 
     def allowance(self, jobs: int) -> float:
@@ -324,6 +329,9 @@ class ParsePool:
             if worker is not None:
                 worker.kill()
         self._procs = None
+        from bridge.outbox._early import discard_forked
+
+        discard_forked()  # not taken: this pool never started
 
 
 class _WorkerDied(Exception):
@@ -336,21 +344,23 @@ class _Worker:
     The process is started at once (a fresh interpreter); the pipes are joined to the event
     loop at the first `call`, so the pool can be warmed from any thread."""
 
-    def __init__(self, memory: int) -> None:
+    def __init__(self, memory: int, forked: Any = None) -> None:
         import subprocess
         import sys
 
         from bridge.outbox._worker import BOOT, worker_path
 
-        # The interpreter's own flags (-X, -W, -O ...), as multiprocessing passes them.
-        flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
-        argv = [sys.executable, *flags, "-S", "-P", "-c", BOOT, str(memory), *worker_path()]
-        self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our arguments
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            close_fds=True,
-        )
+        self.process: Any = forked  # `bridge.outbox._early.ForkedWorker`, already running
+        if forked is None:
+            # The interpreter's own flags (-X, -W, -O ...), as multiprocessing passes them.
+            flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+            argv = [sys.executable, *flags, "-S", "-P", "-c", BOOT, str(memory), *worker_path()]
+            self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our arguments
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                close_fds=True,
+            )
         self._reader: _Answers | None = None
         self._writer: asyncio.WriteTransport | None = None
         self._read_transport: asyncio.ReadTransport | None = None

@@ -9,7 +9,9 @@ module names, in fresh interpreters, never on time:
   store, sender and poll and exits 1) imports none of the metrics, the ops server, the proxy,
   PostgreSQL, the link server, uvloop or the other commands;
 - what a parse worker's forkserver preloads (`bridge.outbox`) needs neither aiohttp nor
-  pydantic, so the workers are up while the bridge is still importing those.
+  pydantic, so the workers are up while the bridge is still importing those;
+- `once` forks its one parse worker before it imports the configuration, parses new mail in
+  it and spawns none, and forks nothing when the environment asks for 0 workers.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -193,3 +196,86 @@ def test_parse_worker_preload_needs_neither_aiohttp_nor_pydantic() -> None:
     assert "bridge.mail" in modules
     for heavy in ("aiohttp", "pydantic", "yaml", "bridge.config", "bridge.poller", "tenacity"):
         assert not matching(modules, heavy), heavy
+
+
+# Runs `once` and writes, at exit, what the early fork did: whether it forked (with the
+# configuration imported or not at that moment), the forked worker's pid, and every parse
+# worker the pool made (the pid it parsed with; spawned: no forked process handed over).
+FORK_PROBE = """
+import atexit, json, sys
+out = sys.argv[1]
+import bridge.outbox._early as early
+import bridge.outbox.pool as pool
+seen = {"workers": []}
+real_fork = early.fork_worker
+def fork_worker(env):
+    seen["config_imported"] = any(m.startswith("bridge.config") for m in sys.modules)
+    seen["forked"] = real_fork(env)
+    seen["forked_pid"] = early._forked.pid if early._forked is not None else None
+    return seen["forked"]
+early.fork_worker = fork_worker
+real_init = pool._Worker.__init__
+def init(self, memory, forked=None):
+    real_init(self, memory, forked)
+    seen["workers"].append({"pid": self.process.pid, "spawned": forked is None})
+pool._Worker.__init__ = init
+atexit.register(lambda: open(out, "w").write(json.dumps({**seen, "modules": sorted(sys.modules)})))
+sys.argv = ["pop3bridge", *sys.argv[2:]]
+from bridge.cli import main
+main()
+"""
+
+
+def run_fork_probe(tmp_path: Path, config_path: Path, env: dict[str, str]) -> dict[str, Any]:
+    out = tmp_path / "fork.json"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("POP3BRIDGE_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", FORK_PROBE, str(out), "once", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**environ, **env},
+        timeout=120,
+        check=False,
+    )
+    assert out.exists(), proc.stderr
+    result: dict[str, Any] = json.loads(out.read_text())
+    result["status"] = proc.returncode
+    result["stdout"] = proc.stdout
+    return result
+
+
+def test_once_parses_new_mail_in_a_worker_forked_before_the_configuration(
+    tmp_path: Path, dovecot: Any, dovecot_user: Any
+) -> None:
+    from tests.support.receiver import ThreadedReceiver
+
+    dovecot.deliver(dovecot_user, b"From: a@example.com\r\nSubject: forked early\r\n\r\nhi\r\n")
+    with ThreadedReceiver(default_status=204) as receiver:
+        data = {
+            "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
+            "webhooks": [{"name": "main", "url": receiver.url, "secret": receiver.secret}],
+            "accounts": [dovecot.plain_account(dovecot_user, "box")],
+            "ops": {"enabled": False},
+            "logging": {"level": "WARNING"},
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(data))  # parse_workers: the default, 1
+        result = run_fork_probe(tmp_path, path, {})
+        assert result["status"] == 0, result["stdout"]
+        [request] = receiver.verified
+    assert result["forked"] is True and result["config_imported"] is False
+    # The one worker the pool made is the forked one; none was spawned.
+    assert result["workers"] == [{"pid": result["forked_pid"], "spawned": False}]
+    data = request.json["data"]
+    assert data["subject"] == "forked early" and not data.get("parse_errors")
+
+
+def test_once_forks_no_worker_when_the_environment_says_zero(
+    tmp_path: Path, refusing_port: int
+) -> None:
+    result = run_fork_probe(
+        tmp_path, config(tmp_path, refusing_port), {"POP3BRIDGE_POLLER__PARSE_WORKERS": "0"}
+    )
+    assert result["status"] == 1  # it ran: the account was refused
+    assert result["forked"] is False and result["workers"] == []
