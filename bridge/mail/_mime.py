@@ -216,6 +216,8 @@ class Body:
     inline_limit: int = 0
     # Content of the attachments over `inline_limit`, kept only when the caller asks for it.
     contents: list[Content] | None = None
+    # The message's own content type, as `get_content_type()` gives it (read once, here).
+    content_type: str | None = None
 
 
 def join_parts(parts: list[str]) -> str | None:
@@ -248,6 +250,8 @@ def _defects(part: Message, where: str, body: Body) -> None:
 def _walk(part: Message, path: str, depth: int, body: Body) -> tuple[list[str], list[str]]:
     # One content-type read per part (the parser re-parses the header on every call).
     raw_ctype = part.get_content_type()
+    if not path:
+        body.content_type = raw_ctype
     maintype, _, subtype = raw_ctype.partition("/")
     ctype = clean(raw_ctype)
     where = _label(path, ctype)
@@ -300,7 +304,8 @@ def _walk(part: Message, path: str, depth: int, body: Body) -> tuple[list[str], 
             return [], []
     data = _decode_payload(part, payload if isinstance(payload, str) else "", where, body)
     disposition = _disposition(part)
-    filename = _filename(part, where, body)
+    params = _params(part)  # read once for the file name and the charset
+    filename = _filename(part, where, body, params)
     if maintype == "multipart":
         # No boundary (or it never occurs): the parser left the body as one string. Keep it
         # readable as text rather than losing it.
@@ -309,7 +314,7 @@ def _walk(part: Message, path: str, depth: int, body: Body) -> tuple[list[str], 
             body.errors.append(problem)
         return [_newlines(text)], []
     if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
-        text, problem = decode_bytes(data, _charset(part), where)
+        text, problem = decode_bytes(data, _charset(params), where)
         if problem:
             body.errors.append(problem)
         text = _newlines(text)
@@ -322,8 +327,8 @@ def _newlines(text: str) -> str:
     return text.replace("\r\n", "\n") if "\r" in text else text
 
 
-def _charset(part: Message) -> str | None:
-    charset = _params(part)[0]
+def _charset(params: tuple[Any, Any]) -> str | None:
+    charset = params[0]
     if isinstance(charset, tuple):  # RFC 2231 form: (charset, language, value)
         charset = charset[2]
     return clean(str(charset)) if charset else None
@@ -337,8 +342,10 @@ def _disposition(part: Message) -> str | None:
     return clean(value) if value else None
 
 
-def _filename(part: Message, where: str, body: Body) -> str | None:
-    name = _params(part)[1]
+def _filename(
+    part: Message, where: str, body: Body, params: tuple[Any, Any] | None = None
+) -> str | None:
+    name = (params or _params(part))[1]
     if name is _UNREADABLE:
         body.errors.append(f"{where}: the file name parameter could not be parsed")
         return None

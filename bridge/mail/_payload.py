@@ -136,7 +136,7 @@ def _build(
         if contents is not None and body.contents:
             contents.extend(body.contents)
         data["text"], data["html"], data["attachments"] = text, html, body.attachments
-        content_type: str | None = msg.get_content_type()
+        content_type = body.content_type
     except Exception as exc:  # the parser gave up; fall back to the header block
         log.warning("message could not be parsed: %s", type(exc).__name__)
         errors = [f"the message could not be parsed ({type(exc).__name__}); raw message attached"]
