@@ -396,17 +396,20 @@ class _Worker:
 
     def kill(self) -> None:
         for transport in (self._writer, self._read_transport):
-            if transport is not None:
-                transport.close()
+            # RuntimeError: closed after its event loop (the pipes below are closed anyway).
+            with contextlib.suppress(RuntimeError):
+                if transport is not None:
+                    transport.close()
         for pipe in (self.process.stdin, self.process.stdout):
             with contextlib.suppress(OSError):
                 if pipe is not None:
                     pipe.close()
         with contextlib.suppress(OSError):
             self.process.kill()
-        # Reaped now if it is gone already, else by `subprocess` at a later start.
-        with contextlib.suppress(OSError):
-            self.process.poll()
+        # Reaped now (a killed process is gone within milliseconds), else by `subprocess`
+        # at a later start; never a long wait on the event loop.
+        with contextlib.suppress(Exception):
+            self.process.wait(0.05)
 
 
 class _Answers:
