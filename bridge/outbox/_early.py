@@ -27,6 +27,7 @@ import signal
 import struct
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from typing import IO
 
@@ -58,7 +59,14 @@ class ForkedWorker:
                     self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
-    def wait(self) -> int | None:
+    def wait(self, timeout: float | None = None) -> int | None:
+        """As `Popen.wait`, except that a `timeout` running out returns None (the pool's
+        `_Worker.kill` waits 50 ms for a killed worker, then leaves it)."""
+        if timeout is not None:
+            deadline = time.monotonic() + timeout
+            while self.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.001)
+            return self.returncode
         if self.returncode is None:
             with contextlib.suppress(ChildProcessError):
                 _, status = os.waitpid(self.pid, 0)

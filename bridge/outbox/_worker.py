@@ -1,7 +1,8 @@
 """A parse worker process's main loop: batches of jobs in on stdin, their results out on stdout.
 
-`ParsePool` starts each worker as a fresh interpreter (`python -P -c BOOT`, never a fork of
-the bridge, whose memory holds secrets) with two pipes, and speaks frames over them: a
+`ParsePool` starts each worker as a fresh interpreter (`python -S -P -c BOOT`, never a fork
+of the running bridge, whose memory holds secrets; `once` forks its one worker before reading
+any configuration, `bridge.outbox._early`) with two pipes, and speaks frames over them: a
 4-byte big-endian length, then a pickle. The bridge sends `(jobs, cpu_seconds)`; the worker
 answers `(True, results)` (`run_jobs`: each job within its CPU time, else its fallback) or
 `(False, "Type: message")` for a batch that raised (a bug: the bridge retries the jobs one by

@@ -160,7 +160,9 @@ class ParsePool:
     Jobs that arrive while a batch is with the workers are sent together as the next batch:
     a process round trip carries many messages, each raw message is pickled once and only
     the result comes back. Each worker is a fresh interpreter (`bridge.outbox._worker`, never
-    a fork of this process) on two pipes that the event loop reads and writes itself.
+    a fork of the running bridge; the one exception is `once`'s worker, forked before any
+    configuration is read, `bridge.outbox._early`) on two pipes that the event loop reads and
+    writes itself.
 
     The workers start on demand: at the first `run`, or earlier at `warm()`, which the
     poller calls once a mailbox's UIDL listing shows new mail, so their start overlaps the
