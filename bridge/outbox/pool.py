@@ -389,7 +389,8 @@ class _Worker:
         answer = self._reader.expect()
         if self._writer.is_closing():
             raise _WorkerDied
-        self._writer.write(HEADER.pack(len(frame)) + frame)
+        self._writer.write(HEADER.pack(len(frame)))
+        self._writer.write(frame)  # not joined to its header: a copy less
         data = await answer
         # From a process this one started (the executor it replaced unpickled the same): a
         # worker that could forge a pickle could already run code as this user.
@@ -416,14 +417,19 @@ class _Worker:
 
 class _Answers:
     """The read side of a worker's answer pipe (an asyncio protocol): frames, one per
-    request, each resolving the future `expect` handed out."""
+    request, each resolving the future `expect` handed out.
+
+    The pipe delivers an answer (~9 KB a message) in reads of up to 256 KiB; they are kept as
+    they come and joined once, and the pickle is read from a view of that one copy (a growing
+    bytearray sliced into bytes copied each answer three times: ~13 us a message)."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._waiter: asyncio.Future[bytes] | None = None
+        self._chunks: list[bytes] = []
+        self._have = 0
+        self._waiter: asyncio.Future[memoryview] | None = None
         self._gone = False
 
-    def expect(self) -> asyncio.Future[bytes]:
+    def expect(self) -> asyncio.Future[memoryview]:
         import asyncio
 
         self._waiter = asyncio.get_running_loop().create_future()
@@ -437,17 +443,22 @@ class _Answers:
     def data_received(self, data: bytes) -> None:
         from bridge.outbox._worker import HEADER
 
-        self._buffer += data
-        if len(self._buffer) < HEADER.size:
+        self._chunks.append(data)
+        self._have += len(data)
+        if self._have < HEADER.size:
             return
-        (size,) = HEADER.unpack_from(self._buffer)
-        if len(self._buffer) < HEADER.size + size:
+        if len(self._chunks[0]) < HEADER.size:
+            self._chunks = [b"".join(self._chunks)]
+        (size,) = HEADER.unpack_from(self._chunks[0])
+        end = HEADER.size + size
+        if self._have < end:
             return
-        frame = bytes(self._buffer[HEADER.size : HEADER.size + size])
-        del self._buffer[: HEADER.size + size]
+        whole = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        rest = whole[end:]  # nothing, as one request is answered at a time
+        self._chunks, self._have = ([rest] if rest else []), len(rest)
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
-            waiter.set_result(frame)
+            waiter.set_result(memoryview(whole)[HEADER.size : end])
 
     def eof_received(self) -> None:
         self.connection_lost(None)
