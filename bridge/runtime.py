@@ -223,14 +223,24 @@ class DeliveryRuntime:
     An async context manager: entering opens and migrates the store and (unless
     `with_sender=False`, for commands that only read the store) starts the parse workers
     (or uses `pool`, which its caller then closes) and opens the pooled sender and one
-    `WebhookRoute` per webhook; leaving closes them in reverse order.
+    `WebhookRoute` per webhook (with `defer_sender`, `open_sender()` does that part later);
+    leaving closes them in reverse order.
     """
 
     def __init__(
-        self, settings: Any, *, with_sender: bool = True, pool: ParsePool | None = None
+        self,
+        settings: Any,
+        *,
+        with_sender: bool = True,
+        pool: ParsePool | None = None,
+        defer_sender: bool = False,
     ) -> None:
         self.settings = settings
         self.with_sender = with_sender
+        # Entering does not open the sender; `open_sender()` does, when there is something to
+        # deliver (`once`: a run that finds nothing never imports aiohttp).
+        self.defer_sender = defer_sender
+        self._pool: ParsePool | None = None
         # A pool its caller started earlier (`start_parse_pool`) and closes itself.
         self._given_pool = pool
         self.url = str(settings.state.url)
@@ -268,9 +278,10 @@ class DeliveryRuntime:
                 pool = start_parse_pool(self.settings)
                 if pool is not None:
                     self._stack.callback(pool.close)
+            self._pool = pool
             await self.store.migrate()
-            if self.with_sender:
-                await self._open_sender(pool)
+            if self.with_sender and not self.defer_sender:
+                await self.open_sender()
         except BaseException:
             await self._stack.aclose()
             raise
@@ -284,15 +295,21 @@ class DeliveryRuntime:
     ) -> None:
         await self._stack.__aexit__(exc_type, exc, tb)
 
-    async def _open_sender(self, pool: ParsePool | None) -> None:
+    async def open_sender(self) -> Any:
+        """The pooled sender, opened (with one route per webhook, added to `routes` in place)
+        at the first call; entering calls it unless `defer_sender`."""
+        if self.sender is not None:
+            return self.sender
         from bridge.delivery.sender import WebhookSender
 
-        self.sender = await self._stack.enter_async_context(
+        sender = await self._stack.enter_async_context(
             WebhookSender(limit=self.delivery_concurrency * 2)
         )
         for name, hook in self.webhooks.items():
             self.routes[name] = WebhookRoute(
                 target=webhook_target(hook),
                 policy=retry_policy(hook),
-                prepare=body_builder(hook, pool, self.links),
+                prepare=body_builder(hook, self._pool, self.links),
             )
+        self.sender = sender
+        return sender

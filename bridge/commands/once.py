@@ -48,7 +48,10 @@ async def _once(settings: object) -> int:
                 stack.callback(pool.close)
             from bridge.poller.resources import PollerRuntime
 
-            rt = await stack.enter_async_context(PollerRuntime(settings, pool=pool))
+            # The sender (aiohttp) is opened when there is something to deliver.
+            rt = await stack.enter_async_context(
+                PollerRuntime(settings, pool=pool, defer_sender=True)
+            )
         result = await rt.app().once()
         dead = sum(s.dead for s in await rt.store.account_stats(time.time()))
     summary = {

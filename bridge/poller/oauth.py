@@ -28,9 +28,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import aiohttp
+if TYPE_CHECKING:
+    # Imported where a token is refreshed: the scheduler imports this module for
+    # `OAuthGrantRevoked`, and a `once` that finds nothing to deliver imports no aiohttp.
+    import aiohttp
 
 __all__ = ["OAuthError", "OAuthGrantRevoked", "TokenProvider"]
 
@@ -120,6 +124,8 @@ class TokenProvider:
             form["client_secret"] = self._client_secret
         if self.scope:
             form["scope"] = self.scope
+        import aiohttp
+
         host = urlsplit(self.token_url).hostname or "the token endpoint"
         self.refreshes += 1
         session = self._session or aiohttp.ClientSession()

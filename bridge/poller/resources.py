@@ -26,8 +26,15 @@ log = logging.getLogger(__name__)
 class PollerRuntime(DeliveryRuntime):
     """`DeliveryRuntime` plus the poller's account source and `PollerApp`, built from settings."""
 
-    def __init__(self, settings: Any, *, with_sender: bool = True, pool: Any = None) -> None:
-        super().__init__(settings, with_sender=with_sender, pool=pool)
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        with_sender: bool = True,
+        pool: Any = None,
+        defer_sender: bool = False,
+    ) -> None:
+        super().__init__(settings, with_sender=with_sender, pool=pool, defer_sender=defer_sender)
         self._providers: dict[str, TokenProvider] = {}
         # name -> (what the spec was built from, the spec): see `accounts`.
         self._specs: dict[str, tuple[object, AccountSpec]] = {}
@@ -100,4 +107,7 @@ class PollerRuntime(DeliveryRuntime):
         retention = getattr(self.settings, "retention", None)
         if retention is not None:
             options = dataclasses.replace(options, custody_retention=float(retention.custody))
+        if self.sender is None and self.defer_sender and self.with_sender:
+            # The app opens it once there is something to deliver (`PollerApp.once`).
+            hooks.setdefault("open_sender", self.open_sender)
         return PollerApp(self.store, self.sender, self.routes, self.accounts, options, **hooks)

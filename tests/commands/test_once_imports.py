@@ -6,8 +6,9 @@ module names, in fresh interpreters, never on time:
 
 - the command line builds its parser without the configuration, the poller or aiohttp;
 - a real `once` run (its POP3 server refusing the connection, so it goes through settings,
-  store, sender and poll and exits 1) imports none of the metrics, the ops server, the proxy,
-  PostgreSQL, the link server, uvloop or the other commands;
+  store and poll and exits 1) imports none of the metrics, the ops server, the proxy,
+  PostgreSQL, the link server, uvloop or the other commands, and, with nothing recorded and
+  nothing waiting in the outbox, not the sender and aiohttp either;
 - what a parse worker's forkserver preloads (`bridge.outbox`) needs neither aiohttp nor
   pydantic, so the workers are up while the bridge is still importing those;
 - `once` forks its one parse worker before it imports the configuration, parses new mail in
@@ -21,6 +22,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,7 +143,7 @@ def config(tmp_path: Path, pop3_port: int, workers: int = 0) -> Path:
 
 def test_once_imports_only_what_it_runs(tmp_path: Path, refusing_port: int) -> None:
     modules = fresh_modules(tmp_path, "once", "--config", str(config(tmp_path, refusing_port)))
-    # It really ran: exit 1 for the refused account, after the store, sender and poller.
+    # It really ran: exit 1 for the refused account, after the store and the poller.
     assert "__exit_status__1" in modules, sorted(m for m in modules if m.startswith("__"))
     stdout = next(m for m in modules if m.startswith("__stdout__"))[len("__stdout__") :]
     assert "ConnectionLost" in json.loads(stdout)["accounts"]["box"]["error"]
@@ -149,12 +151,13 @@ def test_once_imports_only_what_it_runs(tmp_path: Path, refusing_port: int) -> N
         "bridge.commands.once",
         "bridge.config.settings",
         "bridge.store.sqlite",
-        "bridge.delivery.sender",
-        "aiohttp",
         "bridge.poller.poll",
         "bridge.pop3.client",
     ):
         assert needed in modules, needed
+    # Nothing was recorded and nothing waits in the outbox: the sender is never opened.
+    for unneeded in ("bridge.delivery.sender", "aiohttp", "yarl", "tenacity"):
+        assert not matching(modules, unneeded), unneeded
     found = {prefix: matching(modules, prefix) for prefix in NOT_FOR_ONCE}
     unexpected = {f"{p} ({NOT_FOR_ONCE[p]})": names for p, names in found.items() if names}
     assert not unexpected
@@ -265,6 +268,7 @@ def test_once_parses_new_mail_in_a_worker_forked_before_the_configuration(
         assert result["status"] == 0, result["stdout"]
         [request] = receiver.verified
     assert result["forked"] is True and result["config_imported"] is False
+    assert "aiohttp" in result["modules"]  # new mail: the sender was opened
     # The one worker the pool made is the forked one; none was spawned.
     assert result["workers"] == [{"pid": result["forked_pid"], "spawned": False}]
     data = request.json["data"]
@@ -279,3 +283,40 @@ def test_once_forks_no_worker_when_the_environment_says_zero(
     )
     assert result["status"] == 1  # it ran: the account was refused
     assert result["forked"] is False and result["workers"] == []
+
+
+def test_once_with_no_new_mail_still_delivers_what_waits_in_the_outbox(
+    tmp_path: Path, dovecot: Any, dovecot_user: Any
+) -> None:
+    """The sender is opened for rows a previous run left (here a 503), not only for new mail."""
+    from tests.support.receiver import ThreadedReceiver
+
+    dovecot.deliver(dovecot_user, b"From: a@example.com\r\nSubject: second try\r\n\r\nhi\r\n")
+    with ThreadedReceiver(default_status=204) as receiver:
+        data = {
+            "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
+            "webhooks": [
+                {
+                    "name": "main",
+                    "url": receiver.url,
+                    "secret": receiver.secret,
+                    "retry_max_delay": "0.2s",
+                }
+            ],
+            "accounts": [dovecot.plain_account(dovecot_user, "box")],
+            "ops": {"enabled": False},
+            "logging": {"level": "CRITICAL"},
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(data))
+        receiver.fail_next(1, status=503)
+        first = run_fork_probe(tmp_path, path, {})
+        assert json.loads(first["stdout"])["retry_later"] == 1, first["stdout"]
+        time.sleep(0.5)  # past the retry's back-off (at most retry_max_delay)
+        second = run_fork_probe(tmp_path, path, {})
+        summary = json.loads(second["stdout"])
+        assert summary["accounts"]["box"]["new"] == 0  # nothing new on the server...
+        assert summary["delivered"] == 1 and summary["pending"] == 0  # ...and it went out
+        assert second["status"] == 0 and "aiohttp" in second["modules"]
+        # Sent twice: answered 503 in the first run, 204 in the second.
+        assert [r.json["data"]["subject"] for r in receiver.verified] == ["second try"] * 2
