@@ -146,3 +146,24 @@ def test_empty_once_runs_a_round(tmp_path: Path) -> None:
     )
     assert set(data["results"]) == {"this tree, parse_workers 1", "this tree, parse_workers 0"}
     assert all(r["median_cpu_ms"] > 0 for r in data["results"].values())
+
+
+def test_startup_probe_times_every_phase(tmp_path: Path) -> None:
+    """bench/startup.py's probe wraps the pool, the POP3 client and the config loader by name;
+    a rename there would leave a phase unmeasured (a '-' in the table) or the run failing."""
+    ok, why = dovecot_available()
+    require_service("dovecot", ok, why)
+    args = ["--rounds", "1", "--messages", "3", "--top", "0"]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "startup.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=180,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    [row] = [line for line in out.stdout.splitlines() if line.startswith(str(ROOT))][:1]
+    # exec -> first POST, min, max, CPU, seven phases, main CPU, warm, workers up
+    values = [float(v) for v in row.split()[1:]]
+    assert len(values) == 14 and all(v > 0 for v in values[:4])
