@@ -36,9 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _once(settings: object) -> int:
-    # The parse pool starts no process until new mail is found (`ParsePool.warm`): an empty
-    # run, cron's usual one, pays for none. Until the runtime is up (store, sender: aiohttp
-    # is imported there) the garbage collector waits (`starting`).
+    # The parse pool takes the worker `run` forked, or starts one, once new mail is found
+    # (`ParsePool.warm`); the sender (aiohttp) is opened once there is something to deliver.
+    # Until the runtime is up, and while the sender is opened, the garbage collector waits
+    # (`starting`).
     from bridge.runtime import start_parse_pool
 
     async with contextlib.AsyncExitStack() as stack:
@@ -52,7 +53,13 @@ async def _once(settings: object) -> int:
             rt = await stack.enter_async_context(
                 PollerRuntime(settings, pool=pool, defer_sender=True)
             )
-        result = await rt.app().once()
+
+        async def open_sender() -> object:
+            # aiohttp's import, when there is mail to deliver, without the collector too.
+            with starting():
+                return await rt.open_sender()
+
+        result = await rt.app(open_sender=open_sender).once()
         dead = sum(s.dead for s in await rt.store.account_stats(time.time()))
     summary = {
         "ok": result.ok and not dead,
