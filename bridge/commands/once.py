@@ -90,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
     # _early.py): ready when the first message is, where a spawned one answered ~110 ms after
     # the first UIDL listing (bench/startup.py). Settings without that one worker, or the end
     # of the run, discard it.
-    from bridge.outbox._early import discard_forked, fork_worker
-
+    with starting():  # the parser's import, then frozen: the collector leaves it unshared
+        from bridge.outbox._early import discard_forked, fork_worker
     fork_worker(os.environ)
     try:
         return run_with_settings(args, _once, command="once", failures=(StoreError,))
