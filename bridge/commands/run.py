@@ -22,6 +22,7 @@ from bridge.commands._common import (
     add_config_argument,
     run_with_settings,
     serve_links,
+    settled,
     stop_on_signals,
 )
 from bridge.ops.server import OpsEndpointError
@@ -49,6 +50,7 @@ async def _run(settings: Any) -> int:
             on_leases=observer.on_leases,
         )
         observer.canaries = app.scheduler.canaries
+        app.scheduler.on_started = settled
         async with observer.serving(settings), serve_links(rt.store, settings):
             log.info("pop3bridge running", extra={"replica": app.options.replica_id})
             await app.run(stop)

@@ -135,6 +135,9 @@ class Scheduler:
         self._rounds = 0
         self._polling: set[asyncio.Task[PollReport]] = set()
         self.canaries = canary.Tracker(clock)
+        # Called once, right after `run` started the first account loops (before any poll):
+        # `pop3bridge run` freezes the heap there (`bridge.commands._common.settled`).
+        self.on_started: Callable[[], None] | None = None
 
     def owns(self, account: str) -> bool:
         """Whether this replica may poll `account` now (always, without leases)."""
@@ -216,6 +219,8 @@ class Scheduler:
         lease_task: asyncio.Task[None] | None = None
         try:
             await self._reconcile()
+            if self.on_started is not None:
+                self.on_started()
             if self.leases is not None:
                 lease_task = asyncio.create_task(self._keep_leases(stop))
             while not stop.is_set():

@@ -87,3 +87,23 @@ async def test_poll_all_once_reports_each_account(store: Store) -> None:
         results = dict((s.name, r) for s, r in await Scheduler(store, accounts).poll_all_once())
     assert isinstance(results["ok"], PollReport) and results["ok"].recorded == 2
     assert isinstance(results["wrong"], Exception)
+
+
+async def test_on_started_runs_once_after_the_first_loops_exist(store: Store) -> None:
+    """`pop3bridge run` freezes the heap there: every account's loop must already exist (they
+    are what a freeze is for), and no later refresh calls it again."""
+    async with FakePOP3Server([], user="u", password="pw") as server:
+        specs = [fake_account(server, f"a{i}", poll_interval=60) for i in range(3)]
+
+        async def accounts() -> list[AccountSpec]:
+            return specs
+
+        sched = Scheduler(store, accounts, refresh=0.05)
+        seen: list[set[str]] = []
+        sched.on_started = lambda: seen.append(set(sched._loops))
+        stop = asyncio.Event()
+        task = asyncio.create_task(sched.run(stop, grace=2))
+        await asyncio.sleep(0.3)  # several refreshes
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert seen == [{"a0", "a1", "a2"}]
