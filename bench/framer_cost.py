@@ -90,10 +90,17 @@ def client_cases(messages: list[bytes]) -> dict[str, Case]:
                 body.clear()
         return bodies
 
-    def by_spans(conn: ClientConnection) -> list[bytes]:
+    def by_spans(conn: ClientConnection, batches: bool = False) -> list[bytes]:
+        # With `batches`, as `Channel._replies` reads a batch: every whole reply buffered at
+        # once, else one.
         feed = iter(reads)
         bodies: list[bytes] = []
         while len(bodies) < len(messages):
+            if batches:
+                taken = conn.next_replies(len(messages) - len(bodies))
+                if taken:
+                    bodies += taken
+                    continue
             got = conn.next_reply(1 << 20)
             if isinstance(got, NeedData):
                 conn.receive_data(next(feed))
@@ -103,21 +110,7 @@ def client_cases(messages: list[bytes]) -> dict[str, Case]:
         return bodies
 
     def by_batches(conn: ClientConnection) -> list[bytes]:
-        # As `Channel._replies` reads a batch: every whole reply buffered at once, else one.
-        feed = iter(reads)
-        bodies: list[bytes] = []
-        while len(bodies) < len(messages):
-            taken = conn.next_replies(len(messages) - len(bodies))
-            if taken:
-                bodies += taken
-                continue
-            got = conn.next_reply(1 << 20)
-            if isinstance(got, NeedData):
-                conn.receive_data(next(feed))
-            else:
-                assert got is not None
-                bodies.append(got)
-        return bodies
+        return by_spans(conn, batches=True)
 
     events: Case = (connection, lambda conn: len(by_events(conn)))
     if not hasattr(ClientConnection, "next_reply"):

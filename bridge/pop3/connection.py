@@ -139,18 +139,24 @@ class ClientConnection:
     def buffered(self) -> int:
         return self._framer.buffered()
 
-    def next_replies(self, most: int) -> list[bytes]:
-        """Up to `most` whole plain +OK replies already buffered, as `next_reply` would give
-        them one by one (the framer's `take_bodies`); [] when the current reply is not one of
-        those (ask `next_reply`)."""
+    def _span_ready(self) -> bool:
+        """Whether the current reply may be read in the framer's span mode: a plain reply to
+        an ordinary command, outside authentication and a TLS handshake's wait."""
         pending = self._pending
-        if (
+        return not (
             self._in_auth
             or self._tls_pending
             or self.greeting is None
             or not pending
             or pending[0].verb in EXCLUSIVE_VERBS
-        ):
+        )
+
+    def next_replies(self, most: int) -> list[bytes]:
+        """Up to `most` whole plain +OK replies already buffered, as `next_reply` would give
+        them one by one (the framer's `take_bodies`); [] when the current reply is not one of
+        those (ask `next_reply`)."""
+        pending = self._pending
+        if not self._span_ready():
             return []
         # Behind a batch's first command there is never an exclusive one (`send` refuses it).
         bodies = self._framer.take_bodies(min(most, len(pending)))
@@ -168,13 +174,7 @@ class ClientConnection:
         before its end (the caller then streams it, as it would any large body).
         """
         pending = self._pending
-        if (
-            self._in_auth
-            or self._tls_pending
-            or self.greeting is None
-            or not pending
-            or pending[0].verb in EXCLUSIVE_VERBS
-        ):
+        if not self._span_ready():
             return None
         framer = self._framer
         found = framer.next_span(whole=True, ok_only=True)

@@ -248,6 +248,22 @@ def run_fork_probe(tmp_path: Path, config_path: Path, env: dict[str, str]) -> di
     return result
 
 
+def dovecot_config(
+    tmp_path: Path, dovecot: Any, dovecot_user: Any, webhook: dict[str, Any], level: str
+) -> Path:
+    """A one-account config on the suite's Dovecot, with the default parse_workers (1)."""
+    data = {
+        "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
+        "webhooks": [webhook],
+        "accounts": [dovecot.plain_account(dovecot_user, "box")],
+        "ops": {"enabled": False},
+        "logging": {"level": level},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def test_once_parses_new_mail_in_a_worker_forked_before_the_configuration(
     tmp_path: Path, dovecot: Any, dovecot_user: Any
 ) -> None:
@@ -255,15 +271,8 @@ def test_once_parses_new_mail_in_a_worker_forked_before_the_configuration(
 
     dovecot.deliver(dovecot_user, b"From: a@example.com\r\nSubject: forked early\r\n\r\nhi\r\n")
     with ThreadedReceiver(default_status=204) as receiver:
-        data = {
-            "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
-            "webhooks": [{"name": "main", "url": receiver.url, "secret": receiver.secret}],
-            "accounts": [dovecot.plain_account(dovecot_user, "box")],
-            "ops": {"enabled": False},
-            "logging": {"level": "WARNING"},
-        }
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(data))  # parse_workers: the default, 1
+        webhook = {"name": "main", "url": receiver.url, "secret": receiver.secret}
+        path = dovecot_config(tmp_path, dovecot, dovecot_user, webhook, "WARNING")
         result = run_fork_probe(tmp_path, path, {})
         assert result["status"] == 0, result["stdout"]
         [request] = receiver.verified
@@ -293,22 +302,13 @@ def test_once_with_no_new_mail_still_delivers_what_waits_in_the_outbox(
 
     dovecot.deliver(dovecot_user, b"From: a@example.com\r\nSubject: second try\r\n\r\nhi\r\n")
     with ThreadedReceiver(default_status=204) as receiver:
-        data = {
-            "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
-            "webhooks": [
-                {
-                    "name": "main",
-                    "url": receiver.url,
-                    "secret": receiver.secret,
-                    "retry_max_delay": "0.2s",
-                }
-            ],
-            "accounts": [dovecot.plain_account(dovecot_user, "box")],
-            "ops": {"enabled": False},
-            "logging": {"level": "CRITICAL"},
+        webhook = {
+            "name": "main",
+            "url": receiver.url,
+            "secret": receiver.secret,
+            "retry_max_delay": "0.2s",
         }
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(data))
+        path = dovecot_config(tmp_path, dovecot, dovecot_user, webhook, "CRITICAL")
         receiver.fail_next(1, status=503)
         first = run_fork_probe(tmp_path, path, {})
         assert json.loads(first["stdout"])["retry_later"] == 1, first["stdout"]
