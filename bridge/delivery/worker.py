@@ -231,7 +231,7 @@ class DeliveryWorker:
         marking = False
         try:
             sent = await self._attempt(item)
-            if sent is None or not sent.ok:
+            if sent is None:
                 return
             marking = True
             await self._delivered.mark(item.id, sent.result.status, sent.at, sent.attempt)
@@ -242,9 +242,9 @@ class DeliveryWorker:
         self._report(item, "delivered", sent.result)
 
     async def _attempt(self, item: OutboxItem) -> _Sent | None:
-        """Send `item` once; a failure is marked here (retry or dead letter), a 2xx is
-        returned for the caller to mark delivered. None: the row was marked dead before any
-        response (no webhook, no body, a sender fault)."""
+        """Send `item` once; a 2xx is returned for the caller to mark delivered. None: the
+        attempt is settled here, the row marked for a retry or as dead (a failed answer, or
+        none: no webhook, no body, a sender fault)."""
         route = self.routes.get(item.webhook)
         if route is None:
             # A webhook removed from the config: keep the row as a dead letter, replayable
@@ -297,7 +297,7 @@ class DeliveryWorker:
             getattr(result, "response_head", None),
         )
         if result.ok:
-            return _Sent(True, result, now, attempt)
+            return _Sent(result, now, attempt)
         error = result.error or f"HTTP {result.status}"
         when = route.policy.next_attempt(item.attempts + 1, result, now)
         extra = {
@@ -317,7 +317,7 @@ class DeliveryWorker:
             # No INFO line per failed attempt (successes have none either): the
             # summary counts it and carries the last error; DEBUG has the attempt.
             self._report(item, "retry", result, f"{error}; retry in {max(0.0, when - now):.1f}s")
-        return _Sent(False, result, now, attempt)
+        return None
 
     async def _body(self, item: OutboxItem, route: WebhookRoute) -> bytes | None:
         """The body to sign and send; None when it cannot be built (the row is then marked).
@@ -366,10 +366,8 @@ class DeliveryWorker:
 
 @dataclass(frozen=True, slots=True)
 class _Sent:
-    """One attempt that got an answer: `ok` (2xx, still to be marked delivered) or a failure
-    already marked for retry or as dead."""
+    """One attempt answered with a 2xx, still to be marked delivered."""
 
-    ok: bool
     result: Any
     at: float
     attempt: Attempt
