@@ -26,17 +26,12 @@ log = logging.getLogger("bridge.proxy")
 _METRIC_OUTCOME = {"ok": "ok", "err": "err", "denied": "denied"}
 _BYTES_DOWN = metrics.PROXY_BYTES.labels("downstream")
 _BYTES_UP = metrics.PROXY_BYTES.labels("upstream")
-# `labels()` builds a key and takes a lock on every call; a command costs one dict hit instead.
-# Bounded: keyed by the verb label (a known POP3 verb or OTHER) and the outcome.
-_COUNTERS: dict[tuple[str, str], Counter] = {}
+# Bounded: the verb label (a known POP3 verb or OTHER) and the outcome's label.
+_COMMANDS = metrics.Series(metrics.PROXY_COMMANDS)
 
 
 def _command_counter(label: str, outcome: str) -> Counter:
-    child = _COUNTERS.get((label, outcome))
-    if child is None:
-        child = metrics.PROXY_COMMANDS.labels(label, _METRIC_OUTCOME.get(outcome, "error"))
-        _COUNTERS[label, outcome] = child
-    return child
+    return _COMMANDS(label, _METRIC_OUTCOME.get(outcome, "error"))
 
 
 # (verb as the relay saw it, outcome) -> (its label, its counter), for known verbs only (so
