@@ -3,14 +3,24 @@
     python bench/many_accounts.py [--accounts 1000] [--per-account 3] [--idle-accounts 10000]
                                   [--interval 60] [--idle-seconds 60] [--concurrency N]
                                   [--dovecot tuned|forking] [--tls] [--quick] [--profile DIR]
+                                  [--receiver nginx|python|both] [--rounds N] [--baseline DIR]
+                                  [--first-only]
 
 One private Dovecot holds `--idle-accounts` users (a passwd-file line each, as the test suite
 makes them); the first `--accounts` of them get `--per-account` messages. Two `pop3bridge run`
 processes (default poller settings unless `--concurrency`) share one SQLite state file:
 
-1. **First full cycle**: the `--accounts` accounts with mail. Timed from exec until the receiver
-   has every message verified (start-up, logins, fetch, parse and delivery included), then the
-   process is stopped. Its RSS at that point is the baseline for the per-account figure.
+1. **First full cycle**: the `--accounts` accounts with mail, each run on a fresh state file.
+   Timed from exec until the receiver has every message (start-up, logins, fetch, parse and
+   delivery included), then the process is stopped. `--receiver` picks the receiver: `nginx`
+   (bench/_webhook_nginx.py: takes almost no CPU, bodies on tmpfs, every signature verified
+   with `standardwebhooks` after the clock; the cycle ends when nginx has logged every
+   message; issue 17's target is on this one), `python` (tests.support.receiver in this
+   process, verifying each signature as it arrives, on the same two cores as the bridge) or
+   `both` (the default: one run each, nginx first). `--rounds N` repeats them, and
+   `--baseline DIR` runs another checkout's `bridge` package in turns with this one (this,
+   baseline, this, ...), for ratios; medians are reported. The RSS of this tree's last nginx
+   run is the baseline for the per-account figure. `--first-only` stops after phase 1.
 2. **Idle**: all `--idle-accounts` accounts at `--interval`. Once every account has been polled
    (Dovecot's log counts the logins) the bridge's CPU (user + system, with its parse worker) is
    read over `--idle-seconds`, which at the default equals one interval: each account is polled
@@ -45,11 +55,13 @@ import contextlib
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +75,7 @@ from _harness import (
     private_dovecot,
     write_results,
 )
+from _webhook_nginx import NginxReceiver
 
 from bridge.testing.samples import generate_messages
 from tests.support.dovecot import DovecotServer
@@ -123,15 +136,21 @@ class Logins:
 class Bridge:
     """`pop3bridge run` as a child, with its CPU and RSS read together with its children's."""
 
-    def __init__(self, config: Path, log: Path, profile: Path | None) -> None:
+    def __init__(
+        self, config: Path, log: Path, profile: Path | None, tree: Path | None = None
+    ) -> None:
         cmd = [str(VENV_BIN / "pop3bridge"), "run", "--config", str(config)]
+        env = None
+        if tree is not None:  # another checkout's bridge package (-P: not this one's via cwd)
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            cmd = [sys.executable, "-P", "-m", "bridge", "run", "--config", str(config)]
         if profile is not None:
             pyinstrument = [str(VENV_BIN / "python"), "-m", "pyinstrument", "-i", "0.001"]
             cmd = [*pyinstrument, "-r", "text", "-o", str(profile), *cmd]
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115
         self.started = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         self.ps = psutil.Process(self.proc.pid)
 
     def _tree(self) -> list[psutil.Process]:
@@ -167,6 +186,64 @@ class Bridge:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+@dataclass
+class Cycle:
+    """One phase-1 run: exec until the receiver had every message."""
+
+    seconds: float
+    cpu: float  # the bridge's (with its parse worker), read when the last message arrived
+    rss: int
+    load: float  # 1-minute load average when it ended
+    db: Path
+
+
+def first_cycle(
+    cfg_for: Callable[[Path, Any], Path],
+    run: Path,
+    receiver: Any,
+    total: int,
+    *,
+    tree: Path | None,
+    profile: Path | None,
+) -> Cycle:
+    """Run `pop3bridge run` over the accounts with mail on a fresh state file in `run` until
+    `receiver` has `total` distinct messages, then stop it and check every one: verified,
+    each message once at least, no bad signature. The nginx receiver is only counted while
+    the clock runs (a log line per answered request) and verified afterwards."""
+    run.mkdir(parents=True)
+    db = run / "state.db"
+    cfg = cfg_for(db, receiver)
+    before = len(receiver.requests)
+    counted = getattr(receiver, "count", None)
+    start_count = counted() if counted is not None else 0
+    bridge = Bridge(cfg, run / "first.log", profile, tree)
+    try:
+        deadline = bridge.started + max(600.0, total / 20)
+        while True:
+            if counted is not None:
+                done = counted() - start_count >= total
+            else:
+                done = len({r.msg_id for r in receiver.requests[before:] if r.verified}) >= total
+            if done:
+                break
+            bridge.check()
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"timed out before {total} messages were delivered")
+            time.sleep(0.02)
+        cycle = time.perf_counter() - bridge.started
+        cpu, rss = bridge.cpu(), bridge.rss()
+    finally:
+        bridge.stop()
+    got = receiver.requests[before:]  # the nginx receiver verifies here, after the clock
+    verified = {r.msg_id for r in got if r.verified}
+    if len(verified) != total or receiver.invalid:
+        raise SystemExit(
+            f"first cycle: {len(verified)} of {total} messages verified, "
+            f"{receiver.invalid} invalid ({len(got)} requests)"
+        )
+    return Cycle(cycle, cpu, rss, os.getloadavg()[0], db)
 
 
 # The poller's idle session (greeting, CAPA, AUTH PLAIN, CAPA, STAT, UIDL, QUIT: seven
@@ -257,6 +334,15 @@ def main() -> int:
         "--floor-sessions", type=int, default=2000, help="sessions of the minimal client"
     )
     ap.add_argument("--quick", action="store_true", help="smoke run: 20 / 200 accounts, 10 s")
+    ap.add_argument(
+        "--receiver",
+        choices=["nginx", "python", "both"],
+        default="both",
+        help="phase 1's receiver(s); the target is on nginx",
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="phase-1 rounds (medians reported)")
+    ap.add_argument("--baseline", type=Path, default=None, help="a tree to alternate with")
+    ap.add_argument("--first-only", action="store_true", help="phase 1 only")
     args = ap.parse_args()
     if args.quick:
         args.accounts, args.idle_accounts, args.interval, args.idle_seconds = 20, 200, 10.0, 10.0
@@ -267,7 +353,16 @@ def main() -> int:
     poller = {} if args.concurrency is None else {"max_concurrent_accounts": args.concurrency}
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    with dovecot(args.dovecot) as server, ThreadedReceiver(default_status=200) as rx:
+    receivers = ["nginx", "python"] if args.receiver == "both" else [args.receiver]
+    trees: dict[str, Path | None] = {"this": None}
+    if args.baseline is not None:
+        trees["baseline"] = args.baseline.resolve()
+    with (
+        dovecot(args.dovecot) as server,
+        ThreadedReceiver(default_status=200) as rx,
+        contextlib.ExitStack() as stack,
+    ):
+        nginx = stack.enter_context(NginxReceiver()) if "nginx" in receivers else None
         t = time.perf_counter()
         pool = generate_messages(50, seed=11, size=5000)
         accounts = []
@@ -289,26 +384,81 @@ def main() -> int:
         db = work / "state.db"
 
         # -- phase 1: first full cycle over the accounts with mail ----------------------------
-        cfg = poller_config(work / "first.yaml", db, rx, accounts[: args.accounts], poller=poller)
-        prof = args.profile / "first_cycle.txt" if args.profile else None
-        bridge = Bridge(cfg, work / "first.log", prof)
-        try:
-            deadline = bridge.started + max(600.0, total / 20)
-            while len({r.msg_id for r in rx.requests if r.verified}) < total:
-                bridge.check()
-                if time.perf_counter() > deadline:
-                    raise SystemExit(f"timed out with {len(rx.requests)} of {total} delivered")
-                time.sleep(0.02)
-            cycle = time.perf_counter() - bridge.started
-            cpu_cycle = bridge.cpu()
-            rss_first = bridge.rss()
-        finally:
-            bridge.stop()
+        def cfg_for(db: Path, receiver: Any) -> Path:
+            accs = accounts[: args.accounts]
+            return poller_config(db.with_suffix(".yaml"), db, receiver, accs, poller=poller)
+
+        cycles: dict[tuple[str, str], list[Cycle]] = {}
+        for r in range(args.rounds):
+            for name, tree in trees.items():
+                for kind in receivers:
+                    receiver = nginx if kind == "nginx" else rx
+                    prof = None
+                    if args.profile is not None and name == "this":
+                        prof = args.profile / f"first_cycle_{kind}.txt"
+                    run = work / f"first-{r}-{name}-{kind}"
+                    c = first_cycle(cfg_for, run, receiver, total, tree=tree, profile=prof)
+                    cycles.setdefault((name, kind), []).append(c)
+                    print(
+                        f"first full cycle ({name}, {kind} receiver): {c.seconds:.2f} s for "
+                        f"{args.accounts} accounts ({total} messages), CPU {c.cpu:.2f} s, "
+                        f"RSS {c.rss / 1e6:.0f} MB; load {c.load:.2f}"
+                    )
+        # The target's figure: this tree on the first receiver (nginx unless told otherwise).
+        main = cycles[("this", receivers[0])]
+        cycle = statistics.median(c.seconds for c in main)
+        cpu_cycle = statistics.median(c.cpu for c in main)
+        rss_first = main[-1].rss
+        db = main[-1].db
+        first: dict[str, Any] = {
+            f"{name}/{kind}": {
+                "seconds": [c.seconds for c in cs],
+                "cpu_seconds": [c.cpu for c in cs],
+                "load": [c.load for c in cs],
+                "median_seconds": statistics.median(c.seconds for c in cs),
+                "median_cpu_seconds": statistics.median(c.cpu for c in cs),
+            }
+            for (name, kind), cs in cycles.items()
+        }
         first_logins = logins()
-        print(
-            f"first full cycle: {cycle:.2f} s for {args.accounts} accounts ({total} messages), "
-            f"CPU {cpu_cycle:.2f} s, RSS {rss_first / 1e6:.0f} MB; load {os.getloadavg()[0]:.2f}"
+        rows = [
+            [f"{name}, {kind} receiver", v["median_seconds"], v["median_cpu_seconds"]]
+            for (name, kind), v in zip(cycles, first.values(), strict=True)
+        ]
+        print_table(
+            f"First full cycle, {args.accounts} accounts, {total} messages (medians of "
+            f"{args.rounds})",
+            ["tree, receiver", "wall (s)", "bridge CPU (s)"],
+            rows,
         )
+        if args.baseline is not None:
+            for kind in receivers:
+                this = first[f"this/{kind}"]["median_seconds"]
+                base = first[f"baseline/{kind}"]["median_seconds"]
+                print(f"{kind}: this / baseline wall {this / base:.3f}")
+        if args.first_only:
+            after = machine()
+            data_first: dict[str, Any] = {
+                "benchmark": "many_accounts_first",
+                "accounts": args.accounts,
+                "messages": total,
+                "receivers": receivers,
+                "baseline": str(args.baseline) if args.baseline else None,
+                "first_cycle_seconds": cycle,
+                "first_cycle_cpu_seconds": cpu_cycle,
+                "first_cycle": first,
+                "machine_before": before,
+                "machine_after": after,
+                "targets": {"first_cycle_le_5s": cycle <= 5.0},
+            }
+            path = write_results("many_accounts_first", data_first)
+            print(
+                f"\nfirst cycle <= 5 s ({receivers[0]} receiver): "
+                f"{'met' if cycle <= 5 else 'NOT met'}\nload {before['loadavg']} -> "
+                f"{after['loadavg']}\nresults: {path}"
+            )
+            shutil.rmtree(work, ignore_errors=True)
+            return 0
 
         # -- phase 2: every account, idle -----------------------------------------------------
         cfg = poller_config(work / "idle.yaml", db, rx, accounts, poller=poller)
@@ -364,9 +514,11 @@ def main() -> int:
             "max_concurrent_accounts": args.concurrency or "default",
             "accounts": args.accounts,
             "messages": total,
+            "first_cycle_receiver": receivers[0],
             "first_cycle_seconds": cycle,
             "first_cycle_cpu_seconds": cpu_cycle,
             "first_cycle_rss": rss_first,
+            "first_cycle": first,
             "idle_accounts": args.idle_accounts,
             "interval": args.interval,
             "idle_warmup_seconds": warm,
@@ -400,7 +552,11 @@ def main() -> int:
             f"concurrency {args.concurrency or 'default'})",
             ["measure", "value"],
             [
-                [f"first full cycle, {args.accounts} accounts, {total} messages (s)", cycle],
+                [
+                    f"first full cycle, {args.accounts} accounts, {total} messages, "
+                    f"{receivers[0]} receiver (s)",
+                    cycle,
+                ],
                 ["  bridge CPU in it (s)", cpu_cycle],
                 [
                     f"idle, {args.idle_accounts} accounts at {args.interval:g} s (% of one core)",
@@ -421,7 +577,8 @@ def main() -> int:
             ],
         )
         print(
-            f"\nfirst cycle <= 5 s: {'met' if cycle <= 5 else 'NOT met'}; idle < 5% of a core: "
+            f"\nfirst cycle <= 5 s ({receivers[0]}): {'met' if cycle <= 5 else 'NOT met'}; "
+            f"idle < 5% of a core: "
             f"{'met' if share < 0.05 else 'NOT met'}\n"
             f"machine: {before['nproc']} x {before['cpu']}; load {before['loadavg']} -> "
             f"{after['loadavg']}\nresults: {path}"

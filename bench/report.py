@@ -80,9 +80,16 @@ def many(d: dict[str, Any]) -> str:
             "",
             "| measure | value |",
             "|---|---:|",
-            f"| first full cycle (exec to every message delivered) | "
+            f"| first full cycle (exec to every message delivered), "
+            f"{d.get('first_cycle_receiver', 'Python')} receiver | "
             f"{d['first_cycle_seconds']:.2f} s |",
             f"| CPU used by the bridge in that cycle | {d['first_cycle_cpu_seconds']:.2f} s |",
+            *(
+                f"| first full cycle, Python receiver (bridge CPU) | "
+                f"{py['median_seconds']:.2f} s ({py['median_cpu_seconds']:.2f} s) |"
+                for py in [d.get("first_cycle", {}).get("this/python")]
+                if py and d.get("first_cycle_receiver") != "python"
+            ),
             f"| idle polling, {d['idle_accounts']} accounts, over "
             f"{d['idle_window_seconds']:.0f} s | {100 * d['idle_core_share']:.2f} % of one core "
             f"({d['idle_polls_in_window']} polls, {d['idle_cpu_ms_per_poll']:.3f} ms each) |",
