@@ -153,3 +153,74 @@ def test_one_scan_equals_the_old_scans_on_generated_blocks(block: bytes) -> None
 @given(st.binary(max_size=400))
 def test_one_scan_equals_the_old_scans_on_any_bytes(block: bytes) -> None:
     _check(block)
+
+
+# -- the plain-block test ---------------------------------------------------------------------
+# `_is_plain` replaced one pattern (as of 573d65f) that walked every byte of the block; it must
+# accept exactly the blocks the pattern matched.
+_PATTERN_PLAIN_BLOCK = re.compile(
+    rb"(?:[\x21-\x39\x3b-\x7e]+:[^\r\n\x0b\x0c\x1c-\x1f]*\r?\n"
+    rb"(?:[ \t][^\r\n\x0b\x0c\x1c-\x1f]*\r?\n)*)*(?:\r?\n)?"
+)
+
+
+def _check_plain(block: bytes) -> None:
+    if block[-1:] != b"\n":
+        block += b"\n"  # as `_plain_scan` hands it over
+    expected = _PATTERN_PLAIN_BLOCK.fullmatch(block) is not None
+    assert _fingerprint._is_plain(block) == expected, block[:300]
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"\n",
+        b"\r\n",
+        b"\n\n",
+        b"\r\n\n",
+        b"\n\r\n",
+        b"\r\r\n",
+        b"A: x\n\n",
+        b"A: x\r\n\r\n",
+        b"A: x\n\nB: y\n",
+        b"A: x\n\r\nB: y\n",
+        b"A: x\n\n\n",
+        b" A: x\n",
+        b"A: x\n b\n\tc\n",
+        b"A:\n",
+        b"A: x\nB:",
+        b"A: x\nB",
+        b"A: x\n:\n",
+        b"A: x\r",
+        b"A: x\rB: y\n",
+        b"A: x\x0b\n",
+        b"A: \x7f\n",
+        b"\x7f: x\n",
+        b"A\x80: x\n",
+        b"From x\n",
+    ],
+)
+def test_plain_blocks_as_the_pattern_decided(block: bytes) -> None:
+    _check_plain(block)
+
+
+_PIECES = [b"\r\n", b"\n", b"\r", b"a", b" ", b"\t", b":", b"A:", b"From:", b"\x0b", b"\x1f"]
+_PIECES += [b"\x7f", b"\x80", b"\x00", b"message-id:", b"\nSubject:"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(_PIECES),
+        max_size=20,
+    ).map(b"".join)
+)
+def test_plain_blocks_as_the_pattern_decided_on_pieces(block: bytes) -> None:
+    _check_plain(block)
+    _check(block)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_header_blocks())
+def test_plain_blocks_as_the_pattern_decided_on_generated_blocks(block: bytes) -> None:
+    _check_plain(block[: header_end(block)])
