@@ -26,10 +26,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import tenacity
 from yarl import URL
 
+from bridge.delivery.client import aiohttp, trust_system_cas
 from bridge.delivery.policy import is_permanent_status, parse_retry_after
 from bridge.delivery.signing import SigningKeys
 from bridge.lifecycle import Service
@@ -161,6 +161,8 @@ class WebhookTarget:
         if not self.verify_tls:
             return False
         if self.ca_file is None:
+            if self._url.scheme == "https":
+                trust_system_cas()  # read the system's CAs now, if aiohttp's import did not
             return True  # aiohttp's default verifying context (system trust store)
         try:
             return ssl.create_default_context(cafile=str(self.ca_file))

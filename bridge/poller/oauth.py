@@ -124,8 +124,9 @@ class TokenProvider:
             form["client_secret"] = self._client_secret
         if self.scope:
             form["scope"] = self.scope
-        import aiohttp
+        from bridge.delivery.client import aiohttp, trust_system_cas
 
+        trust_system_cas()  # before a request that may verify against them
         host = urlsplit(self.token_url).hostname or "the token endpoint"
         self.refreshes += 1
         session = self._session or aiohttp.ClientSession()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+
 import orjson
 
 from bridge.delivery.sender import WebhookSender
@@ -45,3 +49,46 @@ async def test_verification_can_be_switched_off_explicitly(
 ) -> None:
     result = await sender.send(target_for(tls_receiver, verify_tls=False), "msg_tls", BODY)
     assert result.ok
+
+
+# A fresh interpreter: aiohttp imported through bridge.delivery.client has read no CA yet.
+_SYSTEM_TRUST = r"""
+import asyncio, sys
+from bridge.delivery.sender import WebhookSender, WebhookTarget
+from aiohttp import connector
+
+def cas():
+    return connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"]
+
+async def main(url, secret):
+    assert cas() == 0, "aiohttp's import read the trust store"
+    WebhookTarget(name="plain", url=url.replace("https:", "http:"), secrets=(secret,))
+    assert cas() == 0, "an http:// webhook read the trust store"
+    target = WebhookTarget(name="tls", url=url, secrets=(secret,))  # system trust, verified
+    assert cas() > 0, "an https:// webhook did not read the trust store"
+    async with WebhookSender() as sender:
+        result = await sender.send(target, "msg_system_trust", b"{}")
+    assert result.ok, result.error
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+async def test_the_system_trust_store_is_read_before_the_first_https_request(
+    tls_receiver: WebhookReceiver, tls_certs: TestCerts
+) -> None:
+    # The test CA stands in for the system's trust store (SSL_CERT_FILE is OpenSSL's own
+    # variable): reading it late must still verify, and verify against it.
+    env = {**os.environ, "SSL_CERT_FILE": str(tls_certs.ca_file), "SSL_CERT_DIR": "/nonexistent"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _SYSTEM_TRUST,
+        tls_receiver.url,
+        tls_receiver.secret,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert tls_receiver.unique_ids == {"msg_system_trust"}
