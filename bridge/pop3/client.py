@@ -65,7 +65,7 @@ from bridge.pop3.mechanisms import (
     falls_back,
 )
 from bridge.pop3.mechanisms import normalise as normalise_mechanism
-from bridge.pop3.responses import parse_list_line, parse_stat, parse_uidl_line
+from bridge.pop3.responses import parse_list, parse_list_line, parse_stat, parse_uidl
 from bridge.pop3.sasl import (
     CramMD5,
     Login,
@@ -440,7 +440,7 @@ class POP3Client(Channel):
             status = await self._simple(Command("LIST", (str(number),)))
             return [parse_list_line(status.text.encode())]
         _, body = await self._multi(Command("LIST"))
-        return [parse_list_line(line) for line in body.splitlines() if line.strip()]
+        return parse_list(body)
 
     async def uidl(
         self,
@@ -498,10 +498,7 @@ class POP3Client(Channel):
                 raise self._error("UIDL", status)
         if body is None and self._conn.in_body:  # a +OK whose body is to be read by events
             body = await self._body(limit)
-        if body is not None:
-            entries = [parse_uidl_line(line) for line in body.splitlines() if line.strip()]
-        else:
-            entries = [(n, "") for n, _ in await self.list()]
+        entries = parse_uidl(body) if body is not None else [(n, "") for n, _ in await self.list()]
         missing = [n for n, uid in entries if not uid]
         if missing and header_id is not None:
             self.uidl_fallback = True

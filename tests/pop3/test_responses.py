@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.pop3.errors import RemoteProtocolError
 from bridge.pop3.events import StatusResponse
 from bridge.pop3.responses import (
     apop_timestamp,
     parse_capa,
+    parse_list,
     parse_list_line,
     parse_stat,
     parse_status_line,
+    parse_uidl,
     parse_uidl_line,
 )
 
@@ -112,3 +119,62 @@ def test_uidl_tolerant(line: bytes, expected: tuple[int, str]) -> None:
 def test_uidl_non_numeric_refused() -> None:
     with pytest.raises(RemoteProtocolError):
         parse_uidl_line(b"x abc")
+
+
+# -- whole LIST and UIDL bodies -------------------------------------------------------------
+# `parse_list` / `parse_uidl` take an ordinary body apart in one split; whatever the body,
+# they must give what the line parser gives for each non-blank line (or raise as it does).
+def _line_by_line(parse: Callable[[bytes], Any], body: bytes) -> Any:
+    try:
+        return [parse(line) for line in body.splitlines() if line.strip()]
+    except RemoteProtocolError:
+        return RemoteProtocolError
+
+
+def _whole(parse: Callable[[bytes], Any], body: bytes) -> Any:
+    try:
+        return parse(body)
+    except RemoteProtocolError:
+        return RemoteProtocolError
+
+
+_PIECES = [b"1", b"23", b"0", b"007", b" ", b"  ", b"\t", b"\r\n", b"\n", b"\r", b"abc", b"-"]
+_PIECES += [b"\x7f", b"\x80", b"\xff", b"\x00", b"\x0b", b"\x1f", b"\x21", b"~", b"+5", b"\xe9"]
+_BODY_PIECES = st.sampled_from(_PIECES)
+_LINES = st.lists(
+    st.one_of(
+        st.tuples(st.integers(0, 10**12), st.integers(0, 10**12)).map(lambda t: b"%d %d" % t),
+        st.tuples(st.integers(0, 10**6), st.binary(min_size=0, max_size=12)).map(
+            lambda t: b"%d %s" % t
+        ),
+        st.lists(_BODY_PIECES, max_size=6).map(b"".join),
+    ).map(lambda line: line + b"\r\n"),
+    max_size=8,
+).map(b"".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(_LINES, st.lists(_BODY_PIECES, max_size=20).map(b"".join)))
+def test_whole_bodies_parse_as_line_by_line(body: bytes) -> None:
+    assert _whole(parse_list, body) == _line_by_line(parse_list_line, body)
+    assert _whole(parse_uidl, body) == _line_by_line(parse_uidl_line, body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"1 120\r\n2 4000\r\n",
+        b"1 whqtswO00WBw418f9t5JxYwZ\r\n2 x\r\n",
+        b"1 120\r\n\r\n2 4000\r\n",
+        b"1 120\n2 4000\n",
+        b"1 120 extra\r\n",
+        b"1  120\r\n",
+        b"1 120\r\n2\r\n",
+        b"1 caf\xc3\xa9\r\n",
+        b"x 1\r\n",
+    ],
+)
+def test_whole_bodies_parse_as_line_by_line_edges(body: bytes) -> None:
+    assert _whole(parse_list, body) == _line_by_line(parse_list_line, body)
+    assert _whole(parse_uidl, body) == _line_by_line(parse_uidl_line, body)
