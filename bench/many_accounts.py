@@ -4,7 +4,8 @@
                                   [--interval 60] [--idle-seconds 60] [--concurrency N]
                                   [--dovecot tuned|forking] [--tls] [--quick] [--profile DIR]
                                   [--receiver nginx|python|both] [--rounds N] [--baseline DIR]
-                                  [--first-only]
+                                  [--first-only] [--idle-only] [--idle-rounds N] [--no-floor]
+                                  [--auth MECH]
 
 One private Dovecot holds `--idle-accounts` users (a passwd-file line each, as the test suite
 makes them); the first `--accounts` of them get `--per-account` messages. Two `pop3bridge run`
@@ -28,6 +29,16 @@ processes (default poller settings unless `--concurrency`) share one SQLite stat
 
 RSS per account is (idle RSS with all accounts - RSS after phase 1) / (the accounts added): what
 one more idle account costs. RSS is the bridge's plus its parse worker's.
+
+For quick, alternated comparisons of phase 2: `--idle-only` skips phase 1 (no account has mail,
+so there is no RSS-per-added-account figure); with `--baseline` phase 2 also runs the other
+tree, in turns with this one for `--idle-rounds` rounds (baseline first in odd rounds), each
+run printing its CPU per poll and sleeps per poll (voluntary context switches: how often the
+process found nothing to do); `--no-floor` skips the minimal client. Fewer accounts at a
+proportionally shorter interval keep the rate of polls (`--idle-accounts 2000 --interval 12
+--idle-seconds 24`: 167 per second, as 10,000 at 60 s), though the per-poll figure grows a
+little with the number of accounts. `--auth` sets the accounts' `auth:` (default: not set, so
+`auto`, which picks CRAM-MD5 over plain POP3).
 
 `--dovecot tuned` (the default) runs Dovecot's login and pop3 processes in its high-performance
 mode (processes reused instead of two forks per session); `forking` is the suite's config as
@@ -165,6 +176,14 @@ class Bridge:
             with contextlib.suppress(psutil.Error):
                 t = p.cpu_times()
                 total += t.user + t.system
+        return total
+
+    def wakeups(self) -> int:
+        """Voluntary context switches: how often the tree went to sleep waiting for work."""
+        total = 0
+        for p in self._tree():
+            with contextlib.suppress(psutil.Error):
+                total += p.num_ctx_switches().voluntary
         return total
 
     def rss(self) -> int:
@@ -319,6 +338,55 @@ def floor_session_ms(
     return round(float(out.stdout.strip()), 3)
 
 
+def idle_phase(
+    args: argparse.Namespace,
+    cfg: Path,
+    work: Path,
+    rx: ThreadedReceiver,
+    logins: Logins,
+    prof: Path | None,
+    tree: Path | None,
+) -> dict[str, float]:
+    """Phase 2 once: `pop3bridge run` (of `tree`, else this checkout) over every account, its
+    CPU read over `--idle-seconds` once each account was polled."""
+    delivered = len(rx.requests)
+    first_logins = logins()
+    bridge = Bridge(cfg, work / "idle.log", prof, tree)
+    try:
+        deadline = bridge.started + max(600.0, args.idle_accounts / 10)
+        while logins() - first_logins < args.idle_accounts:
+            bridge.check()
+            if time.perf_counter() > deadline:
+                raise SystemExit("not every account was polled in time")
+            time.sleep(0.5)
+        warm = time.perf_counter() - bridge.started
+        print(f"every one of {args.idle_accounts} accounts polled {warm:.1f} s after exec")
+        time.sleep(min(5.0, args.interval / 4))
+        c0, w0, n0, s0 = bridge.cpu(), time.perf_counter(), logins(), bridge.wakeups()
+        rss = []
+        while time.perf_counter() - w0 < args.idle_seconds:
+            time.sleep(1.0)
+            bridge.check()
+            rss.append(bridge.rss())
+        c1, w1, n1, s1 = bridge.cpu(), time.perf_counter(), logins(), bridge.wakeups()
+    finally:
+        bridge.stop()
+    if len(rx.requests) != delivered or rx.invalid:
+        raise SystemExit("idle phase was not idle (new deliveries) or signatures failed")
+    polls = n1 - n0
+    return {
+        "cpu": c1 - c0,
+        "window": w1 - w0,
+        "polls": polls,
+        "share": (c1 - c0) / (w1 - w0),
+        "ms_per_poll": 1000 * (c1 - c0) / max(polls, 1),
+        "sleeps_per_poll": (s1 - s0) / max(polls, 1),
+        "rss": max(rss),
+        "warm": warm,
+        "load": os.getloadavg()[0],
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--accounts", type=int, default=1000)
@@ -343,9 +411,15 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1, help="phase-1 rounds (medians reported)")
     ap.add_argument("--baseline", type=Path, default=None, help="a tree to alternate with")
     ap.add_argument("--first-only", action="store_true", help="phase 1 only")
+    ap.add_argument("--idle-only", action="store_true", help="phase 2 only (no account has mail)")
+    ap.add_argument("--idle-rounds", type=int, default=1, help="phase-2 rounds with --baseline")
+    ap.add_argument("--no-floor", action="store_true", help="skip the minimal client")
+    ap.add_argument("--auth", default=None, help="the accounts' auth: (default: auto)")
     args = ap.parse_args()
     if args.quick:
         args.accounts, args.idle_accounts, args.interval, args.idle_seconds = 20, 200, 10.0, 10.0
+    if args.idle_only:
+        args.accounts = 0
     args.idle_accounts = max(args.idle_accounts, args.accounts)
     work = Path(tempfile.mkdtemp(prefix="pop3bridge-bench-many-"))
     before = machine()
@@ -374,6 +448,7 @@ def main() -> int:
                     **(server.pop3s_account(user) if args.tls else server.plain_account(user, "")),
                     "name": f"a{i:05d}",
                     "poll_interval": args.interval,
+                    **({"auth": args.auth} if args.auth else {}),
                 }
             )
         print(
@@ -389,7 +464,7 @@ def main() -> int:
             return poller_config(db.with_suffix(".yaml"), db, receiver, accs, poller=poller)
 
         cycles: dict[tuple[str, str], list[Cycle]] = {}
-        for r in range(args.rounds):
+        for r in range(0 if args.idle_only else args.rounds):
             for name, tree in trees.items():
                 for kind in receivers:
                     receiver = nginx if kind == "nginx" else rx
@@ -405,11 +480,11 @@ def main() -> int:
                         f"RSS {c.rss / 1e6:.0f} MB; load {c.load:.2f}"
                     )
         # The target's figure: this tree on the first receiver (nginx unless told otherwise).
-        main = cycles[("this", receivers[0])]
-        cycle = statistics.median(c.seconds for c in main)
-        cpu_cycle = statistics.median(c.cpu for c in main)
-        rss_first = main[-1].rss
-        db = main[-1].db
+        main = cycles.get(("this", receivers[0]), [])
+        cycle = statistics.median(c.seconds for c in main) if main else 0.0
+        cpu_cycle = statistics.median(c.cpu for c in main) if main else 0.0
+        rss_first = main[-1].rss if main else 0
+        db = main[-1].db if main else db
         first: dict[str, Any] = {
             f"{name}/{kind}": {
                 "seconds": [c.seconds for c in cs],
@@ -420,7 +495,6 @@ def main() -> int:
             }
             for (name, kind), cs in cycles.items()
         }
-        first_logins = logins()
         rows = [
             [f"{name}, {kind} receiver", v["median_seconds"], v["median_cpu_seconds"]]
             for (name, kind), v in zip(cycles, first.values(), strict=True)
@@ -431,7 +505,7 @@ def main() -> int:
             ["tree, receiver", "wall (s)", "bridge CPU (s)"],
             rows,
         )
-        if args.baseline is not None:
+        if args.baseline is not None and not args.idle_only:
             for kind in receivers:
                 this = first[f"this/{kind}"]["median_seconds"]
                 base = first[f"baseline/{kind}"]["median_seconds"]
@@ -460,39 +534,32 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
             return 0
 
-        # -- phase 2: every account, idle -----------------------------------------------------
+        # -- phase 2: every account, idle (in turns with --baseline) ------------------------
         cfg = poller_config(work / "idle.yaml", db, rx, accounts, poller=poller)
-        prof = args.profile / "idle.txt" if args.profile else None
-        delivered = len(rx.requests)
-        bridge = Bridge(cfg, work / "idle.log", prof)
-        try:
-            deadline = bridge.started + max(600.0, args.idle_accounts / 10)
-            while logins() - first_logins < args.idle_accounts:
-                bridge.check()
-                if time.perf_counter() > deadline:
-                    raise SystemExit("not every account was polled in time")
-                time.sleep(0.5)
-            warm = time.perf_counter() - bridge.started
-            print(f"every one of {args.idle_accounts} accounts polled {warm:.1f} s after exec")
-            time.sleep(min(5.0, args.interval / 4))
-            c0, w0, n0 = bridge.cpu(), time.perf_counter(), logins()
-            rss = []
-            while time.perf_counter() - w0 < args.idle_seconds:
-                time.sleep(1.0)
-                bridge.check()
-                rss.append(bridge.rss())
-            c1, w1, n1 = bridge.cpu(), time.perf_counter(), logins()
-        finally:
-            bridge.stop()
-        if len(rx.requests) != delivered or rx.invalid:
-            raise SystemExit("idle phase was not idle (new deliveries) or signatures failed")
+        order = list(trees.items())
+        idle_runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+        for r in range(args.idle_rounds if args.baseline is not None else 1):
+            for name, tree in order if r % 2 else order[::-1]:
+                prof = args.profile / f"idle_{name}_{r}.txt" if args.profile else None
+                figures = idle_phase(args, cfg, work, rx, logins, prof, tree)
+                idle_runs[name].append(figures)
+                print(
+                    f"  idle ({name}): {100 * figures['share']:.2f} % of a core, "
+                    f"{figures['ms_per_poll']:.3f} ms per poll ({figures['polls']} polls, "
+                    f"{figures['sleeps_per_poll']:.2f} sleeps each), "
+                    f"RSS {figures['rss'] / 1e6:.0f} MB; load {figures['load']:.2f}"
+                )
+        idle = idle_runs["this"][-1]
+        c0, c1, w0, w1, polls = 0.0, idle["cpu"], 0.0, idle["window"], int(idle["polls"])
+        warm = idle["warm"]
+        rss = [int(idle["rss"])]
 
         # -- the floor: the same idle session from a minimal client ---------------------------
-        floor = {}
-        paced = {}
+        floor: dict[str, float | None] = {}
+        paced: dict[str, float | None] = {}
         users = [(a["username"], a["password"]) for a in accounts[: args.floor_sessions]]
         rate = args.idle_accounts / args.interval
-        for loop in ("asyncio", "uvloop"):
+        for loop in ("asyncio", "uvloop") if not args.no_floor else ():
             floor[loop] = floor_session_ms(server, users, loop)
             paced[loop] = floor_session_ms(server, users, loop, rate)
         print("floor, CPU ms per idle session: " + ", ".join(f"{k} {v}" for k, v in floor.items()))
@@ -502,10 +569,9 @@ def main() -> int:
         )
         # Reported before the with-block removes 10,000 maildirs (minutes on a discarding disk).
         share = (c1 - c0) / (w1 - w0)
-        polls = n1 - n0
         rss_idle = max(rss)
         added = args.idle_accounts - args.accounts
-        per_account = (rss_idle - rss_first) / added if added else float("nan")
+        per_account = (rss_idle - rss_first) / added if added and rss_first else float("nan")
         after = machine()
         data: dict[str, Any] = {
             "benchmark": "many_accounts",
@@ -533,6 +599,7 @@ def main() -> int:
             "floor_paced_cpu_ms_per_session": paced,
             "rss_per_added_account": per_account,
             "rss_per_account_overall": rss_idle / args.idle_accounts,
+            "idle_runs": idle_runs,
             "machine_before": before,
             "machine_after": after,
             "targets": {
@@ -546,6 +613,7 @@ def main() -> int:
         data["event_loop"] = loop or default
         name = "many_accounts" + ("_tls" if args.tls else "") + (f"_{loop}" if loop else "")
         name += "_quick" if args.quick else ""
+        name += "_idle" if args.idle_only else ""
         path = write_results(name, data)
         print_table(
             f"Many accounts ({'POP3S' if args.tls else 'POP3'}, Dovecot {args.dovecot}, "
