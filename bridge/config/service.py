@@ -37,6 +37,14 @@ class PollerConfig(Section):
         le=1,
         description="Random spread of each poll, as a fraction of the interval.",
     )
+    poll_tick: Duration = Field(
+        default=1.0,
+        ge=0,
+        description="Polls start on a grid of this many seconds (at most a twentieth of the "
+        "account's `poll_interval`; 0: off), each account still every `poll_interval` give or "
+        "take half of it. Polls due in the same tick share the event loop's wake-ups, which "
+        "saves CPU with thousands of accounts (BENCHMARKS.md §2).",
+    )
     shutdown_grace: Duration = Field(
         default=10.0, description="On SIGTERM, seconds to finish polls and deliveries in flight."
     )

@@ -38,6 +38,7 @@ AccountSource = Callable[[], Awaitable[list[AccountSpec]]]
 class PollerOptions:
     max_concurrent_accounts: int = 10
     jitter: float = 0.1
+    poll_tick: float = 1.0
     shutdown_grace: float = 10.0
     delivery_concurrency: int = 16
     claim_seconds: float = DEFAULT_CLAIM_SECONDS
@@ -115,6 +116,7 @@ class PollerApp:
             accounts,
             max_concurrent=options.max_concurrent_accounts,
             jitter=options.jitter,
+            tick=options.poll_tick,
             notify=self.worker.notify if open_sender is None else self._notify,
             deliveries=self.worker.deliveries,
             on_report=on_poll,

@@ -142,6 +142,7 @@ def poller_options(
             getattr(poller, "max_concurrent_accounts", defaults.max_concurrent_accounts)
         ),
         jitter=float(getattr(poller, "jitter", defaults.jitter)),
+        poll_tick=float(getattr(poller, "poll_tick", defaults.poll_tick)),
         shutdown_grace=float(getattr(poller, "shutdown_grace", defaults.shutdown_grace)),
         delivery_concurrency=int(
             getattr(poller, "delivery_concurrency", defaults.delivery_concurrency)

@@ -5,6 +5,14 @@ message that trips a bug) only ever delays that account. A semaphore bounds how 
 sessions run at once across all accounts. Jitter spreads accounts with the same interval so a
 thousand mailboxes do not log in in the same second.
 
+Polls land on a grid of `tick` seconds (`poller.poll_tick`, 1 s by default, never more than a
+twentieth of the account's interval): each account's next poll is due at its interval, with
+jitter, from the last one, then moved to the nearest tick, so an account is still polled every
+`poll_interval` give or take half a tick. Polls that fall on the same tick start in the same
+turn of the event loop and run side by side (up to the session limit), so their exchanges share
+the loop's wake-ups and the server's; spread evenly instead, each exchange found both processes
+asleep and woke them (BENCHMARKS.md §2: about a fifth of an idle poll's CPU).
+
 Backoff after a failure doubles from the poll interval up to `MAX_BACKOFF`; a server that says
 how long to wait (`[LOGIN-DELAY]`, RFC 2449 section 8.1.1, via the client's `retry_after`) is
 obeyed, and `[IN-USE]` (another client holds the maildrop) backs off as a temporary failure.
@@ -42,13 +50,16 @@ from bridge.poller.spec import AccountSpec
 from bridge.pop3.errors import TemporaryFailure
 from bridge.store.base import Store
 
-__all__ = ["LeaseOptions", "Scheduler", "backoff_delay", "jittered"]
+__all__ = ["POLL_TICK", "LeaseOptions", "Scheduler", "backoff_delay", "jittered", "on_tick"]
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 3600.0
 MIN_BACKOFF = 5.0
 RECONCILE_EVERY = 30.0
+# Polls are moved to the nearest multiple of this many seconds of the loop's clock (module
+# docstring), and never by more than half of a twentieth of the interval.
+POLL_TICK = 1.0
 
 AccountSource = Callable[[], Awaitable[list[AccountSpec]]]
 ReportHook = Callable[[AccountSpec, PollReport | None, BaseException | None], None]
@@ -60,6 +71,14 @@ def jittered(interval: float, jitter: float, rng: random.Random | None = None) -
     """`interval` spread by +-`jitter` (a fraction, 0.1 = 10 %), never below zero."""
     spread = rng.uniform(-jitter, jitter) if rng else random.uniform(-jitter, jitter)
     return max(0.0, interval * (1.0 + spread))
+
+
+def on_tick(delay: float, now: float, tick: float) -> float:
+    """`delay` from `now`, moved so that it ends on the multiple of `tick` nearest to
+    `now + delay` (never before `now`); `delay` itself when `tick` or `delay` is not positive."""
+    if tick <= 0 or delay <= 0:
+        return delay
+    return max(0.0, round((now + delay) / tick) * tick - now)
 
 
 def backoff_delay(interval: float, failures: int, retry_after: float | None = None) -> float:
@@ -107,6 +126,7 @@ class Scheduler:
         monotonic: Callable[[], float] = time.monotonic,
         refresh: float = RECONCILE_EVERY,
         on_leases: LeaseHook | None = None,
+        tick: float = POLL_TICK,
     ) -> None:
         self.store = store
         self.accounts = accounts
@@ -119,6 +139,7 @@ class Scheduler:
         self.monotonic = monotonic
         self.refresh = refresh
         self.on_leases = on_leases
+        self.tick = tick
         self._sessions = asyncio.Semaphore(max(1, max_concurrent))
         self._stopping = False
         self._loops: dict[str, tuple[AccountSpec, asyncio.Task[None]]] = {}
@@ -273,8 +294,10 @@ class Scheduler:
         # The account's seen set as this loop's polls left it (`poll.SeenMemo`): an idle poll
         # then skips the store. A changed account gets a new loop, and with it a new memo.
         memo = SeenMemo()
+        tick = min(self.tick, spec.poll_interval / 20)
+        loop = asyncio.get_running_loop()
         while not self._stopping:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(on_tick(delay, loop.time(), tick))
             if self._stopping:
                 return
             if not self.owns(spec.name):
