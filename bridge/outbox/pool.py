@@ -179,6 +179,7 @@ class ParsePool:
         self._closed = False
         self._procs: list[_Worker | None] | None = None
         self._queued: list[_Pending] = []
+        self._answered = False  # a first batch went and came back (`_run`)
         self._running: asyncio.Task[None] | None = None
         _current = self
 
@@ -230,11 +231,17 @@ class ParsePool:
 
         try:
             while self._queued:
-                # One share per worker, so every worker has a part of what is waiting.
-                batch, self._queued = self._queued, []
+                # One share per worker, so every worker has a part of what is waiting. The
+                # pool's first batch is one job per worker: a delivery claim queues all its
+                # bodies at once, and the first POST would wait for all of them (20 bench
+                # messages: ~25 ms at load 4) when it needs one; the rest go together once
+                # that one is back, and are parsed while its body is posted.
+                take = len(self._queued) if self._answered else self.workers
+                batch, self._queued = self._queued[:take], self._queued[take:]
                 step = -(-len(batch) // self.workers)
                 shares = [batch[at : at + step] for at in range(0, len(batch), step)]
                 await asyncio.gather(*(self._batch(n, share) for n, share in enumerate(shares)))
+                self._answered = True
         finally:
             self._running = None
 

@@ -59,3 +59,49 @@ async def test_a_body_built_without_warm_up_starts_the_workers_itself(store: Sto
         assert pool.started and b'"subject":"hello"' in body
     finally:
         pool.close()
+
+
+async def test_the_first_batch_is_one_job_so_the_first_body_waits_for_one_parse() -> None:
+    # A delivery claim queues all its bodies at once; the first POST needs only the first.
+    import asyncio
+
+    from bridge.outbox import BodyJob, BodySpec
+    from bridge.store.base import OutboxItem, deferred_payload
+
+    def item(n: int) -> OutboxItem:
+        raw = MAIL.replace(b"hello", f"hello {n}".encode())
+        return OutboxItem(
+            id=n,
+            msg_id=f"msg_{n}",
+            account="acct",
+            uidl=f"u{n}",
+            webhook="main",
+            payload=deferred_payload("poller"),
+            attempts=0,
+            created_at=1_700_000_000.0,
+            next_attempt_at=1_700_000_000.0,
+            last_error=None,
+            size=len(raw),
+            raw=raw,
+        )
+
+    pool = ParsePool(1)
+    sizes: list[int] = []
+    send = pool._send
+
+    async def counted(slot: int, jobs: list[object]) -> list[object]:
+        sizes.append(len(jobs))
+        return await send(slot, jobs)  # type: ignore[arg-type]
+
+    pool._send = counted  # type: ignore[method-assign]
+    try:
+        spec = BodySpec(1 << 20, False)
+        bodies = await asyncio.gather(
+            *(pool.run(BodyJob(spec, item(n), 1_700_000_000.0)) for n in range(1, 8))
+        )
+        assert sizes == [1, 6]  # the first alone, then the rest together
+        assert [f'"subject":"hello {n}"'.encode() in b for n, b in enumerate(bodies, 1)] == [
+            True
+        ] * 7
+    finally:
+        pool.close()
