@@ -27,9 +27,10 @@ import datetime
 import email.utils
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import tenacity
+if TYPE_CHECKING:
+    import tenacity
 
 __all__ = [
     "RETRY_AFTER_STATUSES",
@@ -42,7 +43,6 @@ __all__ = [
 # 4xx codes that describe a condition of the moment rather than a bad request.
 TRANSIENT_4XX = frozenset({408, 409, 425, 429})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
-_RETRYING = tenacity.Retrying()  # only a placeholder owner for the call states we build
 
 
 def is_permanent_status(status: int | None) -> bool:
@@ -100,8 +100,11 @@ class RetryPolicy:
     max_delay: float = 3600.0  # largest jitter window, seconds
     give_up_after: float = 86400.0  # seconds since the first attempt (needs first_attempt_at)
     retry_after_cap: float = 6 * 3600.0
-    _wait: tenacity.wait_random_exponential = field(init=False, repr=False, compare=False)
-    _cap: tenacity.wait_exponential = field(init=False, repr=False, compare=False)
+    # tenacity's strategies, made at the first failure: a run that only delivers (`once` to
+    # its first POST) does not import tenacity (about 5 ms, `python -X importtime`).
+    _waits: tuple[tenacity.wait_random_exponential, tenacity.wait_exponential] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -113,22 +116,26 @@ class RetryPolicy:
             )
         if self.give_up_after <= 0 or self.retry_after_cap < 0:
             raise ValueError("give_up_after must be positive and retry_after_cap not negative")
-        object.__setattr__(
-            self,
-            "_wait",
-            tenacity.wait_random_exponential(multiplier=self.initial, max=self.max_delay),
-        )
-        object.__setattr__(
-            self, "_cap", tenacity.wait_exponential(multiplier=self.initial, max=self.max_delay)
-        )
 
     def window(self, attempts: int) -> float:
         """Upper bound of the jittered delay after `attempts` attempts (non-decreasing)."""
-        return self._cap(self._call_state(attempts))
+        return self._strategies()[1](self._call_state(attempts))
 
     def delay(self, attempts: int) -> float:
         """A fresh full-jitter delay in [0, window(attempts)]."""
-        return self._wait(self._call_state(attempts))
+        return self._strategies()[0](self._call_state(attempts))
+
+    def _strategies(self) -> tuple[tenacity.wait_random_exponential, tenacity.wait_exponential]:
+        if self._waits is None:
+            import tenacity
+
+            waits = (
+                tenacity.wait_random_exponential(multiplier=self.initial, max=self.max_delay),
+                tenacity.wait_exponential(multiplier=self.initial, max=self.max_delay),
+            )
+            object.__setattr__(self, "_waits", waits)  # two threads may both build it: alike
+            return waits
+        return self._waits
 
     def next_attempt(
         self,
@@ -157,9 +164,25 @@ class RetryPolicy:
             when = deadline
         return when
 
-    def _call_state(self, attempts: int) -> tenacity.RetryCallState:
+    @staticmethod
+    def _call_state(attempts: int) -> tenacity.RetryCallState:
         # tenacity's wait strategies read only `attempt_number`; a fresh state per call keeps
         # the policy safe to share between tasks and threads.
-        state = tenacity.RetryCallState(_RETRYING, None, (), {})
+        import tenacity
+
+        state = tenacity.RetryCallState(_retrying(), None, (), {})
         state.attempt_number = max(1, attempts)
         return state
+
+
+def _retrying() -> tenacity.Retrying:
+    """Only a placeholder owner for the call states `RetryPolicy` builds; made once."""
+    global _RETRYING
+    if _RETRYING is None:
+        import tenacity
+
+        _RETRYING = tenacity.Retrying()
+    return _RETRYING
+
+
+_RETRYING: tenacity.Retrying | None = None

@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tenacity
 from yarl import URL
 
 from bridge.delivery.client import aiohttp, trust_system_cas
@@ -279,7 +278,10 @@ class WebhookSender(Service):
         except _ConnectionFailure as exc:
             failure = exc
         if self.connect_retries:
-            # Slow path only: building the retry machinery costs more than a request.
+            # Slow path only: building the retry machinery costs more than a request (and
+            # importing tenacity, about 5 ms, more than that: not before a failure).
+            import tenacity
+
             retrying = tenacity.AsyncRetrying(
                 retry=tenacity.retry_if_exception_type(_ConnectionFailure),
                 stop=tenacity.stop_after_attempt(self.connect_retries),

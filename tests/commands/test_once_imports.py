@@ -278,6 +278,7 @@ def test_once_parses_new_mail_in_a_worker_forked_before_the_configuration(
         [request] = receiver.verified
     assert result["forked"] is True and result["config_imported"] is False
     assert "aiohttp" in result["modules"]  # new mail: the sender was opened
+    assert "tenacity" not in result["modules"]  # nothing failed: no retry machinery
     # The one worker the pool made is the forked one; none was spawned.
     assert result["workers"] == [{"pid": result["forked_pid"], "spawned": False}]
     data = request.json["data"]
