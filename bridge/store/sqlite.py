@@ -32,18 +32,47 @@ aiosqlite. aiosqlite proxies one statement per call (its only way to run a funct
 thread is the private `Connection._execute`), which costs a thread hop per statement where
 this is one per method (record() of 100 messages is one hop), and it lets another coroutine
 slip a statement into an open transaction on the shared connection.
+
+Group commit
+------------
+Write transactions (`@write`, `@atomic`) that queue while the database thread is busy run
+together: one `BEGIN IMMEDIATE`, each body in a `SAVEPOINT` of its own, one `COMMIT`, then every
+caller is woken with one call into its event loop. With a thousand accounts polled ten at a
+time, each session's `mark_polled` and `record` and the delivery worker's claims and marks were
+a commit each, and every commit appends each page it touched to the WAL (16 KiB each, see
+above) and a thread hop; grouped, the pages shared by neighbouring transactions (the indexes'
+last leaves, the custody table's end) are written once per group. Nothing waits to form a
+group: the first transaction runs at once, the ones that arrive meanwhile form the next (at
+most `GROUP_MAX`), submitted behind any read that queued meanwhile. What a caller is told is
+what happened to its own body:
+
+* a caller is answered only after the COMMIT that made its body durable, so an awaited write is
+  as durable as before (a duplicate after a crash, never a loss: see above);
+* a body that raises is rolled back to its savepoint and its caller gets the error, while the
+  rest of the group commits, as if each had been a transaction of its own; bodies see what the
+  bodies before them in the group wrote, as they would have after those committed;
+* when SQLite rolls the whole transaction back by itself (`SQLITE_FULL` and the like), the
+  bodies before the failing one are lost with it and their callers get the same error (a write
+  the store could not make, as when it fails alone); the rest continue in a new transaction;
+* a failed COMMIT fails every caller of the group;
+* a caller that stopped waiting (cancelled) before its body ran has its body skipped, as a
+  queued `run_in_executor` job would have been.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -60,6 +89,7 @@ T = TypeVar("T")
 
 # Page size of a database this store creates (module docstring); SQLite ignores it for an
 # existing one. And how much WAL gathers before a commit checkpoints it into the database.
+
 PAGE_SIZE = 16384
 CHECKPOINT_BYTES = 4 << 20
 
@@ -69,6 +99,9 @@ CHECKPOINT_BYTES = 4 << 20
 # inserted with zeroblob() placeholders (SQLite writes those zeros page by page) and then
 # filled in place from the caller's buffer, within the same transaction.
 STREAM_BLOB_BYTES = 1 << 20
+
+# At most this many write transactions share one COMMIT (see "Group commit" above).
+GROUP_MAX = 64
 
 
 def _is_big(m: NewMessage) -> bool:
@@ -193,6 +226,39 @@ def _translate(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"SQLite database {path}: {exc}")
 
 
+@dataclass(slots=True)
+class _Queued:
+    """A write transaction waiting for the database thread (`SQLiteStore._transact`)."""
+
+    body: sql.Tx[Any]
+    first: sql.Op
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+# (transaction, its value, or the exception it ends with)
+_Outcome = tuple[_Queued, Any, BaseException | None]
+
+
+def _steps(conn: sqlite3.Connection, body: sql.Tx[T], first: sql.Op) -> T:
+    """Drive `body` from its `first` operation to its end on `conn`."""
+    step: sql.Op | sql.Done[T] = first
+    while not isinstance(step, sql.Done):
+        step = sql.advance(body, _perform(conn, step))
+    return step.value
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    """On the event loop: hand each caller of a committed (or failed) group its outcome."""
+    for q, value, exc in outcomes:
+        if q.future.done():
+            continue  # cancelled meanwhile
+        if exc is None:
+            q.future.set_result(value)
+        else:
+            q.future.set_exception(exc)
+
+
 class SQLiteStore(SQLStore):
     """`Store` on one SQLite file (or `:memory:`)."""
 
@@ -211,6 +277,11 @@ class SQLiteStore(SQLStore):
         self._conn: sqlite3.Connection | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._closed = False
+        # Write transactions waiting for the database thread, and whether a group job is
+        # submitted or running (both guarded by the lock: the loop appends, the thread takes).
+        self._lock = threading.Lock()
+        self._queue: collections.deque[_Queued] = collections.deque()
+        self._draining = False
 
     # -- plumbing -----------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -264,13 +335,17 @@ class SQLiteStore(SQLStore):
             self._conn = self._connect()
         return self._conn
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _executor_now(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._closed:
             raise StoreError(f"SQLite store {self.path} is closed")
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="pop3bridge-sqlite"
             )
+        return self._executor
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        executor = self._executor_now()
 
         def call() -> T:
             conn = self._ensure_open()
@@ -280,34 +355,104 @@ class SQLiteStore(SQLStore):
                 raise _translate(exc, self.path) from exc
 
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, call)
+        return await loop.run_in_executor(executor, call)
 
     async def _transact(self, body: sql.Tx[T], mode: sql.Mode) -> T:
         first = sql.advance(body, first=True)
         if isinstance(first, sql.Done):
             return first.value  # nothing to run (an empty batch): no hop, no transaction
+        if mode == "read":
+            return await self._run(functools.partial(_steps, body=body, first=first))
+        executor = self._executor_now()
+        loop = asyncio.get_running_loop()
+        queued = _Queued(body, first, loop.create_future(), loop)
+        with self._lock:
+            self._queue.append(queued)
+            start, self._draining = not self._draining, True
+        if start:
+            executor.submit(self._commit_group)
+        return cast(T, await queued.future)
 
-        def run(conn: sqlite3.Connection) -> T:
-            tx = mode != "read"
-            if tx:
-                conn.execute("BEGIN IMMEDIATE")
-            try:
-                step: sql.Op | sql.Done[T] = first
-                while not isinstance(step, sql.Done):
-                    step = sql.advance(body, _perform(conn, step))
-                if tx:
-                    conn.execute("COMMIT")
-            except BaseException:
-                # SQLite may already have rolled back by itself (e.g. after SQLITE_FULL).
-                if conn.in_transaction:
-                    try:
+    def _commit_group(self) -> None:
+        """The database thread's job while writes are queued: commit the next group (see
+        "Group commit" in the module docstring); what queued meanwhile goes in a next job,
+        behind any read that queued meanwhile."""
+        self._commit_next()
+        with self._lock:
+            more = bool(self._queue)
+            self._draining = more
+        if more and self._executor is not None:
+            self._executor.submit(self._commit_group)
+
+    def _commit_next(self) -> None:
+        """Run up to `GROUP_MAX` queued write transactions as one, and settle each caller."""
+        with self._lock:
+            group = [self._queue.popleft() for _ in range(min(GROUP_MAX, len(self._queue)))]
+        if not group:
+            return
+        outcomes: list[_Outcome]
+        try:
+            outcomes = self._run_group(group)
+        except BaseException as exc:  # not even BEGIN or the connection: every body fails
+            failure = _translate(exc, self.path) if isinstance(exc, sqlite3.Error) else exc
+            outcomes = [(q, None, failure) for q in group]
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome[0].loop, []).append(outcome)
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, settled)
+
+    def _run_group(self, group: list[_Queued]) -> list[_Outcome]:
+        conn = self._ensure_open()
+        savepoints = len(group) > 1
+        done: list[_Outcome] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for q in group:
+                if q.future.cancelled():
+                    # Its caller stopped waiting before it ran (a run_in_executor job would
+                    # not have run either).
+                    q.body.close()
+                    continue
+                if savepoints:
+                    conn.execute("SAVEPOINT g")
+                try:
+                    value = _steps(conn, q.body, q.first)
+                except BaseException as exc:
+                    failure = _translate(exc, self.path) if isinstance(exc, sqlite3.Error) else exc
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back by itself (SQLITE_FULL and
+                        # the like): what the bodies before this one did is gone too, so they
+                        # fail with the same error, and the rest start a transaction of their
+                        # own.
+                        done = [(d[0], None, d[2] or failure) for d in done]
+                        done.append((q, None, failure))
+                        conn.execute("BEGIN IMMEDIATE")
+                        continue
+                    if savepoints:
+                        conn.execute("ROLLBACK TO g")
+                        conn.execute("RELEASE g")
+                    else:
                         conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        log.warning("SQLite rollback failed on %s", self.path, exc_info=True)
-                raise
-            return step.value
-
-        return await self._run(run)
+                        conn.execute("BEGIN IMMEDIATE")
+                    done.append((q, None, failure))
+                    continue
+                if savepoints:
+                    conn.execute("RELEASE g")
+                done.append((q, value, None))
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            failure = _translate(exc, self.path) if isinstance(exc, sqlite3.Error) else exc
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.warning("SQLite rollback failed on %s", self.path, exc_info=True)
+            ran = {id(d[0]) for d in done}
+            failed: list[_Outcome] = [(d[0], None, d[2] or failure) for d in done]
+            return failed + [(q, None, failure) for q in group if id(q) not in ran]
+        return done
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def close(self) -> None:
@@ -319,6 +464,8 @@ class SQLiteStore(SQLStore):
             return
 
         def shut(conn_holder: SQLiteStore = self) -> None:
+            while conn_holder._queue:  # writes queued before the close still run
+                conn_holder._commit_next()
             if conn_holder._conn is not None:
                 conn_holder._conn.close()
                 conn_holder._conn = None
