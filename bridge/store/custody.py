@@ -18,10 +18,17 @@ from typing import Any
 
 import orjson
 
-from bridge.store.base import DEFERRED, Attempt, CustodyEvent, CustodyStore, LedgerEntry
+from bridge.store.base import (
+    DEFERRED,
+    Attempt,
+    CustodyEvent,
+    CustodyStore,
+    LedgerEntry,
+    NewMessage,
+)
 from bridge.store.sql import Dialect, Execute, Fetch, Op, SQLPart, Tx, atomic, read, write
 
-__all__ = ["CustodySQL", "attempt_event", "custody_rows", "trail_document"]
+__all__ = ["CustodySQL", "attempt_event", "custody_rows", "fetched_rows", "trail_document"]
 
 _COLUMNS = (
     ("msg_id", "text"),
@@ -129,6 +136,30 @@ def _event(r: Sequence[Any]) -> CustodyEvent:
 def custody_rows(dialect: Dialect, events: Sequence[CustodyEvent]) -> Op:
     """The INSERT of `events`, for a store method to yield inside its own transaction."""
     return dialect.insert_many("custody", _COLUMNS, [_row(e) for e in events], "")
+
+
+def fetched_rows(dialect: Dialect, messages: Sequence[NewMessage], now: float) -> Op:
+    """`custody_rows` of each recorded message's `fetched` event (detail: size, fingerprint),
+    built straight from the messages: `record` writes one per fetched message."""
+    return dialect.insert_many(
+        "custody",
+        _COLUMNS,
+        [
+            (
+                m.msg_id,
+                m.account,
+                m.uidl,
+                now,
+                "fetched",
+                m.session,
+                None,
+                m.message_id,
+                _detail({"size": m.size, "fingerprint": m.fingerprint}),
+            )
+            for m in messages
+        ],
+        "",
+    )
 
 
 class CustodySQL(SQLPart, CustodyStore):

@@ -29,7 +29,7 @@ from bridge.store.base import (
     OutboxItem,
     OutboxStore,
 )
-from bridge.store.custody import attempt_event, custody_rows
+from bridge.store.custody import attempt_event, custody_rows, fetched_rows
 from bridge.store.links import insert_links
 from bridge.store.sql import Execute, Fetch, SQLPart, Tx, atomic, read, write
 
@@ -116,22 +116,7 @@ class OutboxSQL(SQLPart, OutboxStore):
         for m in fresh:
             if m.links:
                 yield from insert_links(m, now)
-        yield custody_rows(
-            d,
-            [
-                CustodyEvent(
-                    m.msg_id,
-                    m.account,
-                    m.uidl,
-                    now,
-                    "fetched",
-                    session=m.session,
-                    message_id=m.message_id,
-                    detail={"size": m.size, "fingerprint": m.fingerprint},
-                )
-                for m in fresh
-            ],
-        )
+        yield fetched_rows(d, fresh, now)
 
     @write
     def claim_due(
