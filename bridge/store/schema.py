@@ -135,4 +135,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX custody_message_id ON custody (message_id) WHERE message_id IS NOT NULL;
     CREATE INDEX custody_delivered ON custody (at) WHERE event = 'delivered';
     """,
+    # 5: no index of the seen set by fingerprint. Its keys are hashes, so every commit of a
+    # batch of fetched mail dirtied most of its leaf pages: recording 2,000 messages into a
+    # new SQLite database wrote 48.4 MB with it and 43.7 MB without, and the more mail the
+    # set holds, the more pages each commit rewrites. Its one reader, `known_fingerprints`,
+    # runs only when a poll suspects a mass UIDL change, and reads the account's rows by the
+    # primary key (account, uidl) instead.
+    """
+    DROP INDEX seen_fingerprint;
+    """,
 )

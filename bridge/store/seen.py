@@ -58,6 +58,7 @@ class SeenSQL(SQLPart, SeenStore):
 
     @read
     def known_fingerprints(self, account: str, fingerprints: Collection[str]) -> Tx[set[str]]:
+        # The account's rows by the primary key; no index by fingerprint (schema version 5).
         wanted = set(fingerprints)
         if not wanted:
             return set()

@@ -202,3 +202,60 @@ async def test_a_current_schema_is_checked_without_the_write_lock(tmp_path: Path
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+async def _seen_indexes(store: Store, backend: str) -> set[str]:
+    from bridge.store import sql
+
+    def body() -> sql.Tx[set[str]]:
+        if backend == "sqlite":
+            rows = yield sql.Fetch(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'seen'"
+            )
+        else:
+            rows = yield sql.Fetch(
+                "SELECT indexname FROM pg_indexes "
+                "WHERE tablename = 'seen' AND schemaname = current_schema()"
+            )
+        return {str(r[0]) for r in rows}
+
+    return await store._transact(body(), "read")  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_version_5_drops_the_seen_sets_fingerprint_index(
+    v1_store: Store, backend: str
+) -> None:
+    # Its hashed keys made every commit of fetched mail rewrite most of its pages; the one
+    # query that used it reads the account's rows by the primary key (schema.py, version 5).
+    await v1_store.migrate()
+    indexes = await _seen_indexes(v1_store, backend)
+    assert "seen_fingerprint" not in indexes
+    assert indexes  # the primary key (account, uidl) stays
+    assert await v1_store.known_fingerprints("a", ["fp1", "fp3", "nope"]) == {"fp1", "fp3"}
+
+
+async def test_known_fingerprints_reads_one_accounts_rows_by_the_primary_key(
+    tmp_path: Path,
+) -> None:
+    from bridge.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(str(tmp_path / "state.db"))
+    try:
+        await store.migrate()
+        await store.mark_seen("a", [(f"u{n}", f"fp{n}") for n in range(50)], T0)
+        await store.mark_seen("b", [("u1", "fp7")], T0)
+        assert await store.known_fingerprints("a", ["fp7", "fp70"]) == {"fp7"}
+
+        def plan(conn: sqlite3.Connection) -> str:
+            rows = conn.execute(
+                "EXPLAIN QUERY PLAN SELECT DISTINCT fingerprint FROM seen "
+                "WHERE account = ? AND fingerprint IN (SELECT value FROM json_each(?))",
+                ("a", '["fp7"]'),
+            ).fetchall()
+            return " | ".join(str(r[-1]) for r in rows)
+
+        assert "SEARCH seen USING INDEX sqlite_autoindex_seen_1 (account=?)" in await store._run(
+            plan
+        )
+    finally:
+        await store.close()
