@@ -411,6 +411,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1, help="phase-1 rounds (medians reported)")
     ap.add_argument("--baseline", type=Path, default=None, help="a tree to alternate with")
     ap.add_argument("--first-only", action="store_true", help="phase 1 only")
+    ap.add_argument(
+        "--first-concurrency",
+        default=None,
+        help="phase 1 in turns at each of these max_concurrent_accounts (e.g. 10,20)",
+    )
     ap.add_argument("--idle-only", action="store_true", help="phase 2 only (no account has mail)")
     ap.add_argument("--idle-rounds", type=int, default=1, help="phase-2 rounds with --baseline")
     ap.add_argument("--no-floor", action="store_true", help="skip the minimal client")
@@ -420,6 +425,8 @@ def main() -> int:
         args.accounts, args.idle_accounts, args.interval, args.idle_seconds = 20, 200, 10.0, 10.0
     if args.idle_only:
         args.accounts = 0
+    if args.first_only:
+        args.idle_accounts = args.accounts  # no idle users to set up
     args.idle_accounts = max(args.idle_accounts, args.accounts)
     work = Path(tempfile.mkdtemp(prefix="pop3bridge-bench-many-"))
     before = machine()
@@ -431,6 +438,13 @@ def main() -> int:
     trees: dict[str, Path | None] = {"this": None}
     if args.baseline is not None:
         trees["baseline"] = args.baseline.resolve()
+    # Phase 1's variants: each tree at each concurrency ("this@c20"; no suffix: --concurrency).
+    levels = [int(c) for c in args.first_concurrency.split(",")] if args.first_concurrency else []
+    variants = [
+        (f"{name}@c{c}" if c else name, tree, c)
+        for name, tree in trees.items()
+        for c in (levels or [None])
+    ]
     with (
         dovecot(args.dovecot) as server,
         ThreadedReceiver(default_status=200) as rx,
@@ -459,17 +473,23 @@ def main() -> int:
         db = work / "state.db"
 
         # -- phase 1: first full cycle over the accounts with mail ----------------------------
-        def cfg_for(db: Path, receiver: Any) -> Path:
-            accs = accounts[: args.accounts]
-            return poller_config(db.with_suffix(".yaml"), db, receiver, accs, poller=poller)
+        def configure(level: int | None) -> Callable[[Path, Any], Path]:
+            settings = poller if level is None else {"max_concurrent_accounts": level}
+
+            def cfg_for(db: Path, receiver: Any) -> Path:
+                accs = accounts[: args.accounts]
+                return poller_config(db.with_suffix(".yaml"), db, receiver, accs, poller=settings)
+
+            return cfg_for
 
         cycles: dict[tuple[str, str], list[Cycle]] = {}
         for r in range(0 if args.idle_only else args.rounds):
-            for name, tree in trees.items():
+            for name, tree, level in variants:
+                cfg_for = configure(level)
                 for kind in receivers:
                     receiver = nginx if kind == "nginx" else rx
                     prof = None
-                    if args.profile is not None and name == "this":
+                    if args.profile is not None and tree is None:
                         prof = args.profile / f"first_cycle_{kind}.txt"
                     run = work / f"first-{r}-{name}-{kind}"
                     c = first_cycle(cfg_for, run, receiver, total, tree=tree, profile=prof)
@@ -480,7 +500,7 @@ def main() -> int:
                         f"RSS {c.rss / 1e6:.0f} MB; load {c.load:.2f}"
                     )
         # The target's figure: this tree on the first receiver (nginx unless told otherwise).
-        main = cycles.get(("this", receivers[0]), [])
+        main = cycles.get((variants[0][0], receivers[0]), [])
         cycle = statistics.median(c.seconds for c in main) if main else 0.0
         cpu_cycle = statistics.median(c.cpu for c in main) if main else 0.0
         rss_first = main[-1].rss if main else 0
@@ -505,11 +525,16 @@ def main() -> int:
             ["tree, receiver", "wall (s)", "bridge CPU (s)"],
             rows,
         )
-        if args.baseline is not None and not args.idle_only:
+        if len(variants) > 1 and not args.idle_only:
             for kind in receivers:
-                this = first[f"this/{kind}"]["median_seconds"]
-                base = first[f"baseline/{kind}"]["median_seconds"]
-                print(f"{kind}: this / baseline wall {this / base:.3f}")
+                ref = first[f"{variants[0][0]}/{kind}"]
+                for name, _, _ in variants[1:]:
+                    v = first[f"{name}/{kind}"]
+                    print(
+                        f"{kind}: {name} / {variants[0][0]}: wall "
+                        f"{v['median_seconds'] / ref['median_seconds']:.3f}, CPU "
+                        f"{v['median_cpu_seconds'] / ref['median_cpu_seconds']:.3f}"
+                    )
         if args.first_only:
             after = machine()
             data_first: dict[str, Any] = {
@@ -518,6 +543,7 @@ def main() -> int:
                 "messages": total,
                 "receivers": receivers,
                 "baseline": str(args.baseline) if args.baseline else None,
+                "max_concurrent_accounts": levels or args.concurrency or "default",
                 "first_cycle_seconds": cycle,
                 "first_cycle_cpu_seconds": cpu_cycle,
                 "first_cycle": first,
