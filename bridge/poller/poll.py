@@ -305,7 +305,10 @@ class _Poll:
                 self.to_delete.update(more)
 
         self.check()
-        await client.quit()
+        # A session that sent no RETR and no DELE commits nothing at QUIT (an idle poll): its
+        # reply is not waited for (`POP3Client.quit`). Any other waits for the +OK, which is
+        # what lets `after_quit` record the deletions.
+        await client.quit(confirm=bool(new or self.to_delete or report.canary_numbers))
         kept = await self.after_quit()
         if self.memo is not None:
             self.memo.uidls = None if kept else self.seen_now()

@@ -554,17 +554,29 @@ class POP3Client(Channel):
         await self._simple(Command("NOOP"))
 
     # -- ending ----------------------------------------------------------------------------
-    async def quit(self) -> None:
+    async def quit(self, *, confirm: bool = True) -> None:
         """Send QUIT: commits deletions (and, on some servers, retrievals). Closes the link.
 
         On a connection already dropped nothing can be committed, so that is `ConnectionLost`,
         never a silent return: a caller records deletions only after QUIT returned.
+
+        `confirm=False` is for a session that has nothing to commit (no DELE, no RETR): QUIT
+        still goes out (RFC 1939 §6: the session ends in UPDATE, as for any client), but the
+        connection is closed once it is written instead of after its +OK, whose content could
+        change nothing the caller does: one read and one wake-up fewer per idle poll. The
+        server answers into a closed socket (RFC 1939 lets either side close after QUIT).
         """
         if self._closed:
             raise ConnectionLost(
                 "QUIT was not sent: the connection was already closed, so the server "
                 "committed nothing (no DELE took effect)"
             )
+        if not confirm:
+            try:
+                await self._send(Command("QUIT"))
+            finally:
+                self._close_after_write()
+            return
         try:
             await self._send(Command("QUIT"))
             status = await self._status()
@@ -572,6 +584,13 @@ class POP3Client(Channel):
             self.abort()
         if not status.ok:
             raise self._error("QUIT", status)
+
+    def _close_after_write(self) -> None:
+        """Close the connection once what was written is sent (`abort` would drop it)."""
+        self._closed = True
+        transport = self._io.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
 
     def detach(self) -> StreamProtocol:
         """Hand the open connection over (the proxy relays on it after logging in here).
