@@ -12,7 +12,7 @@ import ssl
 
 from bridge.poller.report import PollReport
 from bridge.poller.spec import AccountSpec
-from bridge.pop3.client import POP3Client, login_with_fallback
+from bridge.pop3.client import CapaMemo, POP3Client, login_with_fallback
 from bridge.pop3.errors import AuthenticationFailed
 from bridge.pop3.tls import shared_client_context
 
@@ -41,7 +41,9 @@ def tls_context(spec: AccountSpec) -> ssl.SSLContext | None:
     return shared_client_context(spec.ca_file, spec.insecure)
 
 
-async def connect_and_login(spec: AccountSpec, report: PollReport | None = None) -> POP3Client:
+async def connect_and_login(
+    spec: AccountSpec, report: PollReport | None = None, capa: CapaMemo | None = None
+) -> POP3Client:
     """A logged-in client; an OAuth login refused once is retried once with a fresh token.
 
     `auth: auto` tries the next mechanism the server offers and the account allows when one is
@@ -52,6 +54,10 @@ async def connect_and_login(spec: AccountSpec, report: PollReport | None = None)
     again"), else the one before. The CAPA after login goes out with the session's first
     command when the server pipelines (`lazy_capa`), so until then `login_delay` is the one
     before; `poll_account` sets the report's again once STAT and UIDL are answered.
+
+    With `capa` (the account loop's `CapaMemo`) the CAPA before login may be the one its last
+    session got instead of a round trip (see `CapaMemo` for when, and why TLS is never
+    affected).
     """
     before: float | None = None
 
@@ -68,6 +74,7 @@ async def connect_and_login(spec: AccountSpec, report: PollReport | None = None)
             read_timeout=spec.read_timeout,
             pipelining=spec.pipelining,
             max_body=max_answer_size(spec.max_message_size),
+            capa_memo=capa,
         )
         before = client.login_delay
         return client

@@ -64,7 +64,7 @@ from bridge.poller.login import connect_and_login, max_answer_size
 from bridge.poller.migration import relisted, suspicious
 from bridge.poller.report import PollReport
 from bridge.poller.spec import AccountSpec
-from bridge.pop3.client import POP3Client
+from bridge.pop3.client import CapaMemo, POP3Client
 from bridge.pop3.errors import ReadTimeout
 from bridge.store.base import CustodyEvent, Store
 
@@ -150,6 +150,7 @@ async def poll_account(
     stopping: Callable[[], bool] | None = None,
     owned: Owned | None = None,
     memo: SeenMemo | None = None,
+    capa: CapaMemo | None = None,
 ) -> PollReport:
     """Poll `spec` once (see the module docstring). Raises the POP3/store error that stopped it.
 
@@ -159,28 +160,37 @@ async def poll_account(
     turns true, what is recorded so far is committed with QUIT and the rest is left for the
     next poll. `owned` (leases on) is checked before each batch, DELE and QUIT; `LeaseLost` is
     raised once it is false. `memo` (`SeenMemo`) stands in for the store's seen set while it
-    covers the listing, and is brought up to date after a successful poll.
+    covers the listing, and is brought up to date after a successful poll. `capa` (a
+    `CapaMemo`) lets the session skip the CAPA before login; it is forgotten when the poll
+    fails in any way, so the next session asks again.
     """
     report = PollReport(spec.name, started_at=clock())
     start = time.monotonic()
     _check(owned, spec.name)
-    client = await connect_and_login(spec, report)
-    async with client:
-        poll = _Poll(client, spec, store, report, clock, notify, deliveries, stopping, owned, memo)
-        # One deadline for the whole session, sized once LIST says what is to be fetched
-        # (`_Poll.extend`): per-read timeouts alone let a trickling server hold it for ever.
-        loop = asyncio.get_running_loop()
-        budget = poll.allowed = session_budget(spec.read_timeout, delete_wait)
-        try:
-            async with asyncio.timeout_at(loop.time() + budget) as poll.deadline:
-                await poll.run(delete_wait)
-        except TimeoutError:
-            client.abort()  # no QUIT: nothing is committed on the server
-            raise ReadTimeout(
-                f"the poll session took longer than its deadline ({poll.allowed:.0f}s: "
-                "read_timeout per step plus the messages' size at "
-                f"{MIN_TRANSFER_RATE // 1024} KiB/s); the session was dropped"
-            ) from None
+    try:
+        client = await connect_and_login(spec, report, capa)
+        async with client:
+            poll = _Poll(
+                client, spec, store, report, clock, notify, deliveries, stopping, owned, memo
+            )
+            # One deadline for the whole session, sized once LIST says what is to be fetched
+            # (`_Poll.extend`): per-read timeouts alone let a trickling server hold it for ever.
+            loop = asyncio.get_running_loop()
+            budget = poll.allowed = session_budget(spec.read_timeout, delete_wait)
+            try:
+                async with asyncio.timeout_at(loop.time() + budget) as poll.deadline:
+                    await poll.run(delete_wait)
+            except TimeoutError:
+                client.abort()  # no QUIT: nothing is committed on the server
+                raise ReadTimeout(
+                    f"the poll session took longer than its deadline ({poll.allowed:.0f}s: "
+                    "read_timeout per step plus the messages' size at "
+                    f"{MIN_TRANSFER_RATE // 1024} KiB/s); the session was dropped"
+                ) from None
+    except BaseException:
+        if capa is not None:
+            capa.caps = None  # whatever went wrong, the next session asks CAPA again
+        raise
     report.duration = time.monotonic() - start
     return report
 

@@ -47,6 +47,7 @@ from bridge.poller.poll import LeaseLost, SeenMemo, poll_account
 from bridge.poller.report import PollReport
 from bridge.poller.sharing import plan
 from bridge.poller.spec import AccountSpec
+from bridge.pop3.client import CapaMemo
 from bridge.pop3.errors import TemporaryFailure
 from bridge.store.base import Store
 
@@ -294,6 +295,8 @@ class Scheduler:
         # The account's seen set as this loop's polls left it (`poll.SeenMemo`): an idle poll
         # then skips the store. A changed account gets a new loop, and with it a new memo.
         memo = SeenMemo()
+        # The CAPA list before login, kept from one session to the next (`CapaMemo`).
+        capa = CapaMemo()
         tick = min(self.tick, spec.poll_interval / 20)
         loop = asyncio.get_running_loop()
         while not self._stopping:
@@ -311,7 +314,7 @@ class Scheduler:
             if spec.canary is not None:
                 await self._send_canary(spec, spec.canary)
             try:
-                report = await self._poll(spec, memo)
+                report = await self._poll(spec, memo, capa)
             except asyncio.CancelledError:
                 raise
             except LeaseLost as exc:
@@ -399,7 +402,9 @@ class Scheduler:
         """Wait to be cancelled: `_reconcile` (the account changed) or `run`'s shutdown does."""
         await asyncio.Event().wait()
 
-    async def _poll(self, spec: AccountSpec, memo: SeenMemo | None = None) -> PollReport:
+    async def _poll(
+        self, spec: AccountSpec, memo: SeenMemo | None = None, capa: CapaMemo | None = None
+    ) -> PollReport:
         async with self._sessions:
             # The loop saw the lease held, but waiting for a session slot can outlast it (a
             # heartbeat may hand the account on meanwhile: it is not busy yet). Checked here,
@@ -417,6 +422,7 @@ class Scheduler:
                     stopping=lambda: self._stopping,
                     owned=None if self.leases is None else lambda: self.owns(spec.name),
                     memo=memo,
+                    capa=capa,
                 )
             )
             self._polling.add(task)

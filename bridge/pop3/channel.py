@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from bridge.pop3.commands import LOGIN_VERBS
 from bridge.pop3.connection import EXCLUSIVE_VERBS, ClientConnection
@@ -44,13 +45,39 @@ from bridge.pop3.responses import parse_capa
 from bridge.pop3.stream import StreamProtocol
 from bridge.pop3.wire import LineEnding
 
-__all__ = ["SPAN_LIMIT", "Channel"]
+__all__ = ["CAPA_MEMO_AGE", "SPAN_LIMIT", "CapaMemo", "Channel"]
 
 log = logging.getLogger("bridge.pop3.client")
 
 # Octets a batch reply may take in the buffer before its end while read whole (span mode);
 # longer bodies are streamed chunk by chunk, so a 50 MB RETR is not held twice.
 SPAN_LIMIT = 1 << 20
+
+
+# A CAPA list before login is taken from a `CapaMemo` for at most this many seconds after the
+# server last gave it; then it is asked again.
+CAPA_MEMO_AGE = 3600.0
+
+
+@dataclass(slots=True)
+class CapaMemo:
+    """The CAPA list one account's server gave before login, kept for its next connection.
+
+    `POP3Client.connect(capa_memo=...)` uses it instead of asking CAPA before login (one round
+    trip fewer per poll) when it was asked on a connection as encrypted as this one, less than
+    `CAPA_MEMO_AGE` seconds ago; otherwise it asks, and records the answer here. It decides
+    the mechanism `auth: auto` tries and whether later commands are pipelined, never TLS: STLS
+    is asked before it is used, every time, and the policy on plaintext mechanisms is applied
+    to the connection as it is (`bridge.pop3.mechanisms.check_allowed`). `caps` is set to None
+    (asked again next time) when the session shows the list was wrong: a refused login, an
+    error of any kind in the session that used it (`bridge.poller.poll`), or PIPELINING
+    missing from the list after login. So a server that changed costs at most one failed poll,
+    and never mail: nothing is committed by a session that fails.
+    """
+
+    caps: dict[str, tuple[str, ...]] | None = None
+    encrypted: bool = False
+    asked_at: float = 0.0
 
 
 class Channel:
@@ -76,6 +103,10 @@ class Channel:
         self._capa_ok = False
         # The CAPA after login is owed: it goes out with the next command (`_send_all`).
         self._capa_due = False
+        # `_caps` came from an earlier connection (`POP3Client.connect(capa_memo=...)`), not
+        # from this one; `_capa_memo` is forgotten when this session shows it was wrong.
+        self._capa_assumed = False
+        self._capa_memo: CapaMemo | None = None
         self._encrypted = False
         self._closed = False
         self.mechanism: str | None = None
@@ -157,6 +188,17 @@ class Channel:
                 return
             body = await self._body()
         self._caps, self._capa_ok = _capabilities(body), True
+        if self._capa_assumed and "PIPELINING" not in self._caps:
+            # Every capability of AUTHORIZATION is announced in TRANSACTION too (RFC 2449 §5):
+            # a server that no longer lists PIPELINING after login stopped offering it, so
+            # the next connection asks before it pipelines.
+            self.forget_assumed_capa()
+
+    def forget_assumed_capa(self) -> None:
+        """This session's CAPA came from a memo that proved wrong (or the session failed):
+        the next connection asks CAPA again instead of assuming it."""
+        if self._capa_assumed and self._capa_memo is not None:
+            self._capa_memo.caps = None
 
     async def _status(self) -> StatusResponse:
         event = await self._next()

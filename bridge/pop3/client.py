@@ -36,11 +36,12 @@ import builtins
 import inspect
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from types import TracebackType
 from typing import Literal, Self
 
-from bridge.pop3.channel import Channel
+from bridge.pop3.channel import CAPA_MEMO_AGE, CapaMemo, Channel
 from bridge.pop3.errors import (
     AuthenticationFailed,
     ConnectionLost,
@@ -83,7 +84,14 @@ from bridge.pop3.stream import StreamProtocol
 from bridge.pop3.tls import client_context, ssl_reason
 from bridge.pop3.wire import LineEnding
 
-__all__ = ["MECHANISMS", "POP3Client", "TLSMode", "TokenSource", "login_with_fallback"]
+__all__ = [
+    "MECHANISMS",
+    "CapaMemo",
+    "POP3Client",
+    "TLSMode",
+    "TokenSource",
+    "login_with_fallback",
+]
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +124,13 @@ class POP3Client(Channel):
         window: int = 50,
         line_ending: LineEnding = "auto",
         max_body: int | None = None,
+        capa_memo: CapaMemo | None = None,
     ) -> POP3Client:
         """Connect, read the greeting, set up TLS as asked and fetch CAPA.
+
+        With `capa_memo` the CAPA before login may come from the account's previous connection
+        instead (`CapaMemo`: when, and why it never weakens TLS); the CAPA before STLS is
+        always asked.
 
         Certificates are verified against the system store (or `ca_file`) with the host name
         checked, unless `insecure=True`. With `tls="starttls"` a server that does not offer STLS,
@@ -158,6 +171,7 @@ class POP3Client(Channel):
             max_body=max_body,
         )
         client._encrypted = tls == "implicit"
+        client._capa_memo = capa_memo
         try:
             await client._start(tls, ctx, connect_timeout)
         except BaseException:
@@ -173,10 +187,29 @@ class POP3Client(Channel):
             raise self._error("greeting", event.status)
         # No TCP_NODELAY here: asyncio's and uvloop's TCP transports (under TLS too) turn Nagle
         # off themselves, and setting it again was a system call per session.
-        await self.capa()
         if tls == "starttls":
             assert ctx is not None
+            await self.capa()  # always asked: it is what says STLS is there
             await self._starttls(ctx, hs_seconds)
+        else:
+            await self._capa_before_login()
+
+    async def _capa_before_login(self) -> None:
+        """CAPA, or the account's memo of it when that is fresh and from a connection as
+        encrypted as this one (`CapaMemo`)."""
+        memo, now = self._capa_memo, time.monotonic()
+        if (
+            memo is not None
+            and memo.caps is not None
+            and memo.encrypted == self._encrypted
+            and now - memo.asked_at < CAPA_MEMO_AGE
+        ):
+            self._caps, self._capa_ok, self._capa_assumed = memo.caps, True, True
+            return
+        await self.capa()
+        if memo is not None:
+            answered = self._caps if self._capa_ok else None
+            memo.caps, memo.encrypted, memo.asked_at = answered, self._encrypted, now
 
     async def _starttls(self, ctx: ssl.SSLContext, hs_seconds: float) -> None:
         if "STLS" not in self._caps:
@@ -211,7 +244,7 @@ class POP3Client(Channel):
         self._conn.tls_started()
         self._encrypted = True
         self._caps = {}  # RFC 2595 §4: forget what was said before TLS
-        await self.capa()
+        await self._capa_before_login()
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -290,7 +323,51 @@ class POP3Client(Channel):
         leaves out those an earlier connection tried. When the server hangs up on a refused
         attempt the `AuthenticationFailed` raised carries `tried` and `untried` (the mechanisms
         left), so the caller can go on over a new connection (`login_with_fallback`).
+
+        When the CAPA list came from the account's memo (`CapaMemo`) and the login is refused,
+        the memo is forgotten and, if the connection is still in AUTHORIZATION, CAPA is asked
+        now: a list that differs from the memo's is a server that changed, and the login starts
+        again from it (leaving out the mechanisms already refused); the same list means the
+        refusal stands.
         """
+        try:
+            await self._login(
+                username, password, mechanism, allow_plaintext, token, skip, lazy_capa
+            )
+        except AuthenticationFailed as exc:
+            if not self._capa_assumed:
+                raise
+            self.forget_assumed_capa()
+            self._capa_assumed = False
+            if self._closed or self.state is not State.AUTHORIZATION:
+                raise
+            assumed = self._caps
+            await self.capa()
+            if self._caps == assumed:
+                raise
+            log.info(
+                "%s's capabilities changed since its last connection; logging in again",
+                self.host,
+            )
+            # A refusal of what the server no longer offers says nothing about the secret, so
+            # only refusals of mechanisms it still offers count against the others.
+            offer = self.offer
+            tried = [m for m in (*skip, *exc.tried) if offer.offers(m)]
+            await self._login(
+                username, password, mechanism, allow_plaintext, token, tried, lazy_capa
+            )
+
+    async def _login(
+        self,
+        username: str,
+        password: str | None,
+        mechanism: str,
+        allow_plaintext: bool,
+        token: TokenSource | None,
+        skip: Collection[str],
+        lazy_capa: bool,
+    ) -> None:
+        """`login` on this connection's capabilities as they are."""
         mech = normalise_mechanism(mechanism)
         if mech != "AUTO":
             check_allowed(
@@ -335,6 +412,7 @@ class POP3Client(Channel):
                     continue
                 raise
             if tried:
+                self.forget_assumed_capa()  # a memo that sends the next login astray
                 log.info(
                     "logged in to %s with %s after %s was refused",
                     self.host,
