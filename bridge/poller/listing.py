@@ -74,21 +74,6 @@ def deletable_now(listing: Mapping[str, int], wanted: Mapping[str, int]) -> dict
     return {uid: n for uid, n in wanted.items() if uid not in held}
 
 
-def _ordinary(entries: Sequence[tuple[int, str]], count: int) -> bool:
-    """Whether the listing breaks no rule and needs no key of its own: numbers 1..count each
-    once, ids unique and all storable as they are (one search over all of them)."""
-    if not entries:
-        return True
-    numbers = {n for n, _ in entries}
-    uids = {uid for _, uid in entries}
-    return (
-        len(numbers) == len(entries) == len(uids)
-        and min(numbers) >= 1
-        and max(numbers) <= count
-        and _UNSTORABLE.search("".join(uids)) is None
-    )
-
-
 async def checked_listing(
     entries: Sequence[tuple[int, str]],
     count: int,
@@ -100,12 +85,6 @@ async def checked_listing(
     `fingerprints` maps (number, uid) pairs to (uid, header fingerprint) pairs (the poll's
     pipelined `TOP n 0`); it is only called when the server repeats an id.
     """
-    number_of = Listing()
-    if _ordinary(entries, count):
-        # The common listing, in a few C-speed passes: `number_of` is then what the rules
-        # below give (every id storable and unique, every number counted and unique).
-        number_of.update((uid, n) for n, uid in entries)
-        return number_of
     numbers: set[int] = set()
     for n, _ in entries:
         if not 1 <= n <= count:
@@ -119,6 +98,7 @@ async def checked_listing(
                 "nothing was fetched"
             )
         numbers.add(n)
+    number_of = Listing()
     repeated: list[tuple[int, str]] = []
     replaced = 0
     for n, uid in entries:

@@ -3,14 +3,8 @@
 
 from __future__ import annotations
 
-import asyncio
-from unittest import mock
-
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from bridge.poller import listing
 from bridge.poller.listing import checked_listing, storable_uid
 from bridge.pop3.errors import RemoteProtocolError
 
@@ -71,35 +65,3 @@ async def test_repeated_uids_are_keyed_by_header_fingerprint_and_all_kept(
         "other": 5,
     }
     assert "3 message(s) a UIDL another message has" in caplog.text
-
-
-# -- the ordinary listing's short cut -----------------------------------------------------------
-# `checked_listing` takes a listing that breaks no rule and needs no key of its own in a few
-# passes; whatever the entries, it must give what the rules' own loop gives.
-async def _fake_fingerprints(pairs: list[tuple[int, str]]) -> list[tuple[str, str]]:
-    return [(uid, f"{n % 3:064x}") for n, uid in pairs]
-
-
-async def _outcome(entries: list[tuple[int, str]], count: int) -> object:
-    try:
-        got = await checked_listing(entries, count, "acct", _fake_fingerprints)
-    except RemoteProtocolError as exc:
-        return ("error", str(exc))
-    return (list(got.items()), got.groups)
-
-
-_UIDS = st.sampled_from(["a", "b", "c", "", "x y", "é", "\x01", "\udcff", "\x7f", "\t"])
-
-
-@settings(max_examples=1000, deadline=None)
-@given(
-    st.lists(st.tuples(st.integers(-1, 6), _UIDS), max_size=7),
-    st.integers(0, 6),
-)
-def test_the_short_cut_gives_what_the_rules_give(
-    entries: list[tuple[int, str]], count: int
-) -> None:
-    fast = asyncio.run(_outcome(entries, count))
-    with mock.patch.object(listing, "_ordinary", return_value=False):
-        slow = asyncio.run(_outcome(entries, count))
-    assert fast == slow
