@@ -30,7 +30,7 @@ class StateConfig(Section):
 
 
 class PollerConfig(Section):
-    max_concurrent_accounts: int = Field(default=10, ge=1, description="Accounts polled at once.")
+    max_concurrent_accounts: int = Field(default=20, ge=1, description="Accounts polled at once.")
     jitter: float = Field(
         default=0.1,
         ge=0,

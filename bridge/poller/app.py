@@ -36,7 +36,7 @@ AccountSource = Callable[[], Awaitable[list[AccountSpec]]]
 
 @dataclass(frozen=True, slots=True)
 class PollerOptions:
-    max_concurrent_accounts: int = 10
+    max_concurrent_accounts: int = 20
     jitter: float = 0.1
     poll_tick: float = 1.0
     shutdown_grace: float = 10.0
