@@ -142,6 +142,6 @@ MIGRATIONS: tuple[str, ...] = (
     # runs only when a poll suspects a mass UIDL change, and reads the account's rows by the
     # primary key (account, uidl) instead.
     """
-    DROP INDEX seen_fingerprint;
+    DROP INDEX IF EXISTS seen_fingerprint;
     """,
 )

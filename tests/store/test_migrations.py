@@ -259,3 +259,22 @@ async def test_known_fingerprints_reads_one_accounts_rows_by_the_primary_key(
         )
     finally:
         await store.close()
+
+
+async def test_version_5_migrates_a_database_whose_fingerprint_index_is_already_gone(
+    tmp_path: Path,
+) -> None:
+    from bridge.store.sqlite import SQLiteStore
+
+    path = tmp_path / "state.db"
+    _make_sqlite_v1(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP INDEX seen_fingerprint")  # an operator's hand, before the upgrade
+    conn.close()
+    store = SQLiteStore(str(path))
+    try:
+        await store.migrate()
+        assert await _versions(store) == list(range(1, len(MIGRATIONS) + 1))
+        assert await store.known_fingerprints("a", ["fp2"]) == {"fp2"}
+    finally:
+        await store.close()
