@@ -16,20 +16,23 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass, field
 from email import policy as email_policy
 from email.message import EmailMessage
-from html.parser import HTMLParser
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
 from bridge.mail._form import Field, boundary_of, encode
 from bridge.mail._helpdesk import mailbox_hash
 from bridge.mail._mime import header_end
+
+if TYPE_CHECKING:
+    from html.parser import HTMLParser
 
 __all__ = ["FORMATS", "FormatOptions", "content_type_of", "render"]
 
@@ -203,29 +206,36 @@ def _rebuild(data: dict[str, Any]) -> str:
     return msg.as_string()
 
 
-class _TextOfHtml(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
+@functools.cache
+def _text_of_html() -> type[HTMLParser]:
+    # Made at the first HTML-only message: html.parser is ~2 ms of every start-up otherwise.
+    from html.parser import HTMLParser
 
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag in ("script", "style"):
-            self._skip += 1
-        elif tag in ("br", "p", "div", "tr", "li", "h1", "h2", "h3"):
-            self.parts.append("\n")
+    class TextOfHtml(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.parts: list[str] = []
+            self._skip = 0
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style") and self._skip:
-            self._skip -= 1
+        def handle_starttag(self, tag: str, attrs: Any) -> None:
+            if tag in ("script", "style"):
+                self._skip += 1
+            elif tag in ("br", "p", "div", "tr", "li", "h1", "h2", "h3"):
+                self.parts.append("\n")
 
-    def handle_data(self, text: str) -> None:
-        if not self._skip:
-            self.parts.append(text)
+        def handle_endtag(self, tag: str) -> None:
+            if tag in ("script", "style") and self._skip:
+                self._skip -= 1
+
+        def handle_data(self, text: str) -> None:
+            if not self._skip:
+                self.parts.append(text)
+
+    return TextOfHtml
 
 
 def _html_text(html: str) -> str:
-    parser = _TextOfHtml()
+    parser: Any = _text_of_html()()
     try:
         parser.feed(html)
         parser.close()

@@ -60,6 +60,7 @@ NOT_FOR_ONCE = {
     "bridge.testing": "test servers and sample mail",
     "uvloop": "once runs on asyncio unless POP3BRIDGE_EVENT_LOOP says otherwise",
     "multiprocessing": "parse_workers is 0 here",
+    "html.parser": "HTML to text, for a message with no text part, in the parse worker",
     **{
         f"bridge.commands.{name}": "another command"
         for name in (
