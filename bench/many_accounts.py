@@ -561,13 +561,26 @@ def main() -> int:
             return 0
 
         # -- phase 2: every account, idle (in turns with --baseline) ------------------------
-        cfg = poller_config(work / "idle.yaml", db, rx, accounts, poller=poller)
+        # Each tree on its own state file (its phase-1 one when there was a phase 1): a
+        # baseline may not read a schema this tree upgraded.
+        cfgs = {
+            name: poller_config(
+                work / f"idle-{name}.yaml",
+                cycles[(name, receivers[0])][-1].db
+                if (name, receivers[0]) in cycles
+                else (db if name == "this" else work / f"state-{name}.db"),
+                rx,
+                accounts,
+                poller=poller,
+            )
+            for name in trees
+        }
         order = list(trees.items())
         idle_runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
         for r in range(args.idle_rounds if args.baseline is not None else 1):
             for name, tree in order if r % 2 else order[::-1]:
                 prof = args.profile / f"idle_{name}_{r}.txt" if args.profile else None
-                figures = idle_phase(args, cfg, work, rx, logins, prof, tree)
+                figures = idle_phase(args, cfgs[name], work, rx, logins, prof, tree)
                 idle_runs[name].append(figures)
                 print(
                     f"  idle ({name}): {100 * figures['share']:.2f} % of a core, "
