@@ -166,9 +166,10 @@ class AccountConfig(SecretSection):
     )
     auth: AuthMethod = Field(
         default="auto",
-        description="Login mechanism; `auto` picks the strongest the server offers "
-        "(an OAuth2 mechanism when `oauth2` is set) and, when it is refused, the next one the "
-        "server offers and the account allows (plaintext only with TLS or `allow_plaintext`).",
+        description="Login mechanism; `auto` picks the best the server offers (an OAuth2 "
+        "mechanism when `oauth2` is set; PLAIN first on verified TLS, CRAM-MD5 first otherwise: "
+        "docs/pop3.md) and, when it is refused, the next one the server offers and the account "
+        "allows (plaintext only with TLS or `allow_plaintext`).",
     )
     ca_file: ConfigPath | None = Field(
         default=None, description="CA bundle for the server's certificate."

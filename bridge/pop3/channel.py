@@ -108,6 +108,7 @@ class Channel:
         self._capa_assumed = False
         self._capa_memo: CapaMemo | None = None
         self._encrypted = False
+        self._verified = False  # TLS with the certificate and host name checked
         self._closed = False
         self.mechanism: str | None = None
         self._events = 0  # server events read: did a login attempt get any answer?

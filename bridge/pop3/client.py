@@ -171,6 +171,7 @@ class POP3Client(Channel):
             max_body=max_body,
         )
         client._encrypted = tls == "implicit"
+        client._verified = client._encrypted and _verifies(ctx)
         client._capa_memo = capa_memo
         try:
             await client._start(tls, ctx, connect_timeout)
@@ -243,6 +244,7 @@ class POP3Client(Channel):
         self._io.transport = new
         self._conn.tls_started()
         self._encrypted = True
+        self._verified = _verifies(ctx)
         self._caps = {}  # RFC 2595 §4: forget what was said before TLS
         await self._capa_before_login()
 
@@ -292,7 +294,10 @@ class POP3Client(Channel):
     def offer(self) -> Offer:
         """What this server offers on this connection, for `bridge.pop3.mechanisms`."""
         return Offer.of(
-            self._caps, apop=self.greeting.timestamp is not None, encrypted=self._encrypted
+            self._caps,
+            apop=self.greeting.timestamp is not None,
+            encrypted=self._encrypted,
+            verified=self._verified,
         )
 
     async def login(
@@ -747,6 +752,11 @@ async def login_with_fallback(
             client.abort()
             raise
         return client
+
+
+def _verifies(ctx: ssl.SSLContext | None) -> bool:
+    """Whether TLS with `ctx` checks the server's certificate and host name."""
+    return ctx is not None and ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
 
 
 def _need(password: str | None) -> str:

@@ -9,7 +9,13 @@ mechanism `auth: auto` may use, best first:
 
 * with a token: OAUTHBEARER, then XOAUTH2 (XOAUTH2 alone when OAUTHBEARER is not offered:
   Microsoft 365 and Gmail accept it without announcing it);
-* with a password on an encrypted link: CRAM-MD5, PLAIN, LOGIN, APOP, USER;
+* with a password on a TLS link whose certificate and host name were verified: PLAIN, then
+  CRAM-MD5, LOGIN, APOP, USER. PLAIN (RFC 4616) carries the password in its initial response
+  (RFC 5034), so the login is one exchange instead of CRAM-MD5's two, and it hands the
+  password only to the server the certificate names, which has it anyway (CRAM-MD5 needs it
+  stored in the clear);
+* with a password on any other encrypted link (`insecure: true`, where a man in the middle
+  could be the server): CRAM-MD5, PLAIN, LOGIN, APOP, USER;
 * with a password on a plain link: CRAM-MD5, APOP (the two that never send the password),
   then PLAIN, LOGIN, USER only when `allow_plaintext` says so.
 
@@ -64,6 +70,7 @@ __all__ = [
 MECHANISMS = ("USER", "APOP", "PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER")
 # These put a reusable secret on the wire (password or bearer token).
 PLAINTEXT_MECHANISMS = frozenset({"USER", "PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"})
+_VERIFIED_ORDER = ("PLAIN", "CRAM-MD5", "LOGIN", "APOP", "USER")
 _ENCRYPTED_ORDER = ("CRAM-MD5", "PLAIN", "LOGIN", "APOP", "USER")
 _PLAIN_LINK_ORDER = ("CRAM-MD5", "APOP", "PLAIN", "LOGIN", "USER")
 
@@ -75,13 +82,20 @@ class Offer:
     sasl: frozenset[str]
     apop: bool
     encrypted: bool
+    # TLS with the certificate and host name checked: the peer is the server it names.
+    verified: bool = False
 
     @classmethod
     def of(
-        cls, capabilities: Mapping[str, tuple[str, ...]], *, apop: bool, encrypted: bool
+        cls,
+        capabilities: Mapping[str, tuple[str, ...]],
+        *,
+        apop: bool,
+        encrypted: bool,
+        verified: bool = False,
     ) -> Offer:
         sasl = frozenset(m.upper() for m in capabilities.get("SASL", ()))
-        return cls(sasl, apop, encrypted)
+        return cls(sasl, apop, encrypted, encrypted and verified)
 
     def offers(self, mech: str) -> bool:
         if mech == "USER":
@@ -113,7 +127,10 @@ def auto_order(
         return ["XOAUTH2"]
     if not password:
         raise LocalProtocolError("login needs a password or a token")
-    order = _ENCRYPTED_ORDER if offer.encrypted else _PLAIN_LINK_ORDER
+    if offer.verified:
+        order = _VERIFIED_ORDER
+    else:
+        order = _ENCRYPTED_ORDER if offer.encrypted else _PLAIN_LINK_ORDER
     usable = [
         mech
         for mech in order

@@ -50,14 +50,21 @@ async def test_starttls_then_sasl_plain(dovecot, dovecot_user) -> None:
         await client.quit()
 
 
-async def test_implicit_tls_auto_mechanism(dovecot, dovecot_user) -> None:
+@pytest.mark.parametrize(("insecure", "expected"), [(False, "PLAIN"), (True, "CRAM-MD5")])
+async def test_implicit_tls_auto_mechanism(dovecot, dovecot_user, insecure, expected) -> None:
+    # A verified certificate: PLAIN with its initial response, one exchange. Unverified TLS
+    # (a man in the middle could be the server): CRAM-MD5, which never sends the password.
     client = await POP3Client.connect(
-        dovecot.host, dovecot.pop3s_port, tls="implicit", ca_file=str(dovecot.ca_file)
+        dovecot.host,
+        dovecot.pop3s_port,
+        tls="implicit",
+        ca_file=None if insecure else str(dovecot.ca_file),
+        insecure=insecure,
     )
     async with client:
         assert client.tls_cipher
         await client.login(dovecot_user.name, dovecot_user.password)
-        assert client.mechanism == "CRAM-MD5"  # the strongest Dovecot offers here
+        assert client.mechanism == expected
         assert await client.stat() == (0, 0)
 
 

@@ -21,8 +21,9 @@ from bridge.pop3.mechanisms import (
 )
 
 
-def offer(*sasl: str, apop: bool = False, encrypted: bool = False) -> Offer:
-    return Offer.of({"SASL": sasl} if sasl else {}, apop=apop, encrypted=encrypted)
+def offer(*sasl: str, apop: bool = False, encrypted: bool = False, verified: bool = False) -> Offer:
+    caps = {"SASL": sasl} if sasl else {}
+    return Offer.of(caps, apop=apop, encrypted=encrypted, verified=verified)
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,19 @@ def offer(*sasl: str, apop: bool = False, encrypted: bool = False) -> Offer:
             ["CRAM-MD5", "PLAIN", "LOGIN", "APOP", "USER"],
         ),
         (offer(encrypted=True), False, ["USER"]),
+        # Verified TLS: PLAIN first (one exchange with its initial response), then the rest.
+        (
+            offer("PLAIN", "LOGIN", "CRAM-MD5", apop=True, encrypted=True, verified=True),
+            False,
+            ["PLAIN", "CRAM-MD5", "LOGIN", "APOP", "USER"],
+        ),
+        (offer("CRAM-MD5", encrypted=True, verified=True), False, ["CRAM-MD5", "USER"]),
+        # "verified" without encryption means nothing: a plain link's order.
+        (
+            offer("PLAIN", "CRAM-MD5", apop=True, verified=True),
+            True,
+            ["CRAM-MD5", "APOP", "PLAIN", "USER"],
+        ),
         # Plain link: APOP before anything that sends the password; those only when allowed.
         (offer("PLAIN", apop=True), False, ["APOP"]),
         (offer("PLAIN", apop=True), True, ["APOP", "PLAIN", "USER"]),
