@@ -189,7 +189,14 @@ class Channel:
                 return
             body = await self._body()
         self._caps, self._capa_ok = _capabilities(body), True
-        if self._capa_assumed and "PIPELINING" not in self._caps:
+        memo = self._capa_memo
+        if (
+            self._capa_assumed
+            and memo is not None
+            and memo.caps is not None
+            and "PIPELINING" in memo.caps
+            and "PIPELINING" not in self._caps
+        ):
             # Every capability of AUTHORIZATION is announced in TRANSACTION too (RFC 2449 §5):
             # a server that no longer lists PIPELINING after login stopped offering it, so
             # the next connection asks before it pipelines.
