@@ -148,14 +148,32 @@ class Bridge:
     """`pop3bridge run` as a child, with its CPU and RSS read together with its children's."""
 
     def __init__(
-        self, config: Path, log: Path, profile: Path | None, tree: Path | None = None
+        self,
+        config: Path,
+        log: Path,
+        profile: Path | None,
+        tree: Path | None = None,
+        cprofile: Path | None = None,
+        callgrind: Path | None = None,
     ) -> None:
         cmd = [str(VENV_BIN / "pop3bridge"), "run", "--config", str(config)]
         env = None
         if tree is not None:  # another checkout's bridge package (-P: not this one's via cwd)
             env = {**os.environ, "PYTHONPATH": str(tree)}
             cmd = [sys.executable, "-P", "-m", "bridge", "run", "--config", str(config)]
-        if profile is not None:
+        self.cprofile = cprofile
+        if cprofile is not None:  # `run` under CPROFILED, told when to start and stop
+            cmd = [sys.executable, "-P", "-c", CPROFILED, str(cprofile), *cmd[-3:]]
+        self.callgrind = callgrind
+        if callgrind is not None:  # counted only between `profiling(True)` and (False)
+            cmd = [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={callgrind}",
+                *cmd,
+            ]
+        elif profile is not None:
             pyinstrument = [str(VENV_BIN / "python"), "-m", "pyinstrument", "-i", "0.001"]
             cmd = [*pyinstrument, "-r", "text", "-o", str(profile), *cmd]
         self.log_path = log
@@ -193,6 +211,27 @@ class Bridge:
                 total += p.memory_info().rss
         return total
 
+    def profiling(self, on: bool) -> None:
+        """Start (`on`) or stop and write the `--cprofile` profile of the event-loop thread."""
+        if self.cprofile is not None:
+            self.proc.send_signal(signal.SIGUSR1 if on else signal.SIGUSR2)
+        if self.callgrind is not None:
+            pid = str(self.proc.pid)
+            for step in (["-i", "on"],) if on else (["-d"], ["-i", "off"]):
+                subprocess.run(["callgrind_control", *step, pid], capture_output=True, check=True)
+
+    def instructions(self) -> int:
+        """Instructions the bridge's process ran while counted (`--callgrind`), from the dumps
+        `profiling(False)` wrote (the parse worker, a child, is not counted)."""
+        assert self.callgrind is not None
+        total = 0
+        for dump in self.callgrind.parent.glob(self.callgrind.name + "*"):
+            for line in dump.read_text().splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    total += int(line.split()[1])
+                    break
+        return total
+
     def check(self) -> None:
         if self.proc.poll() is not None:
             raise SystemExit(f"bridge exited: {self.log_path.read_text()[-2000:]}")
@@ -205,6 +244,24 @@ class Bridge:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+# `pop3bridge run` with cProfile on the main (event-loop) thread, timed by that thread's CPU
+# time (`time.thread_time`: the SQLite thread's and the parse worker's work, and time spent
+# asleep, do not count): SIGUSR1 starts it, SIGUSR2 stops it and writes argv[1] (pstats).
+# The profiler's own cost per call inflates small functions, so read shares, not times.
+CPROFILED = r"""
+import cProfile, signal, sys, time
+out, sys.argv = sys.argv[1], ["pop3bridge", *sys.argv[2:]]
+prof = cProfile.Profile(time.thread_time)
+signal.signal(signal.SIGUSR1, lambda *_: prof.enable())
+def stop(*_):
+    prof.disable()
+    prof.dump_stats(out)
+signal.signal(signal.SIGUSR2, stop)
+from bridge.cli import main
+sys.exit(main())
+"""
 
 
 @dataclass
@@ -346,12 +403,14 @@ def idle_phase(
     logins: Logins,
     prof: Path | None,
     tree: Path | None,
+    cprofile: Path | None = None,
+    callgrind: Path | None = None,
 ) -> dict[str, float]:
     """Phase 2 once: `pop3bridge run` (of `tree`, else this checkout) over every account, its
     CPU read over `--idle-seconds` once each account was polled."""
     delivered = len(rx.requests)
     first_logins = logins()
-    bridge = Bridge(cfg, work / "idle.log", prof, tree)
+    bridge = Bridge(cfg, work / "idle.log", prof, tree, cprofile, callgrind)
     try:
         deadline = bridge.started + max(600.0, args.idle_accounts / 10)
         while logins() - first_logins < args.idle_accounts:
@@ -362,6 +421,7 @@ def idle_phase(
         warm = time.perf_counter() - bridge.started
         print(f"every one of {args.idle_accounts} accounts polled {warm:.1f} s after exec")
         time.sleep(min(5.0, args.interval / 4))
+        bridge.profiling(True)
         c0, w0, n0, s0 = bridge.cpu(), time.perf_counter(), logins(), bridge.wakeups()
         rss = []
         while time.perf_counter() - w0 < args.idle_seconds:
@@ -369,6 +429,10 @@ def idle_phase(
             bridge.check()
             rss.append(bridge.rss())
         c1, w1, n1, s1 = bridge.cpu(), time.perf_counter(), logins(), bridge.wakeups()
+        bridge.profiling(False)
+        if cprofile is not None:
+            time.sleep(2.0)  # the profile is written between two callbacks of the loop
+        instructions = bridge.instructions() if callgrind is not None else 0
     finally:
         bridge.stop()
     if len(rx.requests) != delivered or rx.invalid:
@@ -381,6 +445,7 @@ def idle_phase(
         "share": (c1 - c0) / (w1 - w0),
         "ms_per_poll": 1000 * (c1 - c0) / max(polls, 1),
         "sleeps_per_poll": (s1 - s0) / max(polls, 1),
+        "instructions_per_poll": instructions / max(polls, 1),
         "rss": max(rss),
         "warm": warm,
         "load": os.getloadavg()[0],
@@ -398,6 +463,19 @@ def main() -> int:
     ap.add_argument("--dovecot", choices=["tuned", "forking"], default="tuned")
     ap.add_argument("--tls", action="store_true", help="POP3S (trusting the test CA file)")
     ap.add_argument("--profile", type=Path, default=None, help="pyinstrument text per phase")
+    ap.add_argument(
+        "--cprofile",
+        type=Path,
+        default=None,
+        help="phase 2: cProfile of the event-loop thread's CPU over the window, per run (pstats)",
+    )
+    ap.add_argument(
+        "--callgrind",
+        type=Path,
+        default=None,
+        help="phase 2 under callgrind, counted over the window: instructions per poll (a "
+        "figure the load does not move; about 50x slower, so use ~200 accounts at 12 s)",
+    )
     ap.add_argument(
         "--floor-sessions", type=int, default=2000, help="sessions of the minimal client"
     )
@@ -432,8 +510,9 @@ def main() -> int:
     before = machine()
     total = args.accounts * args.per_account
     poller = {} if args.concurrency is None else {"max_concurrent_accounts": args.concurrency}
-    if args.profile is not None:
-        args.profile.mkdir(parents=True, exist_ok=True)
+    for folder in (args.profile, args.cprofile, args.callgrind):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
     receivers = ["nginx", "python"] if args.receiver == "both" else [args.receiver]
     trees: dict[str, Path | None] = {"this": None}
     if args.baseline is not None:
@@ -580,13 +659,20 @@ def main() -> int:
         for r in range(args.idle_rounds if args.baseline is not None else 1):
             for name, tree in order if r % 2 else order[::-1]:
                 prof = args.profile / f"idle_{name}_{r}.txt" if args.profile else None
-                figures = idle_phase(args, cfgs[name], work, rx, logins, prof, tree)
+                cprof = args.cprofile / f"idle_{name}_{r}.prof" if args.cprofile else None
+                grind = args.callgrind / f"idle_{name}_{r}.out" if args.callgrind else None
+                figures = idle_phase(args, cfgs[name], work, rx, logins, prof, tree, cprof, grind)
                 idle_runs[name].append(figures)
                 print(
                     f"  idle ({name}): {100 * figures['share']:.2f} % of a core, "
                     f"{figures['ms_per_poll']:.3f} ms per poll ({figures['polls']} polls, "
                     f"{figures['sleeps_per_poll']:.2f} sleeps each), "
-                    f"RSS {figures['rss'] / 1e6:.0f} MB; load {figures['load']:.2f}"
+                    + (
+                        f"{figures['instructions_per_poll'] / 1e3:.1f} K instructions each, "
+                        if args.callgrind
+                        else ""
+                    )
+                    + f"RSS {figures['rss'] / 1e6:.0f} MB; load {figures['load']:.2f}"
                 )
         idle = idle_runs["this"][-1]
         c0, c1, w0, w1, polls = 0.0, idle["cpu"], 0.0, idle["window"], int(idle["polls"])
