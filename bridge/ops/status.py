@@ -114,10 +114,18 @@ class StatusRegistry:
         self._lock = threading.Lock()
         self._accounts: dict[str, AccountStatus] = {}
 
+    def _account(self, account: str) -> AccountStatus:
+        """`account`'s entry, made at its first report (not built per call to be thrown away:
+        every poll reports here). The caller holds the lock."""
+        st = self._accounts.get(account)
+        if st is None:
+            st = self._accounts[account] = AccountStatus()
+        return st
+
     def poll_succeeded(self, account: str, new: int, now: float | None = None) -> None:
         at = time.time() if now is None else now
         with self._lock:
-            st = self._accounts.setdefault(account, AccountStatus())
+            st = self._account(account)
             st.last_poll_at = st.last_success_at = at
             st.last_error = None
             st.last_new = new
@@ -127,7 +135,7 @@ class StatusRegistry:
 
     def poll_failed(self, account: str, error: str, now: float | None = None) -> None:
         with self._lock:
-            st = self._accounts.setdefault(account, AccountStatus())
+            st = self._account(account)
             st.last_poll_at = time.time() if now is None else now
             st.last_error = error
             st.consecutive_failures += 1
@@ -136,25 +144,25 @@ class StatusRegistry:
         self, account: str, *, pending: int, dead: int, oldest_pending_age: float | None = None
     ) -> None:
         with self._lock:
-            st = self._accounts.setdefault(account, AccountStatus())
+            st = self._account(account)
             st.pending, st.dead, st.oldest_pending_age = pending, dead, oldest_pending_age
 
     def set_oauth(
         self, account: str, *, needs_reauth: str | None, refresh_token_expires_at: float | None
     ) -> None:
         with self._lock:
-            st = self._accounts.setdefault(account, AccountStatus())
+            st = self._account(account)
             st.needs_reauth = needs_reauth
             st.refresh_token_expires_at = refresh_token_expires_at
 
     def set_canary(self, account: str, canary: dict[str, Any]) -> None:
         with self._lock:
-            self._accounts.setdefault(account, AccountStatus()).canary = canary
+            self._account(account).canary = canary
 
     def delivered(self, account: str, latency: float, now: float | None = None) -> None:
         at = time.time() if now is None else now
         with self._lock:
-            self._accounts.setdefault(account, AccountStatus()).deliveries.append((at, latency))
+            self._account(account).deliveries.append((at, latency))
 
     def names(self) -> list[str]:
         with self._lock:

@@ -155,7 +155,8 @@ class Scheduler:
         # Accounts seen free at our last two heartbeats (see `sharing.plan`'s `free_before`).
         self._free_seen: collections.deque[set[str]] = collections.deque(maxlen=2)
         self._rounds = 0
-        self._polling: set[asyncio.Task[PollReport]] = set()
+        # Tasks running a session now (`_poll`): `run`'s shutdown gives them `grace` seconds.
+        self._polling: set[asyncio.Task[object]] = set()
         self.canaries = canary.Tracker(clock)
         # Called once, right after `run` started the first account loops (before any poll):
         # `pop3bridge run` freezes the heap there (`bridge.commands._common.settled`).
@@ -322,6 +323,8 @@ class Scheduler:
                 delay = 0.0  # the loop now waits for the lease to come back
                 continue
             except OAuthGrantRevoked as exc:
+                if self._stopping:
+                    return  # `run`'s shutdown waits for this task: no parking now
                 # No backoff fixes a revoked grant, and asking the token endpoint again every
                 # hour only adds noise: park until the account's settings change (`_reconcile`
                 # then starts a new loop) or the process restarts.
@@ -412,8 +415,20 @@ class Scheduler:
             # session that may really open the mailbox.
             if self.leases is not None and not self.owns(spec.name):
                 raise LeaseLost(spec.name)
-            task = asyncio.create_task(
-                poll_account(
+            # The session runs in the caller's task (an account loop, or one of `once`'s),
+            # which `run`'s shutdown waits for while it is listed here: a loop whose poll
+            # ends then sees `_stopping` and returns. Cancelling that task drops the session
+            # without QUIT, as cancelling a task of its own did (that cost a task, a shield
+            # and a wake-up per poll).
+            task = asyncio.current_task()
+            assert task is not None
+            self._polling.add(task)
+            self._busy.add(spec.name)
+            # Start/end of every session at DEBUG: with several replicas, these show (to the
+            # millisecond) that two never had the same mailbox open at once.
+            log.debug("session start", extra={"account": spec.name})
+            try:
+                report = await poll_account(
                     spec,
                     self.store,
                     clock=self.clock,
@@ -424,16 +439,7 @@ class Scheduler:
                     memo=memo,
                     capa=capa,
                 )
-            )
-            self._polling.add(task)
-            self._busy.add(spec.name)
-            # Start/end of every session at DEBUG: with several replicas, these show (to the
-            # millisecond) that two never had the same mailbox open at once.
-            log.debug("session start", extra={"account": spec.name})
-            try:
-                report = await asyncio.shield(task)
             except asyncio.CancelledError:
-                task.cancel()
                 raise
             except BaseException as exc:
                 self._report(spec, None, exc)

@@ -62,6 +62,8 @@ def apop_timestamp(greeting_text: bytes | str) -> str | None:
     data = greeting_text
     if isinstance(data, str):
         data = data.encode("utf-8", "replace")
+    if data.find(b"<") < 0:  # most greetings (Dovecot's among them) offer no APOP
+        return None
     match = _TIMESTAMP.search(data)
     return match.group(0).decode("ascii") if match else None
 

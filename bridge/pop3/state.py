@@ -33,6 +33,11 @@ class State(enum.Enum):
     UPDATE = "update"  # QUIT accepted in TRANSACTION: deletions committed, connection ends
     CLOSED = "closed"  # QUIT in AUTHORIZATION, or a refused greeting
 
+    # Members are compared by identity, so the identity hash is consistent with it; Enum's
+    # own hashes the name in Python, and every command sent and reply read looks a state up
+    # (`ALLOWED`, `TRANSITIONS`): ten calls per idle poll.
+    __hash__ = object.__hash__
+
 
 _AUTHORIZATION_VERBS = frozenset(
     {"USER", "APOP", "AUTH", "STLS", "CAPA", "UTF8", "LANG", "QUIT", "NOOP"}

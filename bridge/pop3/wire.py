@@ -178,7 +178,7 @@ def dot_unstuff(body: bytes) -> bytes:
         body = body[:-3]
     elif body == _TERMINATOR:
         body = b""
-    if body.startswith(b".\r\n") or b"\r\n.\r\n" in body:
+    if body.startswith(b".\r\n") or body.find(b"\r\n.\r\n") >= 0:
         raise RemoteProtocolError("a lone '.' line inside the body would end the response early")
     return _unstuff(body, 0, len(body))
 
@@ -399,7 +399,9 @@ class ResponseFramer(_ReceiveBuffer):
                         f"more than {MAX_STRAY_LF} stray line feeds before a status line"
                     )
                 continue
-            if b"\r" in content or b"\x00" in content:
+            # Byte values, not b"\r": CPython's `bytes in bytes` first tries the operand as an
+            # int and formats (then drops) a TypeError, every status line.
+            if 13 in content or 0 in content:
                 raise RemoteProtocolError(f"status line contains CR or NUL: {content[:60]!r}")
             self._stray = 0
             return content, raw
