@@ -26,10 +26,12 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check bridge tests bench
+	$(BIN)/ruff format --check bridge tests bench
 	$(BIN)/mypy
 
 test: $(STAMP)
 	$(BIN)/ruff check bridge tests bench
+	$(BIN)/ruff format --check bridge tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

@@ -85,7 +85,13 @@ async def _refetch(rt: PollerRuntime, spec: Any, wanted: dict[str, str]) -> tupl
         for uidl in present.values():
             raw = await client.retrieve(numbers[uidl])
             row = await account_outbox_row(
-                spec, uidl, len(raw), raw, oversize=False, now=time.time(), defer=True,
+                spec,
+                uidl,
+                len(raw),
+                raw,
+                oversize=False,
+                now=time.time(),
+                defer=True,
                 session=session,
             )
             messages.append(row)

@@ -39,7 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON document per message")
 
 
-
 def _line(event: dict[str, Any]) -> str:
     kind = event["event"]
     detail = event.get("detail") or {}
@@ -93,8 +92,7 @@ async def _trace(settings: Any, args: argparse.Namespace) -> int:
             _print_text(doc)
     if not documents:
         print(
-            "no custody trail found (unknown message, or purged retention.custody after "
-            "delivery)",
+            "no custody trail found (unknown message, or purged retention.custody after delivery)",
             file=sys.stderr,
         )
         return EXIT_FAILED

@@ -209,7 +209,7 @@ def render_page(
         f'<p class="muted">This process is <b>{esc(readiness)}</b> · updated '
         f"{esc(_when(now))} · refreshes every {REFRESH_SECONDS} s · "
         '<a href="/status">JSON</a> · <a href="/metrics">metrics</a></p>'
-        f"<ul class=\"muted\">{check_items}</ul>{note}{table}"
+        f'<ul class="muted">{check_items}</ul>{note}{table}'
         '<p class="muted">Deliveries and latency are this process\'s own; pending and dead '
         "letters come from the shared store.</p>"
         "</body></html>"

@@ -89,17 +89,14 @@ class CanaryKey:
         return hmac.new(key or self.keys[0], msg, hashlib.sha256).hexdigest()
 
     def verify(self, account: str, millis: int, nonce: str, tag: str) -> bool:
-        return any(
-            hmac.compare_digest(self.tag(account, millis, nonce, k), tag) for k in self.keys
-        )
+        return any(hmac.compare_digest(self.tag(account, millis, nonce, k), tag) for k in self.keys)
 
     @classmethod
     def derive(cls, secrets_: Iterable[str]) -> CanaryKey:
         """Keys derived from the account's webhook secrets: nothing new to configure or store,
         and a receiver cannot use them for anything else (a distinct HMAC label)."""
         keys = tuple(
-            hmac.new(s.encode(), b"pop3bridge canary v1", hashlib.sha256).digest()
-            for s in secrets_
+            hmac.new(s.encode(), b"pop3bridge canary v1", hashlib.sha256).digest() for s in secrets_
         )
         if not keys:
             raise ValueError("a canary key needs at least one secret")

@@ -253,7 +253,5 @@ class CustodySQL(SQLPart, CustodyStore):
             (now, d.array(wanted), DEFERRED),
         )
         if rows:
-            yield custody_rows(
-                d, [CustodyEvent(r[0], r[1], r[2], now, "replayed") for r in rows]
-            )
+            yield custody_rows(d, [CustodyEvent(r[0], r[1], r[2], now, "replayed") for r in rows])
         return sorted(r[0] for r in rows)

@@ -219,7 +219,8 @@ CORPUS: dict[str, bytes] = {
     b"DKIM-Signature: v=1; d=example.org; s=k1; b=abc\r\n"
     b"Authentication-Results: mx.example.com; dkim=pass header.d=bank.example; dmarc=pass\r\n"
     b"From: Bob <bob@example.org>\r\nTo: Support <support+case-7@example.com>\r\n"
-    b"Cc: Ops <ops+urgent@example.com>\r\nSubject: Re: case 7\r\n" + DATE
+    b"Cc: Ops <ops+urgent@example.com>\r\nSubject: Re: case 7\r\n"
+    + DATE
     + b"Auto-Submitted: no\r\n\r\nStill broken after the update.\r\n\r\n"
     b"On Mon, 1 Jan 2024 at 09:00, Support <support@example.com> wrote:\r\n"
     b"> Please update and tell us.\r\n",

@@ -108,8 +108,9 @@ def test_canary_that_never_arrives_is_stale(
     name = account["name"]
     bridge.wait(
         "a stale canary",
-        lambda: (bridge.status()["accounts"].get(name, {}).get("canary") or {}).get("state")
-        == "stale",
+        lambda: (
+            (bridge.status()["accounts"].get(name, {}).get("canary") or {}).get("state") == "stale"
+        ),
     )
     assert bridge.metrics().value("pop3bridge_canary_age_seconds", account=name) > 1
     assert dovecot.message_count(elsewhere) == 1

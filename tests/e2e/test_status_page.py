@@ -70,9 +70,7 @@ def test_status_page_in_a_real_browser(
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
-            page.on(
-                "console", lambda m: errors.append(m.text) if m.type == "error" else None
-            )
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
             response = page.goto(bridge.base + "/", wait_until="load")
             assert response is not None and response.status == 200

@@ -64,9 +64,7 @@ async def linked_row(raw: bytes, uidl: str = "u1") -> NewMessage:
 
 
 def rendered(row: NewMessage) -> dict[str, Any]:
-    data: dict[str, Any] = orjson.loads(minter().render(row.payload, row.msg_id, NOW + 60))[
-        "data"
-    ]
+    data: dict[str, Any] = orjson.loads(minter().render(row.payload, row.msg_id, NOW + 60))["data"]
     return data
 
 

@@ -78,9 +78,7 @@ async def test_dead_replayed_and_vanished(store: Store) -> None:
 
 
 async def test_lookup_by_account_uidl_message_id_and_time(store: Store) -> None:
-    ms = [
-        dataclasses.replace(make_message("a", str(i)), message_id=f"<{i}@x>") for i in range(3)
-    ]
+    ms = [dataclasses.replace(make_message("a", str(i)), message_id=f"<{i}@x>") for i in range(3)]
     await store.record(ms[:2], T0)
     await store.record([ms[2], make_message("b", "0")], T0 + 100)
     assert await store.custody_lookup(account="a") == [m.msg_id for m in ms]
