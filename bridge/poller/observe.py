@@ -11,6 +11,7 @@ error in observation is logged and never stops polling or delivery.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 import time
@@ -30,6 +31,9 @@ from bridge.store.base import OutboxItem, Store
 from bridge.store.custody import trail_document
 
 __all__ = ["Observer", "login_failure_reason"]
+
+# Where `best_effort` reports a failed metric update (the hot path below inlines it).
+_metrics_log = logging.getLogger(metrics.__name__)
 
 
 def login_failure_reason(exc: BaseException) -> str | None:
@@ -100,7 +104,10 @@ class Observer:
             self._canary_max_age[name] = spec.canary.max_age
         if report is not None:
             self.registry.poll_succeeded(name, report.recorded, self.clock())
-            _safe(lambda: self._count_ok(name, report))
+            try:  # `_safe` without its closure: this runs at every poll
+                self._count_ok(name, report)
+            except Exception:
+                _metrics_log.debug("metric update failed", exc_info=True)
         elif exc is not None:
             self.registry.poll_failed(name, f"{type(exc).__name__}: {exc}", self.clock())
             _safe(lambda: metrics.POLLS.labels(account=name, outcome="error").inc())

@@ -425,8 +425,10 @@ class Scheduler:
             self._polling.add(task)
             self._busy.add(spec.name)
             # Start/end of every session at DEBUG: with several replicas, these show (to the
-            # millisecond) that two never had the same mailbox open at once.
-            log.debug("session start", extra={"account": spec.name})
+            # millisecond) that two never had the same mailbox open at once. (Asked first, so
+            # an idle poll at INFO builds no `extra` for a line nobody writes.)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("session start", extra={"account": spec.name})
             try:
                 report = await poll_account(
                     spec,
@@ -447,7 +449,8 @@ class Scheduler:
             finally:
                 self._polling.discard(task)
                 self._busy.discard(spec.name)
-                log.debug("session end", extra={"account": spec.name})
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("session end", extra={"account": spec.name})
         for found, at in report.canaries:
             trip = self.canaries.fetched(spec.name, found, at)
             if trip is not None:

@@ -149,7 +149,7 @@ class POP3Client(Channel):
         try:
             async with asyncio.timeout(connect_timeout):
                 _, proto = await loop.create_connection(
-                    lambda: StreamProtocol(read_timeout),
+                    lambda: StreamProtocol(read_timeout, loop=loop),
                     host,
                     port,
                     ssl=ctx if tls == "implicit" else None,

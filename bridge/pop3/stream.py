@@ -37,12 +37,14 @@ class StreamProtocol(asyncio.Protocol):
         *,
         on_connect: Callable[[StreamProtocol], None] | None = None,
         half_close: bool = False,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         # Applies to every single read and to every wait for the send buffer to drain.
         self.read_timeout = read_timeout
         self._on_connect = on_connect
         self._half_close = half_close
-        self._loop = asyncio.get_running_loop()
+        # The running loop, unless the caller has it at hand (each look-up is a getpid).
+        self._loop = loop if loop is not None else asyncio.get_running_loop()
         self._buf = bytearray()
         self._eof = False
         self._exc: BaseException | None = None
