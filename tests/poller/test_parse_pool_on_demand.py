@@ -7,13 +7,35 @@ starts them after UIDL shows new messages, so their start still overlaps the RET
 
 from __future__ import annotations
 
-from bridge.outbox import ParsePool
+import asyncio
+
+from bridge.outbox import BodyJob, BodySpec, ParsePool
 from bridge.poller.poll import poll_account
 from bridge.store import Store
+from bridge.store.base import OutboxItem, deferred_payload
 from bridge.testing.fakepop3 import FakePOP3Server
 from tests.support.accounts import fake_account
 
 MAIL = b"From: a@example.com\r\nSubject: hello\r\n\r\nhi\r\n"
+T0 = 1_700_000_000.0
+
+
+def claimed(n: int, raw: bytes) -> OutboxItem:
+    """Row `n` as the delivery worker hands a claimed row with a deferred payload over."""
+    return OutboxItem(
+        id=n,
+        msg_id=f"msg_{n}",
+        account="acct",
+        uidl=f"u{n}",
+        webhook="main",
+        payload=deferred_payload("poller"),
+        attempts=0,
+        created_at=T0,
+        next_attempt_at=T0,
+        last_error=None,
+        size=len(raw),
+        raw=raw,
+    )
 
 
 async def test_a_poll_that_finds_nothing_new_starts_no_parse_worker(store: Store) -> None:
@@ -35,27 +57,10 @@ async def test_a_poll_that_finds_nothing_new_starts_no_parse_worker(store: Store
 
 
 async def test_a_body_built_without_warm_up_starts_the_workers_itself(store: Store) -> None:
-    from bridge.outbox import BodyJob, BodySpec
-    from bridge.store.base import OutboxItem, deferred_payload
-
     pool = ParsePool(1)
     try:
         assert not pool.started
-        item = OutboxItem(
-            id=1,
-            msg_id="msg_1",
-            account="acct",
-            uidl="u1",
-            webhook="main",
-            payload=deferred_payload("poller"),
-            attempts=0,
-            created_at=1_700_000_000.0,
-            next_attempt_at=1_700_000_000.0,
-            last_error=None,
-            size=len(MAIL),
-            raw=MAIL,
-        )
-        body = await pool.run(BodyJob(BodySpec(1 << 20, False), item, 1_700_000_000.0))
+        body = await pool.run(BodyJob(BodySpec(1 << 20, False), claimed(1, MAIL), T0))
         assert pool.started and b'"subject":"hello"' in body
     finally:
         pool.close()
@@ -63,28 +68,6 @@ async def test_a_body_built_without_warm_up_starts_the_workers_itself(store: Sto
 
 async def test_the_first_batch_is_one_job_so_the_first_body_waits_for_one_parse() -> None:
     # A delivery claim queues all its bodies at once; the first POST needs only the first.
-    import asyncio
-
-    from bridge.outbox import BodyJob, BodySpec
-    from bridge.store.base import OutboxItem, deferred_payload
-
-    def item(n: int) -> OutboxItem:
-        raw = MAIL.replace(b"hello", f"hello {n}".encode())
-        return OutboxItem(
-            id=n,
-            msg_id=f"msg_{n}",
-            account="acct",
-            uidl=f"u{n}",
-            webhook="main",
-            payload=deferred_payload("poller"),
-            attempts=0,
-            created_at=1_700_000_000.0,
-            next_attempt_at=1_700_000_000.0,
-            last_error=None,
-            size=len(raw),
-            raw=raw,
-        )
-
     pool = ParsePool(1)
     sizes: list[int] = []
     send = pool._send
@@ -97,7 +80,12 @@ async def test_the_first_batch_is_one_job_so_the_first_body_waits_for_one_parse(
     try:
         spec = BodySpec(1 << 20, False)
         bodies = await asyncio.gather(
-            *(pool.run(BodyJob(spec, item(n), 1_700_000_000.0)) for n in range(1, 8))
+            *(
+                pool.run(
+                    BodyJob(spec, claimed(n, MAIL.replace(b"hello", f"hello {n}".encode())), T0)
+                )
+                for n in range(1, 8)
+            )
         )
         assert sizes == [1, 6]  # the first alone, then the rest together
         assert [f'"subject":"hello {n}"'.encode() in b for n, b in enumerate(bodies, 1)] == [
