@@ -12,30 +12,11 @@ import asyncio
 from bridge.outbox import BodyJob, BodySpec, ParsePool
 from bridge.poller.poll import poll_account
 from bridge.store import Store
-from bridge.store.base import OutboxItem, deferred_payload
 from bridge.testing.fakepop3 import FakePOP3Server
 from tests.support.accounts import fake_account
+from tests.support.outbox import T0, claimed_row
 
 MAIL = b"From: a@example.com\r\nSubject: hello\r\n\r\nhi\r\n"
-T0 = 1_700_000_000.0
-
-
-def claimed(n: int, raw: bytes) -> OutboxItem:
-    """Row `n` as the delivery worker hands a claimed row with a deferred payload over."""
-    return OutboxItem(
-        id=n,
-        msg_id=f"msg_{n}",
-        account="acct",
-        uidl=f"u{n}",
-        webhook="main",
-        payload=deferred_payload("poller"),
-        attempts=0,
-        created_at=T0,
-        next_attempt_at=T0,
-        last_error=None,
-        size=len(raw),
-        raw=raw,
-    )
 
 
 async def test_a_poll_that_finds_nothing_new_starts_no_parse_worker(store: Store) -> None:
@@ -60,7 +41,7 @@ async def test_a_body_built_without_warm_up_starts_the_workers_itself(store: Sto
     pool = ParsePool(1)
     try:
         assert not pool.started
-        body = await pool.run(BodyJob(BodySpec(1 << 20, False), claimed(1, MAIL), T0))
+        body = await pool.run(BodyJob(BodySpec(1 << 20, False), claimed_row(MAIL, 1), T0))
         assert pool.started and b'"subject":"hello"' in body
     finally:
         pool.close()
@@ -82,7 +63,7 @@ async def test_the_first_batch_is_one_job_so_the_first_body_waits_for_one_parse(
         bodies = await asyncio.gather(
             *(
                 pool.run(
-                    BodyJob(spec, claimed(n, MAIL.replace(b"hello", f"hello {n}".encode())), T0)
+                    BodyJob(spec, claimed_row(MAIL.replace(b"hello", f"hello {n}".encode()), n), T0)
                 )
                 for n in range(1, 8)
             )

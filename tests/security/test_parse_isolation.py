@@ -33,12 +33,13 @@ import pytest
 
 from bridge import mail
 from bridge.outbox import BodyJob, BodySpec, ParseLimits, ParsePool
-from bridge.store.base import OutboxItem, deferred_payload
+from bridge.store.base import OutboxItem
 from bridge.testing.fakepop3 import FakePOP3Server
 from tests.e2e.harness import Receiver
 from tests.security.cli import fake_account_config, run_until_delivered
 from tests.support.dovecot import free_port
 from tests.support.loop import LoopThread
+from tests.support.outbox import T0, claimed_row
 
 MB = 1_000_000
 
@@ -114,27 +115,8 @@ def slow_but_under_the_caps(parts: int) -> bytes:
     return message(b"Content-Type: multipart/mixed; boundary=zz", body + b"--zz--\r\n")
 
 
-def job(raw: bytes, n: int) -> OutboxItem:
-    """A claimed row recorded with a deferred payload, as the delivery worker hands it over."""
-    now = 1_700_000_000.0
-    return OutboxItem(
-        id=n,
-        msg_id=f"msg_{n}",
-        account="acct",
-        uidl=f"u{n}",
-        webhook="main",
-        payload=deferred_payload("poller"),
-        attempts=0,
-        created_at=now,
-        next_attempt_at=now,
-        last_error=None,
-        size=len(raw),
-        raw=raw,
-    )
-
-
 async def build(pool: ParsePool, item: OutboxItem) -> bytes:
-    return await pool.run(BodyJob(BodySpec(1 << 20, False), item, 1_700_000_000.0))
+    return await pool.run(BodyJob(BodySpec(1 << 20, False), item, T0))
 
 
 def data_of(body: bytes) -> dict[str, Any]:
@@ -150,9 +132,9 @@ async def test_a_message_over_its_cpu_time_is_delivered_degraded() -> None:
     try:
         slow = slow_but_under_the_caps(4000)  # ~1.5 s of CPU in full
         results = await asyncio.gather(
-            build(pool, job(OK, 1)),
-            build(pool, job(slow, 2)),
-            build(pool, job(OK, 3)),
+            build(pool, claimed_row(OK, 1)),
+            build(pool, claimed_row(slow, 2)),
+            build(pool, claimed_row(OK, 3)),
         )
         fine1, degraded, fine3 = (data_of(body) for body in results)
         assert fine1["subject"] == fine3["subject"] == "fine" and fine1["parse_errors"] == []
@@ -199,8 +181,8 @@ async def test_a_message_that_kills_its_worker_is_delivered_raw_and_the_pool_rec
         slow = slow_but_under_the_caps(6000)
         with worker_killer(pool, cpu_over=0.6) as killed:
             results = await asyncio.gather(
-                build(pool, job(OK, 1)),
-                build(pool, job(slow, 2)),
+                build(pool, claimed_row(OK, 1)),
+                build(pool, claimed_row(slow, 2)),
             )
         fine, lost = (data_of(body) for body in results)
         assert killed and pool.restarts >= 2  # the batch, then the message alone
@@ -208,7 +190,7 @@ async def test_a_message_that_kills_its_worker_is_delivered_raw_and_the_pool_rec
         assert "process died" in lost["parse_errors"][0]
         assert base64.b64decode(lost["raw"]) == slow  # never lost
         # The pool keeps working afterwards.
-        body = await build(pool, job(OK, 3))
+        body = await build(pool, claimed_row(OK, 3))
         assert data_of(body)["subject"] == "fine"
     finally:
         pool.close()
@@ -284,11 +266,12 @@ def delivered_once_with_two_bombs(
 OWNER = """
 import asyncio, time
 from bridge.outbox import BodyJob, BodySpec, ParsePool
-from tests.security.test_parse_isolation import job
+from tests.support.outbox import claimed_row
 
 async def main():
     pool = ParsePool(1)
-    await pool.run(BodyJob(BodySpec(1024, False), job(b"Subject: x\\r\\n\\r\\nx\\r\\n", 1), 0.0))
+    row = claimed_row(b"Subject: x\\r\\n\\r\\nx\\r\\n", 1)
+    await pool.run(BodyJob(BodySpec(1024, False), row, 0.0))
     print(*pool.pids(), flush=True)
     time.sleep(600)  # the stimulus: alive, holding its workers, until the test SIGKILLs it
 
