@@ -12,7 +12,7 @@ import ssl
 
 from bridge.poller.report import PollReport
 from bridge.poller.spec import AccountSpec
-from bridge.pop3.client import CapaMemo, POP3Client, login_with_fallback
+from bridge.pop3.client import STAT_UIDL, CapaMemo, POP3Client, login_with_fallback
 from bridge.pop3.errors import AuthenticationFailed
 from bridge.pop3.tls import shared_client_context
 
@@ -42,7 +42,11 @@ def tls_context(spec: AccountSpec) -> ssl.SSLContext | None:
 
 
 async def connect_and_login(
-    spec: AccountSpec, report: PollReport | None = None, capa: CapaMemo | None = None
+    spec: AccountSpec,
+    report: PollReport | None = None,
+    capa: CapaMemo | None = None,
+    *,
+    listing: bool = False,
 ) -> POP3Client:
     """A logged-in client; an OAuth login refused once is retried once with a fresh token.
 
@@ -58,6 +62,9 @@ async def connect_and_login(
     With `capa` (the account loop's `CapaMemo`) the CAPA before login may be the one its last
     session got instead of a round trip (see `CapaMemo` for when, and why TLS is never
     affected).
+
+    With `listing` the caller's first call must be `stat_uidl`: STAT and UIDL may then go out
+    behind the login's last line (`POP3Client.login(ahead=...)`, when the server pipelines).
     """
     before: float | None = None
 
@@ -92,6 +99,7 @@ async def connect_and_login(
                 # The CAPA after login rides with the session's first command (STAT) when
                 # the server pipelines: one round trip fewer per poll.
                 lazy_capa=True,
+                ahead=STAT_UIDL if listing else (),
             )
         except AuthenticationFailed:
             if attempt + 1 < attempts and spec.invalidate_token is not None:

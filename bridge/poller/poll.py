@@ -168,7 +168,8 @@ async def poll_account(
     start = time.monotonic()
     _check(owned, spec.name)
     try:
-        client = await connect_and_login(spec, report, capa)
+        # STAT and UIDL (`_Poll.run`'s first call) may ride with the login's last line.
+        client = await connect_and_login(spec, report, capa, listing=True)
         async with client:
             poll = _Poll(
                 client, spec, store, report, clock, notify, deliveries, stopping, owned, memo

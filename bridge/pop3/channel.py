@@ -78,6 +78,10 @@ class CapaMemo:
     caps: dict[str, tuple[str, ...]] | None = None
     encrypted: bool = False
     asked_at: float = 0.0
+    # False once a session that sent commands behind its login's last line got no answer to
+    # them (`POP3Client.login(ahead=...)`): a server that advertises PIPELINING but loses
+    # what follows the login. Kept for the account loop's life, unlike `caps`.
+    behind_login: bool = True
 
 
 class Channel:
@@ -103,6 +107,11 @@ class Channel:
         self._capa_ok = False
         # The CAPA after login is owed: it goes out with the next command (`_send_all`).
         self._capa_due = False
+        # Commands already sent behind the login's last line (`POP3Client.login(ahead=...)`),
+        # whose replies are still to be read: the caller's next `_send_all` of exactly these
+        # writes nothing.
+        self._ahead: tuple[Command, ...] = ()
+        self._behind_out = False  # this login attempt's last line carried commands behind it
         # `_caps` came from an earlier connection (`POP3Client.connect(capa_memo=...)`), not
         # from this one; `_capa_memo` is forgotten when this session shows it was wrong.
         self._capa_assumed = False
@@ -152,6 +161,15 @@ class Channel:
         """
         if self._closed:
             raise LocalProtocolError(f"cannot send {commands[0].verb}: the session is closed")
+        if self._ahead:
+            sent = len(commands)
+            if self._ahead[:sent] != commands:
+                raise LocalProtocolError(
+                    f"{commands[0].verb} asked for, but {self._ahead[0].verb} went out behind "
+                    "the login and its reply comes first"
+                )
+            self._ahead = self._ahead[sent:]
+            return
         conn = self._conn
         owed = self._capa_due
         if owed:
@@ -282,6 +300,8 @@ class Channel:
     ) -> AsyncIterator[list[tuple[int, bytes]]]:
         """(number, body) for each of `commands` in order, in lists: with pipelining, every
         reply already read in full at once (`_replies`)."""
+        if self._ahead:
+            raise LocalProtocolError(f"{self._ahead[0].verb} went out behind the login: send it")
         if self._capa_due:  # the window's writer sends commands only, so CAPA goes first
             self._capa_due = False
             await self._capa()

@@ -10,7 +10,8 @@ without calling `quit()` aborts, so forgetting to commit never deletes anything.
 Pipelining (RFC 2449 §6.6) is used for `retrieve_many` (and `retrieve_batches`, the same in
 lists), `top_many` and `delete_many` when the server advertises PIPELINING and it was not
 switched off (`bridge.pop3.pipeline`: a window of credit). Logins, STLS and QUIT are never
-pipelined (the core refuses). If a pipelined batch fails or the caller stops iterating early,
+pipelined (the core refuses), except that `login(ahead=...)` may send the session's first
+commands behind the login's last line (`ClientConnection.send_behind_login`). If a pipelined batch fails or the caller stops iterating early,
 the connection is aborted (nothing committed): replies still in flight would otherwise be read
 as answers to later commands.
 
@@ -47,6 +48,7 @@ from bridge.pop3.errors import (
     ConnectionLost,
     LocalProtocolError,
     RemoteProtocolError,
+    ResponseError,
     TLSFailure,
 )
 from bridge.pop3.events import (
@@ -86,6 +88,7 @@ from bridge.pop3.wire import LineEnding
 
 __all__ = [
     "MECHANISMS",
+    "STAT_UIDL",
     "CapaMemo",
     "POP3Client",
     "TLSMode",
@@ -98,6 +101,10 @@ log = logging.getLogger(__name__)
 TLSMode = Literal["implicit", "starttls", "none"]
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
 
+
+# A poll's first commands once logged in (`stat_uidl`), which `login(ahead=STAT_UIDL)` may send
+# behind the login's last line.
+STAT_UIDL = (Command("STAT"), Command("UIDL"))
 
 # Octets one UIDL line may take when the answer is bounded by STAT's count: RFC 1939 ids are
 # at most 70 characters; servers that send longer ones stay far below this.
@@ -310,6 +317,7 @@ class POP3Client(Channel):
         token: TokenSource | None = None,
         skip: Collection[str] = (),
         lazy_capa: bool = False,
+        ahead: tuple[Command, ...] = (),
     ) -> None:
         """Authenticate; on success the session is in TRANSACTION and CAPA has been re-read.
 
@@ -318,6 +326,19 @@ class POP3Client(Channel):
         before login announced after it too, PIPELINING included): an idle poll saves a round
         trip. Until that command, `capabilities` and `login_delay` still show the list from
         before login; `detach()` needs the CAPA read, so the proxy does not use this.
+
+        `ahead` (with `lazy_capa`): the commands the caller sends first once logged in (the
+        poller's STAT and UIDL). When the server listed PIPELINING, the mechanism's last line
+        is known (USER/PASS's PASS, APOP, PLAIN, CRAM-MD5) and the `CapaMemo` has not seen this
+        server lose them, the CAPA and these go out in the same write as that line, before its
+        reply (RFC 2449 §6.6; `ClientConnection.send_behind_login`): one round trip fewer.
+        Nothing in them is secret, and the secret itself goes out exactly as it would alone,
+        after the same checks. The login's reply is read first; when it is refused,
+        their replies (given in AUTHORIZATION) are read and dropped, so the connection goes on
+        as it would have without them. The CAPA's reply is read here; the caller's own send
+        of `ahead` then writes nothing and it reads their replies as usual. A session whose
+        login got no answer to them (timeout, hang-up, a challenge after the last line) turns
+        this off for the memo's account.
 
         `token` is an OAuth access token (or a function, possibly async, returning one) for
         XOAUTH2/OAUTHBEARER. Mechanisms that expose the secret are refused on an unencrypted
@@ -337,7 +358,7 @@ class POP3Client(Channel):
         """
         try:
             await self._login(
-                username, password, mechanism, allow_plaintext, token, skip, lazy_capa
+                username, password, mechanism, allow_plaintext, token, skip, lazy_capa, ahead
             )
         except AuthenticationFailed as exc:
             if not self._capa_assumed:
@@ -359,7 +380,7 @@ class POP3Client(Channel):
             offer = self.offer
             tried = [m for m in (*skip, *exc.tried) if offer.offers(m)]
             await self._login(
-                username, password, mechanism, allow_plaintext, token, tried, lazy_capa
+                username, password, mechanism, allow_plaintext, token, tried, lazy_capa, ahead
             )
 
     async def _login(
@@ -371,6 +392,7 @@ class POP3Client(Channel):
         token: TokenSource | None,
         skip: Collection[str],
         lazy_capa: bool,
+        ahead: tuple[Command, ...],
     ) -> None:
         """`login` on this connection's capabilities as they are."""
         mech = normalise_mechanism(mechanism)
@@ -379,7 +401,7 @@ class POP3Client(Channel):
                 mech, encrypted=self._encrypted, allow_plaintext=allow_plaintext, host=self.host
             )
             check_offered(mech, self.offer, capa_known=self._capa_ok, host=self.host)
-            await self._login_with(mech, username, password, token, lazy_capa)
+            await self._login_with(mech, username, password, token, lazy_capa, ahead)
             return
         order = auto_order(
             self.offer,
@@ -398,7 +420,7 @@ class POP3Client(Channel):
                 mech, encrypted=self._encrypted, allow_plaintext=allow_plaintext, host=self.host
             )
             try:
-                await self._login_with(mech, username, password, token, lazy_capa)
+                await self._login_with(mech, username, password, token, lazy_capa, ahead)
             except AuthenticationFailed as exc:
                 if exc.unanswered:
                     left.insert(0, mech)
@@ -434,35 +456,98 @@ class POP3Client(Channel):
         password: str | None,
         token: TokenSource | None,
         lazy_capa: bool = False,
+        ahead: tuple[Command, ...] = (),
     ) -> None:
         answered = self._events
+        memo = self._capa_memo
+        behind: tuple[Command, ...] = ()
+        if (
+            ahead
+            and lazy_capa
+            and self.pipelining
+            and mech in _LAST_LINE_KNOWN
+            and (memo is None or memo.behind_login)
+        ):
+            behind = (Command("CAPA"), *ahead)
+        self._behind_out = False
         try:
             if mech == "USER":
                 await self._simple(Command("USER", (username,)))
-                await self._simple(Command("PASS", (_need(password),)))
+                await self._last(Command("PASS", (_need(password),)), behind)
             elif mech == "APOP":
                 timestamp = self.greeting.timestamp
                 if timestamp is None:
                     raise LocalProtocolError(f"{self.host}'s greeting has no APOP timestamp")
                 digest = apop_digest(timestamp, _need(password))
-                await self._simple(Command("APOP", (username, digest)))
+                await self._last(Command("APOP", (username, digest)), behind)
             else:
-                await self._sasl(await self._mechanism(mech, username, password, token))
+                await self._sasl(await self._mechanism(mech, username, password, token), behind)
         except ConnectionLost as exc:
             # Some servers hang up on a failed login instead of answering (S7).
+            self._lost_behind(memo)
             self.abort()
             error = AuthenticationFailed(f"{self.host} closed the connection during {mech} login")
             # Gone before a word about this mechanism (it hung up on the previous one): not
             # refused, so `auth: auto` tries it again on a new connection.
             error.unanswered = self._events == answered
             raise error from exc
+        except BaseException as exc:
+            if self._behind_out:
+                await self._settle_behind(exc, memo)
+            raise
         self.mechanism = mech
+        if self._behind_out:
+            try:
+                await self._capa_reply()
+            except ConnectionLost:  # a read timeout too
+                self._lost_behind(memo)
+                self.abort()
+                raise
+            self._ahead = ahead
+            return
         # Some servers advertise more once logged in (UIDL, PIPELINING): CAPA again, now or
         # with the next command (`lazy_capa`).
         if lazy_capa and self.pipelining:
             self._capa_due = True
         else:
             await self.capa()
+
+    async def _settle_behind(self, exc: BaseException, memo: CapaMemo | None) -> None:
+        """The login whose last line carried commands failed with `exc`. Refused (-ERR), the
+        session is still in AUTHORIZATION and the server answers them in turn (-ERR, or CAPA's
+        list): their replies are read and dropped, so the next mechanism may go on over this
+        connection as it would have. Anything else drops the connection."""
+        if isinstance(exc, ResponseError):
+            try:
+                while self._conn.outstanding:
+                    await self._status()
+                    if self._conn.in_body:
+                        await self._body()
+                return
+            except ConnectionLost:  # hung up after refusing (S7), or no answers (timeout)
+                pass
+            except RemoteProtocolError:
+                self._lost_behind(memo)
+        elif isinstance(exc, RemoteProtocolError):
+            self._lost_behind(memo)  # e.g. a challenge after the last answer
+        self.abort()
+
+    def _lost_behind(self, memo: CapaMemo | None) -> None:
+        """No answer came to commands sent behind the login: not again for this account."""
+        if self._behind_out and memo is not None:
+            memo.behind_login = False
+
+    async def _last(self, command: Command, behind: tuple[Command, ...]) -> None:
+        """`_simple(command)` for a login's last line, with `behind` in the same write."""
+        if not behind:
+            await self._simple(command)
+            return
+        conn = self._conn
+        await self._write(conn.send(command) + conn.send_behind_login(behind))
+        self._behind_out = True
+        status = await self._status()
+        if not status.ok:
+            raise self._error(command.verb, status)
 
     async def _mechanism(
         self, mech: str, username: str, password: str | None, token: TokenSource | None
@@ -483,10 +568,18 @@ class POP3Client(Channel):
             return XOAuth2(username, value)
         return OAuthBearer(username, value, host=self.host)
 
-    async def _sasl(self, mech: Mechanism) -> None:
+    async def _sasl(self, mech: Mechanism, behind: tuple[Command, ...] = ()) -> None:
+        """One AUTH exchange; `behind` goes out with its last line (`_LAST_LINE_KNOWN`: the
+        AUTH line when it carries the initial response, else the answer to the first
+        challenge)."""
+        conn = self._conn
         args = auth_command(mech, allow_initial_response="SASL" in self._caps)
         ir_pending = len(args) == 1 and mech.initial_response() is not None
-        await self._send(Command("AUTH", args))
+        if behind and len(args) == 2:
+            await self._write(conn.send(Command("AUTH", args)) + conn.send_behind_login(behind))
+            self._behind_out = True
+        else:
+            await self._send(Command("AUTH", args))
         while True:
             event = await self._next()
             if isinstance(event, StatusResponse):
@@ -510,9 +603,13 @@ class POP3Client(Channel):
                     answer = mech.respond(challenge)
             except RemoteProtocolError:
                 # RFC 5034 §4: a challenge we cannot handle is answered with a cancel.
-                await self._write(self._conn.send_auth_response(None))
+                await self._write(conn.send_auth_response(None))
                 continue
-            await self._write(self._conn.send_auth_response(encode_response(answer)))
+            line = conn.send_auth_response(encode_response(answer))
+            if behind and not self._behind_out:
+                line += conn.send_behind_login(behind)
+                self._behind_out = True
+            await self._write(line)
 
     # -- transaction -----------------------------------------------------------------------
     async def stat(self) -> tuple[int, int]:
@@ -557,7 +654,7 @@ class POP3Client(Channel):
         if not self.pipelining:
             stat = await self.stat()
             return stat, await self.uidl(header_id=header_id, messages=stat[0])
-        await self._send_all((Command("STAT"), Command("UIDL")))
+        await self._send_all(STAT_UIDL)
         try:
             status = await self._status()
             if not status.ok:
@@ -714,9 +811,10 @@ async def login_with_fallback(
     allow_plaintext: bool = False,
     token: TokenSource | None = None,
     lazy_capa: bool = False,
+    ahead: tuple[Command, ...] = (),
 ) -> POP3Client:
-    """`connect()`, then `login` (`lazy_capa` is passed on); a logged-in client, or the error
-    that ended the last try.
+    """`connect()`, then `login` (`lazy_capa` and `ahead` are passed on); a logged-in client,
+    or the error that ended the last try.
 
     RFC 1939 and RFC 5034 leave the session in AUTHORIZATION after a refused APOP or AUTH, so
     `login` tries the next mechanism on the same connection. Some servers hang up instead;
@@ -735,6 +833,7 @@ async def login_with_fallback(
                 token=token,
                 skip=tried,
                 lazy_capa=lazy_capa,
+                ahead=ahead,
             )
         except AuthenticationFailed as exc:
             client.abort()
@@ -752,6 +851,12 @@ async def login_with_fallback(
             client.abort()
             raise
         return client
+
+
+# Mechanisms whose last line the client knows before the server answers it: `login(ahead=...)`
+# may send commands behind it. LOGIN (two answers) and the OAuth mechanisms (an error comes as
+# a challenge to be answered) are left out.
+_LAST_LINE_KNOWN = frozenset({"USER", "APOP", "PLAIN", "CRAM-MD5"})
 
 
 def _verifies(ctx: ssl.SSLContext | None) -> bool:

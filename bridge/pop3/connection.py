@@ -8,7 +8,12 @@ lets a pipelining caller send many commands and match the replies in order (RFC 
 Some commands are never pipelined: USER, PASS, APOP, AUTH, STLS and QUIT change what the
 session is (authenticated, encrypted, ending), so they may only be sent when nothing is
 outstanding, and nothing may follow them until their reply is in. That is enforced here, not
-left to the I/O layer.
+left to the I/O layer. One exception, asked for by name (`send_behind_login`): ordinary commands
+may follow the *last* line of a login (PASS, APOP, AUTH with its initial response or after its
+answer to a challenge) before its reply, checked against the state the login's +OK leads to
+(RFC 2449 §6.6's own example batches a login with what follows it). If the login is refused
+they are answered in AUTHORIZATION (-ERR, or CAPA's list), framed as usual; if the server sends
+a SASL challenge instead, it took them for answers, and that is a protocol error.
 
 Replies to a batch (RETR, TOP, DELE) can be read without events: `next_reply` takes a plain +OK
 whole from the framer's span mode and hands back the body un-stuffed in one piece (`next_replies`
@@ -45,6 +50,8 @@ from bridge.pop3.wire import (
 __all__ = ["EXCLUSIVE_VERBS", "ClientConnection"]
 
 EXCLUSIVE_VERBS = frozenset({"USER", "PASS", "APOP", "AUTH", "STLS", "QUIT", "UTF8"})
+# Logins whose +OK ends AUTHORIZATION: `send_behind_login` may follow their last line.
+LOGIN_ENDS = frozenset({"PASS", "APOP", "AUTH"})
 
 
 class ClientConnection:
@@ -58,6 +65,9 @@ class ClientConnection:
         self._session = SessionState()
         self._pending: deque[Command] = deque()
         self._in_auth = False  # a SASL challenge is waiting for our answer
+        # Answers sent in the current AUTH exchange, and whether one of them was a cancel.
+        self._auth_answers = 0
+        self._auth_cancelled = False
         self._tls_pending = False  # STLS accepted; nothing more until the handshake is done
         self.greeting: Greeting | None = None
 
@@ -91,10 +101,12 @@ class ClientConnection:
         """Check and encode `command`; raises `LocalProtocolError` before anything is sent."""
         if self._tls_pending:
             raise LocalProtocolError(f"cannot send {command.verb} before the TLS handshake ends")
-        if self._in_auth or (self._pending and self._pending[-1].verb in EXCLUSIVE_VERBS):
+        pending = self._pending
+        if self._in_auth or (pending and pending[0].verb in EXCLUSIVE_VERBS):
+            # An exclusive command is only ever sent alone (below), so it is pending[0]; the
+            # commands `send_behind_login` queued after a login do not make room for more.
             raise LocalProtocolError(
-                f"cannot send {command.verb} while waiting for the reply to "
-                f"{self._pending[-1].verb}"
+                f"cannot send {command.verb} while waiting for the reply to {pending[0].verb}"
             )
         if command.verb in EXCLUSIVE_VERBS and self._pending:
             raise LocalProtocolError(
@@ -110,7 +122,47 @@ class ClientConnection:
         data = encode_command(command)
         self._framer.expect(kind)
         self._pending.append(command)
+        if command.verb == "AUTH":
+            self._auth_answers, self._auth_cancelled = 0, False
         return data
+
+    def send_behind_login(self, commands: tuple[Command, ...]) -> bytes:
+        """Encode `commands` to go out right behind a login's last line, before its reply.
+
+        Only with that login alone outstanding and its last line already encoded: PASS or
+        APOP, or AUTH with its initial response on the line or with an answer sent to a
+        challenge (the caller knows the mechanism, and so whether that answer is its last:
+        a further challenge is refused by `next_event`). Each command is checked against the
+        state the login's +OK leads to and may not be exclusive. Raises `LocalProtocolError`
+        before anything is queued.
+        """
+        pending = self._pending
+        login = pending[0] if len(pending) == 1 else None
+        if (
+            login is None
+            or login.verb not in LOGIN_ENDS
+            or self._tls_pending
+            or self._in_auth
+            or (
+                login.verb == "AUTH"
+                and (self._auth_cancelled or (len(login.args) < 2 and not self._auth_answers))
+            )
+        ):
+            raise LocalProtocolError(
+                "commands go behind a login only right after its last line, with nothing "
+                "else outstanding"
+            )
+        after = self._session.after(login.verb)
+        encoded = []
+        for command in commands:
+            kind = response_kind(command)
+            if command.verb in EXCLUSIVE_VERBS or kind is None or not after.allowed(command.verb):
+                raise LocalProtocolError(f"{command.verb} cannot be sent behind {login.verb}")
+            encoded.append((encode_command(command), kind, command))
+        for _, kind, command in encoded:
+            self._framer.expect(kind)
+            pending.append(command)
+        return b"".join(data for data, _, _ in encoded)
 
     def send_auth_response(self, response: str | None) -> bytes:
         """Answer the current SASL challenge: base64 text ("" for empty), or None to cancel."""
@@ -124,6 +176,8 @@ class ClientConnection:
                 raise LocalProtocolError("a SASL response must be a single base64 token")
             line = data + b"\r\n"
         self._in_auth = False
+        self._auth_answers += 1
+        self._auth_cancelled = response is None
         return line
 
     def tls_started(self) -> None:
@@ -218,5 +272,11 @@ class ClientConnection:
         elif isinstance(event, Continuation):
             if self._pending[0].verb != "AUTH":
                 raise RemoteProtocolError("server sent a SASL challenge outside AUTH")
+            if len(self._pending) > 1:
+                # Commands went behind what was to be the last answer: the server reads them
+                # as answers to this challenge, so nothing after it can be matched up.
+                raise RemoteProtocolError(
+                    "server sent a SASL challenge after the last answer, with commands behind it"
+                )
             self._in_auth = True
         return event

@@ -90,6 +90,11 @@ class SessionState:
     def allowed(self, verb: str) -> bool:
         return verb in ALLOWED[self.state]
 
+    def after(self, verb: str, ok: bool = True) -> SessionState:
+        """The session as it would be once `verb`'s reply (+OK when `ok`) arrives; this one
+        is left as it is."""
+        return SessionState(TRANSITIONS.get((self.state, verb, ok), self.state))
+
     def check(self, verb: str) -> None:
         if not self.allowed(verb):
             raise LocalProtocolError(
