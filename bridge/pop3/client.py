@@ -11,9 +11,9 @@ Pipelining (RFC 2449 §6.6) is used for `retrieve_many` (and `retrieve_batches`,
 lists), `top_many` and `delete_many` when the server advertises PIPELINING and it was not
 switched off (`bridge.pop3.pipeline`: a window of credit). Logins, STLS and QUIT are never
 pipelined (the core refuses), except that `login(ahead=...)` may send the session's first
-commands behind the login's last line (`ClientConnection.send_behind_login`). If a pipelined batch fails or the caller stops iterating early,
-the connection is aborted (nothing committed): replies still in flight would otherwise be read
-as answers to later commands.
+commands behind the login's last line (`ClientConnection.send_behind_login`). If a pipelined
+batch fails or the caller stops iterating early, the connection is aborted (nothing
+committed): replies still in flight would otherwise be read as answers to later commands.
 
 Reading replies, batches and the typed errors live in `bridge.pop3.channel` (the base class),
 the TLS context in `bridge.pop3.tls`; this module holds what a session does: connect, STLS,
