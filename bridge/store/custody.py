@@ -247,7 +247,7 @@ class CustodySQL(SQLPart, CustodyStore):
             "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, "
             "finished_at = NULL, claimed_by = NULL, claim_until = NULL "
             f"WHERE {d.in_list('msg_id', 'text')} AND EXISTS (SELECT 1 FROM bodies b "
-            "WHERE b.msg_id = outbox.msg_id "
+            "WHERE b.id = outbox.id "
             "AND (substr(b.payload, 1, 1) <> ? OR b.raw IS NOT NULL)) "
             "RETURNING msg_id, account, uidl",
             (now, d.array(wanted), DEFERRED),

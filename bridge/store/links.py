@@ -87,9 +87,9 @@ class LinkSQL(SQLPart, LinkStore):
             )
         if rows:
             yield Execute(
-                "UPDATE bodies SET raw = NULL WHERE raw IS NOT NULL "
-                f"AND {d.in_list('msg_id', 'text')} AND msg_id IN "
-                "(SELECT msg_id FROM outbox WHERE deleted_at IS NOT NULL)",
+                "UPDATE bodies SET raw = NULL WHERE raw IS NOT NULL AND id IN "
+                "(SELECT id FROM outbox WHERE deleted_at IS NOT NULL "
+                f"AND {d.in_list('msg_id', 'text')})",
                 (d.array({r[0] for r in rows}),),
             )
         yield Execute("DELETE FROM links WHERE purged_at < ?", (now - LINK_TOMBSTONE_SECONDS,))

@@ -83,7 +83,7 @@ class OutboxSQL(SQLPart, OutboxStore):
             [(m.account, m.uidl, m.fingerprint, now) for m in fresh],
             "ON CONFLICT (account, uidl) DO NOTHING",
         )
-        yield d.insert_many(
+        inserted = yield d.insert_many(
             "outbox",
             (
                 ("msg_id", "text"),
@@ -111,8 +111,11 @@ class OutboxSQL(SQLPart, OutboxStore):
                 for m in fresh
             ],
             "ON CONFLICT (msg_id) DO NOTHING",
+            returning="id, msg_id",
         )
-        yield from d.insert_bodies(fresh)
+        # A body for each row inserted now, under the row's id (an existing row keeps its own).
+        by_msg_id = {m.msg_id: m for m in fresh}
+        yield from d.insert_bodies(sorted((int(r[0]), by_msg_id[r[1]]) for r in inserted))
         for m in fresh:
             if m.links:
                 yield from insert_links(m, now)
@@ -137,7 +140,7 @@ class OutboxSQL(SQLPart, OutboxStore):
             return []
         # The claim is committed on its own; the rows read now are ours until `claim_until`.
         rows = yield Fetch(
-            f"SELECT {_ITEM_COLS} FROM outbox o JOIN bodies b ON b.msg_id = o.msg_id "
+            f"SELECT {_ITEM_COLS} FROM outbox o JOIN bodies b ON b.id = o.id "
             f"WHERE {d.in_list('o.id', 'bigint')} ORDER BY o.next_attempt_at, o.id",
             (DEFERRED, TEMPLATE, d.array([r[0] for r in claimed])),
         )
@@ -260,7 +263,10 @@ class OutboxSQL(SQLPart, OutboxStore):
 
     @read
     def raw_message(self, msg_id: str) -> Tx[bytes | None]:
-        rows = yield Fetch("SELECT raw FROM bodies WHERE msg_id = ?", (msg_id,))
+        rows = yield Fetch(
+            "SELECT b.raw FROM outbox o JOIN bodies b ON b.id = o.id WHERE o.msg_id = ?",
+            (msg_id,),
+        )
         return None if not rows or rows[0][0] is None else bytes(rows[0][0])
 
     # -- deletion after delivery ------------------------------------------------------------
@@ -295,10 +301,10 @@ class OutboxSQL(SQLPart, OutboxStore):
         # Nothing can ask for the raw message of a delivered, deleted message any more unless
         # a link to it was minted (the link sweep drops it with the link content).
         yield Execute(
-            "UPDATE bodies SET raw = NULL WHERE raw IS NOT NULL AND msg_id IN "
-            "(SELECT msg_id FROM outbox WHERE account = ? AND state = 'delivered' "
-            f"AND {d.in_list('uidl', 'text')}) "
-            "AND NOT EXISTS (SELECT 1 FROM links l WHERE l.msg_id = bodies.msg_id)",
+            "UPDATE bodies SET raw = NULL WHERE raw IS NOT NULL AND id IN "
+            "(SELECT id FROM outbox o WHERE account = ? AND state = 'delivered' "
+            f"AND {d.in_list('uidl', 'text')} "
+            "AND NOT EXISTS (SELECT 1 FROM links l WHERE l.msg_id = o.msg_id))",
             (account, d.array(set(uidls))),
         )
         event = "vanished" if vanished else "deleted"

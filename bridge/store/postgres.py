@@ -69,14 +69,17 @@ class PostgresDialect(sql.Dialect):
     def array(self, values: Collection[Any]) -> Any:
         return list(values)
 
-    def insert_many(self, table: str, columns: sql.Columns, rows: sql.Rows, tail: str) -> sql.Op:
+    def insert_many(
+        self, table: str, columns: sql.Columns, rows: sql.Rows, tail: str, returning: str = ""
+    ) -> sql.Op:
         # One statement over column arrays: far fewer round trips and plans than executemany.
         names = ", ".join(name for name, _ in columns)
         arrays = ", ".join(f"?::{_ARRAY[kind]}[]" for _, kind in columns)
-        return sql.Execute(
-            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {tail}",
-            [list(column) for column in zip(*rows, strict=True)],
-        )
+        text = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {tail}"
+        args = [list(column) for column in zip(*rows, strict=True)]
+        if returning:
+            return sql.Fetch(f"{text} RETURNING {returning}", args)
+        return sql.Execute(text, args)
 
     def migration_preamble(self) -> sql.Tx[None]:
         # Replicas starting together queue here; each versioned step is applied exactly once.

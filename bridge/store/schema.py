@@ -144,4 +144,21 @@ MIGRATIONS: tuple[str, ...] = (
     """
     DROP INDEX IF EXISTS seen_fingerprint;
     """,
+    # 6: bodies keyed by their outbox row's id instead of its msg_id. msg_id is a hash, so
+    # each body's key went to a random page of the key's index and every commit of fetched
+    # mail rewrote most of that index's leaf pages; the row ids only grow, so bodies now
+    # append (on SQLite the id is the table's own rowid: no index at all). Every reader
+    # reaches a body through its outbox row. Bodies whose row is gone (none, with the foreign
+    # key enforced) are not copied.
+    """
+    CREATE TABLE bodies_v6 (
+        id      {bigint} PRIMARY KEY REFERENCES outbox (id) ON DELETE CASCADE,
+        payload {blob} NOT NULL,
+        raw     {blob}
+    );
+    INSERT INTO bodies_v6 (id, payload, raw)
+        SELECT o.id, b.payload, b.raw FROM bodies b JOIN outbox o ON o.msg_id = b.msg_id;
+    DROP TABLE bodies;
+    ALTER TABLE bodies_v6 RENAME TO bodies;
+    """,
 )

@@ -166,16 +166,26 @@ class Dialect(abc.ABC):
         """The argument for `in_list` / `array_table`."""
 
     @abc.abstractmethod
-    def insert_many(self, table: str, columns: Columns, rows: Rows, tail: str) -> Op:
-        """INSERT `rows` ((name, kind) columns) with `tail` (e.g. `ON CONFLICT DO NOTHING`)."""
+    def insert_many(
+        self, table: str, columns: Columns, rows: Rows, tail: str, returning: str = ""
+    ) -> Op:
+        """INSERT `rows` ((name, kind) columns) with `tail` (e.g. `ON CONFLICT DO NOTHING`).
 
-    def insert_bodies(self, messages: Sequence[NewMessage]) -> Tx[None]:
-        """Bodies of freshly recorded messages (first copy wins)."""
+        With `returning` (column names), the operation's result is the RETURNING rows of what
+        was inserted, in no particular order; without it, None.
+        """
+
+    def insert_bodies(self, rows: Sequence[tuple[int, NewMessage]]) -> Tx[None]:
+        """Bodies of freshly recorded messages, keyed by their outbox rows' ids.
+
+        Keyed by the row id, not by `msg_id` (schema version 6): ids only grow, so inserts
+        append to the table's B-tree instead of dirtying a random page of an index per message.
+        """
         yield self.insert_many(
             "bodies",
-            (("msg_id", "text"), ("payload", "blob"), ("raw", "blob")),
-            [(m.msg_id, m.payload, m.raw) for m in messages],
-            "ON CONFLICT (msg_id) DO NOTHING",
+            (("id", "bigint"), ("payload", "blob"), ("raw", "blob")),
+            [(row_id, m.payload, m.raw) for row_id, m in rows],
+            "",
         )
 
     def migration_preamble(self) -> Tx[None]:

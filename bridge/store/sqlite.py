@@ -108,21 +108,18 @@ def _is_big(m: NewMessage) -> bool:
     return len(m.payload) + len(m.raw or b"") >= STREAM_BLOB_BYTES
 
 
-def _insert_streamed(conn: sqlite3.Connection, message: NewMessage) -> None:
+def _insert_streamed(conn: sqlite3.Connection, row_id: int, message: NewMessage) -> None:
     m = message
     raw_expr = "NULL" if m.raw is None else "zeroblob(?)"
-    params: tuple[object, ...] = (m.msg_id, len(m.payload))
+    params: tuple[object, ...] = (row_id, len(m.payload))
     if m.raw is not None:
         params += (len(m.raw),)
-    cur = conn.execute(
-        f"INSERT OR IGNORE INTO bodies (msg_id, payload, raw) VALUES (?, zeroblob(?), {raw_expr})",
-        params,
+    conn.execute(
+        f"INSERT INTO bodies (id, payload, raw) VALUES (?, zeroblob(?), {raw_expr})", params
     )
-    if cur.rowcount != 1 or cur.lastrowid is None:
-        return  # already recorded: INSERT OR IGNORE keeps the first copy, as for small ones
     for column, value in (("payload", m.payload), ("raw", m.raw)):
         if value:
-            with conn.blobopen("bodies", column, cur.lastrowid) as blob:
+            with conn.blobopen("bodies", column, row_id) as blob:
                 blob.write(value)
 
 
@@ -135,15 +132,28 @@ _ROWS_PER_INSERT = 100
 
 
 def _insert_rows(
-    head: str, width: int, rows: Sequence[Sequence[Any]], tail: str, conn: sqlite3.Connection
-) -> None:
+    head: str,
+    width: int,
+    rows: Sequence[Sequence[Any]],
+    tail: str,
+    conn: sqlite3.Connection,
+    returning: str = "",
+) -> list[Any] | None:
     """`head VALUES (...), (...) tail` over `rows`, in chunks: the same rows, in the same
-    order, as executemany (ON CONFLICT applies row by row within a statement too)."""
+    order, as executemany (ON CONFLICT applies row by row within a statement too); with
+    `returning`, the RETURNING rows of every chunk."""
     one = "(" + ", ".join("?" * width) + ")"
+    back = f" RETURNING {returning}" if returning else ""
+    returned: list[Any] = []
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
         values = ", ".join([one] * len(chunk))
-        conn.execute(f"{head} VALUES {values} {tail}", [v for row in chunk for v in row])
+        cur = conn.execute(
+            f"{head} VALUES {values} {tail}{back}", [v for row in chunk for v in row]
+        )
+        if returning:
+            returned += cur.fetchall()
+    return returned if returning else None
 
 
 class SQLiteDialect(sql.Dialect):
@@ -165,21 +175,28 @@ class SQLiteDialect(sql.Dialect):
         # One JSON argument whatever the length: no chunking under SQLite's parameter limit.
         return orjson.dumps(list(values)).decode()
 
-    def insert_many(self, table: str, columns: sql.Columns, rows: sql.Rows, tail: str) -> sql.Op:
+    def insert_many(
+        self, table: str, columns: sql.Columns, rows: sql.Rows, tail: str, returning: str = ""
+    ) -> sql.Op:
         names = ", ".join(name for name, _ in columns)
         return sql.Native(
             functools.partial(
-                _insert_rows, f"INSERT INTO {table} ({names})", len(columns), rows, tail
+                _insert_rows,
+                f"INSERT INTO {table} ({names})",
+                len(columns),
+                rows,
+                tail,
+                returning=returning,
             )
         )
 
-    def insert_bodies(self, messages: Sequence[NewMessage]) -> sql.Tx[None]:
-        small = [m for m in messages if not _is_big(m)]
+    def insert_bodies(self, rows: Sequence[tuple[int, NewMessage]]) -> sql.Tx[None]:
+        small = [(row_id, m) for row_id, m in rows if not _is_big(m)]
         if small:
             yield from super().insert_bodies(small)
-        for m in messages:
+        for row_id, m in rows:
             if _is_big(m):
-                yield sql.Native(functools.partial(_insert_streamed, message=m))
+                yield sql.Native(functools.partial(_insert_streamed, row_id=row_id, message=m))
 
 
 def _perform(conn: sqlite3.Connection, op: sql.Op) -> Any:

@@ -701,8 +701,7 @@ def _outbox_state(db: Path, soak_id: str) -> str | None:
     """The outbox state of the row whose raw message carries `soak_id`, if any."""
     with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(db)) as conn:
         row = conn.execute(
-            "SELECT o.state FROM outbox o JOIN bodies b ON b.msg_id = o.msg_id "
-            "WHERE instr(b.raw, ?) > 0",
+            "SELECT o.state FROM outbox o JOIN bodies b ON b.id = o.id WHERE instr(b.raw, ?) > 0",
             (soak_id.encode(),),
         ).fetchone()
         return None if row is None else str(row[0])

@@ -278,3 +278,79 @@ async def test_version_5_migrates_a_database_whose_fingerprint_index_is_already_
         assert await store.known_fingerprints("a", ["fp2"]) == {"fp2"}
     finally:
         await store.close()
+
+
+async def _run(store: Store, sql_text: str, args: Sequence[Any] = ()) -> list[Any]:
+    from bridge.store import sql
+
+    def body() -> sql.Tx[list[Any]]:
+        rows = yield sql.Fetch(sql_text, args)
+        return [tuple(r) for r in rows]
+
+    return await store._transact(body(), "atomic")  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_version_6_keys_bodies_by_their_outbox_rows_id(
+    v1_store: Store, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A database of the released schema 5, bodies keyed by msg_id (hashes: every commit of
+    # fetched mail rewrote most of that index's pages), written as schema-5 code wrote them.
+    from bridge.store import sqlstore
+
+    monkeypatch.setattr(sqlstore, "MIGRATIONS", MIGRATIONS[:5])
+    await v1_store.migrate()
+    assert await _versions(v1_store) == [1, 2, 3, 4, 5]
+    await _run(
+        v1_store,
+        "INSERT INTO outbox (msg_id, account, uidl, webhook, size, state, created_at, "
+        "next_attempt_at, delete_requested) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        ("m3", "a", "u3", "hook", 4, "pending", T0, T0, False),
+    )
+    await _run(
+        v1_store,
+        "INSERT INTO bodies (msg_id, payload, raw) VALUES (?, ?, ?) RETURNING msg_id",
+        ("m3", deferred_payload("mime"), b"raw3"),
+    )
+    ids = dict(await _run(v1_store, "SELECT msg_id, id FROM outbox"))
+
+    monkeypatch.setattr(sqlstore, "MIGRATIONS", MIGRATIONS)
+    await v1_store.migrate()
+    assert await _versions(v1_store) == list(range(1, len(MIGRATIONS) + 1))
+    if backend == "sqlite":
+        columns = [r[1] for r in await _run(v1_store, "PRAGMA table_info(bodies)")]
+        # The id is the table's rowid: no index to write beside the rows.
+        assert await _run(v1_store, "PRAGMA index_list(bodies)") == []
+    else:
+        columns = [
+            r[0]
+            for r in await _run(
+                v1_store,
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'bodies' "
+                "AND table_schema = current_schema() ORDER BY ordinal_position",
+            )
+        ]
+    assert columns == ["id", "payload", "raw"]
+    # Every body moved under its row's id with its bytes.
+    moved = await _run(v1_store, "SELECT id, payload, raw FROM bodies ORDER BY id")
+    assert [(r[0], bytes(r[1]), r[2] and bytes(r[2])) for r in moved] == [
+        (ids["m1"], b'{"n":1}', b"raw1"),
+        (ids["m2"], deferred_payload("mime"), b"raw2"),
+        (ids["m3"], deferred_payload("mime"), b"raw3"),
+    ]
+    # The readers reach them through the rows.
+    items = await v1_store.claim_due(T0 + 1, 10, "w", 30)
+    assert [(i.msg_id, i.payload, i.raw) for i in items] == [
+        ("m1", b'{"n":1}', None),
+        ("m3", deferred_payload("mime"), b"raw3"),
+    ]
+    assert await v1_store.raw_message("m2") == b"raw2"
+    new = make_message("a", "u4")
+    await v1_store.record([new], T0 + 2)
+    assert await v1_store.raw_message(new.msg_id) == new.raw
+    await v1_store.mark_deleted("a", ["u2"], T0 + 3)  # delivered, then deleted: raw goes
+    assert await v1_store.raw_message("m2") is None
+    assert await v1_store.requeue(["m2", "m3"], T0 + 4) == ["m3"]  # m2 cannot be rebuilt
+    # A finished row that leaves the server takes its body with it.
+    assert await v1_store.forget_missing("a", ["u1", "u3", "u4"]) == 1
+    left = [r[0] for r in await _run(v1_store, "SELECT id FROM bodies ORDER BY id")]
+    assert left[:2] == [ids["m1"], ids["m3"]] and len(left) == 3  # and u4's

@@ -42,9 +42,9 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     real = sqlite_store._insert_streamed
 
-    def spy(conn: sqlite3.Connection, message: NewMessage) -> None:
+    def spy(conn: sqlite3.Connection, row_id: int, message: NewMessage) -> None:
         seen.append(message.uidl)
-        real(conn, message)
+        real(conn, row_id, message)
 
     monkeypatch.setattr(sqlite_store, "_insert_streamed", spy)
     return seen

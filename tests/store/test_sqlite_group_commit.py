@@ -179,7 +179,7 @@ async def test_a_failed_commit_fails_every_caller_of_the_group(
     def orphan() -> sqlmod.Tx[None]:
         yield sqlmod.Execute("PRAGMA defer_foreign_keys = ON")
         yield sqlmod.Execute(
-            "INSERT INTO bodies (msg_id, payload, raw) VALUES (?, ?, ?)", ("nobody", b"", None)
+            "INSERT INTO bodies (id, payload, raw) VALUES (?, ?, ?)", (987654321, b"", None)
         )
 
     held = Held(store, monkeypatch)
