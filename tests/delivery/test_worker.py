@@ -282,6 +282,80 @@ async def test_a_claim_commits_its_deliveries_together(store: Store) -> None:
     assert await store.pending_count() == 0
 
 
+async def polled(done: Callable[[], bool]) -> None:
+    while not done():
+        await asyncio.sleep(0.01)
+
+
+def counting_claims(store: Store) -> list[int]:
+    """The size of each claim `store` hands out from now on."""
+    sizes: list[int] = []
+    real = store.claim_due
+
+    async def claim_due(*args: Any, **kwargs: Any) -> list[OutboxItem]:
+        items = await real(*args, **kwargs)
+        sizes.append(len(items))
+        return items
+
+    store.claim_due = claim_due  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_the_next_claim_is_made_while_the_current_one_is_sent(store: Store) -> None:
+    """Once a claim's bodies are built, the next claim is made (and its bodies built, by a
+    parse worker when there is one) while the first claim's sends are still in flight; never
+    more than two claims at once."""
+    m = msgs(12)
+    await store.record(m, time.time())
+    claims = counting_claims(store)
+    sender = HeldSender.holding([x.msg_id for x in m])
+    w = worker(store, sender, concurrency=2)  # claims of 4
+    task = asyncio.ensure_future(w.deliver_due())
+    await asyncio.wait_for(sender.until(lambda: sender.waiting == 2), 5)
+    await asyncio.wait_for(polled(lambda: len(claims) == 2), 5)
+    await asyncio.sleep(0.05)  # a third claim would come now
+    # Two claims of four are out while the first claim's sends wait; the last four are not.
+    assert claims == [4, 4] and sender.waiting == 2
+    for x in m:
+        sender.answer(x.msg_id)
+    assert await asyncio.wait_for(task, 5) == 12
+    assert claims == [4, 4, 4, 0] and await store.pending_count() == 0
+
+
+async def test_a_claim_s_marks_do_not_wait_for_the_next_claim(store: Store) -> None:
+    """With the next claim already out, a claim whose deliveries have all finished commits
+    its marks at once (no linger), while the next claim's sends are still held."""
+    m = msgs(8)
+    await store.record(m, time.time())
+    claims = counting_claims(store)
+    groups: list[int] = []
+    real = store.mark_delivered_many
+
+    async def counting(marks: list[tuple[int, int]], now: float, attempts: object = ()) -> None:
+        groups.append(len(marks))
+        await real(marks, now, attempts)  # type: ignore[arg-type]
+
+    store.mark_delivered_many = counting  # type: ignore[assignment,method-assign]
+    sender = HeldSender.holding([x.msg_id for x in m])
+    w = worker(store, sender, concurrency=2, commit_linger=60)  # claims of 4
+    task = asyncio.ensure_future(w.deliver_due())
+    # The second claim is out before the first one's sends end.
+    await asyncio.wait_for(polled(lambda: len(claims) == 2), 5)
+    for x in m[:4]:
+        sender.answer(x.msg_id)
+
+    async def first_claim_committed() -> None:
+        while (count := w.deliveries.count("a")) < 4:
+            await w.deliveries.wait("a", count)
+
+    await asyncio.wait_for(first_claim_committed(), 5)
+    assert groups == [4] and await store.pending_count() == 4
+    for x in m[4:]:
+        sender.answer(x.msg_id)
+    assert await asyncio.wait_for(task, 5) == 8
+    assert groups == [4, 4] and await store.pending_count() == 0
+
+
 async def test_a_slow_delivery_does_not_hold_the_others_commits(store: Store) -> None:
     """The others of its claim are committed (and reported) after the short linger, while
     the slow one is still waiting for its receiver; it is committed once it is answered."""
