@@ -1,7 +1,7 @@
 """Start-up of `pop3bridge once`: exec until the first POST arrives, for one account (issue 17).
 
     python bench/startup.py [--rounds 7] [--messages 20] [--parse-workers 1]
-                            [--baseline DIR ...] [--top 25]
+                            [--baseline DIR ...] [--top 25] [--instructions N] [--floor]
 
 Each round runs `python -m bridge once --config FILE` against a private Dovecot holding one
 mailbox of `--messages` small messages (one account, plain POP3 on loopback; each run gets a
@@ -32,6 +32,16 @@ process that stamps each arrival with `time.time()` and verifies its signature w
   included) on its 20 messages.
 - with `--top N`, one extra run of each tree under `python -X importtime`: the modules
   imported and the N costliest imports (self time, with their cumulative time).
+- with `--instructions N`, N more runs of each tree under `valgrind --tool=callgrind`: the
+  instructions the bridge's own process executes from exec until it opens the connection for
+  the first POST (the collector off, the process ended there; the forked parse worker, a
+  child, is not counted). Unlike the times, this does not move with the machine's load, so it
+  decides between two trees on a shared machine (it differs by ~0.1 % between runs).
+- with `--floor`, each round also times the libraries alone: `python -c "import asyncio,
+  pydantic_settings, yaml, aiohttp, sqlite3, orjson, email.feedparser"` with the collector
+  off, and without aiohttp's CA-bundle load (the bridge defers it: bridge/delivery/client.py).
+  What the interpreter and those imports cost is the floor no change to the bridge's own code
+  goes under; with `--instructions`, their instructions too.
 
 Trees alternate within a round (A B A B ...), so load from the shared machine hits both alike;
 say the load (printed) next to any figure. A DIR is another checkout (e.g. an export of main):
@@ -186,6 +196,70 @@ main()
 """
 
 
+# Runs `pop3bridge once` to the first POST's connect under callgrind, with the collector off
+# (its collections depend on allocation history, not on the code) and the process ended there.
+COUNTED = r"""
+import gc, os, sys
+gc.disable()
+_HOOK = int(os.environ["STARTUP_HOOK_PORT"])
+
+def _audit(event, args):
+    if event == "socket.connect":
+        addr = args[1]
+        if isinstance(addr, tuple) and len(addr) >= 2 and addr[1] == _HOOK:
+            os._exit(0)
+
+sys.addaudithook(_audit)
+sys.argv = ["pop3bridge", *sys.argv[1:]]
+from bridge.cli import main
+main()
+"""
+
+# The libraries `once` needs before its first POST, alone (`--floor`). The CA bundle is what
+# aiohttp's import would load and the bridge defers (bridge/delivery/client.py).
+FLOOR = (
+    "import gc; gc.disable(); "
+    "import asyncio, pydantic_settings, yaml, aiohttp, sqlite3, orjson, email.feedparser"
+)
+FLOOR_ENV = {"SSL_CERT_FILE": "/nonexistent", "SSL_CERT_DIR": "/nonexistent"}
+
+
+def callgrind_total(path: Path) -> int:
+    """The instruction count a callgrind output file ends with."""
+    for line in reversed(path.read_text(errors="replace").splitlines()):
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise SystemExit(f"no instruction total in {path}")
+
+
+def counted(command: list[str], env: dict[str, str], cwd: Path, out: Path) -> int:
+    """Instructions `command`'s own process executed under callgrind (not its children's)."""
+    proc = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", *command],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+    )
+    _, stderr = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(
+            f"{command[:2]} under callgrind: exit {proc.returncode}\n{stderr[-3000:]!r}"
+        )
+    return callgrind_total(out.with_name(f"{out.name}.{proc.pid}"))
+
+
+def timed_floor() -> tuple[float, float]:
+    """(wall s, CPU s) of the libraries' import alone (`--floor`)."""
+    usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.time()
+    subprocess.run([sys.executable, "-c", FLOOR], env={**os.environ, **FLOOR_ENV}, check=True)
+    wall = time.time() - started
+    usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
+    return wall, cpu
+
+
 @dataclass
 class Run:
     to_first_post: float
@@ -238,20 +312,30 @@ class Bench:
         )
         return path, db
 
-    def once(self, tree: Path, *, probe: bool, importtime: bool = False) -> tuple[Run, str]:
-        config, db = self.config()
-        stamps = db.with_suffix(".stamps.json")
+    def env(self, tree: Path, db: Path) -> dict[str, str]:
         env = {
             **os.environ,
             "PYTHONPATH": str(tree),
             "STARTUP_POP3_PORT": str(self.server.pop3_port),
             "STARTUP_HOOK_PORT": str(urlsplit(self.receiver.url).port),
             "STARTUP_DB": str(db),
-            "STARTUP_STAMPS": str(stamps),
+            "STARTUP_STAMPS": str(db.with_suffix(".stamps.json")),
         }
         env.pop("POP3BRIDGE_EVENT_LOOP", None)
         # Installed packages carry their .pyc files; let the warm-up run write this tree's.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
+
+    def instructions(self, tree: Path) -> int:
+        """Instructions of `once`'s own process from exec to the first POST's connect."""
+        config, db = self.config()
+        command = [sys.executable, "-c", COUNTED, "once", "--config", str(config)]
+        return counted(command, self.env(tree, db), tree, db.with_name("callgrind.out"))
+
+    def once(self, tree: Path, *, probe: bool, importtime: bool = False) -> tuple[Run, str]:
+        config, db = self.config()
+        stamps = db.with_suffix(".stamps.json")
+        env = self.env(tree, db)
         flags = ["-X", "importtime"] if importtime else []
         command = [sys.executable, *flags]
         args = ["once", "--config", str(config)]
@@ -334,8 +418,20 @@ def main() -> int:
         action="store_true",
         help="a new state file each run (first start: the schema is created, with its fsyncs)",
     )
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N runs per tree under callgrind: instructions from exec to the first POST",
+    )
+    parser.add_argument(
+        "--floor", action="store_true", help="also time the libraries' import alone, each round"
+    )
     args = parser.parse_args()
     trees = [ROOT, *(p.resolve() for p in args.baseline)]
+    floor: list[tuple[float, float]] = []
+    counts: dict[Path, list[int]] = {t: [] for t in trees}
     load0 = os.getloadavg()[0]
     results: dict[Path, list[Run]] = {t: [] for t in trees}
     with private_dovecot() as server, tempfile.TemporaryDirectory() as tmp:
@@ -350,7 +446,12 @@ def main() -> int:
                     probed, _ = bench.once(tree, probe=True)
                     plain.phases = probed.phases
                     results[tree].append(plain)
+                if args.floor:
+                    floor.append(timed_floor())
             imports = {t: bench.once(t, probe=False, importtime=True)[1] for t in trees}
+            for _ in range(args.instructions):
+                for tree in trees:
+                    counts[tree].append(bench.instructions(tree))
         finally:
             bench.close()
     load1 = os.getloadavg()[0]
@@ -373,6 +474,11 @@ def main() -> int:
             values = [r.phases[p] for r in runs if p in r.phases]
             line += f" {statistics.median(values) * 1000:>11.1f}" if values else f" {'-':>11}"
         print(line)
+    if floor:
+        walls = [w * 1000 for w, _ in floor]
+        line = f"{'libraries alone (--floor)':<28} {statistics.median(walls):>17.0f} "
+        line += f"{min(walls):>6.0f} {max(walls):>6.0f} "
+        print(line + f"{statistics.median(c for _, c in floor) * 1000:>7.0f}")
     print("(phases: medians of the probed runs, which run beside the plain ones; their sum")
     print(" need not equal the plain runs' median)")
     print("\nthe bridge's own CPU time (ms, user + system) in each phase, medians; the interpreter")
@@ -383,6 +489,19 @@ def main() -> int:
     for tree, runs in results.items():
         values = [statistics.median(r.phases[f"cpu {p}"] for r in runs) * 1000 for p in cpu_cols]
         print(f"{tree!s:<28}" + "".join(f" {v:>11.1f}" for v in values))
+    if args.instructions:
+        print(
+            f"\ninstructions from exec to the first POST's connect (callgrind, collector off, "
+            f"{args.instructions} runs each, median):"
+        )
+        for tree, values in counts.items():
+            spread = (max(values) - min(values)) / 2 / statistics.median(values) * 100
+            print(f"{tree!s:<28} {statistics.median(values) / 1e6:>10.1f} M  (+-{spread:.2f} %)")
+        if args.floor:
+            with tempfile.TemporaryDirectory() as tmp:
+                command = [sys.executable, "-c", FLOOR]
+                n = counted(command, {**os.environ, **FLOOR_ENV}, ROOT, Path(tmp) / "floor")
+            print(f"{'libraries alone (--floor)':<28} {n / 1e6:>10.1f} M")
     if args.top:
         for tree, stderr in imports.items():
             count, total, costly = importtime_top(stderr, args.top)
