@@ -38,11 +38,13 @@ ALLOWED: dict[str, set[str]] = {
     "poller": set(_APPLICATION_BASE),
     "proxy": set(_APPLICATION_BASE),
     "config": {"pop3", "mail", "store", "delivery", "ops"},
+    "records": set(),
 }
-# The lifecycle base (bridge/lifecycle.py) imports nothing from bridge: every layer may use it.
-for _part_name in ALLOWED:
-    if _part_name != "lifecycle":
-        ALLOWED[_part_name].add("lifecycle")
+# The lifecycle base (bridge/lifecycle.py) and `record` (bridge/records.py) import nothing from
+# bridge: every layer may use them.
+_EVERY_LAYER = {"lifecycle", "records"}
+for _part_name in set(ALLOWED) - _EVERY_LAYER:
+    ALLOWED[_part_name] |= _EVERY_LAYER
 
 
 def _part(path: Path) -> str:

@@ -11,14 +11,15 @@ message id) and re-derived until it occurs in no value, and the body starts with
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+
+from bridge.records import record
 
 __all__ = ["Field", "boundary_of", "encode"]
 
 _PREFIX = "pop3bridge-"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Field:
     name: str
     value: str | bytes

@@ -23,12 +23,12 @@ sentence and a null.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from email.utils import getaddresses
 from typing import Any
 
 from bridge.mail._headers import decode_header_value, raw_to_str, unfold
 from bridge.mail._text import clean
+from bridge.records import record
 
 __all__ = [
     "MailOptions",
@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MailOptions:
     """Per-account choices that shape the payload (from `accounts[]`)."""
 

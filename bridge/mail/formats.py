@@ -20,7 +20,7 @@ import functools
 import hashlib
 import hmac
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import field
 from email import policy as email_policy
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,6 +30,7 @@ import orjson
 from bridge.mail._form import Field, boundary_of, encode
 from bridge.mail._helpdesk import mailbox_hash
 from bridge.mail._mime import header_end
+from bridge.records import record
 
 if TYPE_CHECKING:
     from html.parser import HTMLParser
@@ -58,7 +59,7 @@ _POSTMARK_OWN = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FormatOptions:
     """How one webhook shapes its requests (from `webhooks[]`)."""
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.process_collector import ProcessCollector
+
+from bridge.records import record
 
 __all__ = [
     "ACCOUNT_LEASES_HELD",
@@ -56,7 +57,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(namespace="pop3bridge", registry=REGISTRY)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MetricDoc:
     name: str  # as exposed (counters get `_total` appended by the client library)
     kind: str

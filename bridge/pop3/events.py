@@ -6,7 +6,9 @@ re-encoding (no re-stuffing, no re-ending of lines).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from bridge.records import record
 
 __all__ = [
     "NEED_DATA",
@@ -40,7 +42,7 @@ class NeedData:
 NEED_DATA = NeedData()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StatusResponse:
     """A +OK/-ERR line. `code` is the upper-cased RFC 2449 response code without brackets."""
 
@@ -61,7 +63,7 @@ class StatusResponse:
         return self.code.split("/")[: len(want)] == want
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Greeting:
     """The server's first line. `timestamp` is the APOP challenge (with brackets) if present."""
 
@@ -82,7 +84,7 @@ class Greeting:
         return self.status.raw
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Continuation:
     """A SASL challenge line ("+ base64"). `data` is the base64 text, not yet decoded."""
 
@@ -90,7 +92,7 @@ class Continuation:
     raw: bytes = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DataChunk:
     """A piece of a multi-line body: un-stuffed `data` and the exact `raw` bytes it came from."""
 
@@ -98,19 +100,19 @@ class DataChunk:
     raw: bytes = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EndOfMultiline:
     """The terminating "." line of a multi-line response."""
 
     raw: bytes = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ConnectionClosed:
     """The peer closed the connection at a point where nothing was outstanding."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Command:
     """A POP3 command: upper-case verb and its arguments.
 
@@ -128,7 +130,7 @@ class Command:
         return f"Command(verb={self.verb!r}, args={self.args!r})"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AuthResponseLine:
     """A line a client sends in answer to a SASL challenge (base64, "=" or "*")."""
 

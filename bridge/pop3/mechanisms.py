@@ -42,7 +42,6 @@ unencrypted link, whether it was chosen here or forced by the configuration.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 
 from bridge.pop3.errors import (
     AuthenticationFailed,
@@ -52,6 +51,7 @@ from bridge.pop3.errors import (
     POP3Error,
     TemporaryFailure,
 )
+from bridge.records import record
 
 __all__ = [
     "MECHANISMS",
@@ -75,7 +75,7 @@ _ENCRYPTED_ORDER = ("CRAM-MD5", "PLAIN", "LOGIN", "APOP", "USER")
 _PLAIN_LINK_ORDER = ("CRAM-MD5", "APOP", "PLAIN", "LOGIN", "USER")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Offer:
     """What one server offers on one connection."""
 
