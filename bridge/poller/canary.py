@@ -34,7 +34,6 @@ import hmac
 import logging
 import re
 import secrets
-import smtplib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -156,6 +155,8 @@ def find_canary(raw: bytes, account: str, key: CanaryKey) -> FoundCanary | None:
 
 
 def _send(options: CanaryOptions, message: bytes, to: str) -> None:
+    import smtplib  # here: a run without canaries never needs it (~5 M instructions at start-up)
+
     parts = urlsplit(options.url)
     scheme = parts.scheme.lower()
     host = parts.hostname or "localhost"

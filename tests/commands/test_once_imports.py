@@ -61,6 +61,7 @@ NOT_FOR_ONCE = {
     "uvloop": "once runs on asyncio unless POP3BRIDGE_EVENT_LOOP says otherwise",
     "multiprocessing": "parse_workers is 0 here",
     "html.parser": "HTML to text, for a message with no text part, in the parse worker",
+    "smtplib": "no account has a freshness canary to submit",
     **{
         f"bridge.commands.{name}": "another command"
         for name in (
