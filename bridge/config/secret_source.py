@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from bridge.records import record
 
 __all__ = [
     "SecretField",
@@ -30,7 +31,7 @@ __all__ = [
 Problem = tuple[str, str]
 
 
-@dataclass(frozen=True)
+@record
 class SecretField:
     """Declares a model field as a secret with ``_file`` and ``_env`` forms.
 
@@ -49,7 +50,7 @@ class SecretField:
         return key, f"{key}_file", f"{key}_env"
 
 
-@dataclass(frozen=True)
+@record
 class SecretSource:
     """Where one secret was given: which of its keys, and the files or variable it named.
 
