@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -141,7 +141,12 @@ class DeliveryWorker:
 
     async def deliver_due(self) -> int:
         """Deliver everything due now (rounds until a claim comes back empty); returns count."""
-        return await self._round()
+        total = 0
+        while True:
+            done = await self._round()
+            if not done:
+                return total
+            total += done
 
     async def run(self, stop: asyncio.Event, grace: float = 10.0) -> None:
         """Deliver until `stop`; the round in flight then gets `grace` seconds to finish.
@@ -152,7 +157,7 @@ class DeliveryWorker:
         stopper = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                round_task = asyncio.ensure_future(self._round(stop))
+                round_task = asyncio.ensure_future(self._round())
                 await asyncio.wait({round_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if not round_task.done():
                     _, pending = await asyncio.wait({round_task}, timeout=grace)
@@ -199,49 +204,20 @@ class DeliveryWorker:
             for w in waiters:
                 w.cancel()
 
-    async def _round(self, stop: asyncio.Event | None = None) -> int:
-        """Claim and deliver until a claim comes back empty (or `stop` is set); returns count.
-
-        The next claim is made as soon as the current one's bodies are built, while its sends
-        are still in flight: with a parse worker, the worker builds the next claim's bodies
-        while this process posts the current one's (one claim at a time left each idle while
-        the other worked). At most two claims are out at once, and each still ends in its own
-        commit of delivered marks (`_GroupCommit` waits per claim).
-        """
-        total = 0
-        claims: list[asyncio.Task[int]] = []
-        try:
-            while stop is None or not stop.is_set():
-                # Twice the concurrency per claim, so the next sends start while earlier ones
-                # finish.
-                items = await self.store.claim_due(
-                    self.clock(), self.concurrency * 2, self.holder, self.claim_seconds
-                )
-                if not items:
-                    break
-                built = _Countdown(item.id for item in items)
-                claims.append(asyncio.ensure_future(self._claim(items, built)))
-                await built.wait_or(claims[-1])
-                if len(claims) > 1:  # two out: the older one finishes before the next claim
-                    total += await claims.pop(0)
-            while claims:
-                total += await claims.pop(0)
-        finally:
-            if claims:
-                # A claim failed (or this round is cancelled): the others finish their sends
-                # and marks (or are cancelled with the round); unmarked rows keep their claim.
-                await asyncio.gather(*claims, return_exceptions=True)
-        return total
-
-    async def _claim(self, items: list[OutboxItem], built: _Countdown) -> int:
-        """Deliver one claim's rows; `built` counts down as each row's body is ready."""
+    async def _round(self) -> int:
+        # Claim twice the concurrency so the next sends start while earlier ones finish.
+        items = await self.store.claim_due(
+            self.clock(), self.concurrency * 2, self.holder, self.claim_seconds
+        )
+        if not items:
+            return 0
         # Every claimed row may end in a delivered mark: the group commit waits for the
-        # claim's marks to gather (see `_GroupCommit`) rather than committing them one by one.
+        # round's marks to gather (see `_GroupCommit`) rather than committing them one by one.
         ids = [item.id for item in items]
         self._delivered.expect(ids)
         try:
             results = await asyncio.gather(
-                *(self._deliver(item, built) for item in items), return_exceptions=True
+                *(self._deliver(item) for item in items), return_exceptions=True
             )
         finally:
             self._delivered.forgo(*ids)  # a delivery cancelled before it began
@@ -251,23 +227,21 @@ class DeliveryWorker:
             raise failures[0]
         return len(items)
 
-    async def _deliver(self, item: OutboxItem, built: _Countdown | None = None) -> None:
+    async def _deliver(self, item: OutboxItem) -> None:
         marking = False
         try:
-            sent = await self._attempt(item, built)
+            sent = await self._attempt(item)
             if sent is None:
                 return
             marking = True
             await self._delivered.mark(item.id, sent.result.status, sent.at, sent.attempt)
         finally:
-            if built is not None:
-                built.settled(item.id)  # no-op once its body was counted
             if not marking:
                 self._delivered.forgo(item.id)
         self.deliveries.delivered(item.account)
         self._report(item, "delivered", sent.result)
 
-    async def _attempt(self, item: OutboxItem, built: _Countdown | None = None) -> _Sent | None:
+    async def _attempt(self, item: OutboxItem) -> _Sent | None:
         """Send `item` once; a 2xx is returned for the caller to mark delivered. None: the
         attempt is settled here, the row marked for a retry or as dead (a failed answer, or
         none: no webhook, no body, a sender fault)."""
@@ -285,8 +259,6 @@ class DeliveryWorker:
         # sends the finished ones (inside the slot, a worker waited for the sends of its
         # last batch before it got the next one).
         body = await self._body(item, route)
-        if built is not None:
-            built.settled(item.id)
         if body is None:
             return None
         # The slot covers the request only: the row is marked after it is released, so the
@@ -392,33 +364,6 @@ class DeliveryWorker:
                 log.exception("delivery result hook failed")
 
 
-class _Countdown:
-    """The rows of a claim whose bodies are not built yet (nor their attempt settled)."""
-
-    def __init__(self, ids: Iterable[int]) -> None:
-        self._left = set(ids)
-        self._all: asyncio.Future[None] | None = None
-
-    def settled(self, item_id: int) -> None:
-        """Row `item_id`'s body is built, or its attempt ended without one."""
-        self._left.discard(item_id)
-        if not self._left and self._all is not None:
-            _resolve(self._all)
-
-    async def wait_or(self, claim: asyncio.Task[int]) -> None:
-        """Return once every row is counted, or `claim` ended (done, failed or cancelled)."""
-        if not self._left or claim.done():
-            return
-        every = self._all = asyncio.get_running_loop().create_future()
-        claim.add_done_callback(lambda _: _resolve(every))
-        await every
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 @dataclass(frozen=True, slots=True)
 class _Sent:
     """One attempt answered with a 2xx, still to be marked delivered."""
@@ -435,12 +380,11 @@ class _GroupCommit:
     raised), exactly like a `mark_delivered` of its own, so "marked before reported" still
     holds, and a row is marked only after its 2xx: a crash before the commit re-sends it.
 
-    When to commit: the worker says which marks may still come (`expect` with the rows of
-    each claim; each of them then gets `mark` or `forgo`). A commit starts when a claim has
-    no mark left to come (every one of its deliveries finished: with the next claim already
-    out, its marks do not wait for that one's), when `max_group` marks wait, or `linger`
-    seconds after the first waiting mark (a slow receiver must not hold the others' commits
-    for its whole timeout). One commit runs at a time; marks that arrive meanwhile
+    When to commit: the worker says which marks may still come (`expect` with the rows it
+    claimed; each of them then gets `mark` or `forgo`). A commit starts when no other mark
+    can come (every expected delivery finished), when `max_group` marks wait, or
+    `linger` seconds after the first waiting mark (a slow receiver must not hold the others'
+    commits for its whole timeout). One commit runs at a time; marks that arrive meanwhile
     wait for the next. A claim of 32 rows is then 2-3 commits rather than one per delivery
     that finished alone: commits are most of the store's work per delivered message.
     """
@@ -450,42 +394,34 @@ class _GroupCommit:
         self.max_group = max_group
         self.linger = linger
         self._queued: list[tuple[int, int, float, Attempt | None, asyncio.Future[None]]] = []
-        self._claims: list[set[int]] = []  # per claim, the rows whose mark may still come
+        self._expected: set[int] = set()
         self._committing: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def expect(self, item_ids: Collection[int]) -> None:
-        """These rows (a claim) are being delivered, each to end in `mark` or `forgo`."""
-        if item_ids:
-            self._claims.append(set(item_ids))
+        """These rows are being delivered, each to end in `mark` or `forgo`."""
+        self._expected.update(item_ids)
 
     def forgo(self, *item_ids: int) -> None:
         """These rows ended without a delivered mark (a no-op for rows already settled)."""
-        for claim in self._claims:
-            claim.difference_update(item_ids)
+        self._expected.difference_update(item_ids)
         self._consider()
 
     async def mark(
         self, item_id: int, status: int, now: float, attempt: Attempt | None = None
     ) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        for claim in self._claims:
-            claim.discard(item_id)
+        self._expected.discard(item_id)
         self._queued.append((item_id, status, now, attempt, done))
         self._consider()
         await done
 
     def _full(self) -> bool:
-        """Whether a commit is due: a claim's marks have all come, or `max_group` wait."""
-        return not self._claims or not all(self._claims) or len(self._queued) >= self.max_group
+        return not self._expected or len(self._queued) >= self.max_group
 
     def _consider(self, *, now: bool = False) -> None:
         """Start a commit if one is due; otherwise make sure the linger timer runs."""
-        if not self._queued:
-            # Claims with no mark left to come and none waiting: all committed, or forgone.
-            self._claims = [claim for claim in self._claims if claim]
-            return
-        if self._committing is not None:
+        if self._committing is not None or not self._queued:
             return
         if now or self._full():
             if self._timer is not None:
@@ -503,8 +439,6 @@ class _GroupCommit:
         try:
             while True:
                 group, self._queued = self._queued, []
-                # The claims whose marks have all come are in this group: done with them.
-                self._claims = [claim for claim in self._claims if claim]
                 try:
                     # The latest finish time stands for the group: they differ by a commit.
                     await self.store.mark_delivered_many(
