@@ -13,6 +13,7 @@ from bridge.pop3.errors import AuthenticationFailed, ConnectionLost
 from bridge.pop3.state import State
 from bridge.testing.fakepop3 import FakePOP3Server, FakeSession, Faults
 from bridge.testing.samples import generate_messages
+from tests.support.writes import record_writes
 
 MAIL = generate_messages(3, seed=17)
 
@@ -32,14 +33,7 @@ async def session(
     client = await POP3Client.connect(
         host, port, tls="none", capa_memo=memo, read_timeout=read_timeout
     )
-    writes: list[bytes] = []
-    write = client._io.write
-
-    def recorded(data: bytes) -> None:
-        writes.append(data)
-        write(data)
-
-    client._io.write = recorded  # type: ignore[method-assign]
+    writes = record_writes(client)
     async with client:
         await client.login(
             user,

@@ -10,6 +10,7 @@ from bridge.pop3.client import POP3Client
 from bridge.pop3.errors import ConnectionLost, TemporaryFailure
 from bridge.pop3.state import State
 from bridge.testing.fakepop3 import FakePOP3Server, FakeSession, Faults
+from tests.support.writes import record_writes
 
 MAIL = [b"Subject: one\r\n\r\nfirst\r\n", b"Subject: two\r\n\r\nsecond\r\n"]
 
@@ -20,14 +21,7 @@ async def logged_in(
     """A client after a lazy_capa login, and the list its later writes go to."""
     client = await POP3Client.connect(host, port, tls="none")
     await client.login(user, password, allow_plaintext=True, lazy_capa=True)
-    writes: list[bytes] = []
-    write = client._io.write
-
-    def recorded(data: bytes) -> None:
-        writes.append(data)
-        write(data)
-
-    client._io.write = recorded  # type: ignore[method-assign]
+    writes = record_writes(client)
     return client, writes
 
 
