@@ -31,7 +31,7 @@ from bridge.store.base import (
 )
 from bridge.store.custody import attempt_event, custody_rows, fetched_rows
 from bridge.store.links import insert_links
-from bridge.store.sql import Execute, Fetch, SQLPart, Tx, atomic, read, write
+from bridge.store.sql import Execute, Fetch, SQLPart, Tx, atomic, bounded, read, write
 
 __all__ = ["OutboxSQL"]
 
@@ -51,7 +51,7 @@ _RELEASE = "claimed_by = NULL, claim_until = NULL"
 
 
 class OutboxSQL(SQLPart, OutboxStore):
-    @atomic
+    @bounded
     def record(
         self, messages: Sequence[NewMessage], now: float, *, replay: bool = False
     ) -> Tx[None]:

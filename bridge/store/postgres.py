@@ -215,7 +215,7 @@ class PostgresStore(SQLStore):
         pool = await self._get_pool()
         try:
             async with pool.acquire() as conn:
-                if mode == "atomic":
+                if mode in ("atomic", "bounded"):
                     async with conn.transaction():
                         return await self._drive(conn, body, op)
                 # "read" and "write": each statement commits on its own (see `sql.write`).

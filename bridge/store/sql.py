@@ -35,7 +35,9 @@ both (SQLite 3.35+).
 
 Transactions: `@read` runs without one; `@write` runs its statements in a write transaction on
 SQLite and with each statement committing on its own on PostgreSQL (for methods whose
-statements are each safe alone); `@atomic` is all-or-nothing on both.
+statements are each safe alone); `@atomic` is all-or-nothing on both; `@bounded` is `@atomic`
+for a body whose every statement changes few existing pages (`record`: inserts in chunks), which
+SQLite may undo from memory (`sqlite.py`, "Statement journal").
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ __all__ = [
     "Tx",
     "advance",
     "atomic",
+    "bounded",
     "read",
     "write",
 ]
@@ -115,7 +118,9 @@ class Native:
 Op: TypeAlias = Execute | Fetch | Many | Script | Native
 # A store method's body: yields operations, is sent each one's result, returns the method's.
 Tx: TypeAlias = Generator[Op, Any, T]
-Mode = Literal["read", "write", "atomic"]
+# "bounded": "atomic", and each of the body's statements changes few existing pages (inserts
+# of at most a few hundred rows), which lets SQLite keep its statement journal in memory.
+Mode = Literal["read", "write", "atomic", "bounded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +219,7 @@ def _bind(
 read = _bind("read")
 write = _bind("write")
 atomic = _bind("atomic")
+bounded = _bind("bounded")
 
 
 class SQLPart(abc.ABC):

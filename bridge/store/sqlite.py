@@ -57,6 +57,20 @@ what happened to its own body:
 * a failed COMMIT fails every caller of the group;
 * a caller that stopped waiting (cancelled) before its body ran has its body skipped, as a
   queued `run_in_executor` job would have been.
+Statement journal
+-----------------
+A multi-row INSERT that could fail part-way (a NOT NULL, CHECK or foreign key) inside a
+transaction must be undoable alone, so SQLite copies every existing page it is about to change
+into a statement journal first, a temp file (`/var/tmp/etilqs_*`) once it passes 64 KiB. The
+outbox and custody tables have indexes keyed by hashes (`msg_id`, Message-ID), so that is about
+one 16 KiB page per recorded row and index: recording 2,000 messages into a store that held
+20,000 wrote 148 MB, half of it to that file. A transaction that is one `@bounded` body
+(`record`: inserts in chunks of `_ROWS_PER_INSERT` rows) runs with `temp_store = MEMORY`, so
+the journal stays in memory (a few MB per statement, freed when the statement ends); every
+other transaction, and any group of several bodies (whose savepoints journal each body whole),
+keeps the default, so a large delete (`forget_missing` of an emptied mailbox, `purge_custody`)
+still spills to disk instead of holding every page it changes in RAM. The journal only undoes
+a failed statement; it plays no part in durability.
 """
 
 from __future__ import annotations
@@ -251,6 +265,7 @@ class _Queued:
     first: sql.Op
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    bounded: bool = False  # an `@bounded` body ("Statement journal" above)
 
 
 # (transaction, its value, or the exception it ends with)
@@ -299,6 +314,8 @@ class SQLiteStore(SQLStore):
         self._lock = threading.Lock()
         self._queue: collections.deque[_Queued] = collections.deque()
         self._draining = False
+        # Whether the connection's temp_store is MEMORY now ("Statement journal" above).
+        self._journal_in_memory = False
 
     # -- plumbing -----------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -382,7 +399,7 @@ class SQLiteStore(SQLStore):
             return await self._run(functools.partial(_steps, body=body, first=first))
         executor = self._executor_now()
         loop = asyncio.get_running_loop()
-        queued = _Queued(body, first, loop.create_future(), loop)
+        queued = _Queued(body, first, loop.create_future(), loop, mode == "bounded")
         with self._lock:
             self._queue.append(queued)
             start, self._draining = not self._draining, True
@@ -423,6 +440,10 @@ class SQLiteStore(SQLStore):
     def _run_group(self, group: list[_Queued]) -> list[_Outcome]:
         conn = self._ensure_open()
         savepoints = len(group) > 1
+        memory = not savepoints and group[0].bounded  # "Statement journal" above
+        if memory != self._journal_in_memory:
+            conn.execute(f"PRAGMA temp_store = {'MEMORY' if memory else 'DEFAULT'}")
+            self._journal_in_memory = memory
         done: list[_Outcome] = []
         conn.execute("BEGIN IMMEDIATE")
         try:

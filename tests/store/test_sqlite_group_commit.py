@@ -252,3 +252,41 @@ async def test_many_writers_at_once_lose_nothing(store: SQLiteStore) -> None:
         assert (await store.seen_state(f"a{i}")).polled
     assert seen == {f"u{i}" for i in range(300)}
     assert await store.pending_count() == 300
+
+
+def _temp_store() -> sqlmod.Tx[int]:
+    """What the transaction runs with: 2 = MEMORY, 0 = the build's default (a file)."""
+    rows = yield sqlmod.Fetch("PRAGMA temp_store")
+    return int(rows[0][0])
+
+
+async def test_only_a_bounded_body_alone_keeps_its_statement_journal_in_memory(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sqlite.py, "Statement journal": a large delete or a group's savepoints would hold every
+    # page they change in RAM, so only a lone `@bounded` body (record) runs with MEMORY.
+    assert await store._transact(_temp_store(), "bounded") == 2
+    assert await store._transact(_temp_store(), "atomic") == 0
+    assert await store._transact(_temp_store(), "write") == 0
+    assert await store._transact(_temp_store(), "bounded") == 2
+    held = Held(store, monkeypatch)
+    tasks = await held.queue(
+        store._transact(_temp_store(), "bounded"), store._transact(_temp_store(), "bounded")
+    )
+    await held.release()
+    assert held.groups == [2]
+    assert await _results(tasks) == [0, 0]  # savepoints around each body: on disk
+    # record itself is bounded (the setting stays as its group left it), and still records.
+    after: list[int] = []
+    run_group = SQLiteStore._run_group
+
+    def spying(s: SQLiteStore, group: list[Any]) -> Any:
+        outcomes = run_group(s, group)
+        after.append(s._ensure_open().execute("PRAGMA temp_store").fetchone()[0])
+        return outcomes
+
+    monkeypatch.setattr(SQLiteStore, "_run_group", spying)
+    await store.record([make_message("a", "u1")], T0)
+    await store.forget_missing("a", ["u1"])
+    assert after == [2, 0]
+    assert await store.seen_uidls("a") == {"u1"}
