@@ -14,9 +14,14 @@ repr=False)` does (fields, `__init__`, the frozen `__setattr__`/`__delattr__`, s
 compiling them per class. They behave as the generated ones do, field flags included
 (`compare`, `hash`, `repr`): equal only to an instance of the very same class, by the tuple of
 compared fields; hashed as that tuple; shown as ``Name(a=1, b='x')`` with ``...`` for a
-recursive reference (tests/test_records.py checks each against a real dataclass). Only
-`dataclasses.fields(cls)` differs in nothing; `__dataclass_params__` says ``eq=False,
+recursive reference (tests/test_records.py checks each against a real dataclass).
+`dataclasses.fields(cls)` is the same; only `__dataclass_params__` says ``eq=False,
 repr=False``, which nothing here reads.
+
+The price is per call: for four fields `==` takes ~250 ns against the generated ~150,
+`hash()` ~200 against ~150, `repr()` twice as long (`__init__` is the dataclass's own, as
+fast). The classes that use it are built per line or message but seldom compared, hashed
+or shown; one that is, in a hot loop, should stay a `@dataclass`.
 
 A class may write its own `__repr__`, which it keeps (as a dataclass does); one that writes its
 own `__eq__` or `__hash__` is refused (a dataclass's rules for those are subtler): use
