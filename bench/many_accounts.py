@@ -21,7 +21,10 @@ processes (default poller settings unless `--concurrency`) share one SQLite stat
    `both` (the default: one run each, nginx first). `--rounds N` repeats them, and
    `--baseline DIR` runs another checkout's `bridge` package in turns with this one (this,
    baseline, this, ...), for ratios; medians are reported. The RSS of this tree's last nginx
-   run is the baseline for the per-account figure. `--first-only` stops after phase 1.
+   run is the baseline for the per-account figure. `--first-only` stops after phase 1. Each
+   run also reads its state file's outbox for when (from exec, on the bridge's clock) the
+   last message was recorded and the last was marked delivered: the difference, the
+   delivery tail, is mail still unsent when the polls had ended.
 2. **Idle**: all `--idle-accounts` accounts at `--interval`. Once every account has been polled
    (Dovecot's log counts the logins) the bridge's CPU (user + system, with its parse worker) is
    read over `--idle-seconds`, which at the default equals one interval: each account is polled
@@ -66,6 +69,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -273,6 +277,15 @@ class Cycle:
     rss: int
     load: float  # 1-minute load average when it ended
     db: Path
+    # From exec, by the state file's outbox (the bridge's own clock): when the last message
+    # was recorded (the polls' end) and when the last was marked delivered. Their difference
+    # is the delivery tail: mail recorded but not yet sent when the last session ended.
+    last_recorded: float = 0.0
+    last_delivered: float = 0.0
+
+    @property
+    def tail(self) -> float:
+        return self.last_delivered - self.last_recorded
 
 
 def first_cycle(
@@ -294,6 +307,7 @@ def first_cycle(
     before = len(receiver.requests)
     counted = getattr(receiver, "count", None)
     start_count = counted() if counted is not None else 0
+    exec_at = time.time()  # the outbox's timestamps are the bridge's time.time()
     bridge = Bridge(cfg, run / "first.log", profile, tree)
     try:
         deadline = bridge.started + max(600.0, total / 20)
@@ -319,7 +333,11 @@ def first_cycle(
             f"first cycle: {len(verified)} of {total} messages verified, "
             f"{receiver.invalid} invalid ({len(got)} requests)"
         )
-    return Cycle(cycle, cpu, rss, os.getloadavg()[0], db)
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        recorded, delivered = conn.execute(
+            "SELECT max(created_at), max(finished_at) FROM outbox"
+        ).fetchone()
+    return Cycle(cycle, cpu, rss, os.getloadavg()[0], db, recorded - exec_at, delivered - exec_at)
 
 
 # The poller's idle session (greeting, CAPA, AUTH PLAIN, CAPA, STAT, UIDL, QUIT: seven
@@ -576,7 +594,9 @@ def main() -> int:
                     print(
                         f"first full cycle ({name}, {kind} receiver): {c.seconds:.2f} s for "
                         f"{args.accounts} accounts ({total} messages), CPU {c.cpu:.2f} s, "
-                        f"RSS {c.rss / 1e6:.0f} MB; load {c.load:.2f}"
+                        f"RSS {c.rss / 1e6:.0f} MB; load {c.load:.2f}; last recorded at "
+                        f"{c.last_recorded:.2f} s, last delivered at {c.last_delivered:.2f} s "
+                        f"(tail {c.tail:.2f} s)"
                     )
         # The target's figure: this tree on the first receiver (nginx unless told otherwise).
         main = cycles.get((variants[0][0], receivers[0]), [])
@@ -591,6 +611,8 @@ def main() -> int:
                 "load": [c.load for c in cs],
                 "median_seconds": statistics.median(c.seconds for c in cs),
                 "median_cpu_seconds": statistics.median(c.cpu for c in cs),
+                "last_recorded_seconds": [c.last_recorded for c in cs],
+                "tail_seconds": [c.tail for c in cs],
             }
             for (name, kind), cs in cycles.items()
         }
