@@ -317,6 +317,20 @@ class OutboxStore(abc.ABC):
         `now + claim_seconds` has passed.
         """
 
+    @abc.abstractmethod
+    async def renew_claims(
+        self, ids: Collection[int], holder: str, now: float, claim_seconds: float
+    ) -> set[int]:
+        """Extend `holder`'s claims on `ids` to `now + claim_seconds`; returns the ids renewed.
+
+        Only a row `holder` still holds is renewed: still pending, claimed by `holder`, and its
+        claim not yet passed at `now`. Any other row (delivered, dead, released by a retry,
+        expired, or claimed by someone else since) is left as it is and missing from the result:
+        its claim may belong to another claimer now, so the caller must not send it. The worker
+        renews a claim it made ahead of time just before sending it, so that a claim still lasts
+        from its first send as long as one made then would (`claim_seconds`).
+        """
+
     async def mark_delivered(
         self, item_id: int, status: int, now: float, attempt: Attempt | None = None
     ) -> None:

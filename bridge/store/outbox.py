@@ -11,6 +11,8 @@ Rules kept here once for every backend:
   one writer at a time (BEGIN IMMEDIATE), which gives the same guarantee.
 * `mark_retry` and `mark_dead` change only a still-pending row, so a late worker whose claim
   expired cannot undo a delivery; `mark_delivered_many` never counts a delivery twice.
+* `renew_claims` extends only claims the holder still holds (unexpired, row still pending): a
+  claim that lapsed may have been taken by another claimer, so it is never revived.
 """
 
 from __future__ import annotations
@@ -145,6 +147,23 @@ class OutboxSQL(SQLPart, OutboxStore):
             (DEFERRED, TEMPLATE, d.array([r[0] for r in claimed])),
         )
         return [OutboxItem(*r) for r in rows]
+
+    @write
+    def renew_claims(
+        self, ids: Collection[int], holder: str, now: float, claim_seconds: float
+    ) -> Tx[set[int]]:
+        if not ids:
+            return set()
+        d = self.dialect
+        # One statement: the row lock (PostgreSQL) or the one writer (SQLite) orders it with a
+        # concurrent claim, so a row is either still ours and renewed, or someone else's.
+        rows = yield Fetch(
+            "UPDATE outbox SET claim_until = ? "
+            f"WHERE {d.in_list('id', 'bigint')} AND claimed_by = ? AND state = 'pending' "
+            "AND claim_until > ? RETURNING id",
+            (now + claim_seconds, d.array(list(ids)), holder, now),
+        )
+        return {int(r[0]) for r in rows}
 
     @atomic
     def mark_delivered_many(

@@ -241,6 +241,30 @@ async def test_claim_expiry_hands_item_to_another_worker(store: Store) -> None:
     assert await store.claim_due(T0 + 1000, 10, "w3", 30) == []
 
 
+async def test_renew_claims_extends_only_claims_the_holder_still_holds(store: Store) -> None:
+    """Renewed: pending rows claimed by the holder and not yet expired. Left alone: a row
+    delivered, dead, released by a retry, claimed by another holder after it expired, or
+    expired (even if nobody took it since), and a row never claimed."""
+    await store.record([make_message("a", str(i)) for i in range(7)], T0)
+    ours = await store.claim_due(T0, 6, "w", 30)  # rows 0-5; row 6 stays unclaimed
+    ids = [i.id for i in ours]
+    await store.mark_delivered(ids[1], 200, T0 + 1)
+    await store.mark_dead(ids[2], "gone", 410, T0 + 1)
+    await store.mark_retry(ids[3], T0 + 5, "HTTP 503", 503, T0 + 1)
+    unclaimed = (await store.claim_due(T0 + 1, 1, "probe", 0.5))[0].id  # row 6, lapses at once
+    assert await store.renew_claims([*ids, unclaimed], "w", T0 + 2, 30) == {ids[0], ids[4], ids[5]}
+    assert await store.renew_claims([], "w", T0 + 2, 30) == set()
+    # The renewed claims now last to T0 + 32: nobody else can take them before.
+    assert {i.id for i in await store.claim_due(T0 + 31, 10, "other", 30)} == {ids[3], unclaimed}
+    assert await store.renew_claims([ids[3]], "w", T0 + 31, 30) == set()  # "other"'s now
+    # Past T0 + 32 the holder's claim has lapsed: not renewed, though nobody took row 0 yet.
+    assert await store.renew_claims([ids[0]], "w", T0 + 32, 30) == set()
+    [taken] = await store.claim_due(T0 + 33, 1, "other", 30)
+    assert taken.id == ids[0]
+    assert await store.renew_claims([ids[0], ids[4]], "w", T0 + 33, 30) == set()
+    assert await store.renew_claims([ids[0]], "other", T0 + 34, 30) == {ids[0]}
+
+
 async def test_concurrent_claimers_never_share_an_item(
     store: Store, store_factory: Callable[[], Store], backend: str
 ) -> None:
