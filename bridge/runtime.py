@@ -63,7 +63,9 @@ def claim_seconds(webhook_timeouts: Iterable[float]) -> float:
 
     One worker round claims up to twice as many rows as it has send slots, so a row waits for
     at most one other send before its own, and each send is bounded by its webhook's total
-    timeout. A claim that runs out early costs at worst a duplicate with the same webhook-id.
+    timeout. The claim the worker makes ahead, while the previous one is sent, is renewed just
+    before its first send (`renew_claims`), so the bound holds from there, not from the claim.
+    A claim that runs out early costs at worst a duplicate with the same webhook-id.
     """
     longest = max(webhook_timeouts, default=None)
     if longest is None:

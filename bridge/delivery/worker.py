@@ -19,9 +19,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from bridge.delivery.summary import DeliverySummary
 from bridge.store.base import Attempt, OutboxItem, Store, needs_prepare
@@ -141,12 +141,7 @@ class DeliveryWorker:
 
     async def deliver_due(self) -> int:
         """Deliver everything due now (rounds until a claim comes back empty); returns count."""
-        total = 0
-        while True:
-            done = await self._round()
-            if not done:
-                return total
-            total += done
+        return await self._round()
 
     async def run(self, stop: asyncio.Event, grace: float = 10.0) -> None:
         """Deliver until `stop`; the round in flight then gets `grace` seconds to finish.
@@ -157,7 +152,7 @@ class DeliveryWorker:
         stopper = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                round_task = asyncio.ensure_future(self._round())
+                round_task = asyncio.ensure_future(self._round(stop))
                 await asyncio.wait({round_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 if not round_task.done():
                     _, pending = await asyncio.wait({round_task}, timeout=grace)
@@ -204,47 +199,134 @@ class DeliveryWorker:
             for w in waiters:
                 w.cancel()
 
-    async def _round(self) -> int:
-        # Claim twice the concurrency so the next sends start while earlier ones finish.
-        items = await self.store.claim_due(
-            self.clock(), self.concurrency * 2, self.holder, self.claim_seconds
-        )
-        if not items:
-            return 0
-        # Every claimed row may end in a delivered mark: the group commit waits for the
-        # round's marks to gather (see `_GroupCommit`) rather than committing them one by one.
+    async def _round(self, stop: asyncio.Event | None = None) -> int:
+        """Claim and deliver until a claim comes back empty (or `stop` is set); returns count.
+
+        The next claim is made as soon as the current one's bodies are built, while its sends
+        are still in flight: with a parse worker, the worker builds the next claim's bodies
+        while this process posts the current one's (one claim at a time left each idle while
+        the other worked). At most two claims are out at once: the one being sent and the
+        one made ahead, which sends nothing before the first has ended and its own claims
+        are renewed (`_claim`).
+        """
+        total = 0
+        claims: list[asyncio.Task[int]] = []
+        try:
+            while stop is None or not stop.is_set():
+                # Twice the concurrency per claim, so the next sends start while earlier ones
+                # finish.
+                items = await self.store.claim_due(
+                    self.clock(), self.concurrency * 2, self.holder, self.claim_seconds
+                )
+                if not items:
+                    break
+                built = _Countdown(item.id for item in items)
+                ahead_of = claims[-1] if claims else None
+                claims.append(asyncio.ensure_future(self._claim(items, built, ahead_of)))
+                await built.wait_or(claims[-1])
+                if len(claims) > 1:  # two out: the older one finishes before the next claim
+                    total += await claims.pop(0)
+            while claims:
+                total += await claims.pop(0)
+        except asyncio.CancelledError:
+            # The round is cancelled (run's grace is over): so is every claim it has out, the
+            # one made ahead included, which would otherwise start its sends now.
+            for claim in claims:
+                claim.cancel()
+            raise
+        finally:
+            if claims:
+                # A claim failed (or this round is cancelled): the others finish their sends
+                # and marks (or are cancelled with the round); unmarked rows keep their claim.
+                await asyncio.gather(*claims, return_exceptions=True)
+        return total
+
+    async def _claim(
+        self, items: list[OutboxItem], built: _Countdown, ahead_of: asyncio.Task[int] | None
+    ) -> int:
+        """Deliver one claim's rows; `built` counts down as each row's body is ready. Returns
+        how many rows it handled (not the ones it gave up unsent, below).
+
+        A claim made ahead (`ahead_of` is the claim still being sent) builds its bodies at
+        once but sends nothing until that claim has ended. Its rows' claims are then renewed
+        (`renew_claims`), so from its first send it lasts `claim_seconds` with every request
+        slot free, as a claim made at that moment would: `claim_seconds` is sized for that
+        (two waves of sends, `bridge.runtime.claim_seconds`), not for the wait behind another
+        claim's sends. A row whose claim was not renewed is not sent: its claim lapsed, and
+        another claimer may hold it now (sending it would be the duplicate the claim exists
+        to prevent); it is left to whoever claims it next.
+        """
         ids = [item.id for item in items]
-        self._delivered.expect(ids)
+        renewed: asyncio.Task[set[int]] | None = None
+        if ahead_of is None:
+            # Every claimed row may end in a delivered mark: the group commit waits for the
+            # claim's marks to gather (see `_GroupCommit`) rather than committing them one
+            # by one. A claim made ahead expects its marks once renewed, so the claim being
+            # sent meanwhile commits its last marks without waiting for this one's.
+            self._delivered.expect(ids)
+        else:
+            renewed = asyncio.ensure_future(self._renew_after(ids, ahead_of))
         try:
             results = await asyncio.gather(
-                *(self._deliver(item) for item in items), return_exceptions=True
+                *(self._deliver(item, built, renewed) for item in items), return_exceptions=True
             )
         finally:
+            if renewed is not None:
+                renewed.cancel()
+                if renewed.done() and not renewed.cancelled():
+                    renewed.exception()  # retrieved: a failed renewal failed its rows above
             self._delivered.forgo(*ids)  # a delivery cancelled before it began
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             # Unmarked rows keep their claim until it expires, then are retried.
             raise failures[0]
-        return len(items)
+        return sum(1 for r in results if r)
 
-    async def _deliver(self, item: OutboxItem) -> None:
+    async def _renew_after(self, ids: list[int], ahead_of: asyncio.Task[int]) -> set[int]:
+        """Once `ahead_of` has ended (delivered, failed or cancelled), renew the claims on
+        `ids`; returns the rows that are still ours, whose marks the group commit expects."""
+        await asyncio.wait({ahead_of})
+        renewed = await self.store.renew_claims(ids, self.holder, self.clock(), self.claim_seconds)
+        self._delivered.expect(renewed)
+        lost = len(ids) - len(renewed)
+        if lost:
+            # Rows settled before the renewal (dead letters) count here too; at DEBUG only.
+            log.debug("%d rows of a claim made ahead were not renewed", lost)
+        return renewed
+
+    async def _deliver(
+        self,
+        item: OutboxItem,
+        built: _Countdown | None = None,
+        renewed: asyncio.Task[set[int]] | None = None,
+    ) -> bool:
+        """Deliver `item` once; False when it was given up unsent (its claim not renewed)."""
         marking = False
         try:
-            sent = await self._attempt(item)
-            if sent is None:
-                return
+            sent = await self._attempt(item, built, renewed)
+            if sent is None or sent is False:
+                return sent is None
             marking = True
             await self._delivered.mark(item.id, sent.result.status, sent.at, sent.attempt)
         finally:
+            if built is not None:
+                built.settled(item.id)  # no-op once its body was counted
             if not marking:
                 self._delivered.forgo(item.id)
         self.deliveries.delivered(item.account)
         self._report(item, "delivered", sent.result)
+        return True
 
-    async def _attempt(self, item: OutboxItem) -> _Sent | None:
+    async def _attempt(
+        self,
+        item: OutboxItem,
+        built: _Countdown | None = None,
+        renewed: asyncio.Task[set[int]] | None = None,
+    ) -> _Sent | Literal[False] | None:
         """Send `item` once; a 2xx is returned for the caller to mark delivered. None: the
         attempt is settled here, the row marked for a retry or as dead (a failed answer, or
-        none: no webhook, no body, a sender fault)."""
+        none: no webhook, no body, a sender fault). False: not sent and not marked, because
+        its claim made ahead was not renewed (`_claim`)."""
         route = self.routes.get(item.webhook)
         if route is None:
             # A webhook removed from the config: keep the row as a dead letter, replayable
@@ -259,8 +341,14 @@ class DeliveryWorker:
         # sends the finished ones (inside the slot, a worker waited for the sends of its
         # last batch before it got the next one).
         body = await self._body(item, route)
+        if built is not None:
+            built.settled(item.id)
         if body is None:
             return None
+        # Shielded: the renewal is shared by the claim's rows, one cancelled row must not
+        # cancel it for the others (`_claim` cancels it when the claim ends).
+        if renewed is not None and item.id not in await asyncio.shield(renewed):
+            return False
         # The slot covers the request only: the row is marked after it is released, so the
         # next send does not wait for this row's commit.
         async with self._slots:
@@ -362,6 +450,33 @@ class DeliveryWorker:
                 self.on_result(item, outcome, result)
             except Exception:  # metrics must never stop deliveries
                 log.exception("delivery result hook failed")
+
+
+class _Countdown:
+    """The rows of a claim whose bodies are not built yet (nor their attempt settled)."""
+
+    def __init__(self, ids: Iterable[int]) -> None:
+        self._left = set(ids)
+        self._all: asyncio.Future[None] | None = None
+
+    def settled(self, item_id: int) -> None:
+        """Row `item_id`'s body is built, or its attempt ended without one."""
+        self._left.discard(item_id)
+        if not self._left and self._all is not None:
+            _resolve(self._all)
+
+    async def wait_or(self, claim: asyncio.Task[int]) -> None:
+        """Return once every row is counted, or `claim` ended (done, failed or cancelled)."""
+        if not self._left or claim.done():
+            return
+        every = self._all = asyncio.get_running_loop().create_future()
+        claim.add_done_callback(lambda _: _resolve(every))
+        await every
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)

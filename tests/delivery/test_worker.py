@@ -282,6 +282,164 @@ async def test_a_claim_commits_its_deliveries_together(store: Store) -> None:
     assert await store.pending_count() == 0
 
 
+async def polled(done: Callable[[], bool]) -> None:
+    while not done():
+        await asyncio.sleep(0.01)
+
+
+def counting_claims(store: Store) -> list[int]:
+    """The size of each claim `store` hands out from now on."""
+    sizes: list[int] = []
+    real = store.claim_due
+
+    async def claim_due(*args: Any, **kwargs: Any) -> list[OutboxItem]:
+        items = await real(*args, **kwargs)
+        sizes.append(len(items))
+        return items
+
+    store.claim_due = claim_due  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_the_next_claim_is_made_while_the_current_one_is_sent(store: Store) -> None:
+    """Once a claim's bodies are built, the next claim is made (and its bodies built, by a
+    parse worker when there is one) while the first claim's sends are still in flight; never
+    more than two claims at once."""
+    m = msgs(12)
+    await store.record(m, time.time())
+    claims = counting_claims(store)
+    sender = HeldSender.holding([x.msg_id for x in m])
+    w = worker(store, sender, concurrency=2)  # claims of 4
+    task = asyncio.ensure_future(w.deliver_due())
+    await asyncio.wait_for(sender.until(lambda: sender.waiting == 2), 5)
+    await asyncio.wait_for(polled(lambda: len(claims) == 2), 5)
+    await asyncio.sleep(0.05)  # a third claim would come now
+    # Two claims of four are out while the first claim's sends wait; the last four are not.
+    assert claims == [4, 4] and sender.waiting == 2
+    for x in m:
+        sender.answer(x.msg_id)
+    assert await asyncio.wait_for(task, 5) == 12
+    assert claims == [4, 4, 4, 0] and await store.pending_count() == 0
+
+
+async def test_a_claim_s_marks_do_not_wait_for_the_next_claim(store: Store) -> None:
+    """With the next claim already out, a claim whose deliveries have all finished commits
+    its marks at once (no linger), while the next claim's sends are still held."""
+    m = msgs(8)
+    await store.record(m, time.time())
+    claims = counting_claims(store)
+    groups: list[int] = []
+    real = store.mark_delivered_many
+
+    async def counting(marks: list[tuple[int, int]], now: float, attempts: object = ()) -> None:
+        groups.append(len(marks))
+        await real(marks, now, attempts)  # type: ignore[arg-type]
+
+    store.mark_delivered_many = counting  # type: ignore[assignment,method-assign]
+    sender = HeldSender.holding([x.msg_id for x in m])
+    w = worker(store, sender, concurrency=2, commit_linger=60)  # claims of 4
+    task = asyncio.ensure_future(w.deliver_due())
+    # The second claim is out before the first one's sends end.
+    await asyncio.wait_for(polled(lambda: len(claims) == 2), 5)
+    for x in m[:4]:
+        sender.answer(x.msg_id)
+
+    async def first_claim_committed() -> None:
+        while (count := w.deliveries.count("a")) < 4:
+            await w.deliveries.wait("a", count)
+
+    await asyncio.wait_for(first_claim_committed(), 5)
+    assert groups == [4] and await store.pending_count() == 4
+    for x in m[4:]:
+        sender.answer(x.msg_id)
+    assert await asyncio.wait_for(task, 5) == 8
+    assert groups == [4, 4] and await store.pending_count() == 0
+
+
+async def test_a_claim_made_ahead_is_renewed_before_its_first_send(store: Store) -> None:
+    """The claim made ahead sends nothing while the first claim's sends are held; once the
+    first has ended it renews its claims, so however long it waited, nobody else can claim
+    its rows for `claim_seconds` (30) from its first send."""
+    clock = FakeClock(time.time())
+    m = msgs(8)
+    await store.record(m, clock.now)
+    claims = counting_claims(store)
+    sender = HeldSender.holding([x.msg_id for x in m[:4]])
+    others: list[list[str]] = []
+    real_send = sender.send
+
+    async def send(target: object, msg_id: str, body: bytes) -> Result:
+        if msg_id == m[4].msg_id:  # the first send of the claim made ahead
+            took = await store.claim_due(clock.now + 5, 10, "other", 30)
+            others.append([i.msg_id for i in took])
+        return await real_send(target, msg_id, body)
+
+    sender.send = send  # type: ignore[method-assign]
+    w = worker(store, sender, concurrency=2, clock=clock)  # claims of 4, claim_seconds 30
+    task = asyncio.ensure_future(w.deliver_due())
+    await asyncio.wait_for(polled(lambda: len(claims) == 2), 5)
+    await asyncio.sleep(0.05)
+    assert claims == [4, 4] and sender.waiting == 2 and sender.started == 0
+    clock.now += 29  # the second claim, made at the start, would lapse in a second
+    for x in m[:4]:
+        sender.answer(x.msg_id)
+    assert await asyncio.wait_for(task, 5) == 8
+    # At its first send (clock + 29), a claim by another holder 5 s later found nothing: the
+    # rows had been renewed to clock + 59 (without renewal they were free from clock + 30).
+    assert others == [[]]
+    assert sorted(c[1] for c in sender.calls) == sorted(x.msg_id for x in m)
+    assert await store.pending_count() == 0
+
+
+async def test_a_claim_made_ahead_does_not_send_rows_whose_claim_was_lost(store: Store) -> None:
+    """The second claim's rows lapse while the first claim's sends are held, and another
+    holder claims them: the renewal fails and the worker never sends them (the other holder
+    will); the first claim's rows, already being sent, finish as before."""
+    clock = FakeClock(time.time())
+    m = msgs(8)
+    await store.record(m, clock.now)
+    claims = counting_claims(store)
+    sender = HeldSender.holding([x.msg_id for x in m[:4]])
+    w = worker(store, sender, concurrency=2, clock=clock)  # claims of 4, claim_seconds 30
+    w.outcomes = {}
+    task = asyncio.ensure_future(w.deliver_due())
+    await asyncio.wait_for(polled(lambda: len(claims) == 2), 5)
+    assert claims == [4, 4]
+    clock.now += 31
+    taken = await store.claim_due(clock.now, 10, "other", 30)
+    assert {i.msg_id for i in taken} >= {x.msg_id for x in m[4:]}
+    for x in m[:4]:
+        sender.answer(x.msg_id)
+    assert await asyncio.wait_for(task, 5) == 4
+    assert sorted(c[1] for c in sender.calls) == sorted(x.msg_id for x in m[:4])
+    # The other holder's rows are still pending and still its own.
+    assert await store.pending_count() == 4
+    assert await store.claim_due(clock.now + 29, 10, "third", 30) == []
+    first = {i.id for i in taken if i.msg_id in {x.msg_id for x in m[:4]}}
+    assert w.outcomes == dict.fromkeys(first, "delivered")  # nothing reported for the others
+
+
+async def test_run_s_grace_ends_the_claim_made_ahead_too(store: Store) -> None:
+    """Stopped while the first claim's sends hang and the next claim waits behind them: when
+    the grace is over both are cancelled (neither sends again), and run returns; their rows
+    keep their claims for a restart."""
+    m = msgs(8)
+    await store.record(m, time.time())
+    claims = counting_claims(store)
+    sender = HeldSender.holding([x.msg_id for x in m])  # never answered
+    w = worker(store, sender, concurrency=2)  # claims of 4
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(w.run(stop, grace=0.1))
+    await asyncio.wait_for(polled(lambda: len(claims) == 2), 5)
+    stop.set()
+    stopped = time.monotonic()
+    await asyncio.wait_for(task, 5)
+    assert time.monotonic() - stopped < 2  # the grace, not wait_for's timeout
+    assert claims == [4, 4] and sender.calls == [] and sender.waiting == 0
+    assert await store.pending_count() == 8
+    assert await store.claim_due(time.time() + 1, 10, "other", 30) == []
+
+
 async def test_a_slow_delivery_does_not_hold_the_others_commits(store: Store) -> None:
     """The others of its claim are committed (and reported) after the short linger, while
     the slow one is still waiting for its receiver; it is committed once it is answered."""
