@@ -191,14 +191,7 @@ async def test_deliveries_finishing_together_share_a_commit(store: Store) -> Non
     """Group commit: fewer transactions than deliveries, and each delivery is committed before
     it is reported delivered."""
     await store.record(msgs(40), time.time())
-    groups: list[int] = []
-    real = store.mark_delivered_many
-
-    async def counting(marks: list[tuple[int, int]], now: float, attempts: object = ()) -> None:
-        groups.append(len(marks))
-        await real(marks, now, attempts)  # type: ignore[arg-type]
-
-    store.mark_delivered_many = counting  # type: ignore[assignment,method-assign]
+    groups = counting_marks(store)
     reported: list[int] = []
 
     def on_result(item: object, outcome: str, result: object) -> None:
@@ -256,11 +249,8 @@ class HeldSender(ScriptedSender):
         return await super().send(target, msg_id, body)
 
 
-async def test_a_claim_commits_its_deliveries_together(store: Store) -> None:
-    """The marks of one claim wait for each other (up to the linger): sends answered one by
-    one, each well after the previous commit could have run, still share one commit."""
-    m = msgs(8)
-    await store.record(m, time.time())
+def counting_marks(store: Store) -> list[int]:
+    """The size of each group of delivered marks `store` commits from now on."""
     groups: list[int] = []
     real = store.mark_delivered_many
 
@@ -269,6 +259,15 @@ async def test_a_claim_commits_its_deliveries_together(store: Store) -> None:
         await real(marks, now, attempts)  # type: ignore[arg-type]
 
     store.mark_delivered_many = counting  # type: ignore[assignment,method-assign]
+    return groups
+
+
+async def test_a_claim_commits_its_deliveries_together(store: Store) -> None:
+    """The marks of one claim wait for each other (up to the linger): sends answered one by
+    one, each well after the previous commit could have run, still share one commit."""
+    m = msgs(8)
+    await store.record(m, time.time())
+    groups = counting_marks(store)
     sender = HeldSender.holding([x.msg_id for x in m])
     w = worker(store, sender, concurrency=8, commit_linger=60)
     task = asyncio.ensure_future(w.deliver_due())
@@ -328,14 +327,7 @@ async def test_a_claim_s_marks_do_not_wait_for_the_next_claim(store: Store) -> N
     m = msgs(8)
     await store.record(m, time.time())
     claims = counting_claims(store)
-    groups: list[int] = []
-    real = store.mark_delivered_many
-
-    async def counting(marks: list[tuple[int, int]], now: float, attempts: object = ()) -> None:
-        groups.append(len(marks))
-        await real(marks, now, attempts)  # type: ignore[arg-type]
-
-    store.mark_delivered_many = counting  # type: ignore[assignment,method-assign]
+    groups = counting_marks(store)
     sender = HeldSender.holding([x.msg_id for x in m])
     w = worker(store, sender, concurrency=2, commit_linger=60)  # claims of 4
     task = asyncio.ensure_future(w.deliver_due())
