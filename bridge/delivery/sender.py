@@ -32,6 +32,7 @@ from bridge.delivery.client import aiohttp, trust_system_cas
 from bridge.delivery.policy import is_permanent_status, parse_retry_after
 from bridge.delivery.signing import SigningKeys
 from bridge.lifecycle import Service
+from bridge.records import record
 
 __all__ = [
     "DeliveryError",
@@ -56,7 +57,7 @@ class DeliveryError(Exception):
     """Misuse of the sender (not a delivery failure): e.g. `send` outside `async with`."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeliveryResult:
     ok: bool  # 2xx
     status: int | None  # HTTP status, None when no response arrived

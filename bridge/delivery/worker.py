@@ -20,10 +20,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from bridge.delivery.summary import DeliverySummary
+from bridge.records import record
 from bridge.store.base import Attempt, OutboxItem, Store, needs_prepare
 from bridge.store.errors import StoreError
 
@@ -56,7 +56,7 @@ class RetrySchedule(Protocol):
     def next_attempt(self, attempts: int, result: Any, now: float) -> float | None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WebhookRoute:
     """Where an outbox row's `webhook` name sends it, and how its failures are retried."""
 
@@ -479,7 +479,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Sent:
     """One attempt answered with a 2xx, still to be marked delivered."""
 

@@ -17,7 +17,7 @@ import json
 import operator
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,6 +25,7 @@ import orjson
 from bridge import mail
 from bridge.mail.formats import FormatOptions, render
 from bridge.outbox.pool import ParsePool
+from bridge.records import record
 from bridge.store.base import OutboxItem, deferred_source
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ def _from_note(text: str) -> tuple[str, mail.MailOptions]:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BodySpec:
     """Everything a route's bodies depend on besides the row: picklable, so a parse worker
     process builds with exactly the options the route has."""
@@ -95,7 +96,7 @@ class BodySpec:
     format: FormatOptions = field(default_factory=FormatOptions)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BodyJob:
     """The parse `Job` for one row's body under `spec` at time `now` (a format's timestamp)."""
 

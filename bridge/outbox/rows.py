@@ -19,7 +19,6 @@ process's parse workers (`RowJob`, `RowParse`), so the event loop never parses m
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 from bridge import mail
@@ -27,6 +26,7 @@ from bridge.attachments.templates import LinkMinter, new_nonce, template_payload
 from bridge.delivery.ids import msg_id_for
 from bridge.outbox.deferred import BodyJob, BodySpec, body, note
 from bridge.outbox.pool import current_pool
+from bridge.records import record
 from bridge.store.base import LinkContent, NewMessage, OutboxItem, deferred_payload
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
 DEFER_MAX = 1 << 20
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RowParse:
     """What the parse of a row with links gives: the payload data, the fingerprint (None: the
     message was not parsed, scan the bytes), the decoded contents of the attachments over the
@@ -54,7 +54,7 @@ class RowParse:
     raw_link: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RowJob:
     """The parse `Job` of a row with links (`bridge.outbox.pool`): runs in a parse worker, so
     a hostile message costs that worker at most `poller.parse_timeout`, never the loop."""

@@ -23,6 +23,7 @@ from bridge.delivery.worker import DEFAULT_CLAIM_SECONDS, DeliveryWorker, Webhoo
 from bridge.poller.poll import PollReport
 from bridge.poller.scheduler import LeaseHook, LeaseOptions, Scheduler
 from bridge.poller.spec import AccountSpec
+from bridge.records import record
 from bridge.store.base import OutboxItem, Store
 
 __all__ = ["OnceResult", "PollerApp", "PollerOptions"]
@@ -34,7 +35,7 @@ CUSTODY_PURGE_EVERY = 3600.0
 AccountSource = Callable[[], Awaitable[list[AccountSpec]]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PollerOptions:
     max_concurrent_accounts: int = 20
     jitter: float = 0.1

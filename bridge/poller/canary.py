@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate, make_msgid
 from urllib.parse import urlsplit
 
+from bridge.records import record
+
 __all__ = [
     "HEADER",
     "CanaryError",
@@ -67,7 +69,7 @@ class CanaryError(Exception):
     """The canary could not be submitted (SMTP/LMTP refused or unreachable)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CanaryOptions:
     url: str  # smtp://host:port or lmtp://host:port
     every: float = 900.0
@@ -77,7 +79,7 @@ class CanaryOptions:
     timeout: float = 30.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CanaryKey:
     """The keys canaries are tagged with; the first signs, every one verifies (rotation)."""
 
@@ -102,7 +104,7 @@ class CanaryKey:
         return cls(keys)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FoundCanary:
     nonce: str
     submitted_at: float

@@ -38,7 +38,6 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from bridge.delivery.worker import Deliveries
 from bridge.poller import canary
@@ -49,6 +48,7 @@ from bridge.poller.sharing import plan
 from bridge.poller.spec import AccountSpec
 from bridge.pop3.client import CapaMemo
 from bridge.pop3.errors import TemporaryFailure
+from bridge.records import record
 from bridge.store.base import Store
 
 __all__ = ["POLL_TICK", "LeaseOptions", "Scheduler", "backoff_delay", "jittered", "on_tick"]
@@ -91,7 +91,7 @@ def backoff_delay(interval: float, failures: int, retry_after: float | None = No
     return delay
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LeaseOptions:
     """`heartbeat` defaults to ttl/3 (two renewals may fail before a lease is at risk);
     `margin` (default ttl/4) is how long before the row's expiry this replica stops using it."""

@@ -26,7 +26,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+
+from bridge.records import record
 
 __all__ = ["LeasePlan", "assign", "capacity", "default_slack", "plan", "ranking", "weight"]
 
@@ -90,7 +91,7 @@ def assign(
     return owner
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LeasePlan:
     """One heartbeat's lease changes for one replica."""
 

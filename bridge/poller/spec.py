@@ -16,6 +16,7 @@ from bridge.attachments.templates import LinkMinter
 from bridge.mail import DEFAULT_OPTIONS, MailOptions
 from bridge.poller.canary import CanaryKey, CanaryOptions
 from bridge.pop3.client import TLSMode
+from bridge.records import record
 
 __all__ = ["AccountSpec", "FetchOptions"]
 
@@ -24,7 +25,7 @@ Initial = Literal["all", "new"]
 TokenGetter = Callable[[], Awaitable[str]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FetchOptions:
     """How a message becomes a payload; comes from the account's webhook."""
 

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from bridge.records import record
 
 __all__ = [
     "DEFERRED",
@@ -100,7 +101,7 @@ def deferred_source(payload: bytes) -> str | None:
     return payload[1:].decode("ascii", "replace")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LinkContent:
     """Content served by link: one attachment (`part` = its index) or the raw message (-1).
 
@@ -116,7 +117,7 @@ class LinkContent:
     chunks: Callable[[int], Iterable[bytes]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StoredLink:
     """What the link listener needs to answer for one part; `purged`: content gone (410)."""
 
@@ -138,7 +139,7 @@ class StoredLink:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NewMessage:
     """One fetched message, ready to be made durable by `Store.record`."""
 
@@ -158,7 +159,7 @@ class NewMessage:
     message_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OutboxItem:
     id: int
     msg_id: str
@@ -175,7 +176,7 @@ class OutboxItem:
     links_expire: float | None = None  # expiry of the links a templated payload carries
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeadLetter:
     id: int  # same id as the outbox row; `replay(ids)` takes it
     msg_id: str
@@ -189,7 +190,7 @@ class DeadLetter:
     last_status: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AccountStats:
     account: str
     pending: int
@@ -197,7 +198,7 @@ class AccountStats:
     oldest_pending_at: float | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SeenState:
     """What a poll needs to know before it fetches: the seen UIDLs and whether the account was
     polled before (an empty seen set alone cannot tell a new account from an emptied one)."""
@@ -206,7 +207,7 @@ class SeenState:
     polled: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Attempt:
     """One delivery attempt as the custody trail keeps it: never a body, never a secret."""
 
@@ -220,7 +221,7 @@ class Attempt:
     response_head: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CustodyEvent:
     """One step in a message's custody trail.
 
@@ -242,7 +243,7 @@ class CustodyEvent:
     detail: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LedgerEntry:
     """What the store knows of one UIDL of an account (for `pop3bridge reconcile`)."""
 

@@ -47,9 +47,9 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Collection, Coroutine, Generator, Sequence
-from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeAlias, TypeVar, cast
 
+from bridge.records import record
 from bridge.store.base import NewMessage
 from bridge.store.schema import COLUMN_TYPES, DIALECTS
 
@@ -85,30 +85,30 @@ Rows: TypeAlias = Sequence[Sequence[Any]]
 Columns: TypeAlias = Sequence[tuple[str, str]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Execute:
     sql: str
     args: Sequence[Any] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Fetch:
     sql: str
     args: Sequence[Any] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Many:
     sql: str
     rows: Sequence[Sequence[Any]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Script:
     sql: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Native:
     """Run `fn` on the adapter's own connection object (only the adapter's dialect yields it)."""
 
@@ -123,7 +123,7 @@ Tx: TypeAlias = Generator[Op, Any, T]
 Mode = Literal["read", "write", "atomic", "bounded"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Done(Generic[T]):
     """A store method's body has finished with `value`."""
 
