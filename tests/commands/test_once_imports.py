@@ -301,7 +301,7 @@ def test_once_with_no_new_mail_still_delivers_what_waits_in_the_outbox(
     tmp_path: Path, dovecot: Any, dovecot_user: Any
 ) -> None:
     """The sender is opened for rows a previous run left (here a 503), not only for new mail."""
-    from tests.support.receiver import ThreadedReceiver
+    from tests.support.receiver import Reply, ThreadedReceiver
 
     dovecot.deliver(dovecot_user, b"From: a@example.com\r\nSubject: second try\r\n\r\nhi\r\n")
     with ThreadedReceiver(default_status=204) as receiver:
@@ -312,10 +312,13 @@ def test_once_with_no_new_mail_still_delivers_what_waits_in_the_outbox(
             "retry_max_delay": "0.2s",
         }
         path = dovecot_config(tmp_path, dovecot, dovecot_user, webhook, "CRITICAL")
-        receiver.fail_next(1, status=503)
+        # A fixed back-off (Retry-After), not the jittered one in [0, retry_max_delay]: a
+        # jitter shorter than what is left of the run after the 503 retried the row within the
+        # first run (1 failure in ~10 runs, at 180c77d too).
+        receiver.script(Reply(503, retry_after="1"))
         first = run_fork_probe(tmp_path, path, {})
         assert json.loads(first["stdout"])["retry_later"] == 1, first["stdout"]
-        time.sleep(0.5)  # past the retry's back-off (at most retry_max_delay)
+        time.sleep(1.2)  # past the retry's back-off
         second = run_fork_probe(tmp_path, path, {})
         summary = json.loads(second["stdout"])
         assert summary["accounts"]["box"]["new"] == 0  # nothing new on the server...
