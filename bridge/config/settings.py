@@ -11,7 +11,7 @@ list-by-name overlay), and validates the result here.
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from bridge.config.account import AccountConfig, no_webhook
 from bridge.config.attachments import AttachmentsConfig
 from bridge.config.errors import KeyedProblem, duplicates
-from bridge.config.proxy import ProxyConfig
+from bridge.config.proxy import BuiltWhenGiven, ProxyConfig, absent_proxy
 from bridge.config.service import (
     LoggingConfig,
     OpsConfig,
@@ -48,7 +48,10 @@ class Settings(BaseSettings):
     poller: PollerConfig = Field(
         default_factory=lambda: PollerConfig(), description="Poller tuning."
     )
-    proxy: ProxyConfig = Field(default_factory=lambda: ProxyConfig(), description="The POP3 proxy.")
+    # Built only when given (bridge.config.proxy's docstring); the reference shows the model.
+    proxy: Annotated[ProxyConfig, BuiltWhenGiven()] = Field(
+        default_factory=absent_proxy, description="The POP3 proxy."
+    )
     ops: OpsConfig = Field(
         default_factory=lambda: OpsConfig(), description="Health/metrics endpoint."
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -407,6 +409,100 @@ def test_proxy_section_and_helm_style_booleans() -> None:
     assert p.routes[1].upstream.port == 995
     assert p.routes[0].policy is not None and p.routes[0].policy.deny == ["DELE"]
     assert p.policy.idle_timeout == 600
+
+
+# In a fresh interpreter: which of the proxy's models pydantic has built (compiled their
+# validators) after importing the configuration, after loading one without `proxy:`, then one
+# with it.
+_PROXY_BUILT = """
+import json
+from bridge.config import Settings, proxy, validate
+
+models = [proxy.ProxyConfig, proxy.ProxyPolicy, proxy.ProxyUpstream, proxy.ProxyTap,
+          proxy.ProxyRoute, proxy.ProxyListener]
+def built():
+    return [m.__name__ for m in models if m.__pydantic_complete__]
+seen = [built()]
+s = validate(Settings, {}, {"env": {}})
+assert s.proxy.listeners == [] and s.proxy.policy.idle_timeout == 600
+seen.append(built())
+validate(Settings, {"proxy": {"upstream": {"host": "h"}}}, {"env": {}})
+seen.append(built())
+print(json.dumps(seen))
+"""
+
+
+def test_the_proxy_models_are_built_only_for_a_proxy_section() -> None:
+    """~35 M instructions of every start-up (bridge/config/proxy.py's docstring)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PROXY_BUILT], capture_output=True, text=True, check=True
+    ).stdout
+    imported, without, given = yaml.safe_load(out)
+    assert imported == [] and without == []
+    assert "ProxyConfig" in given  # its nested models are built into its validator
+
+
+def test_the_absent_proxy_section_is_the_models_defaults() -> None:
+    from bridge.config import ProxyConfig, ProxyPolicy
+
+    absent = load_dict(base_config()).proxy
+    for made, validated in ((absent, ProxyConfig()), (absent.policy, ProxyPolicy())):
+        assert type(made) is type(validated) and made == validated
+        assert repr(made) == repr(validated)
+        assert made.model_fields_set == validated.model_fields_set == set()
+        assert made.model_dump(mode="json") == validated.model_dump(mode="json")
+    assert absent.model_dump() == load_dict({**base_config(), "proxy": {}}).proxy.model_dump()
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (None, [("proxy", "Input should be a valid dictionary or instance of ProxyConfig")]),
+        ([], [("proxy", "Input should be a valid dictionary or instance of ProxyConfig")]),
+        (
+            {"listeners": [{"name": "a", "port": "x"}], "upstream": {"host": "h"}, "bogus": 1},
+            [
+                (
+                    "proxy.listeners[0].port",
+                    "Input should be a valid integer, unable to parse string as an integer",
+                ),
+                (
+                    "proxy.bogus",
+                    "unknown key (check the spelling; see `pop3bridge config reference`)",
+                ),
+            ],
+        ),
+        (
+            {
+                "shutdown_grace": "5 parsecs",
+                "routes": [
+                    {"match": "*", "upstream": {"host": "h", "port": 0}, "rewrite_user": "{nope}"}
+                ],
+            },
+            [
+                ("proxy.routes[0].upstream.port", "Input should be greater than or equal to 1"),
+                (
+                    "proxy.routes[0].rewrite_user",
+                    "only {user}, {local} and {domain} may appear in braces (write {{ for {)",
+                ),
+                (
+                    "proxy.shutdown_grace",
+                    "expected seconds or a duration with units ms, s, m, h, d, e.g. '30s' or '5m'",
+                ),
+            ],
+        ),
+    ],
+)
+def test_a_given_proxy_section_reports_every_problem_by_key(
+    section: Any, expected: list[tuple[str, str]]
+) -> None:
+    """As when `Settings.proxy` was a plain nested model (the lists are that code's output)."""
+    with pytest.raises(ConfigError) as exc:
+        load_dict({**base_config(), "poller": {"bogus": 1}, "proxy": section})
+    assert exc.value.problems == [
+        ("poller.bogus", "unknown key (check the spelling; see `pop3bridge config reference`)"),
+        *expected,
+    ]
 
 
 def test_proxy_only_config_without_accounts() -> None:
