@@ -33,7 +33,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -45,6 +44,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
+from bridge.config._yaml import yaml
 from bridge.config.errors import ConfigError
 
 __all__ = [
@@ -84,7 +84,7 @@ class ConfigFileSource(YamlConfigSettingsSource):
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([("", f"config file {path!r} cannot be read: {exc}")]) from None
         try:
-            data = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+            data = yaml.load(text, Loader=_YAML_LOADER)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -148,7 +148,7 @@ def _overlay_value(text: str) -> Any:
     stripped = text.strip()
     if stripped.startswith(("[", "{")):
         try:
-            return yaml.load(stripped, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+            return yaml.load(stripped, Loader=_YAML_LOADER)
         except yaml.YAMLError:
             return text
     return text
