@@ -130,7 +130,8 @@ def main() -> int:
         "--baseline",
         type=Path,
         help="another tree's bridge package (git archive REV bridge | tar -x -C DIR): its "
-        "outbox-backlog drains run alternated with this tree's",
+        "outbox-backlog drains (and its mailbox backlog, unless --no-mailbox) run alternated "
+        "with this tree's",
     )
     ap.add_argument("--no-mailbox", action="store_true", help="leave out the mailbox backlog")
     ap.add_argument("--quick", action="store_true", help="smoke run: 200 messages, 1 round")
@@ -170,6 +171,16 @@ def main() -> int:
                     cpu="reported",
                 )
             )
+            if args.baseline is not None:
+                contenders.append(
+                    Contender(
+                        "baseline: run, mailbox backlog (defaults)",
+                        functools.partial(
+                            bench.drain, None, mailbox=True, tree=args.baseline.resolve()
+                        ),
+                        cpu="reported",
+                    )
+                )
         contenders.append(Contender(FETCHMAIL, bench.fetchmail))
         samples = alternate(contenders, args.rounds)
     after = machine()

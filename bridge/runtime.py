@@ -61,11 +61,13 @@ def claim_seconds(webhook_timeouts: Iterable[float]) -> float:
     """How long a delivery claim lasts: as short as is safe, because after a crash the rows
     the dead process had claimed wait this long before anyone sends them.
 
-    One worker round claims up to twice as many rows as it has send slots, so a row waits for
-    at most one other send before its own, and each send is bounded by its webhook's total
-    timeout. The claim the worker makes ahead, while the previous one is sent, is renewed just
-    before its first send (`renew_claims`), so the bound holds from there, not from the claim.
-    A claim that runs out early costs at worst a duplicate with the same webhook-id.
+    A worker lets a claimed row in to be sent only while at most twice as many rows as it has
+    send slots are let in and unsent (`bridge.delivery.worker._Window`), so a row waits for at
+    most one other send before its own, and each send is bounded by its webhook's total
+    timeout. A row let in more than a second after its claim (a claim made ahead, while the
+    previous one is sent) is renewed on the way in (`renew_claims`), so the bound holds from
+    there, not from the claim. A claim that runs out early costs at worst a duplicate with the
+    same webhook-id.
     """
     longest = max(webhook_timeouts, default=None)
     if longest is None:

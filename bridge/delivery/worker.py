@@ -46,6 +46,15 @@ DEFAULT_CLAIM_SECONDS = 120.0
 # How long a delivered mark may wait for others to share its commit (`_GroupCommit`). A crash
 # in that window re-sends the row (same webhook-id), as one between a 2xx and any commit did.
 GROUP_LINGER = 0.005
+# A claim is this many waves of sends (`concurrency` rows each); see `_Window` for what bounds
+# how long a claimed row waits.
+CLAIM_WAVES = 4
+# At most this many claims out at once: the one being sent and the one made ahead.
+CLAIMS_OUT = 2
+# Rows let in to be sent within this many seconds of their claim are not renewed: their claim
+# is as fresh as that of a round's first claim whose bodies took this long to build (which
+# `claim_seconds`' margin, `bridge.runtime.CLAIM_MARGIN`, already allows for).
+FRESH_CLAIM = 1.0
 
 
 class Sender(Protocol):
@@ -132,6 +141,7 @@ class DeliveryWorker:
         self.summary = DeliverySummary()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(self.concurrency)
+        self._window = _Window(self.concurrency * 2)
         self._delivered = _GroupCommit(store, linger=commit_linger)
         self.deliveries = Deliveries()
 
@@ -206,25 +216,29 @@ class DeliveryWorker:
         are still in flight: with a parse worker, the worker builds the next claim's bodies
         while this process posts the current one's (one claim at a time left each idle while
         the other worked). At most two claims are out at once: the one being sent and the
-        one made ahead, which sends nothing before the first has ended and its own claims
-        are renewed (`_claim`).
+        one made ahead, whose rows are let into the send window (`_Window`) as it frees up,
+        each group renewed on the way in (`_admit`).
         """
         total = 0
         claims: list[asyncio.Task[int]] = []
+        admissions: list[_Admission] = []
         try:
             while stop is None or not stop.is_set():
-                # Twice the concurrency per claim, so the next sends start while earlier ones
-                # finish.
+                # Four waves of sends per claim: the window lets the next claim's rows in while
+                # the current one's last wave is sent, and fewer, larger claims cost the store
+                # less per row.
+                claimed_at = self.clock()
                 items = await self.store.claim_due(
-                    self.clock(), self.concurrency * 2, self.holder, self.claim_seconds
+                    claimed_at, self.concurrency * CLAIM_WAVES, self.holder, self.claim_seconds
                 )
                 if not items:
                     break
                 built = _Countdown(item.id for item in items)
-                ahead_of = claims[-1] if claims else None
-                claims.append(asyncio.ensure_future(self._claim(items, built, ahead_of)))
+                admission = _Admission(items, admissions[-1] if admissions else None, claimed_at)
+                admissions = [admission]
+                claims.append(asyncio.ensure_future(self._claim(items, built, admission)))
                 await built.wait_or(claims[-1])
-                if len(claims) > 1:  # two out: the older one finishes before the next claim
+                if len(claims) > CLAIMS_OUT - 1:  # the oldest finishes before the next claim
                     total += await claims.pop(0)
             while claims:
                 total += await claims.pop(0)
@@ -242,39 +256,27 @@ class DeliveryWorker:
         return total
 
     async def _claim(
-        self, items: list[OutboxItem], built: _Countdown, ahead_of: asyncio.Task[int] | None
+        self, items: list[OutboxItem], built: _Countdown, admission: _Admission
     ) -> int:
         """Deliver one claim's rows; `built` counts down as each row's body is ready. Returns
         how many rows it handled (not the ones it gave up unsent, below).
 
-        A claim made ahead (`ahead_of` is the claim still being sent) builds its bodies at
-        once but sends nothing until that claim has ended. Its rows' claims are then renewed
-        (`renew_claims`), so from its first send it lasts `claim_seconds` with every request
-        slot free, as a claim made at that moment would: `claim_seconds` is sized for that
-        (two waves of sends, `bridge.runtime.claim_seconds`), not for the wait behind another
-        claim's sends. A row whose claim was not renewed is not sent: its claim lapsed, and
-        another claimer may hold it now (sending it would be the duplicate the claim exists
-        to prevent); it is left to whoever claims it next.
+        Its bodies are built at once, but a row is sent only once `_admit` has let it into the
+        send window: at once for the rows of a claim made with the window empty (the first
+        of a round), otherwise in groups renewed (`renew_claims`) as the window frees up. A
+        row whose claim was not renewed is not sent: its claim lapsed, and another claimer
+        may hold it now (sending it would be the duplicate the claim exists to prevent); it
+        is left to whoever claims it next.
         """
         ids = [item.id for item in items]
-        renewed: asyncio.Task[set[int]] | None = None
-        if ahead_of is None:
-            # Every claimed row may end in a delivered mark: the group commit waits for the
-            # claim's marks to gather (see `_GroupCommit`) rather than committing them one
-            # by one. A claim made ahead expects its marks once renewed, so the claim being
-            # sent meanwhile commits its last marks without waiting for this one's.
-            self._delivered.expect(ids)
-        else:
-            renewed = asyncio.ensure_future(self._renew_after(ids, ahead_of))
+        admission.task = asyncio.ensure_future(self._admit(admission))
         try:
             results = await asyncio.gather(
-                *(self._deliver(item, built, renewed) for item in items), return_exceptions=True
+                *(self._deliver(item, built, admission) for item in items),
+                return_exceptions=True,
             )
         finally:
-            if renewed is not None:
-                renewed.cancel()
-                if renewed.done() and not renewed.cancelled():
-                    renewed.exception()  # retrieved: a failed renewal failed its rows above
+            admission.close()
             self._delivered.forgo(*ids)  # a delivery cancelled before it began
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
@@ -282,28 +284,70 @@ class DeliveryWorker:
             raise failures[0]
         return sum(1 for r in results if r)
 
-    async def _renew_after(self, ids: list[int], ahead_of: asyncio.Task[int]) -> set[int]:
-        """Once `ahead_of` has ended (delivered, failed or cancelled), renew the claims on
-        `ids`; returns the rows that are still ours, whose marks the group commit expects."""
-        await asyncio.wait({ahead_of})
-        renewed = await self.store.renew_claims(ids, self.holder, self.clock(), self.claim_seconds)
-        self._delivered.expect(renewed)
-        lost = len(ids) - len(renewed)
-        if lost:
-            # Rows settled before the renewal (dead letters) count here too; at DEBUG only.
-            log.debug("%d rows of a claim made ahead were not renewed", lost)
-        return renewed
+    async def _admit(self, admission: _Admission) -> None:
+        """Let `admission`'s rows into the send window, in claim order, after the previous
+        claim's rows (see `_Window` for why this keeps `claim_seconds`' bound).
+
+        The rows of a claim made while the window is empty (the first of a round) enter at
+        once as far as it has room: their claim was made just now. The others enter in groups
+        of `concurrency` rows, each group once the window has room for it, and are renewed
+        on the way in (only rows still claimed by this holder, pending and unexpired come
+        back); the group commit expects their marks from then on.
+        """
+        try:
+            await self._admit_rows(admission)
+        except BaseException as exc:
+            admission.fail(exc)
+            raise
+
+    async def _admit_rows(self, admission: _Admission) -> None:
+        window = self._window
+        ids = list(admission.futures)
+        previous, admission.previous = admission.previous, None
+        if previous is not None:
+            await previous.settled()
+        start = 0
+        if previous is None and not window.busy():
+            start = window.take(ids[: window.size])
+            self._delivered.expect(ids[:start], admission)
+            admission.resolve(ids[:start], set(ids[:start]))
+        for at in range(start, len(ids), self.concurrency):
+            group = ids[at : at + self.concurrency]
+            await window.reserve(len(group))
+            now = self.clock()
+            if now - admission.claimed_at <= FRESH_CLAIM:
+                # Claimed just now: as good as a renewal, like the first claim of a round
+                # whose bodies took this long to build.
+                renewed = set(group)
+            else:
+                try:
+                    renewed = await self.store.renew_claims(
+                        group, self.holder, now, self.claim_seconds
+                    )
+                except BaseException:
+                    window.unreserve(len(group))
+                    raise
+            # Rows that ended while their group waited (a body that could not be built) or
+            # were not renewed do not take a place.
+            wanted = [i for i in group if i in renewed and admission.waiting(i)]
+            window.place(len(group), wanted)
+            self._delivered.expect(wanted, admission)
+            admission.resolve(group, set(wanted))
+            lost = len(group) - len(renewed)
+            if lost:
+                # Rows settled before the renewal (dead letters) count here too; at DEBUG only.
+                log.debug("%d rows of a claim made ahead were not renewed", lost)
 
     async def _deliver(
         self,
         item: OutboxItem,
         built: _Countdown | None = None,
-        renewed: asyncio.Task[set[int]] | None = None,
+        admission: _Admission | None = None,
     ) -> bool:
         """Deliver `item` once; False when it was given up unsent (its claim not renewed)."""
         marking = False
         try:
-            sent = await self._attempt(item, built, renewed)
+            sent = await self._attempt(item, built, admission)
             if sent is None or sent is False:
                 return sent is None
             marking = True
@@ -311,6 +355,9 @@ class DeliveryWorker:
         finally:
             if built is not None:
                 built.settled(item.id)  # no-op once its body was counted
+            if admission is not None:
+                admission.ended(item.id)
+            self._window.leave(item.id)  # no-op once its send ended
             if not marking:
                 self._delivered.forgo(item.id)
         self.deliveries.delivered(item.account)
@@ -321,12 +368,12 @@ class DeliveryWorker:
         self,
         item: OutboxItem,
         built: _Countdown | None = None,
-        renewed: asyncio.Task[set[int]] | None = None,
+        admission: _Admission | None = None,
     ) -> _Sent | Literal[False] | None:
         """Send `item` once; a 2xx is returned for the caller to mark delivered. None: the
         attempt is settled here, the row marked for a retry or as dead (a failed answer, or
         none: no webhook, no body, a sender fault). False: not sent and not marked, because
-        its claim made ahead was not renewed (`_claim`)."""
+        its claim was not renewed when it was let into the send window (`_admit`)."""
         route = self.routes.get(item.webhook)
         if route is None:
             # A webhook removed from the config: keep the row as a dead letter, replayable
@@ -345,12 +392,11 @@ class DeliveryWorker:
             built.settled(item.id)
         if body is None:
             return None
-        # Shielded: the renewal is shared by the claim's rows, one cancelled row must not
-        # cancel it for the others (`_claim` cancels it when the claim ends).
-        if renewed is not None and item.id not in await asyncio.shield(renewed):
+        if admission is not None and not await admission.admitted(item.id):
             return False
         # The slot covers the request only: the row is marked after it is released, so the
-        # next send does not wait for this row's commit.
+        # next send does not wait for this row's commit; and its place in the send window is
+        # given back with the slot, so the next group is let in meanwhile.
         async with self._slots:
             try:
                 result = await self.sender.send(route.target, item.msg_id, body)
@@ -358,6 +404,7 @@ class DeliveryWorker:
                 fault: Exception | None = exc
             else:
                 fault = None
+        self._window.leave(item.id)
         if fault is not None:
             # The sender reports every network and receiver outcome as a result, so an
             # exception is a fault that would recur on every attempt: dead-letter the
@@ -452,6 +499,134 @@ class DeliveryWorker:
                 log.exception("delivery result hook failed")
 
 
+class _Window:
+    """The rows let in to be sent (`_admit`) whose sends have not ended: at most `size`,
+    twice the worker's concurrency.
+
+    What keeps `claim_seconds` (two waves of sends: `bridge.runtime.claim_seconds`) a bound on
+    how long a claimed row waits: a row enters the window when its claim is made or renewed,
+    and only when the window has room for it, so at that moment at most `size - 1` other rows
+    are ahead of it. Request slots are taken in order (asyncio.Semaphore is FIFO), so once its
+    body is built it waits for at most one wave of sends before its own starts, and its send
+    ends within two send timeouts of its claim or renewal, as for a claim of `size` rows made
+    with every slot free. Claims can then be larger than the window (`CLAIM_WAVES`): their
+    other rows wait outside it, are renewed as they come in, and are not sent if that fails.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._placed: set[int] = set()
+        self._reserved = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def busy(self) -> bool:
+        return bool(self._placed or self._reserved)
+
+    def free(self) -> int:
+        return self.size - len(self._placed) - self._reserved
+
+    def take(self, ids: list[int]) -> int:
+        """Place as many of `ids` as there is room for, now; returns how many."""
+        n = max(0, min(len(ids), self.free()))
+        self._placed.update(ids[:n])
+        return n
+
+    async def reserve(self, n: int) -> None:
+        """Wait until there is room for `n` rows (at most `size`) and hold it."""
+        n = min(n, self.size)
+        while self.free() < n:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+        self._reserved += n
+
+    def unreserve(self, n: int) -> None:
+        self._reserved -= min(n, self.size)
+        self._wake()
+
+    def place(self, reserved: int, ids: list[int]) -> None:
+        """Turn a reservation of `reserved` rows into the places of `ids` (some may be gone)."""
+        self._reserved -= min(reserved, self.size)
+        self._placed.update(ids)
+        self._wake()
+
+    def leave(self, item_id: int) -> None:
+        """Row `item_id`'s send ended (or it ended unsent): its place is free. No-op after."""
+        if item_id in self._placed:
+            self._placed.discard(item_id)
+            self._wake()
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class _Admission:
+    """One claim's way into the send window (`DeliveryWorker._admit`): whether each of its
+    rows was let in (renewed) or not, and when its admission has ended."""
+
+    def __init__(
+        self, items: list[OutboxItem], previous: _Admission | None, claimed_at: float
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.claimed_at = claimed_at
+        # The previous claim's admission, until this one has waited for it (then None, so a
+        # long round does not keep a chain of them).
+        self.previous = previous
+        self.task: asyncio.Task[None] | None = None
+        self.futures: dict[int, asyncio.Future[bool]] = {
+            item.id: loop.create_future() for item in items
+        }
+        self._ended: set[int] = set()
+
+    def resolve(self, group: list[int], renewed: set[int]) -> None:
+        """The rows of `group` were let in (those in `renewed`) or not (the others)."""
+        for item_id in group:
+            future = self.futures[item_id]
+            if not future.done():
+                future.set_result(item_id in renewed)
+
+    def waiting(self, item_id: int) -> bool:
+        """Row `item_id` has not ended: it still wants its place."""
+        return item_id not in self._ended
+
+    def ended(self, item_id: int) -> None:
+        self._ended.add(item_id)
+
+    async def admitted(self, item_id: int) -> bool:
+        """Wait until row `item_id` was let in (True) or refused (False, its claim not renewed);
+        raises what made the admission fail (`fail`)."""
+        return await self.futures[item_id]
+
+    def fail(self, exc: BaseException) -> None:
+        """The admission ended before letting every row in: the rows still waiting get `exc`
+        (cancelled with it when it was cancelled)."""
+        for future in self.futures.values():
+            if future.done():
+                continue
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: rows that already ended never await it
+
+    async def settled(self) -> None:
+        """Wait until this claim's admission has ended (every row let in, or it failed)."""
+        if self.task is not None:
+            await asyncio.wait({self.task})
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            if self.task.done() and not self.task.cancelled():
+                self.task.exception()  # retrieved: a failed renewal failed its rows
+
+
 class _Countdown:
     """The rows of a claim whose bodies are not built yet (nor their attempt settled)."""
 
@@ -488,6 +663,9 @@ class _Sent:
     attempt: Attempt
 
 
+_NONE = object()
+
+
 class _GroupCommit:
     """`mark_delivered` for deliveries that finish close together, in one transaction.
 
@@ -496,11 +674,13 @@ class _GroupCommit:
     holds, and a row is marked only after its 2xx: a crash before the commit re-sends it.
 
     When to commit: the worker says which marks may still come (`expect` with the rows it
-    claimed; each of them then gets `mark` or `forgo`). A commit starts when no other mark
-    can come (every expected delivery finished), when `max_group` marks wait, or
+    let into the send window, by claim; each of them then gets `mark` or `forgo`). A commit
+    starts when no other mark can come (every expected delivery finished), when every expected
+    delivery of one claim has finished (the next claim's sends need not end first), when
+    `max_group` marks wait, or
     `linger` seconds after the first waiting mark (a slow receiver must not hold the others'
     commits for its whole timeout). One commit runs at a time; marks that arrive meanwhile
-    wait for the next. A claim of 32 rows is then 2-3 commits rather than one per delivery
+    wait for the next. A claim of 64 rows is then a few commits rather than one per delivery
     that finished alone: commits are most of the store's work per delivered message.
     """
 
@@ -510,38 +690,61 @@ class _GroupCommit:
         self.linger = linger
         self._queued: list[tuple[int, int, float, Attempt | None, asyncio.Future[None]]] = []
         self._expected: set[int] = set()
+        # Per claim (`expect`'s key), its expected rows not yet marked or forgone; and whether
+        # a claim's last one was, since the last commit started.
+        self._claims: dict[object, set[int]] = {}
+        self._claim_of: dict[int, object] = {}
+        self._claim_ended = False
         self._committing: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
-    def expect(self, item_ids: Collection[int]) -> None:
-        """These rows are being delivered, each to end in `mark` or `forgo`."""
+    def expect(self, item_ids: Collection[int], claim: object = None) -> None:
+        """These rows (of `claim`) are being delivered, each to end in `mark` or `forgo`."""
         self._expected.update(item_ids)
+        self._claims.setdefault(claim, set()).update(item_ids)
+        for item_id in item_ids:
+            self._claim_of[item_id] = claim
+
+    def _settle(self, item_id: int) -> None:
+        self._expected.discard(item_id)
+        claim = self._claim_of.pop(item_id, _NONE)
+        if claim is not _NONE:
+            rows = self._claims[claim]
+            rows.discard(item_id)
+            if not rows:
+                del self._claims[claim]
+                self._claim_ended = True
 
     def forgo(self, *item_ids: int) -> None:
         """These rows ended without a delivered mark (a no-op for rows already settled)."""
-        self._expected.difference_update(item_ids)
+        for item_id in item_ids:
+            self._settle(item_id)
         self._consider()
 
     async def mark(
         self, item_id: int, status: int, now: float, attempt: Attempt | None = None
     ) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._expected.discard(item_id)
+        self._settle(item_id)
         self._queued.append((item_id, status, now, attempt, done))
         self._consider()
         await done
 
     def _full(self) -> bool:
-        return not self._expected or len(self._queued) >= self.max_group
+        return self._claim_ended or not self._expected or len(self._queued) >= self.max_group
 
     def _consider(self, *, now: bool = False) -> None:
         """Start a commit if one is due; otherwise make sure the linger timer runs."""
-        if self._committing is not None or not self._queued:
+        if self._committing is not None:
+            return
+        if not self._queued:
+            self._claim_ended = False  # a claim that ended with nothing to mark
             return
         if now or self._full():
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            self._claim_ended = False
             self._committing = asyncio.ensure_future(self._commit_all())
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.linger, self._lingered)
@@ -554,6 +757,7 @@ class _GroupCommit:
         try:
             while True:
                 group, self._queued = self._queued, []
+                self._claim_ended = False
                 try:
                     # The latest finish time stands for the group: they differ by a commit.
                     await self.store.mark_delivered_many(

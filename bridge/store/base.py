@@ -328,8 +328,8 @@ class OutboxStore(abc.ABC):
         claim not yet passed at `now`. Any other row (delivered, dead, released by a retry,
         expired, or claimed by someone else since) is left as it is and missing from the result:
         its claim may belong to another claimer now, so the caller must not send it. The worker
-        renews a claim it made ahead of time just before sending it, so that a claim still lasts
-        from its first send as long as one made then would (`claim_seconds`).
+        renews the rows of a claim it made ahead of time as it lets them in to be sent, so that
+        a claim still lasts from then as long as one made then would (`claim_seconds`).
         """
 
     async def mark_delivered(

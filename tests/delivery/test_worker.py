@@ -304,109 +304,210 @@ async def test_the_next_claim_is_made_while_the_current_one_is_sent(store: Store
     """Once a claim's bodies are built, the next claim is made (and its bodies built, by a
     parse worker when there is one) while the first claim's sends are still in flight; never
     more than two claims at once."""
-    m = msgs(12)
+    m = msgs(24)
     await store.record(m, time.time())
     claims = counting_claims(store)
     sender = HeldSender.holding([x.msg_id for x in m])
-    w = worker(store, sender, concurrency=2)  # claims of 4
+    w = worker(store, sender, concurrency=2)  # claims of 8
     task = asyncio.ensure_future(w.deliver_due())
     await asyncio.wait_for(sender.until(lambda: sender.waiting == 2), 5)
     await asyncio.wait_for(polled(lambda: len(claims) == 2), 5)
     await asyncio.sleep(0.05)  # a third claim would come now
-    # Two claims of four are out while the first claim's sends wait; the last four are not.
-    assert claims == [4, 4] and sender.waiting == 2
+    # Two claims of eight are out while the first claim's sends wait; the last eight are not.
+    assert claims == [8, 8] and sender.waiting == 2
     for x in m:
         sender.answer(x.msg_id)
-    assert await asyncio.wait_for(task, 5) == 12
-    assert claims == [4, 4, 4, 0] and await store.pending_count() == 0
+    assert await asyncio.wait_for(task, 5) == 24
+    assert claims == [8, 8, 8, 0] and await store.pending_count() == 0
+
+
+async def test_the_next_claim_s_rows_are_sent_while_a_slow_send_holds_a_slot(store: Store) -> None:
+    """One send that hangs holds one request slot and one place in the send window, not the
+    next claim: the other rows, the next claim's included, go out through the other slot.
+    (Before the send window, the claim made ahead waited for the whole current claim to end.)"""
+    m = msgs(16)
+    await store.record(m, time.time())
+    claims = counting_claims(store)
+    sender = HeldSender.holding([m[0].msg_id])
+    w = worker(store, sender, concurrency=2)  # claims of 8, a window of 4
+    task = asyncio.ensure_future(w.deliver_due())
+    await asyncio.wait_for(sender.until(lambda: len(sender.calls) == 15), 5)
+    assert sender.waiting == 1 and claims == [8, 8]
+    assert sorted(c[1] for c in sender.calls) == sorted(x.msg_id for x in m[1:])
+    sender.answer(m[0].msg_id)
+    assert await asyncio.wait_for(task, 5) == 16
+    assert await store.pending_count() == 0
+
+
+async def test_rows_enter_the_send_window_only_with_room_for_two_waves(store: Store) -> None:
+    """What keeps `claim_seconds` a bound: a row is let in to be sent (its claim made or
+    renewed) only while at most twice the concurrency rows, itself included, are let in and
+    not yet sent, so at most one wave of sends is ahead of it. Every claim here is old by the
+    time its rows are let in, so each group is renewed on the way in, and counted there."""
+    clock = FakeClock(time.time())
+    m = msgs(40)
+    await store.record(m, clock.now)
+    real_claim, real_renew = store.claim_due, store.renew_claims
+    let_in = 4  # the first claim's rows let in at once: as many as the window holds
+    ended = 0
+    seen: list[tuple[int, int]] = []  # (let in and not yet sent, group) at each renewal
+
+    async def claim_due(*args: Any, **kwargs: Any) -> list[OutboxItem]:
+        items = await real_claim(*args, **kwargs)
+        clock.now += 2  # older than a claim that needs no renewal, still far from lapsing
+        return items
+
+    async def renew_claims(ids: Any, *args: Any, **kwargs: Any) -> set[int]:
+        nonlocal let_in
+        seen.append((let_in - ended, len(ids)))
+        renewed = await real_renew(ids, *args, **kwargs)
+        let_in += len(renewed)
+        return renewed
+
+    store.claim_due = claim_due  # type: ignore[method-assign]
+    store.renew_claims = renew_claims  # type: ignore[method-assign]
+    sender = ScriptedSender(delay=0.002)
+    real_send = sender.send
+
+    async def send(target: object, msg_id: str, body: bytes) -> Result:
+        nonlocal ended
+        try:
+            return await real_send(target, msg_id, body)
+        finally:
+            ended += 1
+
+    sender.send = send  # type: ignore[method-assign]
+    w = worker(store, sender, concurrency=2, clock=clock)  # claims of 8, a window of 4
+    assert await asyncio.wait_for(w.deliver_due(), 10) == 40
+    assert sorted(c[1] for c in sender.calls) == sorted(x.msg_id for x in m)
+    assert sum(group for _, group in seen) == 36  # all but the first claim's first 4
+    assert all(group == 2 and waiting + group <= 4 for waiting, group in seen), seen
+    assert sender.max_in_flight == 2 and await store.pending_count() == 0
+
+
+async def test_a_drain_that_keeps_up_renews_nothing(store: Store) -> None:
+    """Rows let in to be sent within a second of their claim need no renewal: their claim is
+    as fresh as that of a round's first claim whose bodies took that long to build. A drain
+    that keeps up makes no renewal (one per claim made ahead before)."""
+    m = msgs(48)
+    await store.record(m, time.time())
+    renewals: list[int] = []
+    real_renew = store.renew_claims
+
+    async def renew_claims(ids: Any, *args: Any, **kwargs: Any) -> set[int]:
+        renewals.append(len(ids))
+        return await real_renew(ids, *args, **kwargs)
+
+    store.renew_claims = renew_claims  # type: ignore[method-assign]
+    sender = ScriptedSender()
+    w = worker(store, sender, concurrency=2)
+    assert await asyncio.wait_for(w.deliver_due(), 10) == 48
+    assert renewals == [] and len(sender.calls) == 48
+    assert await store.pending_count() == 0
 
 
 async def test_a_claim_s_marks_do_not_wait_for_the_next_claim(store: Store) -> None:
-    """With the next claim already out, a claim whose deliveries have all finished commits
-    its marks at once (no linger), while the next claim's sends are still held."""
-    m = msgs(8)
+    """With the next claim already out and its sends held, a claim whose deliveries have all
+    finished commits its marks at once (no linger)."""
+    m = msgs(16)
     await store.record(m, time.time())
     claims = counting_claims(store)
     groups = counting_marks(store)
     sender = HeldSender.holding([x.msg_id for x in m])
-    w = worker(store, sender, concurrency=2, commit_linger=60)  # claims of 4
+    w = worker(store, sender, concurrency=2, commit_linger=60)  # claims of 8
     task = asyncio.ensure_future(w.deliver_due())
     # The second claim is out before the first one's sends end.
     await asyncio.wait_for(polled(lambda: len(claims) == 2), 5)
-    for x in m[:4]:
+    for x in m[:8]:
         sender.answer(x.msg_id)
 
     async def first_claim_committed() -> None:
-        while (count := w.deliveries.count("a")) < 4:
+        while (count := w.deliveries.count("a")) < 8:
             await w.deliveries.wait("a", count)
 
     await asyncio.wait_for(first_claim_committed(), 5)
-    assert groups == [4] and await store.pending_count() == 4
-    for x in m[4:]:
+    assert sum(groups) == 8 and await store.pending_count() == 8
+    assert sender.waiting == 2  # the next claim's first sends, still held
+    for x in m[8:]:
         sender.answer(x.msg_id)
-    assert await asyncio.wait_for(task, 5) == 8
-    assert groups == [4, 4] and await store.pending_count() == 0
+    assert await asyncio.wait_for(task, 5) == 16
+    assert sum(groups) == 16 and await store.pending_count() == 0
 
 
 async def test_a_claim_made_ahead_is_renewed_before_its_first_send(store: Store) -> None:
-    """The claim made ahead sends nothing while the first claim's sends are held; once the
-    first has ended it renews its claims, so however long it waited, nobody else can claim
-    its rows for `claim_seconds` (30) from its first send."""
+    """The claim made ahead sends nothing while the first claim's sends are held; when its
+    rows are let in to be sent, long after their claim, they are renewed first, so however
+    long they waited, nobody else can claim them for `claim_seconds` (30) from then on. Rows
+    still waiting to be let in keep their old claim: once it lapsed, another holder may take
+    them, and then this worker does not send them."""
     clock = FakeClock(time.time())
-    m = msgs(8)
+    m = msgs(16)
     await store.record(m, clock.now)
     claims = counting_claims(store)
-    sender = HeldSender.holding([x.msg_id for x in m[:4]])
+    sender = HeldSender.holding([x.msg_id for x in m[:8]])
     others: list[list[str]] = []
-    real_send = sender.send
+    renewed: list[int] = []
+    real_send, real_renew = sender.send, store.renew_claims
 
     async def send(target: object, msg_id: str, body: bytes) -> Result:
-        if msg_id == m[4].msg_id:  # the first send of the claim made ahead
+        if msg_id == m[8].msg_id:  # the first send of the claim made ahead
             took = await store.claim_due(clock.now + 5, 10, "other", 30)
             others.append([i.msg_id for i in took])
         return await real_send(target, msg_id, body)
 
+    async def renew_claims(ids: Any, *args: Any, **kwargs: Any) -> set[int]:
+        got = await real_renew(ids, *args, **kwargs)
+        renewed.extend(got)
+        return got
+
     sender.send = send  # type: ignore[method-assign]
-    w = worker(store, sender, concurrency=2, clock=clock)  # claims of 4, claim_seconds 30
+    store.renew_claims = renew_claims  # type: ignore[method-assign]
+    w = worker(store, sender, concurrency=2, clock=clock)  # claims of 8, claim_seconds 30
     task = asyncio.ensure_future(w.deliver_due())
     await asyncio.wait_for(polled(lambda: len(claims) == 2), 5)
     await asyncio.sleep(0.05)
-    assert claims == [4, 4] and sender.waiting == 2 and sender.started == 0
+    assert claims == [8, 8] and sender.waiting == 2 and sender.started == 0
     clock.now += 29  # the second claim, made at the start, would lapse in a second
-    for x in m[:4]:
+    for x in m[:8]:
         sender.answer(x.msg_id)
-    assert await asyncio.wait_for(task, 5) == 8
-    # At its first send (clock + 29), a claim by another holder 5 s later found nothing: the
-    # rows had been renewed to clock + 59 (without renewal they were free from clock + 30).
-    assert others == [[]]
-    assert sorted(c[1] for c in sender.calls) == sorted(x.msg_id for x in m)
-    assert await store.pending_count() == 0
+    sent = await asyncio.wait_for(task, 5)
+    # At its first send (clock + 29), a claim by another holder 5 s later did not get that
+    # row's group: it had been renewed to clock + 59 (without renewal it was free from clock
+    # + 30). What it got were rows not yet let in, which this worker then did not send.
+    [took] = others
+    assert m[8].msg_id not in took and m[9].msg_id not in took
+    assert len(renewed) >= 6  # the rest of the first claim, the second claim's first group
+    calls = [c[1] for c in sender.calls]
+    assert sorted(calls + took) == sorted(x.msg_id for x in m)  # each row sent by one holder
+    assert sent == len(calls) == 16 - len(took) and len(calls) >= 10
+    assert await store.pending_count() == len(took)
 
 
 async def test_a_claim_made_ahead_does_not_send_rows_whose_claim_was_lost(store: Store) -> None:
-    """The second claim's rows lapse while the first claim's sends are held, and another
-    holder claims them: the renewal fails and the worker never sends them (the other holder
-    will); the first claim's rows, already being sent, finish as before."""
+    """The claims lapse while the first sends are held, and another holder claims every row:
+    the rows not yet let in to be sent fail their renewal and the worker never sends them (the
+    other holder will); the rows let in with the first claim, already being sent, finish as
+    before."""
     clock = FakeClock(time.time())
-    m = msgs(8)
+    m = msgs(16)
     await store.record(m, clock.now)
     claims = counting_claims(store)
-    sender = HeldSender.holding([x.msg_id for x in m[:4]])
-    w = worker(store, sender, concurrency=2, clock=clock)  # claims of 4, claim_seconds 30
+    sender = HeldSender.holding([x.msg_id for x in m[:8]])
+    w = worker(store, sender, concurrency=2, clock=clock)  # claims of 8, claim_seconds 30
     w.outcomes = {}
     task = asyncio.ensure_future(w.deliver_due())
     await asyncio.wait_for(polled(lambda: len(claims) == 2), 5)
-    assert claims == [4, 4]
+    assert claims == [8, 8]
     clock.now += 31
-    taken = await store.claim_due(clock.now, 10, "other", 30)
-    assert {i.msg_id for i in taken} >= {x.msg_id for x in m[4:]}
-    for x in m[:4]:
+    taken = await store.claim_due(clock.now, 20, "other", 30)
+    assert {i.msg_id for i in taken} == {x.msg_id for x in m}
+    for x in m[:8]:
         sender.answer(x.msg_id)
     assert await asyncio.wait_for(task, 5) == 4
     assert sorted(c[1] for c in sender.calls) == sorted(x.msg_id for x in m[:4])
     # The other holder's rows are still pending and still its own.
-    assert await store.pending_count() == 4
-    assert await store.claim_due(clock.now + 29, 10, "third", 30) == []
+    assert await store.pending_count() == 12
+    assert await store.claim_due(clock.now + 29, 20, "third", 30) == []
     first = {i.id for i in taken if i.msg_id in {x.msg_id for x in m[:4]}}
     assert w.outcomes == dict.fromkeys(first, "delivered")  # nothing reported for the others
 
@@ -415,11 +516,11 @@ async def test_run_s_grace_ends_the_claim_made_ahead_too(store: Store) -> None:
     """Stopped while the first claim's sends hang and the next claim waits behind them: when
     the grace is over both are cancelled (neither sends again), and run returns; their rows
     keep their claims for a restart."""
-    m = msgs(8)
+    m = msgs(16)
     await store.record(m, time.time())
     claims = counting_claims(store)
     sender = HeldSender.holding([x.msg_id for x in m])  # never answered
-    w = worker(store, sender, concurrency=2)  # claims of 4
+    w = worker(store, sender, concurrency=2)  # claims of 8
     stop = asyncio.Event()
     task = asyncio.ensure_future(w.run(stop, grace=0.1))
     await asyncio.wait_for(polled(lambda: len(claims) == 2), 5)
@@ -427,9 +528,9 @@ async def test_run_s_grace_ends_the_claim_made_ahead_too(store: Store) -> None:
     stopped = time.monotonic()
     await asyncio.wait_for(task, 5)
     assert time.monotonic() - stopped < 2  # the grace, not wait_for's timeout
-    assert claims == [4, 4] and sender.calls == [] and sender.waiting == 0
-    assert await store.pending_count() == 8
-    assert await store.claim_due(time.time() + 1, 10, "other", 30) == []
+    assert claims == [8, 8] and sender.calls == [] and sender.waiting == 0
+    assert await store.pending_count() == 16
+    assert await store.claim_due(time.time() + 1, 20, "other", 30) == []
 
 
 async def test_a_slow_delivery_does_not_hold_the_others_commits(store: Store) -> None:
