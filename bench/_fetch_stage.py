@@ -100,7 +100,9 @@ def floor(store: Any, variant: str) -> None:
     elif variant in ("no store", "no rows"):
         store.record = nothing
         if variant == "no rows":
-            fetch.deferred_account_row = bare_row
+            fetch.deferred_account_rows = lambda spec, session: (
+                lambda uidl, raw, size: bare_row(spec, uidl, raw, session)
+            )
     else:
         raise SystemExit(f"unknown variant {variant!r}")
 

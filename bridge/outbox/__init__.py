@@ -22,12 +22,14 @@ from bridge.outbox.deferred import BodyJob, BodySpec, DeferredPayload
 from bridge.outbox.pool import ParseLimits, ParsePool, current_pool, run_jobs
 from bridge.outbox.rows import (
     DEFER_MAX,
+    DeferredRows,
     RowJob,
     RowParse,
     deferred_row,
     isolated_row,
     outbox_row,
     parsed_at_fetch,
+    parsed_from,
 )
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "BodyJob",
     "BodySpec",
     "DeferredPayload",
+    "DeferredRows",
     "ParseLimits",
     "ParsePool",
     "RowJob",
@@ -44,5 +47,6 @@ __all__ = [
     "isolated_row",
     "outbox_row",
     "parsed_at_fetch",
+    "parsed_from",
     "run_jobs",
 ]

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
-from bridge.outbox import current_pool, deferred_row, isolated_row, parsed_at_fetch
+from bridge.outbox import DeferredRows, current_pool, isolated_row, parsed_from
 from bridge.poller.canary import find_canary
 from bridge.poller.report import PollReport
 from bridge.poller.spec import AccountSpec
@@ -31,6 +32,7 @@ __all__ = [
     "Fetcher",
     "account_outbox_row",
     "deferred_account_row",
+    "deferred_account_rows",
     "retr_deadline",
 ]
 
@@ -98,22 +100,25 @@ async def account_outbox_row(
     )
 
 
-def deferred_account_row(
-    spec: AccountSpec, uidl: str, raw: bytes, session: str | None
-) -> NewMessage:
-    """`account_outbox_row(spec, uidl, len(raw), raw, oversize=False, defer=True, ...)` for a
-    message that `parsed_at_fetch` leaves to delivery (most mail): the same row, built without
-    that function's dispatch, since the fetch stage builds one per message it reads."""
-    return deferred_row(
-        raw,
+def deferred_account_rows(spec: AccountSpec, session: str | None) -> DeferredRows:
+    """What builds `account_outbox_row(spec, uidl, len(raw), raw, oversize=False, defer=True,
+    session=session, ...)` for each message that `parsed_at_fetch` leaves to delivery (most
+    mail): the same rows, built without that function's dispatch, since the fetch stage builds
+    one per message it reads (call it with `(uidl, raw, len(raw))`)."""
+    return DeferredRows.of(
         account=spec.name,
-        uidl=uidl,
-        size=len(raw),
         webhook=spec.webhook,
         delete_after_delivery=spec.on_delivered == "delete",
         options=spec.fetch.options,
         session=session,
     )
+
+
+def deferred_account_row(
+    spec: AccountSpec, uidl: str, raw: bytes, session: str | None
+) -> NewMessage:
+    """One row of `deferred_account_rows(spec, session)`."""
+    return deferred_account_rows(spec, session)(uidl, raw, len(raw))
 
 
 @dataclass(slots=True)
@@ -137,6 +142,8 @@ class Fetcher:
     # mailbox of slow-to-parse mail (each within poller.parse_timeout) still makes progress
     # (the parse workers' own allowance bounds that wait).
     extend: Callable[[float], None] | None = None
+    # Builds this session's deferred rows (`deferred_rows`).
+    builder: DeferredRows | None = None
 
     async def run(self, new: list[tuple[int, str]], sizes: dict[int, int]) -> None:
         """RETR (or TOP for oversize) in mailbox order and record in batches (`recorded`).
@@ -216,8 +223,16 @@ class Fetcher:
         loop = asyncio.get_running_loop()
         allowed = retr_deadline(self.spec.read_timeout, run_bytes)
         fetch = self.spec.fetch
+        # `size >= parsed`: `parsed_at_fetch(size, ...)` for this account's settings.
+        parsed = parsed_from(
+            attachment_inline_limit=fetch.attachment_inline_limit,
+            links=fetch.links is not None,
+            defer_any_size=fetch.reshaped,
+        )
         rows: list[tuple[NewMessage | asyncio.Future[NewMessage], int]] = []
-        session = self.report.session
+        deferred = self.deferred_rows()
+        report = self.report
+        parsing = 0  # rows being parsed (tasks) among `rows`
         credit = 0.0  # row-building time not yet given back to the deadline
         try:
             async with asyncio.timeout_at(loop.time() + allowed) as deadline:
@@ -225,17 +240,12 @@ class Fetcher:
                     building = loop.time()
                     for rn, raw in got:
                         size = len(raw)
-                        self.report.bytes_fetched += size
+                        report.bytes_fetched += size
                         if key is not None and (found := find_canary(raw, self.spec.name, key)):
-                            self.report.canaries.append((found, self.clock()))
-                            self.report.canary_numbers.append(rn)
+                            report.canaries.append((found, self.clock()))
+                            report.canary_numbers.append(rn)
                             continue
-                        if parsed_at_fetch(
-                            size,
-                            attachment_inline_limit=fetch.attachment_inline_limit,
-                            links=fetch.links is not None,
-                            defer_any_size=fetch.reshaped,
-                        ):
+                        if size >= parsed:
                             row = account_outbox_row(
                                 self.spec,
                                 uidl_of[rn],
@@ -244,22 +254,24 @@ class Fetcher:
                                 oversize=False,
                                 now=self.clock(),
                                 defer=True,
-                                session=self.report.session,
+                                session=report.session,
                             )
                             rows.append((asyncio.ensure_future(row), size))
+                            parsing += 1
                             continue
-                        rows.append(
-                            (deferred_account_row(self.spec, uidl_of[rn], raw, session), size)
-                        )
+                        rows.append((deferred(uidl_of[rn], raw, size), size))
                     credit += loop.time() - building
                     if credit >= DEADLINE_CREDIT and (when := deadline.when()) is not None:
                         deadline.reschedule(when + credit)
                         credit = 0.0
+            if not parsing:  # every row is built (most runs): into the batch in one go
+                self.batch.extend(cast("list[NewMessage]", [row for row, _ in rows]))
+                self.batch_bytes += sum([size for _, size in rows])
+                return
             # The parse workers answer within their own allowance; the session's deadline
             # makes room for it while they work, and keeps only the time they took.
             pool = current_pool()
-            parsing = sum(1 for row_or_task, _ in rows if not isinstance(row_or_task, NewMessage))
-            room = pool.allowance(parsing) if pool is not None and parsing else 0.0
+            room = pool.allowance(parsing) if pool is not None else 0.0
             if self.extend is not None and room:
                 self.extend(room)
             waited = loop.time()
@@ -276,9 +288,15 @@ class Fetcher:
                 "server is too slow or stalling, the session was dropped"
             ) from None
         finally:
-            for row_or_task, _ in rows:
+            for row_or_task, _ in rows if parsing else ():
                 if isinstance(row_or_task, asyncio.Future) and not row_or_task.done():
                     row_or_task.cancel()
+
+    def deferred_rows(self) -> DeferredRows:
+        """This session's `deferred_account_rows`, made on first use."""
+        if self.builder is None:
+            self.builder = deferred_account_rows(self.spec, self.report.session)
+        return self.builder
 
     def add(self, message: NewMessage, fetched: int) -> None:
         self.batch.append(message)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge import mail
-from bridge.outbox import ParsePool, current_pool, parsed_at_fetch
-from bridge.poller.fetch import account_outbox_row, deferred_account_row
+from bridge.outbox import ParsePool, current_pool, parsed_at_fetch, parsed_from
+from bridge.poller.fetch import account_outbox_row, deferred_account_row, deferred_account_rows
 from bridge.poller.spec import AccountSpec, FetchOptions
 from bridge.testing.samples import generate_messages
 from tests.attachments.support import minter
@@ -69,3 +71,29 @@ async def test_the_same_with_a_parse_pool() -> None:
             await _check(spec)
     finally:
         pool.close()
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    size=st.integers(min_value=0, max_value=3 << 20),
+    limit=st.integers(min_value=-5, max_value=3 << 20) | st.sampled_from([0, 1, 2, 3, 1 << 21]),
+    links=st.booleans(),
+    defer_any_size=st.booleans(),
+)
+def test_the_fetch_threshold_is_parsed_at_fetch(
+    size: int, limit: int, links: bool, defer_any_size: bool
+) -> None:
+    # The fetch compares each size with `parsed_from` instead of calling `parsed_at_fetch`.
+    settings_ = {
+        "attachment_inline_limit": limit,
+        "links": links,
+        "defer_any_size": defer_any_size,
+    }
+    assert (size >= parsed_from(**settings_)) == parsed_at_fetch(size, **settings_)
+
+
+@pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
+def test_a_session_row_builder_gives_the_one_row(spec: AccountSpec) -> None:
+    rows = deferred_account_rows(spec, "s-1")
+    for n, raw in enumerate(MESSAGES):
+        assert rows(f"uid-{n}", raw, len(raw)) == deferred_account_row(spec, f"uid-{n}", raw, "s-1")
