@@ -63,6 +63,7 @@ class OutboxSQL(SQLPart, OutboxStore):
         if not unique:
             return
         d = self.dialect
+        flags = d.flags
         if not replay:
             # One index probe per message (a batch of several accounts must not probe every
             # account with every UIDL).
@@ -108,7 +109,7 @@ class OutboxSQL(SQLPart, OutboxStore):
                     "pending",
                     now,
                     now,
-                    m.delete_after_delivery,
+                    flags[m.delete_after_delivery],
                 )
                 for m in fresh
             ],

@@ -148,6 +148,9 @@ class Dialect(abc.ABC):
     name: str
     # Appended to the claim's SELECT, so concurrent claimers pass over each other's rows.
     skip_locked: str
+    # (false, true) for a `bool` column, as the driver binds them at least cost; indexed by a
+    # bool (`flags[value]`). `record` binds one per fetched message.
+    flags: tuple[Any, Any] = (False, True)
 
     def ddl(self, text: str) -> str:
         """`text` with the schema's `{kind}` column types spelled for this database."""

@@ -174,6 +174,10 @@ class SQLiteDialect(sql.Dialect):
     name = "sqlite"
     # One writer at a time (BEGIN IMMEDIATE): a claim never races another.
     skip_locked = ""
+    # The same values as SQLite stores a bool: sqlite3 binds an int at once, but adapts a bool
+    # through its protocol first (a failed attribute look-up that formats an AttributeError:
+    # ~2 K instructions a value on the database thread, holding the GIL).
+    flags = (0, 1)
 
     def in_list(self, expr: str, kind: str) -> str:
         return f"{expr} IN (SELECT value FROM json_each(?))"
