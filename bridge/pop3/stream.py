@@ -1,7 +1,10 @@
 """A minimal asyncio transport wrapper: buffered reads with a timeout, writes with back-pressure.
 
 Streams (asyncio.StreamReader) would hide bytes in their own buffer across STLS; owning the buffer
-here lets the client prove nothing arrived before the TLS handshake, and avoids a copy per read.
+here lets the client prove nothing arrived before the TLS handshake, and avoids copies: what
+arrives is kept as the transport's chunks, and a read that finds one chunk returns it as it is
+(the fetch stage's reads are mostly one chunk each; a bytearray buffer copied every byte in and
+out again, two copies of each fetched message on the event loop).
 
 Public: the POP3 client reads and writes through it, and so do both legs of the proxy (the
 client's leg is accepted with `on_connect` and `half_close=True`; the upstream leg is the
@@ -45,7 +48,9 @@ class StreamProtocol(asyncio.Protocol):
         self._half_close = half_close
         # The running loop, unless the caller has it at hand (each look-up is a getpid).
         self._loop = loop if loop is not None else asyncio.get_running_loop()
-        self._buf = bytearray()
+        # Received and not yet read: the transport's chunks, and their total size.
+        self._chunks: list[bytes] = []
+        self._buffered = 0
         self._eof = False
         self._exc: BaseException | None = None
         self._reader: asyncio.Future[None] | None = None
@@ -66,8 +71,9 @@ class StreamProtocol(asyncio.Protocol):
             self._on_connect(self)
 
     def data_received(self, data: bytes) -> None:
-        self._buf += data
-        if len(self._buf) > _HIGH_WATER and self.transport and not self._paused_reading:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > _HIGH_WATER and self.transport and not self._paused_reading:
             self._paused_reading = True
             self.transport.pause_reading()
         self._wake_reader()
@@ -113,7 +119,7 @@ class StreamProtocol(asyncio.Protocol):
 
     # -- caller API ------------------------------------------------------------------------
     def buffered(self) -> int:
-        return len(self._buf)
+        return self._buffered
 
     async def read(self) -> bytes:
         """Everything received so far, waiting up to `read_timeout` for something; b"" at EOF.
@@ -124,7 +130,7 @@ class StreamProtocol(asyncio.Protocol):
         seven replies; arming and cancelling an `asyncio.timeout` for each was about a tenth of
         its CPU.
         """
-        if not self._buf and not self._eof:
+        if not self._buffered and not self._eof:
             reader = self._reader = self._loop.create_future()
             timeout = self.read_timeout
             if timeout is not None:  # None: a proxy leg, which waits as long as it takes
@@ -138,9 +144,11 @@ class StreamProtocol(asyncio.Protocol):
                 await reader
             finally:
                 self._reader = None
-        if self._buf:
-            data = bytes(self._buf)
-            self._buf.clear()
+        if self._buffered:
+            chunks = self._chunks
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            self._buffered = 0
             if self._paused_reading and self.transport is not None:
                 self._paused_reading = False
                 self.transport.resume_reading()

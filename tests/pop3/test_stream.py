@@ -49,6 +49,22 @@ async def p() -> AsyncIterator[Pair]:
         pr.proto.transport.abort()
 
 
+async def test_a_read_of_one_chunk_hands_it_over_uncopied() -> None:
+    # The fetch stage's reads are mostly one chunk each: it is returned as it came, and
+    # several are joined once (a bytearray buffer copied every byte in and out again).
+    proto = StreamProtocol(5.0)
+    chunk = b"+OK 5000 octets\r\n" + b"x" * 5000
+    proto.data_received(chunk)
+    assert proto.buffered() == len(chunk)
+    assert await proto.read() is chunk
+    assert proto.buffered() == 0
+    proto.data_received(b"+OK a\r\n")
+    proto.data_received(b"+OK b\r\n")
+    assert proto.buffered() == 14
+    assert await proto.read() == b"+OK a\r\n+OK b\r\n"
+    assert proto.buffered() == 0
+
+
 async def test_read_returns_what_arrived_then_empty_bytes_at_eof(p: Pair) -> None:
     await p.send(b"+OK one\r\n")
     await p.send(b"+OK two\r\n")
