@@ -84,8 +84,8 @@ def starting() -> Iterator[None]:
 
 def settled() -> None:
     """Freeze what a long-running command built once it is running (`pop3bridge run`: the
-    account loops, specs and metric series, after the first account-list refresh), as
-    `starting` does for start-up, so full collections no longer traverse it.
+    account loops, specs and metric series, after the first account-list refresh; `once`:
+    its runtime), as `starting` does for start-up, so full collections no longer traverse it.
 
     With 10,000 accounts that heap made each full collection about 0.5 s of CPU (one in 40 s
     at 250 idle polls/s; bench/many_accounts.py). Frozen objects are still freed when their
@@ -106,7 +106,7 @@ def settled() -> None:
         gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
 
 
-# The young generation's threshold once `run` has settled (`settled`; CPython's default 700).
+# The young generation's threshold once `run` or `once` has settled (`settled`; CPython's 700).
 YOUNG_THRESHOLD = 10_000
 
 

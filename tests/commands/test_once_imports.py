@@ -326,3 +326,37 @@ def test_once_with_no_new_mail_still_delivers_what_waits_in_the_outbox(
         assert second["status"] == 0 and "aiohttp" in second["modules"]
         # Sent twice: answered 503 in the first run, 204 in the second.
         assert [r.json["data"]["subject"] for r in receiver.verified] == ["second try"] * 2
+
+
+# Runs `once` like PROBE and writes the collector's thresholds at exit.
+GC_PROBE = """
+import atexit, gc, json, sys
+out = sys.argv[1]
+atexit.register(lambda: open(out, "w").write(json.dumps(gc.get_threshold())))
+sys.argv = ["pop3bridge", *sys.argv[2:]]
+from bridge.cli import main
+main()
+"""
+
+
+def test_once_raises_the_young_threshold_once_its_runtime_is_up(
+    tmp_path: Path, refusing_port: int
+) -> None:
+    """`once` settles (bridge.commands._common.settled) as `run` does: CPython's default of
+    700 collected the young generation every few POSTs of a delivery."""
+    from bridge.commands._common import YOUNG_THRESHOLD
+
+    out = tmp_path / "gc.json"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("POP3BRIDGE_")}
+    path = config(tmp_path, refusing_port)
+    proc = subprocess.run(
+        [sys.executable, "-c", GC_PROBE, str(out), "once", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=environ,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr  # the refused account, after the runtime start
+    assert json.loads(out.read_text())[0] == YOUNG_THRESHOLD
