@@ -82,6 +82,7 @@ from typing import Any
 
 import psutil
 from _harness import (
+    compiled_bridge,
     fill_mailbox,
     has_module,
     machine,
@@ -160,6 +161,7 @@ class Bridge:
         cprofile: Path | None = None,
         callgrind: Path | None = None,
     ) -> None:
+        compiled_bridge(tree)  # as deployed: the package's .pyc written, not compiled per run
         cmd = [str(VENV_BIN / "pop3bridge"), "run", "--config", str(config)]
         env = None
         if tree is not None:  # another checkout's bridge package (-P: not this one's via cwd)
