@@ -268,10 +268,15 @@ def compiled_bridge(tree: Path | None = None) -> None:
 
 
 def _bridge_command(
-    config: Path, command: str, loop: str, tree: Path | None
+    config: Path, command: str, loop: str | None, tree: Path | None
 ) -> tuple[list[str], dict[str, str]]:
+    """`loop` None: the command's own default in that tree (bridge.cli.UVLOOP_BY_DEFAULT:
+    uvloop for `run` when installed, asyncio for `once`), as a deployment runs it."""
     compiled_bridge(tree)
-    env = {**os.environ, "POP3BRIDGE_EVENT_LOOP": loop}
+    env = dict(os.environ)
+    env.pop("POP3BRIDGE_EVENT_LOOP", None)
+    if loop is not None:
+        env["POP3BRIDGE_EVENT_LOOP"] = loop
     argv = [str(Path(sys.executable).parent / "pop3bridge"), command, "--config", str(config)]
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
@@ -334,7 +339,7 @@ def run_until(
     receiver: Any,
     expected: int,
     *,
-    loop: str = "asyncio",
+    loop: str | None = None,
     timeout: float = 600.0,
     tree: Path | None = None,
 ) -> OnceRun:
