@@ -35,7 +35,6 @@ __all__ = [
     "DeferredRows",
     "RowJob",
     "RowParse",
-    "deferred_row",
     "isolated_row",
     "outbox_row",
     "parsed_at_fetch",
@@ -141,17 +140,15 @@ def outbox_row(
     oversize = oversize_reason is not None
     linkable = links is not None and 2 * len(raw) > attachment_inline_limit
     if defer and not oversize and (defer_any_size or (len(raw) < DEFER_MAX and not linkable)):
-        return deferred_row(
-            raw,
+        rows = DeferredRows.of(
             account=account,
-            uidl=uidl,
-            size=size,
             webhook=webhook,
             delete_after_delivery=delete_after_delivery,
             source=source,
             options=options,
             session=session,
         )
+        return rows(uidl, raw, size)
     msg_id = msg_id_for(account, uidl)
     link_contents: tuple[LinkContent, ...] = ()
     links_expire: float | None = None
@@ -201,36 +198,12 @@ def outbox_row(
     )
 
 
-def deferred_row(
-    raw: bytes,
-    *,
-    account: str,
-    uidl: str,
-    size: int,
-    webhook: str,
-    delete_after_delivery: bool,
-    source: str = "poller",
-    options: mail.MailOptions = mail.DEFAULT_OPTIONS,
-    session: str | None = None,
-) -> NewMessage:
-    """The deferred row of `raw` (module docstring): what `outbox_row(..., defer=True)` and
-    `isolated_row` give a message `parsed_at_fetch` says is not parsed now, built without
-    either's dispatch (`DeferredRows`, which the fetch stage keeps for a whole session)."""
-    rows = DeferredRows.of(
-        account=account,
-        webhook=webhook,
-        delete_after_delivery=delete_after_delivery,
-        source=source,
-        options=options,
-        session=session,
-    )
-    return rows(uidl, raw, size)
-
-
 @record
 class DeferredRows:
-    """`deferred_row` for the messages of one session: what is the same for all of them (the
-    note and its payload, account, webhook, session) is made once, in `of`.
+    """The deferred rows (module docstring) of one session's messages: what
+    `outbox_row(..., defer=True)` and `isolated_row` give a message `parsed_at_fetch` does not
+    parse now, built without either's dispatch. What is the same for all of them (the note and
+    its payload, account, webhook, session) is made once, in `of`.
 
     The fetch stage builds one row per message it reads, on the event loop. Per message that
     was also the note (comparing the account's options with the defaults), its payload, two
