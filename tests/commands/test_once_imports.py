@@ -85,11 +85,13 @@ def matching(modules: set[str], prefix: str) -> list[str]:
     return sorted(m for m in modules if m == prefix or m.startswith(prefix + "."))
 
 
-def fresh_modules(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> set[str]:
-    out = tmp_path / "modules.json"
+def run_probe(
+    probe: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -c probe *args` from the repo root, without the caller's POP3BRIDGE_ settings."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("POP3BRIDGE_")}
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, str(out), *args],
+    return subprocess.run(
+        [sys.executable, "-c", probe, *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -97,6 +99,11 @@ def fresh_modules(tmp_path: Path, *args: str, env: dict[str, str] | None = None)
         timeout=120,
         check=False,
     )
+
+
+def fresh_modules(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> set[str]:
+    out = tmp_path / "modules.json"
+    proc = run_probe(PROBE, str(out), *args, env=env)
     assert out.exists(), proc.stderr
     modules = set(json.loads(out.read_text()))
     modules.add(f"__exit_status__{proc.returncode}")
@@ -233,16 +240,7 @@ main()
 
 def run_fork_probe(tmp_path: Path, config_path: Path, env: dict[str, str]) -> dict[str, Any]:
     out = tmp_path / "fork.json"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("POP3BRIDGE_")}
-    proc = subprocess.run(
-        [sys.executable, "-c", FORK_PROBE, str(out), "once", "--config", str(config_path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**environ, **env},
-        timeout=120,
-        check=False,
-    )
+    proc = run_probe(FORK_PROBE, str(out), "once", "--config", str(config_path), env=env)
     assert out.exists(), proc.stderr
     result: dict[str, Any] = json.loads(out.read_text())
     result["status"] = proc.returncode
@@ -347,16 +345,7 @@ def test_once_raises_the_young_threshold_once_its_runtime_is_up(
     from bridge.commands._common import YOUNG_THRESHOLD
 
     out = tmp_path / "gc.json"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("POP3BRIDGE_")}
     path = config(tmp_path, refusing_port)
-    proc = subprocess.run(
-        [sys.executable, "-c", GC_PROBE, str(out), "once", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=environ,
-        timeout=120,
-        check=False,
-    )
+    proc = run_probe(GC_PROBE, str(out), "once", "--config", str(path))
     assert proc.returncode == 1, proc.stderr  # the refused account, after the runtime start
     assert json.loads(out.read_text())[0] == YOUNG_THRESHOLD
