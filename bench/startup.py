@@ -2,6 +2,7 @@
 
     python bench/startup.py [--rounds 7] [--messages 20] [--parse-workers 1]
                             [--baseline DIR ...] [--top 25] [--instructions N] [--floor]
+                            [--loop default|asyncio|uvloop ...]
 
 Each round runs `python -m bridge once --config FILE` against a private Dovecot holding one
 mailbox of `--messages` small messages (one account, plain POP3 on loopback; each run gets a
@@ -12,14 +13,17 @@ process that stamps each arrival with `time.time()` and verifies its signature w
 
 - **exec -> first POST**: from just before `exec` to the receiver seeing the first request.
 - **phases** of that time, from a probe that runs the real command (`bridge.cli.main`) in the
-  same interpreter with an audit hook and two wrapped functions, so nothing is imported earlier
-  or in another order than without it: *interpreter* (exec until the probe's first line: the
-  interpreter and `site`), *imports* (until the configuration starts loading: the CLI, the
-  command's module and what it imports), *config* (`load`: reading, validating), *store*
-  (until the POP3 connect: the runtime's lazy imports, opening and migrating the store, the
-  sender, the parse workers' launch), *connect* (until the first RETR is sent: TCP, greeting,
-  login, UIDL), *first RETR* (until the first message is recorded in the outbox) and *first
-  POST* (until its arrival: the parse and the signed request).
+  same interpreter with an audit hook (the first POST's connect: aiohttp connects its own
+  socket, which raises `socket.connect` on asyncio and uvloop alike) and wrapped functions (the
+  configuration's `load`, the POP3 client's `connect` and first RETR: uvloop's own connects
+  raise no audit event), so nothing is imported earlier or in another order than without it:
+  *interpreter* (exec until the probe's first line: the interpreter and `site`), *imports*
+  (until the configuration starts loading: the CLI, the command's module and what it imports),
+  *config* (`load`: reading, validating), *store* (until the POP3 connect: the runtime's lazy
+  imports, opening and migrating the store, the sender, the parse workers' launch), *connect*
+  (until the first RETR is sent: TCP, greeting, login, UIDL), *first RETR* (until the first
+  message is recorded in the outbox) and *first POST* (until its arrival: the parse and the
+  signed request).
 - *main CPU*: the CPU time (user + system, all threads) the bridge's own process had used when
   it opened the connection for the first POST. On this shared 2-core machine it is the figure
   least disturbed by other load: wall times there follow the load average.
@@ -42,6 +46,9 @@ process that stamps each arrival with `time.time()` and verifies its signature w
   off, and without aiohttp's CA-bundle load (the bridge defers it: bridge/delivery/client.py).
   What the interpreter and those imports cost is the floor no change to the bridge's own code
   goes under; with `--instructions`, their instructions too.
+
+- with `--loop L` (repeatable), every tree runs on each loop L named (`POP3BRIDGE_EVENT_LOOP`;
+  `default`: unset, the tree's own default for `once`), as contenders `TREE:L`.
 
 Trees alternate within a round (A B A B ...), so load from the shared machine hits both alike;
 say the load (printed) next to any figure. A DIR is another checkout (e.g. an export of main):
@@ -74,27 +81,28 @@ from tests.support.receiver import ThreadedReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("interpreter", "imports", "config", "store", "connect", "first RETR", "first POST")
+# `--loop`: the tree's own default for `once` (POP3BRIDGE_EVENT_LOOP unset), or a named loop.
+DEFAULT_LOOP = "default"
+LOOPS = (DEFAULT_LOOP, "asyncio", "uvloop")
 
 # Runs `pop3bridge once` as `python -m bridge` would, recording when each phase ends. The
-# audit hook sees the POP3 connect; `load` and the outbox's first write are wrapped when their
-# modules are first imported (an import hook), so the probe changes no import order.
+# audit hook sees the first POST's connect; `load`, the POP3 client's connect and RETR and the
+# parse pool are wrapped when their modules are first imported (an import hook), so the probe
+# changes no import order.
 PROBE = r"""
 import sys, time
 _T = {"main": time.time(), "main_cpu": time.process_time()}
 _C = {}  # the same marks in this process's CPU time
 import json, os
-_POP3 = int(os.environ["STARTUP_POP3_PORT"])
 _HOOK = int(os.environ["STARTUP_HOOK_PORT"])
 
 def _audit(event, args):
-    if event == "socket.connect":
+    # aiohttp opens its connections through its own socket and `loop.sock_connect`, on
+    # asyncio and uvloop alike, so this event marks the first POST's connect on either loop.
+    if event == "socket.connect" and "post_cpu" not in _T:
         addr = args[1]
-        if isinstance(addr, tuple) and len(addr) >= 2:
-            if addr[1] == _POP3:
-                _T.setdefault("connect", time.time())
-                _C.setdefault("connect", time.process_time())
-            elif addr[1] == _HOOK and "post_cpu" not in _T:
-                _T["post_cpu"] = time.process_time()  # this process's CPU, all its threads
+        if isinstance(addr, tuple) and len(addr) >= 2 and addr[1] == _HOOK:
+            _T["post_cpu"] = time.process_time()  # this process's CPU, all its threads
 
 sys.addaudithook(_audit)
 
@@ -111,7 +119,15 @@ def _wrap_load(module):
     module.load = load
 
 def _wrap_client(module):
+    # The POP3 connect, as the client starts it: uvloop connects in libuv, which raises no
+    # `socket.connect` audit event, so the mark is the client's own, the same on both loops.
     cls = module.POP3Client
+    connect = cls.connect.__func__
+    async def _connect(klass, *a, **k):
+        _T.setdefault("connect", time.time())
+        _C.setdefault("connect", time.process_time())
+        return await connect(klass, *a, **k)
+    cls.connect = classmethod(_connect)
     inner = cls._encode
     def _encode(self, command):
         data = inner(self, command)
@@ -197,17 +213,20 @@ main()
 
 
 # Runs `pop3bridge once` to the first POST's connect under callgrind, with the collector off
-# (its collections depend on allocation history, not on the code) and the process ended there.
+# (its collections depend on allocation history, not on the code) and the process ended there
+# with its own status (`REACHED`): a run that ends any other way never reached that connect,
+# and its count would be of something else.
+REACHED = 97
 COUNTED = r"""
 import gc, os, sys
 gc.disable()
 _HOOK = int(os.environ["STARTUP_HOOK_PORT"])
 
 def _audit(event, args):
-    if event == "socket.connect":
+    if event == "socket.connect":  # aiohttp's, on asyncio and uvloop alike (see PROBE)
         addr = args[1]
         if isinstance(addr, tuple) and len(addr) >= 2 and addr[1] == _HOOK:
-            os._exit(0)
+            os._exit(int(os.environ["STARTUP_REACHED"]))
 
 sys.addaudithook(_audit)
 sys.argv = ["pop3bridge", *sys.argv[1:]]
@@ -232,8 +251,11 @@ def callgrind_total(path: Path) -> int:
     raise SystemExit(f"no instruction total in {path}")
 
 
-def counted(command: list[str], env: dict[str, str], cwd: Path, out: Path) -> int:
-    """Instructions `command`'s own process executed under callgrind (not its children's)."""
+def counted(
+    command: list[str], env: dict[str, str], cwd: Path, out: Path, *, status: int = 0
+) -> int:
+    """Instructions `command`'s own process executed under callgrind (not its children's),
+    which must end with exit `status`."""
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", *command],
         stdout=subprocess.DEVNULL,
@@ -242,9 +264,10 @@ def counted(command: list[str], env: dict[str, str], cwd: Path, out: Path) -> in
         cwd=cwd,
     )
     _, stderr = proc.communicate()
-    if proc.returncode != 0:
+    if proc.returncode != status:
         raise SystemExit(
-            f"{command[:2]} under callgrind: exit {proc.returncode}\n{stderr[-3000:]!r}"
+            f"{command[:2]} under callgrind: exit {proc.returncode}, not {status}"
+            f"\n{stderr[-3000:]!r}"
         )
     return callgrind_total(out.with_name(f"{out.name}.{proc.pid}"))
 
@@ -312,30 +335,35 @@ class Bench:
         )
         return path, db
 
-    def env(self, tree: Path, db: Path) -> dict[str, str]:
+    def env(self, tree: Path, db: Path, loop: str = DEFAULT_LOOP) -> dict[str, str]:
         env = {
             **os.environ,
             "PYTHONPATH": str(tree),
-            "STARTUP_POP3_PORT": str(self.server.pop3_port),
             "STARTUP_HOOK_PORT": str(urlsplit(self.receiver.url).port),
             "STARTUP_DB": str(db),
             "STARTUP_STAMPS": str(db.with_suffix(".stamps.json")),
+            "STARTUP_REACHED": str(REACHED),
         }
         env.pop("POP3BRIDGE_EVENT_LOOP", None)
+        if loop != DEFAULT_LOOP:
+            env["POP3BRIDGE_EVENT_LOOP"] = loop
         # Installed packages carry their .pyc files; let the warm-up run write this tree's.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         return env
 
-    def instructions(self, tree: Path) -> int:
+    def instructions(self, tree: Path, loop: str = DEFAULT_LOOP) -> int:
         """Instructions of `once`'s own process from exec to the first POST's connect."""
         config, db = self.config()
         command = [sys.executable, "-c", COUNTED, "once", "--config", str(config)]
-        return counted(command, self.env(tree, db), tree, db.with_name("callgrind.out"))
+        env = self.env(tree, db, loop)
+        return counted(command, env, tree, db.with_name("callgrind.out"), status=REACHED)
 
-    def once(self, tree: Path, *, probe: bool, importtime: bool = False) -> tuple[Run, str]:
+    def once(
+        self, tree: Path, *, probe: bool, importtime: bool = False, loop: str = DEFAULT_LOOP
+    ) -> tuple[Run, str]:
         config, db = self.config()
         stamps = db.with_suffix(".stamps.json")
-        env = self.env(tree, db)
+        env = self.env(tree, db, loop)
         flags = ["-X", "importtime"] if importtime else []
         command = [sys.executable, *flags]
         args = ["once", "--config", str(config)]
@@ -358,6 +386,9 @@ class Bench:
             t = json.loads(stamps.read_text())
             if "recorded" not in t:
                 raise SystemExit(f"probe could not read the outbox: {t.get('recorded_error')}")
+            missing = {"config_start", "connect", "retr", "post_cpu"} - set(t)
+            if missing:  # a renamed function or another connect path: say so, not KeyError
+                raise SystemExit(f"the probe saw no {sorted(missing)} in {tree} ({loop})")
             marks = [
                 started,
                 t["main"],
@@ -406,6 +437,11 @@ def importtime_top(stderr: str, top: int) -> tuple[int, float, list[tuple[int, i
     return len(rows), total / 1000, costly
 
 
+def label(tree: Path, loop: str) -> str:
+    """A contender's name in the tables: the tree, and the loop when `--loop` named one."""
+    return str(tree) if loop == DEFAULT_LOOP else f"{tree}:{loop}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -428,30 +464,43 @@ def main() -> int:
     parser.add_argument(
         "--floor", action="store_true", help="also time the libraries' import alone, each round"
     )
+    parser.add_argument(
+        "--loop",
+        action="append",
+        choices=LOOPS,
+        help="run every tree on this event loop (POP3BRIDGE_EVENT_LOOP), alternated; "
+        "repeatable (default: each tree's own default for `once`)",
+    )
     args = parser.parse_args()
-    trees = [ROOT, *(p.resolve() for p in args.baseline)]
+    loops = list(dict.fromkeys(args.loop or [DEFAULT_LOOP]))
+    trees = [
+        (tree, loop) for tree in [ROOT, *(p.resolve() for p in args.baseline)] for loop in loops
+    ]
     floor: list[tuple[float, float]] = []
-    counts: dict[Path, list[int]] = {t: [] for t in trees}
+    counts: dict[tuple[Path, str], list[int]] = {t: [] for t in trees}
     load0 = os.getloadavg()[0]
-    results: dict[Path, list[Run]] = {t: [] for t in trees}
+    results: dict[tuple[Path, str], list[Run]] = {t: [] for t in trees}
     with private_dovecot() as server, tempfile.TemporaryDirectory() as tmp:
         user = fill_mailbox(server, generate_messages(args.messages))
         bench = Bench(server, user, Path(tmp), args.parse_workers, fresh_state=args.fresh_state)
         try:
-            for tree in trees:  # warm the page cache and the .pyc files; not counted
-                bench.once(tree, probe=False)
+            for tree, loop in trees:  # warm the page cache and the .pyc files; not counted
+                bench.once(tree, probe=False, loop=loop)
             for _ in range(args.rounds):
-                for tree in trees:
-                    plain, _ = bench.once(tree, probe=False)
-                    probed, _ = bench.once(tree, probe=True)
+                for tree, loop in trees:
+                    plain, _ = bench.once(tree, probe=False, loop=loop)
+                    probed, _ = bench.once(tree, probe=True, loop=loop)
                     plain.phases = probed.phases
-                    results[tree].append(plain)
+                    results[tree, loop].append(plain)
                 if args.floor:
                     floor.append(timed_floor())
-            imports = {t: bench.once(t, probe=False, importtime=True)[1] for t in trees}
+            imports = {
+                (t, loop): bench.once(t, probe=False, importtime=True, loop=loop)[1]
+                for t, loop in trees
+            }
             for _ in range(args.instructions):
-                for tree in trees:
-                    counts[tree].append(bench.instructions(tree))
+                for tree, loop in trees:
+                    counts[tree, loop].append(bench.instructions(tree, loop))
         finally:
             bench.close()
     load1 = os.getloadavg()[0]
@@ -463,11 +512,11 @@ def main() -> int:
     )
     head = f"{'tree':<28} {'exec->1st POST ms':>17} {'min':>6} {'max':>6} {'CPU ms':>7}"
     print(head + "".join(f" {p:>11}" for p in (*PHASES, "main CPU", "warm", "workers up")))
-    for tree, runs in results.items():
+    for (tree, loop), runs in results.items():
         post = [r.to_first_post * 1000 for r in runs]
         cpu = statistics.median(r.cpu for r in runs) * 1000
         line = (
-            f"{tree!s:<28} {statistics.median(post):>17.0f} {min(post):>6.0f} "
+            f"{label(tree, loop):<28} {statistics.median(post):>17.0f} {min(post):>6.0f} "
             f"{max(post):>6.0f} {cpu:>7.0f}"
         )
         for p in (*PHASES, "main CPU", "warm", "workers up"):
@@ -486,27 +535,29 @@ def main() -> int:
     print("the first POST's connect:")
     cpu_cols = ("interpreter", "imports", "config", "store", "connect", "to 1st POST")
     print(f"{'tree':<28}" + "".join(f" {p:>11}" for p in cpu_cols))
-    for tree, runs in results.items():
+    for (tree, loop), runs in results.items():
         values = [statistics.median(r.phases[f"cpu {p}"] for r in runs) * 1000 for p in cpu_cols]
-        print(f"{tree!s:<28}" + "".join(f" {v:>11.1f}" for v in values))
+        print(f"{label(tree, loop):<28}" + "".join(f" {v:>11.1f}" for v in values))
     if args.instructions:
         print(
             f"\ninstructions from exec to the first POST's connect (callgrind, collector off, "
             f"{args.instructions} runs each, median):"
         )
-        for tree, values in counts.items():
+        for (tree, loop), values in counts.items():
             spread = (max(values) - min(values)) / 2 / statistics.median(values) * 100
-            print(f"{tree!s:<28} {statistics.median(values) / 1e6:>10.1f} M  (+-{spread:.2f} %)")
+            median = statistics.median(values) / 1e6
+            print(f"{label(tree, loop):<28} {median:>10.1f} M  (+-{spread:.2f} %)")
         if args.floor:
             with tempfile.TemporaryDirectory() as tmp:
                 command = [sys.executable, "-c", FLOOR]
                 n = counted(command, {**os.environ, **FLOOR_ENV}, ROOT, Path(tmp) / "floor")
             print(f"{'libraries alone (--floor)':<28} {n / 1e6:>10.1f} M")
     if args.top:
-        for tree, stderr in imports.items():
+        for (tree, loop), stderr in imports.items():
             count, total, costly = importtime_top(stderr, args.top)
             print(
-                f"\n-X importtime, {tree}: {count} imports (main process and workers), "
+                f"\n-X importtime, {label(tree, loop)}: {count} imports (main process and "
+                f"workers), "
                 f"{total:.0f} ms at top level; costliest by self time:"
             )
             print(f"  {'self ms':>8} {'cumul ms':>9}  module")
