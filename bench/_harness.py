@@ -271,7 +271,8 @@ def _bridge_command(
     config: Path, command: str, loop: str | None, tree: Path | None
 ) -> tuple[list[str], dict[str, str]]:
     """`loop` None: the command's own default in that tree (bridge.cli.UVLOOP_BY_DEFAULT:
-    uvloop for `run` when installed, asyncio for `once`), as a deployment runs it."""
+    uvloop for `run` and `once` when installed, since 3 Dec 2026 for `once`; a tree from
+    before runs `once` on asyncio), as a deployment runs it."""
     compiled_bridge(tree)
     env = dict(os.environ)
     env.pop("POP3BRIDGE_EVENT_LOOP", None)
@@ -307,14 +308,15 @@ def run_once(
     receiver: Any,
     expected: int,
     *,
-    loop: str = "asyncio",
+    loop: str | None = None,
     tree: Path | None = None,
 ) -> OnceRun:
     """Run `pop3bridge once --config CONFIG` and check that `expected` distinct webhooks
     arrived at `receiver` (a `tests.support.receiver.ThreadedReceiver` or a
     `bench._webhook_nginx.NginxReceiver`) verified, with exit 0; anything else ends the
     benchmark, since a slow wrong answer is no result. `tree` runs the `bridge` package of
-    another checkout (a baseline) with this interpreter. The wall time and CPU come from
+    another checkout (a baseline) with this interpreter, on `loop` (None: the tree's own
+    default for `once`, see `_bridge_command`). The wall time and CPU come from
     bench/_tree.py: the process tree's, parse workers included."""
     argv, env = _bridge_command(config, "once", loop, tree)
     report = config.with_suffix(".tree.json")

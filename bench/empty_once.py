@@ -1,6 +1,7 @@
 """What a `pop3bridge once` that finds no new mail costs: the CPU of its whole process tree.
 
     python bench/empty_once.py [--rounds 5] [--workers 1,0] [--baseline DIR ...]
+                               [--loop default|asyncio|uvloop ...]
 
 Cron runs `once` every few minutes, and most runs find nothing new, so this fixed cost is
 most of what the bridge spends on an idle mailbox. Each run polls one account on the private
@@ -9,7 +10,9 @@ recorded as seen: login, STAT, UIDL, nothing to fetch, QUIT, exit. CPU is the wh
 tree's (bench/_tree.py: the bridge, and the parse workers' forkserver, resource tracker and
 workers when it starts them); the exit status must be 0. Trees (this one, and each
 `--baseline DIR`, e.g. `git archive COMMIT bridge | tar -x -C DIR`, run with `python -P`)
-alternate within a round, each with every `--workers` value. Read the ratios of one run.
+alternate within a round, each with every `--workers` value and on every `--loop` (default:
+the tree's own for `once`; `asyncio`, `uvloop`: POP3BRIDGE_EVENT_LOOP). Read the ratios of one
+run.
 """
 
 from __future__ import annotations
@@ -51,7 +54,14 @@ def main() -> int:
     ap.add_argument("--seen", type=int, default=50, help="messages in the mailbox, all seen")
     ap.add_argument("--workers", default="1,0", help="parse_workers values, comma-separated")
     ap.add_argument("--baseline", type=Path, action="append", default=[])
+    ap.add_argument(
+        "--loop",
+        action="append",
+        choices=("default", "asyncio", "uvloop"),
+        help="event loop, repeatable (default: each tree's own default for `once`)",
+    )
     args = ap.parse_args()
+    loops = list(dict.fromkeys(args.loop or ["default"]))
     work = Path(tempfile.mkdtemp(prefix="pop3bridge-bench-empty-"))
     before = machine()
     receiver = ThreadedReceiver(default_status=204)
@@ -65,7 +75,7 @@ def main() -> int:
             cfg = poller_config(work / "first.yaml", template, receiver, [account])
             run_once(cfg, receiver, args.seen)
 
-            def once(tree: Path, workers: int) -> Sample:
+            def once(tree: Path, workers: int, loop_name: str) -> Sample:
                 run = Path(tempfile.mkdtemp(dir=work))
                 shutil.copyfile(template, run / "state.db")
                 path = poller_config(
@@ -75,7 +85,8 @@ def main() -> int:
                     [account],
                     poller={"parse_workers": workers},
                 )
-                argv, env = _bridge_command(path, "once", "asyncio", None if tree == HERE else tree)
+                loop = None if loop_name == "default" else loop_name
+                argv, env = _bridge_command(path, "once", loop, None if tree == HERE else tree)
                 report = path.with_suffix(".tree.json")
                 proc = subprocess.run(
                     _wrapped(argv, report), capture_output=True, env=env, check=False
@@ -92,10 +103,13 @@ def main() -> int:
             ]
             contenders = [
                 Contender(
-                    f"{label}, parse_workers {w}", functools.partial(once, tree, w), cpu="reported"
+                    f"{label}, parse_workers {w}" + ("" if loop == "default" else f", {loop}"),
+                    functools.partial(once, tree, w, loop),
+                    cpu="reported",
                 )
                 for tree, label in trees
                 for w in (int(x) for x in args.workers.split(","))
+                for loop in loops
             ]
             samples = alternate(contenders, args.rounds)
     finally:
