@@ -62,7 +62,21 @@ HEADER = "X-Pop3bridge-Canary"
 _FIELD = re.compile(
     rb"(?im)^X-Pop3bridge-Canary:[ \t]*(\d{1,16})\.([0-9a-f]{32})\.([0-9a-f]{64})[ \t]*\r?$"
 )
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+# The blank line that ends the header block, found from the LF of the line before it: a pattern
+# that starts with a literal is searched from each LF, where `\r?\n\r?\n` was tried at every
+# octet (0.5 against 5.2 us for a 5 KB bench message; `find_canary` runs on every message of
+# every account whose webhook has a secret).
+_HEADER_END = re.compile(rb"\n\r?\n")
+
+
+def _header_block(raw: bytes) -> bytes:
+    """`raw` up to the blank line that ends its headers: through the CR of a CRLF line end,
+    through the LF of a bare-LF one (the whole of `raw` when there is no blank line)."""
+    end = _HEADER_END.search(raw)
+    if end is None:
+        return raw
+    lf = end.start()
+    return raw[: lf if lf and raw[lf - 1] == 0x0D else lf + 1]
 
 
 class CanaryError(Exception):
@@ -139,8 +153,7 @@ def canary_message(
 
 def find_canary(raw: bytes, account: str, key: CanaryKey) -> FoundCanary | None:
     """The verified canary in `raw`'s header block, else None (a forged one is logged)."""
-    end = _HEADER_END.search(raw)
-    head = raw if end is None else raw[: end.start() + 1]
+    head = _header_block(raw)
     if b"anary" not in head:  # the common case: no marker at all, no regex run
         return None
     match = _FIELD.search(head)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from bridge.poller.canary import (
     HEADER,
     CanaryKey,
     CanaryOptions,
     Tracker,
+    _header_block,
     canary_message,
     find_canary,
 )
@@ -47,6 +52,55 @@ def test_the_header_counts_only_in_the_header_block() -> None:
     field = next(line for line in head.split(b"\r\n") if line.startswith(HEADER.encode()))
     quoted = b"Subject: fwd\r\n\r\n" + field + b"\r\n"
     assert find_canary(quoted, "acct", KEY) is None
+
+
+# The header block as `find_canary` cut it before its search started from the LF (`\r?` first
+# made the regex try every octet): kept here as the reference the faster cut must equal.
+_OLD_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _old_header_block(raw: bytes) -> bytes:
+    end = _OLD_END.search(raw)
+    return raw if end is None else raw[: end.start() + 1]
+
+
+_PIECES = [b"\r", b"\n", b"\r\n", b"\n\r", b"a", b"Subject: x", f"{HEADER}: ".encode(), b" "]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=40).map(b"".join))
+@example(b"\n\n")
+@example(b"\r\n\r\n")
+@example(b"\r\n\n")
+@example(b"\n\r\n")
+@example(b"\r\r\n\n")
+@example(b"a\r\n\rb\n\n")
+def test_the_header_block_is_cut_where_it_was(raw: bytes) -> None:
+    assert _header_block(raw) == _old_header_block(raw)
+
+
+@given(
+    st.lists(st.sampled_from([b"\r\n", b"\n", b"\r\r\n"]), min_size=12, max_size=12),
+    st.integers(0, 11),
+    st.sampled_from([b"\r\n", b"\n", b"\r\n\r\n", b"\n\r\n", b"\r\n\n", b""]),
+)
+def test_canaries_are_found_as_before_whatever_the_line_ends(
+    ends: list[bytes], blank_after: int, blank: bytes
+) -> None:
+    """Every line of a canary rewritten with its own line end, and a blank line (or not)
+    inserted after one of them: recognised exactly when the old cut kept the field."""
+    raw, nonce = canary_message("acct", KEY, OPTS, now=1000.0)
+    lines = raw.split(b"\r\n")[:12]
+    rewritten = b"".join(
+        line + end + (blank if i == blank_after else b"")
+        for i, (line, end) in enumerate(zip(lines, ends, strict=True))
+    )
+    old_head = _old_header_block(rewritten)
+    found = find_canary(rewritten, "acct", KEY)
+    assert _header_block(rewritten) == old_head
+    in_block = re.search(
+        rb"(?im)^X-Pop3bridge-Canary:[ \t]*\d+\.[0-9a-f]{32}\.[0-9a-f]{64}[ \t]*\r?$", old_head
+    )
+    assert (found is not None and found.nonce == nonce) == (in_block is not None)
 
 
 def test_rotation_keys_all_verify() -> None:
