@@ -86,7 +86,7 @@ class OutboxSQL(SQLPart, OutboxStore):
             [(m.account, m.uidl, m.fingerprint, now) for m in fresh],
             "ON CONFLICT (account, uidl) DO NOTHING",
         )
-        inserted = yield d.insert_many(
+        inserted = yield d.insert_ids(
             "outbox",
             (
                 ("msg_id", "text"),
@@ -114,7 +114,6 @@ class OutboxSQL(SQLPart, OutboxStore):
                 for m in fresh
             ],
             "ON CONFLICT (msg_id) DO NOTHING",
-            returning="id, msg_id",
         )
         # A body for each row inserted now, under the row's id (an existing row keeps its own).
         by_msg_id = {m.msg_id: m for m in fresh}

@@ -69,23 +69,29 @@ class PostgresDialect(sql.Dialect):
     def array(self, values: Collection[Any]) -> Any:
         return list(values)
 
-    def insert_many(
-        self, table: str, columns: sql.Columns, rows: sql.Rows, tail: str, returning: str = ""
-    ) -> sql.Op:
-        # One statement over column arrays: far fewer round trips and plans than executemany.
-        names = ", ".join(name for name, _ in columns)
-        arrays = ", ".join(f"?::{_ARRAY[kind]}[]" for _, kind in columns)
-        text = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {tail}"
-        args = [list(column) for column in zip(*rows, strict=True)]
-        if returning:
-            return sql.Fetch(f"{text} RETURNING {returning}", args)
-        return sql.Execute(text, args)
+    def insert_many(self, table: str, columns: sql.Columns, rows: sql.Rows, tail: str) -> sql.Op:
+        return sql.Execute(*_unnest(table, columns, rows, tail))
+
+    def insert_ids(self, table: str, columns: sql.Columns, rows: sql.Rows, tail: str) -> sql.Op:
+        text, args = _unnest(table, columns, rows, tail)
+        return sql.Fetch(f"{text} RETURNING id, {columns[0][0]}", args)
 
     def migration_preamble(self) -> sql.Tx[None]:
         # Replicas starting together queue here; each versioned step is applied exactly once.
         yield sql.Execute("SELECT pg_advisory_xact_lock(?)", (_lock_key(self.schema),))
         if self.schema:
             yield sql.Script(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+
+
+def _unnest(
+    table: str, columns: sql.Columns, rows: sql.Rows, tail: str
+) -> tuple[str, list[list[Any]]]:
+    """`INSERT` of `rows` as one statement over column arrays (far fewer round trips and
+    plans than executemany), and its arguments."""
+    names = ", ".join(name for name, _ in columns)
+    arrays = ", ".join(f"?::{_ARRAY[kind]}[]" for _, kind in columns)
+    text = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {tail}"
+    return text, [list(column) for column in zip(*rows, strict=True)]
 
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (

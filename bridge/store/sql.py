@@ -28,8 +28,9 @@ Statements use `?` placeholders (the PostgreSQL adapter numbers them `$1`, `$2`,
 SQLite and PostgreSQL spell differently goes through the `Dialect`: the schema's column types
 (`{real}`, `{blob}`, ... from `schema.COLUMN_TYPES`), a list bound as one argument (`in_list`,
 `array_table`: an array on PostgreSQL, a JSON array read by `json_each` on SQLite), bulk
-inserts (`insert_many`: `unnest` on PostgreSQL, multi-row VALUES on SQLite), the claim's row locks
-(`skip_locked`) and the migration preamble. Upserts (`INSERT ... ON CONFLICT ... DO UPDATE ...
+inserts (`insert_many`: `unnest` on PostgreSQL, multi-row VALUES on SQLite; `insert_ids`, the
+same with the new rows' ids: RETURNING on PostgreSQL, `lastrowid` on SQLite), the claim's row
+locks (`skip_locked`) and the migration preamble. Upserts (`INSERT ... ON CONFLICT ... DO UPDATE ...
 WHERE`), `RETURNING`, `count(*) FILTER (...)` and `AS MATERIALIZED` are written the same for
 both (SQLite 3.35+).
 
@@ -174,14 +175,15 @@ class Dialect(abc.ABC):
         """The argument for `in_list` / `array_table`."""
 
     @abc.abstractmethod
-    def insert_many(
-        self, table: str, columns: Columns, rows: Rows, tail: str, returning: str = ""
-    ) -> Op:
-        """INSERT `rows` ((name, kind) columns) with `tail` (e.g. `ON CONFLICT DO NOTHING`).
+    def insert_many(self, table: str, columns: Columns, rows: Rows, tail: str) -> Op:
+        """INSERT `rows` ((name, kind) columns) with `tail` (e.g. `ON CONFLICT DO NOTHING`);
+        the operation's result is None."""
 
-        With `returning` (column names), the operation's result is the RETURNING rows of what
-        was inserted, in no particular order; without it, None.
-        """
+    @abc.abstractmethod
+    def insert_ids(self, table: str, columns: Columns, rows: Rows, tail: str) -> Op:
+        """`insert_many` into a table whose `id` the database assigns, always increasing
+        (`{serial}`); the result is `(id, first column's value)` of each row inserted now
+        (`tail` may skip some: `ON CONFLICT ... DO NOTHING`), in no particular order."""
 
     def insert_bodies(self, rows: Sequence[tuple[int, NewMessage]]) -> Tx[None]:
         """Bodies of freshly recorded messages, keyed by their outbox rows' ids.

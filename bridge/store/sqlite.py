@@ -146,28 +146,55 @@ _ROWS_PER_INSERT = 100
 
 
 def _insert_rows(
+    head: str, width: int, rows: Sequence[Sequence[Any]], tail: str, conn: sqlite3.Connection
+) -> None:
+    """`head VALUES (...), (...) tail` over `rows`, in chunks: the same rows, in the same
+    order, as executemany (ON CONFLICT applies row by row within a statement too)."""
+    one = "(" + ", ".join("?" * width) + ")"
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[start : start + _ROWS_PER_INSERT]
+        values = ", ".join([one] * len(chunk))
+        conn.execute(f"{head} VALUES {values} {tail}", [v for row in chunk for v in row])
+
+
+def _insert_ids(
     head: str,
     width: int,
     rows: Sequence[Sequence[Any]],
     tail: str,
+    table: str,
+    key: str,
     conn: sqlite3.Connection,
-    returning: str = "",
-) -> list[Any] | None:
-    """`head VALUES (...), (...) tail` over `rows`, in chunks: the same rows, in the same
-    order, as executemany (ON CONFLICT applies row by row within a statement too); with
-    `returning`, the RETURNING rows of every chunk."""
+) -> list[tuple[int, Any]]:
+    """`_insert_rows`, and `(id, row[0])` of each row inserted now (`Dialect.insert_ids`),
+    without RETURNING.
+
+    RETURNING hands over each row it returns in a `sqlite3_step` of its own, and sqlite3 lets
+    go of the GIL around every step: that is a hand-off per recorded message, and while the
+    event loop is busy (a fetch) taking the GIL back can wait up to the interpreter's switch
+    interval (5 ms). The ids are known without it: `id` is `INTEGER PRIMARY KEY
+    AUTOINCREMENT`, so a statement's new rows take the next ids in the order of its VALUES,
+    each above every id the table ever had. When every row of a chunk went in (`rowcount`,
+    the usual case) they are the ids up to `lastrowid`; when `tail` skipped some (a message
+    another replica recorded first), the rows inserted now are the `rowcount` newest among
+    the chunk's keys, asked for by one indexed query."""
     one = "(" + ", ".join("?" * width) + ")"
-    back = f" RETURNING {returning}" if returning else ""
-    returned: list[Any] = []
+    inserted: list[tuple[int, Any]] = []
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
         values = ", ".join([one] * len(chunk))
-        cur = conn.execute(
-            f"{head} VALUES {values} {tail}{back}", [v for row in chunk for v in row]
-        )
-        if returning:
-            returned += cur.fetchall()
-    return returned if returning else None
+        cur = conn.execute(f"{head} VALUES {values} {tail}", [v for row in chunk for v in row])
+        added, last = cur.rowcount, cur.lastrowid
+        if added == len(chunk) and last is not None:
+            keys = [row[0] for row in chunk]
+            inserted += zip(range(last - added + 1, last + 1), keys, strict=True)
+        elif added > 0:
+            inserted += conn.execute(
+                f"SELECT id, {key} FROM {table} WHERE {key} IN "
+                "(SELECT value FROM json_each(?)) ORDER BY id DESC LIMIT ?",
+                (orjson.dumps([row[0] for row in chunk]).decode(), added),
+            ).fetchall()
+    return inserted
 
 
 class SQLiteDialect(sql.Dialect):
@@ -193,18 +220,25 @@ class SQLiteDialect(sql.Dialect):
         # One JSON argument whatever the length: no chunking under SQLite's parameter limit.
         return orjson.dumps(list(values)).decode()
 
-    def insert_many(
-        self, table: str, columns: sql.Columns, rows: sql.Rows, tail: str, returning: str = ""
-    ) -> sql.Op:
+    def insert_many(self, table: str, columns: sql.Columns, rows: sql.Rows, tail: str) -> sql.Op:
         names = ", ".join(name for name, _ in columns)
         return sql.Native(
             functools.partial(
-                _insert_rows,
+                _insert_rows, f"INSERT INTO {table} ({names})", len(columns), rows, tail
+            )
+        )
+
+    def insert_ids(self, table: str, columns: sql.Columns, rows: sql.Rows, tail: str) -> sql.Op:
+        names = ", ".join(name for name, _ in columns)
+        return sql.Native(
+            functools.partial(
+                _insert_ids,
                 f"INSERT INTO {table} ({names})",
                 len(columns),
                 rows,
                 tail,
-                returning=returning,
+                table,
+                columns[0][0],
             )
         )
 

@@ -43,6 +43,7 @@ async def test_a_message_life_in_its_trail(store: Store) -> None:
     fetched, retry, delivered, dele, deleted = trail
     assert fetched.session == "s-fetch" and fetched.message_id == "<m1@example>"
     assert fetched.detail == {"size": 3, "fingerprint": "fp-1"}
+    assert fetched.status is None  # left out of the INSERT (custody._FETCHED_COLUMNS)
     assert (retry.status, retry.detail) == (503, {"error": "HTTP 503", "duration_ms": 12.0})
     assert delivered.status == 200 and delivered.detail is not None
     assert delivered.detail["response"] == head

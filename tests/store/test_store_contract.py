@@ -74,6 +74,36 @@ async def test_record_keeps_payload_and_raw_bytes_exactly(store: Store) -> None:
     assert item.msg_id == m.msg_id and item.webhook == "hook" and item.attempts == 0
 
 
+async def test_each_recorded_row_gets_its_own_body(store: Store) -> None:
+    """Bodies are keyed by the outbox row's id, which `record` learns from the insert
+    (SQLite: from `lastrowid`, not RETURNING): over several statements' worth of rows, each
+    message's body is its own."""
+    batch = [make_message("a", str(i), raw=b"raw %d" % i) for i in range(250)]
+    await store.record(batch[:3], T0)
+    await store.record(batch, T0 + 1)
+    for m in batch:
+        assert await store.raw_message(m.msg_id) == m.raw
+    items = await store.claim_due(T0 + 10, 300, "w", 30)
+    assert sorted((i.uidl, i.payload) for i in items) == sorted((m.uidl, m.payload) for m in batch)
+
+
+async def test_a_replayed_record_adds_bodies_only_for_the_rows_it_inserts(store: Store) -> None:
+    """`replay` skips the seen check, so some rows already exist and the insert skips them
+    (ON CONFLICT DO NOTHING): the rows inserted now get their bodies under their own ids, and
+    the rows that were there keep theirs (first copy wins), in one statement and across
+    several."""
+    old = [make_message("a", str(i), raw=b"first %d" % i) for i in range(0, 240, 3)]
+    await store.record(old, T0)
+    again = [make_message("a", str(i), raw=b"second %d" % i) for i in range(240)]
+    await store.record(again, T0 + 1, replay=True)
+    for m in again:
+        first = int(m.uidl) % 3 == 0
+        assert await store.raw_message(m.msg_id) == (b"first " if first else b"second ") + (
+            m.uidl.encode()
+        )
+    assert await store.pending_count() == 240
+
+
 async def test_record_keeps_multi_megabyte_bodies_exactly(store: Store) -> None:
     """Bodies over a megabyte take SQLite's streamed-blob path; every byte must survive it,
     a second copy of the same UIDL must not overwrite the first, and a raw-less one too."""
