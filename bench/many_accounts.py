@@ -2,7 +2,8 @@
 
     python bench/many_accounts.py [--accounts 1000] [--per-account 3] [--idle-accounts 10000]
                                   [--interval 60] [--idle-seconds 60] [--concurrency N]
-                                  [--dovecot tuned|forking] [--tls] [--quick] [--profile DIR]
+                                  [--dovecot tuned|one-login|forking] [--tls] [--quick]
+                                  [--profile DIR]
                                   [--receiver nginx|python|both] [--rounds N] [--baseline DIR]
                                   [--first-only] [--idle-only] [--idle-rounds N] [--no-floor]
                                   [--auth MECH]
@@ -44,7 +45,8 @@ little with the number of accounts. `--auth` sets the accounts' `auth:` (default
 `auto`, which picks CRAM-MD5 over plain POP3).
 
 `--dovecot tuned` (the default) runs Dovecot's login and pop3 processes in its high-performance
-mode (processes reused instead of two forks per session); `forking` is the suite's config as
+mode (processes reused instead of two forks per session); `one-login` is the same with a single
+login process, so that TLS sessions resume (with `--tls`); `forking` is the suite's config as
 is. On this 2-core machine the forking Dovecot spends about 15 ms of CPU per session, so 10,000
 accounts at 60 s (167 sessions/s) would need 2.5 cores for Dovecot alone: the server, not the
 bridge, would be measured. Servers that people poll many accounts on do not fork twice per
@@ -114,9 +116,25 @@ service pop3 {
 """
 
 
+# One login process for every connection: TLS sessions resume (each Dovecot login process has
+# its own ticket key and session cache, so with two a ticket is taken about every other time
+# and the client stops offering: bridge/pop3/resumption.py).
+ONE_LOGIN = """
+service pop3-login {
+  process_min_avail = 1
+  process_limit = 1
+}
+"""
+
+
 class TunedDovecot(DovecotServer):
     def _config(self) -> str:
         return super()._config() + TUNED
+
+
+class OneLoginDovecot(TunedDovecot):
+    def _config(self) -> str:
+        return super()._config() + ONE_LOGIN
 
 
 @contextlib.contextmanager
@@ -125,7 +143,8 @@ def dovecot(kind: str) -> Iterator[DovecotServer]:
     # took minutes (one discard per directory).
     shm = Path("/dev/shm")
     root = Path(tempfile.mkdtemp(prefix="pop3bridge-dovecot-", dir=shm)) if shm.is_dir() else None
-    with private_dovecot(TunedDovecot if kind == "tuned" else DovecotServer, root) as server:
+    kinds = {"tuned": TunedDovecot, "one-login": OneLoginDovecot, "forking": DovecotServer}
+    with private_dovecot(kinds[kind], root) as server:
         yield server
 
 
@@ -480,7 +499,7 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=60.0)
     ap.add_argument("--idle-seconds", type=float, default=60.0)
     ap.add_argument("--concurrency", type=int, default=None, help="max_concurrent_accounts")
-    ap.add_argument("--dovecot", choices=["tuned", "forking"], default="tuned")
+    ap.add_argument("--dovecot", choices=["tuned", "one-login", "forking"], default="tuned")
     ap.add_argument("--tls", action="store_true", help="POP3S (trusting the test CA file)")
     ap.add_argument("--profile", type=Path, default=None, help="pyinstrument text per phase")
     ap.add_argument(

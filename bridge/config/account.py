@@ -175,6 +175,12 @@ class AccountConfig(SecretSection):
         default=None, description="CA bundle for the server's certificate."
     )
     insecure: bool = Field(default=False, description="Skip certificate verification (tests only).")
+    tls_resume: bool = Field(
+        default=True,
+        description="Resume the last TLS session with this server (same host, port and name) "
+        "instead of a full handshake; the certificate is verified again at least hourly. "
+        "`false`: a full handshake every connection.",
+    )
     allow_plaintext: bool = Field(
         default=False, description="Allow sending credentials over a link without TLS."
     )

@@ -118,6 +118,12 @@ class ProxyUpstream(_Deferred):
         default=None, description="CA bundle for the upstream certificate."
     )
     insecure: bool = Field(default=False, description="Skip upstream certificate verification.")
+    tls_resume: bool = Field(
+        default=True,
+        description="Resume the last TLS session with this upstream instead of a full "
+        "handshake; the certificate is verified again at least hourly. `false`: a full "
+        "handshake every connection.",
+    )
     auth: UpstreamAuth = Field(
         default="auto",
         description="Routing mode: how the proxy logs in to this upstream with the client's "

@@ -89,6 +89,7 @@ def account_spec(
         auth=str(getattr(account, "auth", "auto")),
         ca_file=_opt_str(getattr(account, "ca_file", None)),
         insecure=bool(getattr(account, "insecure", False)),
+        tls_resume=bool(getattr(account, "tls_resume", True)),
         allow_plaintext=bool(getattr(account, "allow_plaintext", False)),
         pipelining=bool(getattr(account, "pipelining", True)),
         connect_timeout=float(getattr(account, "connect_timeout", 30.0)),

@@ -82,6 +82,7 @@ async def connect_and_login(
             pipelining=spec.pipelining,
             max_body=max_answer_size(spec.max_message_size),
             capa_memo=capa,
+            tls_resume=spec.tls_resume,
         )
         before = client.login_delay
         return client

@@ -53,6 +53,7 @@ class AccountSpec:
     auth: str = "auto"
     ca_file: str | None = None
     insecure: bool = False
+    tls_resume: bool = True
     allow_plaintext: bool = False
     pipelining: bool = True
     connect_timeout: float = 30.0

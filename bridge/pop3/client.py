@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import inspect
 import logging
 import ssl
@@ -69,6 +70,7 @@ from bridge.pop3.mechanisms import (
 )
 from bridge.pop3.mechanisms import normalise as normalise_mechanism
 from bridge.pop3.responses import parse_list, parse_list_line, parse_stat, parse_uidl
+from bridge.pop3.resumption import Resumption
 from bridge.pop3.sasl import (
     CramMD5,
     Login,
@@ -114,6 +116,9 @@ UIDL_LINE_MAX = 512
 class POP3Client(Channel):
     """An authenticated-or-not POP3 session over asyncio. Create it with `connect`."""
 
+    # This connection's part in its TLS context's session cache, until it ends.
+    _resumption: Resumption | None = None
+
     # -- connecting ------------------------------------------------------------------------
     @classmethod
     async def connect(
@@ -132,6 +137,7 @@ class POP3Client(Channel):
         line_ending: LineEnding = "auto",
         max_body: int | None = None,
         capa_memo: CapaMemo | None = None,
+        tls_resume: bool = True,
     ) -> POP3Client:
         """Connect, read the greeting, set up TLS as asked and fetch CAPA.
 
@@ -146,28 +152,40 @@ class POP3Client(Channel):
         `max_body` caps every multi-line answer (RETR, TOP, UIDL, ...) in octets: LIST sizes
         come from the server, so without a cap a hostile server could stream one "message"
         until memory runs out. Over the cap the connection is dropped (nothing is committed).
+
+        With a context that keeps sessions (the ones `bridge.pop3.tls` builds) the handshake
+        offers the session it keeps for this host, port and name, and the context learns how
+        the handshake went when the connection ends (`bridge.pop3.resumption`: what is kept,
+        for how long, when offers stop, and why a resumed connection is as verified as a full
+        one); `tls_resume=False` does a full handshake and leaves the context as it is.
         """
         if tls not in ("implicit", "starttls", "none"):
             raise LocalProtocolError(f"tls must be 'implicit', 'starttls' or 'none', not {tls!r}")
         if port is None:
             port = 995 if tls == "implicit" else 110
         ctx = client_context(ssl_context, ca_file, insecure) if tls != "none" else None
+        resumption = Resumption.for_context(ctx, host, port, tls_resume)
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(connect_timeout):
-                _, proto = await loop.create_connection(
-                    lambda: StreamProtocol(read_timeout, loop=loop),
-                    host,
-                    port,
-                    ssl=ctx if tls == "implicit" else None,
-                    server_hostname=host if tls == "implicit" else None,
-                    ssl_handshake_timeout=connect_timeout if tls == "implicit" else None,
-                )
+            # Set for STLS too: uvloop's start_tls runs in a copy of this call's context.
+            with _offering(resumption):
+                async with asyncio.timeout(connect_timeout):
+                    _, proto = await loop.create_connection(
+                        lambda: StreamProtocol(read_timeout, loop=loop),
+                        host,
+                        port,
+                        ssl=ctx if tls == "implicit" else None,
+                        server_hostname=host if tls == "implicit" else None,
+                        ssl_handshake_timeout=connect_timeout if tls == "implicit" else None,
+                    )
         except TimeoutError:
+            _handshake_failed(resumption, tls == "implicit")
             raise ConnectionLost(f"timed out connecting to {host}:{port}") from None
         except ssl.SSLError as exc:
+            _handshake_failed(resumption, tls == "implicit")
             raise TLSFailure(f"TLS with {host}:{port} failed: {ssl_reason(exc)}") from exc
         except OSError as exc:
+            _handshake_failed(resumption, tls == "implicit")
             raise ConnectionLost(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
         client = cls(
             host,
@@ -180,6 +198,7 @@ class POP3Client(Channel):
         client._encrypted = tls == "implicit"
         client._verified = client._encrypted and _verifies(ctx)
         client._capa_memo = capa_memo
+        client._resumption = resumption
         try:
             await client._start(tls, ctx, connect_timeout)
         except BaseException:
@@ -235,16 +254,19 @@ class POP3Client(Channel):
         assert transport is not None
         loop = asyncio.get_running_loop()
         try:
-            new = await loop.start_tls(
-                transport,
-                self._io,
-                ctx,
-                server_hostname=self.host,
-                ssl_handshake_timeout=hs_seconds,
-            )
+            with _offering(self._resumption):
+                new = await loop.start_tls(
+                    transport,
+                    self._io,
+                    ctx,
+                    server_hostname=self.host,
+                    ssl_handshake_timeout=hs_seconds,
+                )
         except ssl.SSLError as exc:
+            _handshake_failed(self._resumption)
             raise TLSFailure(f"TLS with {self.host} failed: {ssl_reason(exc)}") from exc
         except (OSError, TimeoutError) as exc:
+            _handshake_failed(self._resumption)
             raise TLSFailure(f"TLS handshake with {self.host} did not complete: {exc}") from exc
         if new is None:  # pragma: no cover
             raise TLSFailure("TLS handshake did not produce a transport")
@@ -278,6 +300,19 @@ class POP3Client(Channel):
             return None
         obj: ssl.SSLObject | None = self._io.transport.get_extra_info("ssl_object")
         return obj
+
+    @property
+    def tls_resumed(self) -> bool:
+        """Whether this connection's TLS handshake resumed an earlier session."""
+        obj = self._ssl_object()
+        return obj is not None and obj.session_reused
+
+    def _keep_session(self) -> None:
+        """The connection is ending: its context's session cache learns how this handshake
+        went (`Resumption.finished`), once."""
+        if self._resumption is not None:
+            self._resumption.finished(self._ssl_object())
+            self._resumption = None
 
     @property
     def tls_version(self) -> str | None:
@@ -767,6 +802,7 @@ class POP3Client(Channel):
 
     def _close_after_write(self) -> None:
         """Close the connection once what was written is sent (`abort` would drop it)."""
+        self._keep_session()
         self._closed = True
         transport = self._io.transport
         if transport is not None and not transport.is_closing():
@@ -781,8 +817,13 @@ class POP3Client(Channel):
         busy = self._conn.outstanding or self._conn.buffered()
         if self._closed or busy or self._io.transport is None:
             raise LocalProtocolError("detach needs an open connection with no reply outstanding")
+        self._keep_session()
         self._closed = True
         return self._io
+
+    def abort(self) -> None:
+        self._keep_session()
+        super().abort()
 
     async def close(self, commit: bool = True) -> None:
         if commit:
@@ -857,6 +898,18 @@ async def login_with_fallback(
 # may send commands behind it. LOGIN (two answers) and the OAuth mechanisms (an error comes as
 # a challenge to be answered) are left out.
 _LAST_LINE_KNOWN = frozenset({"USER", "APOP", "PLAIN", "CRAM-MD5"})
+
+
+def _offering(resumption: Resumption | None) -> contextlib.AbstractContextManager[None]:
+    """Around a handshake's `create_connection` / `start_tls`: what it may resume."""
+    return contextlib.nullcontext() if resumption is None else resumption.active()
+
+
+def _handshake_failed(resumption: Resumption | None, handshake: bool = True) -> None:
+    """Connecting failed while a TLS `handshake` may have been under way: its key's session
+    goes (a server that mishandles the ticket gets a full handshake next time)."""
+    if resumption is not None and handshake:
+        resumption.failed()
 
 
 def _verifies(ctx: ssl.SSLContext | None) -> bool:

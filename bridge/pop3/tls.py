@@ -3,6 +3,10 @@
 Verification is on by default (system store or `ca_file`, host name checked, TLS 1.2 at least);
 `insecure` turns it off only when a config asks for it by name. Used for implicit TLS (995) and
 STLS alike, by the client and so by both the poller and the proxy's upstream leg.
+
+The contexts built here are `ResumingContext`s: each keeps the sessions its connections were
+given, so the next connection to the same server and name can resume instead of repeating the
+full handshake (`bridge.pop3.resumption`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import ssl
 import time
 
 from bridge.pop3.errors import TLSFailure
+from bridge.pop3.resumption import ResumingContext
 
 __all__ = ["SHARED_CONTEXT_MAX_AGE", "client_context", "shared_client_context", "ssl_reason"]
 
@@ -26,11 +31,21 @@ _shared: dict[tuple[str | None, bool], tuple[float, tuple[int, int] | None, ssl.
 def client_context(
     ssl_context: ssl.SSLContext | None, ca_file: str | None, insecure: bool
 ) -> ssl.SSLContext:
-    """`ssl_context` as given, or a verifying client context (see the module docstring)."""
+    """`ssl_context` as given, or a verifying client context (see the module docstring).
+
+    Built as `ssl.create_default_context(cafile=ca_file)` builds one (PROTOCOL_TLS_CLIENT,
+    which requires a certificate and checks the host name; `ca_file` or the system store),
+    as a `ResumingContext`. Unlike it, `SSLKEYLOGFILE` is not honoured: a service does not
+    write its TLS secrets to a file because of an environment variable.
+    """
     if ssl_context is not None:
         return ssl_context
+    ctx = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        ctx = ssl.create_default_context(cafile=ca_file)
+        if ca_file:
+            ctx.load_verify_locations(cafile=ca_file)
+        else:
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     except (OSError, ssl.SSLError) as exc:
         raise TLSFailure(f"cannot load CA file {ca_file}: {exc}") from exc
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -103,6 +103,7 @@ async def connect_upstream(up: ProxyUpstream, connect_timeout: float) -> POP3Cli
         connect_timeout=connect_timeout,
         read_timeout=connect_timeout,
         max_body=MAX_CAPA_BODY,
+        tls_resume=up.tls_resume,
     )
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.config.account import AccountConfig
+from bridge.poller.build import account_spec
 from bridge.poller.login import tls_context
 from bridge.poller.poll import poll_account
 from bridge.poller.spec import AccountSpec
@@ -63,3 +65,18 @@ async def test_polls_over_pop3s_reuse_the_context_and_verify(
     wrong = dovecot_spec(dovecot, dovecot_user, ca_file=str(dovecot.certs.other_ca_file))
     with pytest.raises(TLSFailure, match="certificate verification failed"):
         await poll_account(wrong, store)
+
+
+@pytest.mark.parametrize(("given", "expected"), [({}, True), ({"tls_resume": False}, False)])
+def test_tls_resume_reaches_the_spec(given: dict[str, object], expected: bool) -> None:
+    account = AccountConfig.model_validate(
+        {
+            "name": "a",
+            "host": "mail.example",
+            "username": "u",
+            "password": "p",
+            "webhook": "w",
+            **given,
+        }
+    )
+    assert account_spec(account, None, {}).tls_resume is expected

@@ -45,6 +45,7 @@ __all__ = [
     "DovecotError",
     "DovecotServer",
     "DovecotUser",
+    "OneLoginProcessDovecot",
     "dovecot_available",
     "free_port",
     "lmtp_available",
@@ -472,6 +473,29 @@ service pop3-login {{
   }}
 }}
 {self._lmtp_config()}"""
+
+
+# Appended to the generated config (Dovecot merges a service block given twice).
+ONE_LOGIN_PROCESS = """
+service pop3-login {
+  service_count = 0
+  process_min_avail = 1
+  process_limit = 1
+}
+"""
+
+
+class OneLoginProcessDovecot(DovecotServer):
+    """A Dovecot whose one pop3-login process serves every connection (Dovecot's
+    high-performance login mode, `service_count = 0`, limited to one process).
+
+    TLS session resumption needs it: Dovecot 2.3 keeps no session cache or ticket key across
+    processes (each login process's OpenSSL context makes its own), so with the default
+    `service_count = 1` (a new login process per connection, `DovecotServer`) no session is
+    ever resumed; here every connection after the first can be."""
+
+    def _config(self) -> str:
+        return super()._config() + ONE_LOGIN_PROCESS
 
 
 def _group_name(gid: int) -> str:
