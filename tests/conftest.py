@@ -25,7 +25,7 @@ from tests.support.certs import TestCerts, make_test_certs  # noqa: E402
 from tests.support.dovecot import (  # noqa: E402
     DovecotServer,
     DovecotUser,
-    dovecot_available,
+    running,
 )
 
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -52,18 +52,8 @@ def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> TestCerts:
 @pytest.fixture(scope="session")
 def dovecot(tls_certs: TestCerts) -> Iterator[DovecotServer]:
     """The session's private Dovecot; a skip/fail here is cached, so every user reports it."""
-    ok, why = dovecot_available()
-    require_service("dovecot", ok, why)
-    server = DovecotServer(tls_certs)
-    try:
-        server.start()
-    except Exception as exc:
-        server.close()
-        require_service("dovecot", False, f"the private Dovecot failed to start: {exc}")
-    try:
+    with running(DovecotServer(tls_certs), "the private Dovecot") as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

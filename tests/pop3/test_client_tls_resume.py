@@ -28,13 +28,12 @@ from bridge.pop3.tls import client_context
 from bridge.store.base import Store
 from bridge.testing.fakepop3 import FakePOP3Server
 from tests.poller.conftest import dovecot_spec
-from tests.support import require_service
 from tests.support.certs import TestCerts
 from tests.support.dovecot import (
     DovecotServer,
     DovecotUser,
     OneLoginProcessDovecot,
-    dovecot_available,
+    running,
 )
 
 T = TypeVar("T")
@@ -49,18 +48,8 @@ def run(loop: str, main: Callable[[], Awaitable[T]]) -> T:
 
 @pytest.fixture(scope="module")
 def resuming_dovecot(tls_certs: TestCerts) -> Iterator[DovecotServer]:
-    ok, why = dovecot_available()
-    require_service("dovecot", ok, why)
-    server = OneLoginProcessDovecot(tls_certs)
-    try:
-        server.start()
-    except Exception as exc:
-        server.close()
-        require_service("dovecot", False, f"the one-login-process Dovecot failed to start: {exc}")
-    try:
+    with running(OneLoginProcessDovecot(tls_certs), "the one-login-process Dovecot") as server:
         yield server
-    finally:
-        server.close()
 
 
 def _port(server: DovecotServer, tls: TLSMode) -> int:

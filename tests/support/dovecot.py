@@ -33,12 +33,14 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import psutil  # type: ignore[import-untyped]
 
+from tests.support import require_service
 from tests.support.certs import TestCerts
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "dovecot_available",
     "free_port",
     "lmtp_available",
+    "running",
 ]
 
 DOVECOT = "dovecot"
@@ -535,3 +538,20 @@ def _children_of(pid: int) -> list[int]:
         return [p.pid for p in psutil.Process(pid).children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
+
+
+@contextlib.contextmanager
+def running(server: DovecotServer, what: str) -> Iterator[DovecotServer]:
+    """`server` started for a fixture and closed after it; a start that fails is reported as
+    the missing service (`require_service`: a skip locally, a failure in CI)."""
+    ok, why = dovecot_available()
+    require_service("dovecot", ok, why)
+    try:
+        server.start()
+    except Exception as exc:
+        server.close()
+        require_service("dovecot", False, f"{what} failed to start: {exc}")
+    try:
+        yield server
+    finally:
+        server.close()
