@@ -19,12 +19,14 @@ import pytest
 import trustme
 import uvloop
 
+from bridge.config import ProxyUpstream
 from bridge.poller.login import tls_context
 from bridge.poller.poll import poll_account
 from bridge.pop3.client import POP3Client, TLSMode
 from bridge.pop3.errors import TLSFailure
 from bridge.pop3.resumption import ResumingContext
 from bridge.pop3.tls import client_context
+from bridge.proxy.session import connect_upstream
 from bridge.store.base import Store
 from bridge.testing.fakepop3 import FakePOP3Server
 from tests.poller.conftest import dovecot_spec
@@ -132,6 +134,24 @@ async def test_the_second_poll_resumes(resuming_dovecot: DovecotServer, store: S
     ctx.sessions.drop(key)
     await poll_account(off, store)
     assert ctx.sessions.get(key) is None  # nothing offered, nothing kept
+
+
+@pytest.mark.dovecot
+async def test_the_proxys_upstream_leg_resumes(
+    resuming_dovecot: DovecotServer, tls_certs: TestCerts
+) -> None:
+    # The proxy's upstream legs use the shared context too (so an earlier test's session for
+    # this server may already be there): once one leg has ended, the next resumes, and an
+    # upstream with `tls_resume: false` does a full handshake.
+    server = resuming_dovecot
+    up = ProxyUpstream(host=server.host, port=server.pop3s_port, ca_file=str(tls_certs.ca_file))
+    off = up.model_copy(update={"tls_resume": False})
+    resumed = []
+    for upstream in (up, up, off):
+        client = await connect_upstream(upstream, 10.0)
+        resumed.append(client.tls_resumed)
+        client.abort()
+    assert resumed[1:] == [True, False]
 
 
 # -- an asyncio TLS server: resumes every connection (one SSLContext, OpenSSL's tickets) ------
