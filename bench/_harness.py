@@ -271,8 +271,7 @@ def _bridge_command(
     config: Path, command: str, loop: str | None, tree: Path | None
 ) -> tuple[list[str], dict[str, str]]:
     """`loop` None: the command's own default in that tree (bridge.cli.UVLOOP_BY_DEFAULT:
-    uvloop for `run` and `once` when installed, since 3 Dec 2026 for `once`; a tree from
-    before runs `once` on asyncio), as a deployment runs it."""
+    uvloop for `run` when installed, asyncio for `once`), as a deployment runs it."""
     compiled_bridge(tree)
     env = dict(os.environ)
     env.pop("POP3BRIDGE_EVENT_LOOP", None)

@@ -12,9 +12,9 @@ Contenders, alternated every round, all over plain POP3 on loopback against one 
   nginx (bench/_webhook_nginx.py), which answers 204 and keeps every request on disk, verified
   with the same library after the timed run. Counted only if all messages arrived verified.
   The targets are judged on the nginx receiver, which costs about what a remote one does.
-  `once` runs on its default loop: uvloop when it is installed (the optional `speed` extra).
-- on the nginx receiver also: asyncio (``POP3BRIDGE_EVENT_LOOP=asyncio``) when uvloop is
-  installed, and ``poller.parse_workers: 0`` (parse in the main process).
+  `once` runs on its default loop, asyncio.
+- on the nginx receiver also: uvloop (``POP3BRIDGE_EVENT_LOOP=uvloop``, the optional `speed`
+  extra) when installed, and ``poller.parse_workers: 0`` (parse in the main process).
 - fetch stage alone (in-process, timed from connect to QUIT): `poll_account` into a fresh
   SQLite outbox, no delivery.
 - fetchmail writing to a BSMTP file (``--all --keep``, no TLS), counted from the file.
@@ -296,7 +296,7 @@ def fetchmail_run(server: DovecotServer, user: DovecotUser, n: int, run: Path) -
 
 E2E_PYTHON = "pop3bridge once (end to end)"
 E2E_NGINX = "pop3bridge once (end to end, nginx receiver)"
-ASYNCIO_NGINX = "pop3bridge once on asyncio (nginx receiver)"
+UVLOOP_NGINX = "pop3bridge once + uvloop (nginx receiver)"
 NO_WORKER_NGINX = "pop3bridge once, 0 parse workers (nginx receiver)"
 FETCH = "pop3bridge fetch stage"
 BASE_FETCH = "baseline fetch stage"
@@ -347,8 +347,8 @@ def main() -> int:
         if has_module("uvloop"):
             contenders.append(
                 Contender(
-                    ASYNCIO_NGINX,
-                    lambda: bench.bridge_once(nginx=True, loop="asyncio"),
+                    UVLOOP_NGINX,
+                    lambda: bench.bridge_once(nginx=True, loop="uvloop"),
                     cpu="reported",
                 )
             )

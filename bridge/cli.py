@@ -32,18 +32,18 @@ SUBCOMMANDS: dict[str, str] = {
 
 EXIT_USAGE = 2
 # `POP3BRIDGE_EVENT_LOOP=uvloop` runs any command on uvloop (the `speed` extra), `asyncio` on
-# the standard loop. Without it, `proxy`, `run` and `once` run on uvloop whenever uvloop is
-# installed and every other command on asyncio. The proxy is a loop of small socket reads and
+# the standard loop. Without it, `proxy` and `run` run on uvloop whenever uvloop is installed
+# and every other command on asyncio. The proxy is a loop of small socket reads and
 # writes, which is what uvloop speeds up: 7-38 % less proxy CPU per sequential command, poplib
 # through the proxy 0.58 -> 0.62x direct, pipelined 0.96 -> 1.01x (bench/proxy.py, 7 alternated
 # rounds, 29 Nov 2026). `run` with many idle accounts is the same kind of load (a short session
 # of small exchanges per poll): 0.99 -> 0.83 ms of CPU per idle poll (bench/many_accounts.py's
 # idle phase at 2,000 accounts / 12 s, 2 Dec 2026, load ~5; BENCHMARKS.md section 2). `once`
-# delivering 2,000 bench messages to nginx: 3.8 % fewer instructions in its own process on
-# uvloop (4.374 vs 4.547 G, callgrind) and 0.373 vs 0.383 ms of its CPU a message (lower in 8
-# of 12 alternated pairs); an `once` with nothing new pays 7.7 M instructions more (1,071 vs
-# 1,063 M: importing uvloop, ~3 ms), what ~90 messages save (3 Dec 2026; BENCHMARKS.md
-# sections 1 and 6).
+# stays on asyncio: on uvloop its own process runs 3.8 % fewer instructions delivering 2,000
+# bench messages, but its whole process tree's CPU and its wall time are level (0.534 vs 0.526
+# ms a message, 1,937 vs 1,986 msg/s, 9 alternated rounds), its first POST comes 67-77 ms later
+# (the fetch keeps the loop), and an `once` with nothing new pays the import (+7.7 M
+# instructions): 3 Dec 2026, BENCHMARKS.md section 1.
 EVENT_LOOP_ENV = "POP3BRIDGE_EVENT_LOOP"
 
 
@@ -51,7 +51,7 @@ class EventLoopUnavailable(ValueError):
     """`POP3BRIDGE_EVENT_LOOP` names an unknown loop, or uvloop is not installed."""
 
 
-UVLOOP_BY_DEFAULT = frozenset({"proxy", "run", "once"})
+UVLOOP_BY_DEFAULT = frozenset({"proxy", "run"})
 
 
 def use_event_loop(env: Mapping[str, str], command: str | None = None) -> str:

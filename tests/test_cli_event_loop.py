@@ -1,5 +1,5 @@
-"""`POP3BRIDGE_EVENT_LOOP`: asyncio by default (uvloop for `proxy`, `run` and `once` when
-installed), either on request, a clear exit 2 otherwise."""
+"""`POP3BRIDGE_EVENT_LOOP`: asyncio by default (uvloop for `proxy` and `run` when installed),
+either on request, a clear exit 2 otherwise."""
 
 from __future__ import annotations
 
@@ -78,24 +78,22 @@ def test_probe_on_uvloop_against_dovecot(
     assert report["tls_version"], report
 
 
-@pytest.mark.parametrize("command", ["proxy", "run", "once"])
-def test_proxy_run_and_once_default_to_uvloop_when_installed(
-    command: str, restore_policy: None
-) -> None:
+@pytest.mark.parametrize("command", ["proxy", "run"])
+def test_proxy_and_run_default_to_uvloop_when_installed(command: str, restore_policy: None) -> None:
     uvloop = pytest.importorskip("uvloop")
     assert use_event_loop({}, command) == "uvloop"
     assert isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
     # ...every other command stays on asyncio, and the variable overrides either default.
     asyncio.set_event_loop_policy(None)
     before = asyncio.get_event_loop_policy()
-    for other in ("peek", "probe", "replay", "demo"):
+    for other in ("once", "peek", "probe", "replay", "demo"):
         assert use_event_loop({}, other) == "asyncio"
     assert use_event_loop({EVENT_LOOP_ENV: "asyncio"}, command) == "asyncio"
     assert asyncio.get_event_loop_policy() is before
 
 
-@pytest.mark.parametrize("command", ["proxy", "run", "once"])
-def test_without_uvloop_installed_proxy_run_and_once_use_asyncio(
+@pytest.mark.parametrize("command", ["proxy", "run"])
+def test_without_uvloop_installed_proxy_and_run_use_asyncio(
     command: str, monkeypatch: pytest.MonkeyPatch, restore_policy: None
 ) -> None:
     import bridge.cli
