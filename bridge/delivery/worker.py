@@ -689,9 +689,9 @@ class _GroupCommit:
         self.max_group = max_group
         self.linger = linger
         self._queued: list[tuple[int, int, float, Attempt | None, asyncio.Future[None]]] = []
-        self._expected: set[int] = set()
-        # Per claim (`expect`'s key), its expected rows not yet marked or forgone; and whether
-        # a claim's last one was, since the last commit started.
+        # Per claim (`expect`'s key), its expected rows not yet marked or forgone; each such
+        # row's claim (so its keys are every mark that may still come); and whether a claim's
+        # last one was, since the last commit started.
         self._claims: dict[object, set[int]] = {}
         self._claim_of: dict[int, object] = {}
         self._claim_ended = False
@@ -700,13 +700,11 @@ class _GroupCommit:
 
     def expect(self, item_ids: Collection[int], claim: object = None) -> None:
         """These rows (of `claim`) are being delivered, each to end in `mark` or `forgo`."""
-        self._expected.update(item_ids)
         self._claims.setdefault(claim, set()).update(item_ids)
         for item_id in item_ids:
             self._claim_of[item_id] = claim
 
     def _settle(self, item_id: int) -> None:
-        self._expected.discard(item_id)
         claim = self._claim_of.pop(item_id, _NONE)
         if claim is not _NONE:
             rows = self._claims[claim]
@@ -731,7 +729,7 @@ class _GroupCommit:
         await done
 
     def _full(self) -> bool:
-        return self._claim_ended or not self._expected or len(self._queued) >= self.max_group
+        return self._claim_ended or not self._claim_of or len(self._queued) >= self.max_group
 
     def _consider(self, *, now: bool = False) -> None:
         """Start a commit if one is due; otherwise make sure the linger timer runs."""
