@@ -84,7 +84,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -145,16 +145,28 @@ def _insert_streamed(conn: sqlite3.Connection, row_id: int, message: NewMessage)
 _ROWS_PER_INSERT = 100
 
 
-def _insert_rows(
+def _insert_chunks(
     head: str, width: int, rows: Sequence[Sequence[Any]], tail: str, conn: sqlite3.Connection
-) -> None:
+) -> Iterator[tuple[Sequence[Sequence[Any]], sqlite3.Cursor]]:
     """`head VALUES (...), (...) tail` over `rows`, in chunks: the same rows, in the same
-    order, as executemany (ON CONFLICT applies row by row within a statement too)."""
+    order, as executemany (ON CONFLICT applies row by row within a statement too); each
+    chunk with the cursor of its statement, once executed."""
     one = "(" + ", ".join("?" * width) + ")"
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[start : start + _ROWS_PER_INSERT]
         values = ", ".join([one] * len(chunk))
-        conn.execute(f"{head} VALUES {values} {tail}", [v for row in chunk for v in row])
+        yield (
+            chunk,
+            conn.execute(f"{head} VALUES {values} {tail}", [v for row in chunk for v in row]),
+        )
+
+
+def _insert_rows(
+    head: str, width: int, rows: Sequence[Sequence[Any]], tail: str, conn: sqlite3.Connection
+) -> None:
+    """`_insert_chunks`, run to the end."""
+    for _chunk, _cursor in _insert_chunks(head, width, rows, tail, conn):
+        pass
 
 
 def _insert_ids(
@@ -178,12 +190,8 @@ def _insert_ids(
     the usual case) they are the ids up to `lastrowid`; when `tail` skipped some (a message
     another replica recorded first), the rows inserted now are the `rowcount` newest among
     the chunk's keys, asked for by one indexed query."""
-    one = "(" + ", ".join("?" * width) + ")"
     inserted: list[tuple[int, Any]] = []
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[start : start + _ROWS_PER_INSERT]
-        values = ", ".join([one] * len(chunk))
-        cur = conn.execute(f"{head} VALUES {values} {tail}", [v for row in chunk for v in row])
+    for chunk, cur in _insert_chunks(head, width, rows, tail, conn):
         added, last = cur.rowcount, cur.lastrowid
         if added == len(chunk) and last is not None:
             keys = [row[0] for row in chunk]
