@@ -31,7 +31,6 @@ __all__ = [
     "MIN_TRANSFER_RATE",
     "Fetcher",
     "account_outbox_row",
-    "deferred_account_row",
     "deferred_account_rows",
     "retr_deadline",
 ]
@@ -112,13 +111,6 @@ def deferred_account_rows(spec: AccountSpec, session: str | None) -> DeferredRow
         options=spec.fetch.options,
         session=session,
     )
-
-
-def deferred_account_row(
-    spec: AccountSpec, uidl: str, raw: bytes, session: str | None
-) -> NewMessage:
-    """One row of `deferred_account_rows(spec, session)`."""
-    return deferred_account_rows(spec, session)(uidl, raw, len(raw))
 
 
 @dataclass(slots=True)

@@ -1,5 +1,5 @@
 """The fetch stage builds most rows without `account_outbox_row`'s dispatch
-(`deferred_account_row`); the row must be the one that dispatch gives, field for field, for
+(`deferred_account_rows`); the row must be the one that dispatch gives, field for field, for
 every account setting that reaches it, with the parse pool running or not."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bridge import mail
 from bridge.outbox import ParsePool, current_pool, parsed_at_fetch, parsed_from
-from bridge.poller.fetch import account_outbox_row, deferred_account_row, deferred_account_rows
+from bridge.poller.fetch import account_outbox_row, deferred_account_rows
 from bridge.poller.spec import AccountSpec, FetchOptions
 from bridge.testing.samples import generate_messages
 from tests.attachments.support import minter
@@ -48,7 +48,7 @@ async def _check(spec: AccountSpec) -> None:
             defer_any_size=fetch.reshaped,
         )
         uidl = f"uid-{n}"
-        built = deferred_account_row(spec, uidl, raw, "s-1")
+        built = deferred_account_rows(spec, "s-1")(uidl, raw, len(raw))
         dispatched = await account_outbox_row(
             spec, uidl, len(raw), raw, oversize=False, now=1.0, defer=True, session="s-1"
         )
@@ -96,4 +96,5 @@ def test_the_fetch_threshold_is_parsed_at_fetch(
 def test_a_session_row_builder_gives_the_one_row(spec: AccountSpec) -> None:
     rows = deferred_account_rows(spec, "s-1")
     for n, raw in enumerate(MESSAGES):
-        assert rows(f"uid-{n}", raw, len(raw)) == deferred_account_row(spec, f"uid-{n}", raw, "s-1")
+        uidl = f"uid-{n}"
+        assert rows(uidl, raw, len(raw)) == deferred_account_rows(spec, "s-1")(uidl, raw, len(raw))
