@@ -96,7 +96,7 @@ from _harness import (
 from _webhook_nginx import NginxReceiver
 
 from bridge.testing.samples import generate_messages
-from tests.support.dovecot import DovecotServer
+from tests.support.dovecot import ONE_LOGIN_PROCESS, DovecotServer
 from tests.support.receiver import ThreadedReceiver
 
 VENV_BIN = Path(sys.executable).parent
@@ -116,25 +116,19 @@ service pop3 {
 """
 
 
-# One login process for every connection: TLS sessions resume (each Dovecot login process has
-# its own ticket key and session cache, so with two a ticket is taken about every other time
-# and the client stops offering: bridge/pop3/resumption.py).
-ONE_LOGIN = """
-service pop3-login {
-  process_min_avail = 1
-  process_limit = 1
-}
-"""
-
-
 class TunedDovecot(DovecotServer):
     def _config(self) -> str:
         return super()._config() + TUNED
 
 
 class OneLoginDovecot(TunedDovecot):
+    """One login process for every connection, so TLS sessions resume (each Dovecot login
+    process has its own ticket key and session cache: with two a ticket is taken about every
+    other time and the client stops offering, bridge/pop3/resumption.py); the suite's
+    `OneLoginProcessDovecot` block on top of the tuned pop3 processes."""
+
     def _config(self) -> str:
-        return super()._config() + ONE_LOGIN
+        return super()._config() + ONE_LOGIN_PROCESS
 
 
 @contextlib.contextmanager

@@ -44,6 +44,7 @@ from tests.support import require_service
 from tests.support.certs import TestCerts
 
 __all__ = [
+    "ONE_LOGIN_PROCESS",
     "DovecotError",
     "DovecotServer",
     "DovecotUser",
